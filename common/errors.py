@@ -1,0 +1,56 @@
+"""Typed errors of lmdock.
+
+Domain code raises these; the gRPC layer maps each class once to a precise status code and
+the CLI prints the message. Messages say what was wrong and, where it helps, what to do.
+"""
+
+from __future__ import annotations
+
+
+class LmdockError(Exception):
+    """Base of every error lmdock raises on purpose."""
+
+    #: Name of the grpc.StatusCode member this error maps to.
+    status = "UNKNOWN"
+
+
+class InvalidArgument(LmdockError, ValueError):
+    status = "INVALID_ARGUMENT"
+
+
+class NotFound(LmdockError):
+    status = "NOT_FOUND"
+
+
+class AlreadyExists(LmdockError):
+    status = "ALREADY_EXISTS"
+
+
+class PermissionDenied(LmdockError):
+    status = "PERMISSION_DENIED"
+
+
+class Unauthenticated(LmdockError):
+    status = "UNAUTHENTICATED"
+
+
+class ResourceExhausted(LmdockError):
+    status = "RESOURCE_EXHAUSTED"
+
+
+class FailedPrecondition(LmdockError):
+    status = "FAILED_PRECONDITION"
+
+
+class IntegrityError(LmdockError):
+    """Bytes or signatures that do not match what they claim to be."""
+
+    status = "DATA_LOSS"
+
+
+class BudgetExceeded(ResourceExhausted):
+    """A release would exceed a data set's privacy budget; nothing was sent."""
+
+
+class ProfileMismatch(FailedPrecondition):
+    """The market's spec profile cannot be reproduced locally; no spec is computed."""

@@ -1,0 +1,312 @@
+"""Learnware package, format v1: one uncompressed tar holding
+
+    manifest.json               what the learnware is (see `Manifest`), listing every other file
+                                with its sha256 and size
+    signature.json              Ed25519 signature of canonical_json(manifest) (see `signing`)
+    adapter_config.json         PEFT adapter config
+    adapter_model.safetensors   PEFT adapter weights (and a task head, when there is one)
+    README.md                   optional model card
+
+Only regular files with plain names and the extensions .json, .safetensors, .md and .txt are
+allowed: no links, no folders, no '..', never pickle or code. Unpacking verifies every hash and
+the signature before anything becomes visible at the destination (temp dir + rename).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from lmdock.common.canonical import canonical_json
+from lmdock.common.errors import IntegrityError, InvalidArgument
+from lmdock.common.hashing import sha256_file
+from lmdock.common.signing import Signature, sign_manifest, verify_manifest
+from lmdock.common.spec import Spec
+
+__all__ = [
+    "FORMAT",
+    "REQUIRED_FILES",
+    "FileEntry",
+    "Manifest",
+    "PackageLimits",
+    "TaskInfo",
+    "unpack_package",
+    "write_package",
+]
+
+FORMAT = "lmdock-learnware/1"
+MANIFEST = "manifest.json"
+SIGNATURE = "signature.json"
+REQUIRED_FILES = ("adapter_config.json", "adapter_model.safetensors")
+ALLOWED_SUFFIXES = (".json", ".safetensors", ".md", ".txt")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{2,63}$")
+TASK_KINDS = ("classification", "generation")
+
+
+@dataclass(frozen=True)
+class PackageLimits:
+    max_package_bytes: int = 2 * 1024**3
+    max_files: int = 16
+    max_json_bytes: int = 4 * 1024**2
+    max_labels: int = 1024
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    kind: str
+    labels: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in TASK_KINDS:
+            raise InvalidArgument(f"task kind must be one of {TASK_KINDS}, got {self.kind!r}")
+        if self.kind == "classification" and len(self.labels) < 2:
+            raise InvalidArgument("a classification task needs at least 2 labels")
+        if len(set(self.labels)) != len(self.labels):
+            raise InvalidArgument("task labels must be distinct")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    id: str
+    name: str
+    domain: str
+    base_model: str
+    licence: str
+    publisher: str
+    task: TaskInfo
+    spec: Spec
+    files: Mapping[str, FileEntry]
+    version: str = "1.0.0"
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    training: Mapping[str, Any] = field(default_factory=dict)
+    eval_scores: Mapping[str, float] = field(default_factory=dict)
+    created_at: str = ""
+    format: str = FORMAT
+
+    def __post_init__(self) -> None:
+        if self.format != FORMAT:
+            raise InvalidArgument(f"package format {self.format!r} is not supported (need {FORMAT})")
+        if not _ID.match(self.id):
+            raise InvalidArgument(
+                f"learnware id {self.id!r} must be 3-64 chars of a-z, 0-9, '.', '_', '-'"
+            )
+        for name in (*REQUIRED_FILES,):
+            if name not in self.files:
+                raise InvalidArgument(f"manifest lists no {name}")
+        for name in self.files:
+            _check_name(name)
+        for key in ("name", "domain", "base_model", "licence", "publisher"):
+            value = getattr(self, key)
+            if not isinstance(value, str) or not value.strip() or len(value) > 256:
+                raise InvalidArgument(f"manifest field {key!r} must be a non-empty string (<= 256 chars)")
+
+    @property
+    def dp_trained(self) -> bool:
+        return bool(self.training.get("dp", False))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "id": self.id,
+            "name": self.name,
+            "version": self.version,
+            "domain": self.domain,
+            "tags": list(self.tags),
+            "description": self.description,
+            "licence": self.licence,
+            "publisher": self.publisher,
+            "base_model": self.base_model,
+            "task": {"kind": self.task.kind, "labels": list(self.task.labels)},
+            "spec": self.spec.to_dict(),
+            "training": dict(self.training),
+            "eval_scores": dict(self.eval_scores),
+            "files": {k: {"sha256": v.sha256, "size": v.size} for k, v in sorted(self.files.items())},
+            "created_at": self.created_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Manifest:
+        if not isinstance(data, dict):
+            raise InvalidArgument("manifest.json must hold a JSON object")
+        try:
+            task = data["task"]
+            files = {
+                str(name): FileEntry(sha256=str(e["sha256"]), size=int(e["size"]))
+                for name, e in dict(data["files"]).items()
+            }
+            return cls(
+                format=str(data.get("format", "")),
+                id=str(data["id"]),
+                name=str(data["name"]),
+                version=str(data.get("version", "1.0.0")),
+                domain=str(data["domain"]),
+                tags=tuple(str(t) for t in data.get("tags", [])),
+                description=str(data.get("description", "")),
+                licence=str(data["licence"]),
+                publisher=str(data["publisher"]),
+                base_model=str(data["base_model"]),
+                task=TaskInfo(kind=str(task["kind"]), labels=tuple(str(x) for x in task.get("labels", []))),
+                spec=Spec.from_dict(data["spec"]),
+                training=dict(data.get("training", {})),
+                eval_scores={str(k): float(v) for k, v in dict(data.get("eval_scores", {})).items()},
+                files=files,
+                created_at=str(data.get("created_at", "")),
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise InvalidArgument(f"manifest.json is malformed: missing or bad {exc}") from None
+
+
+def _check_name(name: str) -> None:
+    if not _NAME.match(name) or ".." in name:
+        raise InvalidArgument(f"file name {name!r} is not allowed (plain names only, no folders)")
+    if not name.endswith(ALLOWED_SUFFIXES):
+        raise InvalidArgument(
+            f"file {name!r} is not allowed: only {', '.join(ALLOWED_SUFFIXES)} files (never pickle or code)"
+        )
+
+
+def _tar_add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    info.mtime = 0
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_package(
+    out: Path,
+    *,
+    files: Mapping[str, Path],
+    key: Ed25519PrivateKey,
+    **manifest_fields: Any,
+) -> Manifest:
+    """Hash `files`, sign the manifest and write the package tar to `out` atomically.
+
+    Files are added in name order with fixed metadata, so equal inputs give equal bytes.
+    """
+    for name in files:
+        _check_name(name)
+    entries = {name: FileEntry(sha256=sha256_file(p), size=p.stat().st_size) for name, p in files.items()}
+    manifest = Manifest(files=entries, **manifest_fields)
+    manifest_dict = manifest.to_dict()
+    signature = sign_manifest(manifest_dict, key)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".pkg-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            _tar_add_bytes(tar, MANIFEST, json.dumps(manifest_dict, indent=2).encode())
+            _tar_add_bytes(tar, SIGNATURE, json.dumps(signature.to_dict(), indent=2).encode())
+            for name in sorted(files):
+                info = tarfile.TarInfo(name)
+                info.size = entries[name].size
+                info.mode = 0o644
+                info.mtime = 0
+                with files[name].open("rb") as fh:
+                    tar.addfile(info, fh)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return manifest
+
+
+def _read_json(path: Path, limit: int) -> Any:
+    if path.stat().st_size > limit:
+        raise InvalidArgument(f"{path.name} is larger than {limit} bytes")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidArgument(f"{path.name} is not valid UTF-8 JSON: {exc}") from None
+
+
+def _extract_members(archive: Path, into: Path, limits: PackageLimits) -> None:
+    """Copy the tar's regular files into `into`, refusing anything but plain allowed files."""
+    if archive.stat().st_size > limits.max_package_bytes:
+        raise InvalidArgument(f"package is larger than the limit of {limits.max_package_bytes} bytes")
+    try:
+        tar = tarfile.open(archive, mode="r:")
+    except tarfile.TarError as exc:
+        raise InvalidArgument(f"package is not an uncompressed tar archive: {exc}") from None
+    seen: set[str] = set()
+    with tar:
+        for member in tar:
+            if not member.isreg():
+                raise InvalidArgument(f"package member {member.name!r} is not a regular file (links and folders are refused)")
+            if member.name in (MANIFEST, SIGNATURE):
+                pass
+            else:
+                _check_name(member.name)
+            if member.name in seen:
+                raise InvalidArgument(f"package holds {member.name!r} twice")
+            seen.add(member.name)
+            if len(seen) > limits.max_files:
+                raise InvalidArgument(f"package holds more than {limits.max_files} files")
+            src = tar.extractfile(member)
+            assert src is not None  # regular files always have content
+            with src, (into / member.name).open("xb") as dst:
+                shutil.copyfileobj(src, dst, 1024 * 1024)
+
+
+def unpack_package(
+    archive: Path,
+    dest: Path,
+    *,
+    limits: PackageLimits = PackageLimits(),
+    trusted_key: str | None = None,
+) -> tuple[Manifest, Signature]:
+    """Verify `archive` completely, then make its files appear at `dest` (a new folder).
+
+    Raises InvalidArgument for a malformed package and IntegrityError when hashes or the
+    signature do not match; in both cases nothing is left at `dest`.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".unpack-"))
+    try:
+        _extract_members(archive, staging, limits)
+        for required in (MANIFEST, SIGNATURE):
+            if not (staging / required).is_file():
+                raise InvalidArgument(f"package has no {required}")
+        manifest_dict = _read_json(staging / MANIFEST, limits.max_json_bytes)
+        manifest = Manifest.from_dict(manifest_dict)
+        if len(manifest.task.labels) > limits.max_labels:
+            raise InvalidArgument(f"more than {limits.max_labels} labels")
+        if canonical_json(manifest.to_dict()) != canonical_json(manifest_dict):
+            raise InvalidArgument("manifest.json has fields that format v1 does not define")
+        signature = Signature.from_dict(_read_json(staging / SIGNATURE, limits.max_json_bytes))
+        present = {p.name for p in staging.iterdir()} - {MANIFEST, SIGNATURE}
+        if present != set(manifest.files):
+            extra, missing = present - set(manifest.files), set(manifest.files) - present
+            raise InvalidArgument(f"package files differ from the manifest: extra {sorted(extra)}, missing {sorted(missing)}")
+        for name, entry in manifest.files.items():
+            path = staging / name
+            if path.stat().st_size != entry.size or sha256_file(path) != entry.sha256:
+                raise IntegrityError(f"{name} does not match its sha256 in the manifest")
+            if name.endswith(".json"):
+                _read_json(path, limits.max_json_bytes)
+        verify_manifest(manifest_dict, signature, trusted_key=trusted_key)
+        if dest.exists():
+            shutil.rmtree(dest)
+        staging.rename(dest)
+        return manifest, signature
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

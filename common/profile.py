@@ -1,0 +1,99 @@
+"""The spec profile: everything client and market must share to compute comparable specs.
+
+A profile names the embedder (id and weight hash), how texts become vectors (pooling, token
+limit, dtype), and the explicit feature map applied to the unit embeddings (kernel,
+dimension, bandwidth, public seed, public centre, clip radius) together with a hash of that
+map's parameters. The client rebuilds the feature map from the profile and refuses the profile
+unless both the embedder's weight hash and the feature-map hash match (see `features`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from lmdock.common.canonical import canonical_json, sha256_hex
+from lmdock.common.errors import InvalidArgument
+
+__all__ = ["KERNELS", "SPEC_VERSION", "SpecProfile"]
+
+#: Version of the spec format: the feature maps below and the release on the 2^-20 grid.
+SPEC_VERSION = 1
+KERNELS = ("linear", "rbf")
+MAX_FEATURE_DIM = 16384
+
+
+@dataclass(frozen=True)
+class SpecProfile:
+    embedder_id: str
+    embedder_sha256: str
+    embedding_dim: int
+    feature_dim: int
+    feature_map_sha256: str
+    kernel: str = "linear"
+    bandwidth: float = 0.0
+    seed: int = 0
+    clip_radius: float = 1.0
+    centre: tuple[float, ...] = field(default=(), repr=False)
+    pooling: str = "mean"
+    max_tokens: int = 256
+    dtype: str = "float32"
+    version: int = SPEC_VERSION
+
+    def __post_init__(self) -> None:
+        if self.kernel not in KERNELS:
+            raise InvalidArgument(f"unknown kernel {self.kernel!r}; expected one of {KERNELS}")
+        if self.version != SPEC_VERSION:
+            raise InvalidArgument(f"spec version {self.version} is not supported (need {SPEC_VERSION})")
+        if not 0 < self.embedding_dim <= MAX_FEATURE_DIM:
+            raise InvalidArgument(f"embedding_dim {self.embedding_dim} out of range")
+        if not 0 < self.feature_dim <= MAX_FEATURE_DIM:
+            raise InvalidArgument(f"feature_dim {self.feature_dim} out of range (1..{MAX_FEATURE_DIM})")
+        if self.kernel == "linear" and self.feature_dim != self.embedding_dim:
+            raise InvalidArgument("a linear-kernel profile has feature_dim == embedding_dim")
+        if self.kernel == "rbf" and (self.feature_dim % 2 or self.bandwidth <= 0):
+            raise InvalidArgument("an rbf profile needs an even feature_dim and a positive bandwidth")
+        if not 0 < self.clip_radius <= 2:
+            raise InvalidArgument(f"clip_radius must be in (0, 2], got {self.clip_radius}")
+        if self.centre and len(self.centre) != self.feature_dim:
+            raise InvalidArgument(
+                f"centre has {len(self.centre)} values, the feature dimension is {self.feature_dim}"
+            )
+        if self.pooling != "mean" or self.dtype != "float32":
+            raise InvalidArgument("only mean pooling in float32 is supported")
+        if not 0 < self.max_tokens <= 8192:
+            raise InvalidArgument(f"max_tokens {self.max_tokens} out of range")
+        if not 0 <= self.seed < 2**63:
+            raise InvalidArgument("seed must be in [0, 2^63)")
+
+    @property
+    def profile_id(self) -> str:
+        """First 16 hex digits of the sha256 of the canonical encoding of every field."""
+        return sha256_hex(canonical_json(self.to_dict()))[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["centre"] = list(self.centre)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SpecProfile:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known - {"profile_id"}
+        if unknown:
+            raise InvalidArgument(f"unknown spec profile fields: {sorted(unknown)}")
+        values = {k: v for k, v in data.items() if k in known}
+        values["centre"] = tuple(float(x) for x in values.get("centre", ()))
+        profile = cls(**values)
+        if "profile_id" in data and data["profile_id"] != profile.profile_id:
+            raise InvalidArgument("profile_id does not match the profile's contents")
+        return profile
+
+    def to_json(self) -> str:
+        return json.dumps({**self.to_dict(), "profile_id": self.profile_id}, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> SpecProfile:
+        return cls.from_dict(json.loads(text))

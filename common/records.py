@@ -1,0 +1,86 @@
+"""Domain records exchanged between market and client (decoupled from the proto classes)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from lmdock.common.package import Manifest, TaskInfo
+from lmdock.common.spec import Spec
+
+__all__ = ["LearnwareInfo", "Match", "MixtureComponent", "PackageHeader", "SearchResult"]
+
+
+@dataclass(frozen=True)
+class LearnwareInfo:
+    """What the market tells anyone about a published learnware."""
+
+    id: str
+    name: str
+    domain: str
+    base_model: str
+    licence: str
+    publisher: str
+    task: TaskInfo
+    spec: Spec
+    package_sha256: str
+    package_size: int
+    version: str = "1.0.0"
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    created_at: str = ""
+    eval_scores: Mapping[str, float] = field(default_factory=dict)
+    dp_trained: bool = False
+    dp_epsilon: float = 0.0
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest, *, sha256: str, size: int, created_at: str) -> LearnwareInfo:
+        eps = manifest.training.get("epsilon")
+        return cls(
+            id=manifest.id,
+            name=manifest.name,
+            domain=manifest.domain,
+            base_model=manifest.base_model,
+            licence=manifest.licence,
+            publisher=manifest.publisher,
+            task=manifest.task,
+            spec=manifest.spec,
+            package_sha256=sha256,
+            package_size=size,
+            version=manifest.version,
+            description=manifest.description,
+            tags=manifest.tags,
+            created_at=created_at,
+            eval_scores=dict(manifest.eval_scores),
+            dp_trained=manifest.dp_trained,
+            dp_epsilon=float(eps) if manifest.dp_trained and eps is not None else 0.0,
+        )
+
+
+@dataclass(frozen=True)
+class Match:
+    learnware_id: str
+    name: str
+    domain: str
+    distance: float  # debiased squared kernel-mean distance (MMD^2 estimate)
+    score: float  # 0..1, higher is better
+
+
+@dataclass(frozen=True)
+class MixtureComponent:
+    learnware_id: str
+    weight: float
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    matches: tuple[Match, ...]
+    mixture: tuple[MixtureComponent, ...] = ()
+    mixture_residual: float = 0.0
+
+
+@dataclass(frozen=True)
+class PackageHeader:
+    learnware_id: str
+    sha256: str
+    size: int

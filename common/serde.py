@@ -1,0 +1,185 @@
+"""The one place that converts between proto messages (lmdock.v1) and domain records."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lmdock.common.errors import InvalidArgument
+from lmdock.common.package import TaskInfo
+from lmdock.common.profile import SpecProfile
+from lmdock.common.records import LearnwareInfo, Match, MixtureComponent, PackageHeader, SearchResult
+from lmdock.common.spec import Privacy, Spec
+from lmdock.v1 import market_pb2 as pb
+
+__all__ = [
+    "learnware_from_pb",
+    "learnware_to_pb",
+    "header_from_pb",
+    "header_to_pb",
+    "profile_from_pb",
+    "profile_to_pb",
+    "search_result_from_pb",
+    "search_result_to_pb",
+    "spec_from_pb",
+    "spec_to_pb",
+]
+
+
+def profile_to_pb(p: SpecProfile) -> pb.SpecProfile:
+    return pb.SpecProfile(
+        profile_id=p.profile_id,
+        version=p.version,
+        kernel=p.kernel,
+        embedder_id=p.embedder_id,
+        embedder_sha256=p.embedder_sha256,
+        pooling=p.pooling,
+        max_tokens=p.max_tokens,
+        dtype=p.dtype,
+        embedding_dim=p.embedding_dim,
+        feature_dim=p.feature_dim,
+        bandwidth=p.bandwidth,
+        seed=p.seed,
+        feature_map_sha256=p.feature_map_sha256,
+        clip_radius=p.clip_radius,
+        centre=list(p.centre),
+    )
+
+
+def profile_from_pb(m: pb.SpecProfile) -> SpecProfile:
+    """Decode and check that the profile's id matches its contents."""
+    return SpecProfile.from_dict(
+        {
+            "profile_id": m.profile_id,
+            "version": m.version,
+            "kernel": m.kernel,
+            "embedder_id": m.embedder_id,
+            "embedder_sha256": m.embedder_sha256,
+            "pooling": m.pooling,
+            "max_tokens": m.max_tokens,
+            "dtype": m.dtype,
+            "embedding_dim": m.embedding_dim,
+            "feature_dim": m.feature_dim,
+            "bandwidth": m.bandwidth,
+            "seed": m.seed,
+            "feature_map_sha256": m.feature_map_sha256,
+            "clip_radius": m.clip_radius,
+            "centre": list(m.centre),
+        }
+    )
+
+
+def _privacy_to_pb(p: Privacy) -> pb.Privacy:
+    return pb.Privacy(
+        epsilon=p.epsilon or 0.0,
+        delta=p.delta,
+        sigma=p.sigma,
+        size_bucket=p.size_bucket,
+        neighbouring=p.neighbouring,
+        unit=p.unit,
+    )
+
+
+def spec_to_pb(s: Spec) -> pb.Spec:
+    return pb.Spec(
+        version=s.version,
+        profile_id=s.profile_id,
+        values=s.values.tolist(),
+        privacy=_privacy_to_pb(s.privacy),
+    )
+
+
+def spec_from_pb(m: pb.Spec) -> Spec:
+    """Decode a spec; structural checks only (the market checks it against its profile)."""
+    if not m.HasField("privacy"):
+        raise InvalidArgument("spec.privacy is required")
+    p = m.privacy
+    privacy = Privacy.from_dict(
+        {
+            "epsilon": p.epsilon if p.sigma > 0 else None,
+            "delta": p.delta,
+            "sigma": p.sigma,
+            "size_bucket": p.size_bucket,
+            "neighbouring": p.neighbouring or "replace-one",
+            "unit": p.unit or "record",
+        }
+    )
+    return Spec(
+        profile_id=m.profile_id,
+        values=np.asarray(m.values, dtype=np.float32),
+        privacy=privacy,
+        version=m.version,
+    )
+
+
+def learnware_to_pb(lw: LearnwareInfo) -> pb.Learnware:
+    return pb.Learnware(
+        id=lw.id,
+        name=lw.name,
+        domain=lw.domain,
+        tags=list(lw.tags),
+        base_model=lw.base_model,
+        licence=lw.licence,
+        description=lw.description,
+        publisher=lw.publisher,
+        version=lw.version,
+        task=pb.TaskInfo(kind=lw.task.kind, labels=list(lw.task.labels)),
+        spec=spec_to_pb(lw.spec),
+        package_sha256=lw.package_sha256,
+        package_size=lw.package_size,
+        created_at=lw.created_at,
+        eval_scores=dict(lw.eval_scores),
+        dp_trained=lw.dp_trained,
+        dp_epsilon=lw.dp_epsilon,
+    )
+
+
+def learnware_from_pb(m: pb.Learnware) -> LearnwareInfo:
+    return LearnwareInfo(
+        id=m.id,
+        name=m.name,
+        domain=m.domain,
+        tags=tuple(m.tags),
+        base_model=m.base_model,
+        licence=m.licence,
+        description=m.description,
+        publisher=m.publisher,
+        version=m.version,
+        task=TaskInfo(kind=m.task.kind, labels=tuple(m.task.labels)),
+        spec=spec_from_pb(m.spec),
+        package_sha256=m.package_sha256,
+        package_size=m.package_size,
+        created_at=m.created_at,
+        eval_scores=dict(m.eval_scores),
+        dp_trained=m.dp_trained,
+        dp_epsilon=m.dp_epsilon,
+    )
+
+
+def search_result_to_pb(r: SearchResult) -> pb.SearchResponse:
+    return pb.SearchResponse(
+        matches=[
+            pb.Match(learnware_id=m.learnware_id, name=m.name, domain=m.domain, distance=m.distance, score=m.score)
+            for m in r.matches
+        ],
+        mixture=[pb.MixtureComponent(learnware_id=c.learnware_id, weight=c.weight) for c in r.mixture],
+        mixture_residual=r.mixture_residual,
+    )
+
+
+def search_result_from_pb(m: pb.SearchResponse) -> SearchResult:
+    return SearchResult(
+        matches=tuple(
+            Match(learnware_id=x.learnware_id, name=x.name, domain=x.domain, distance=x.distance, score=x.score)
+            for x in m.matches
+        ),
+        mixture=tuple(MixtureComponent(learnware_id=c.learnware_id, weight=c.weight) for c in m.mixture),
+        mixture_residual=m.mixture_residual,
+    )
+
+
+def header_to_pb(h: PackageHeader) -> pb.PackageHeader:
+    return pb.PackageHeader(learnware_id=h.learnware_id, sha256=h.sha256, size=h.size)
+
+
+def header_from_pb(m: pb.PackageHeader) -> PackageHeader:
+    return PackageHeader(learnware_id=m.learnware_id, sha256=m.sha256, size=m.size)

@@ -1,0 +1,226 @@
+"""Kernel-mean specifications and their differentially private release.
+
+Spec of a data set X = {x_1..x_n} under a feature map phi with ||phi(x)|| <= R:
+
+    mu(X) = (1/n) sum_i phi(x_i)
+
+Neighbouring data sets (replace-one) have the same size n and differ in one record, so
+
+    ||mu(X) - mu(X')|| = ||phi(x_j) - phi(x'_j)|| / n <= 2R / n            (L2 sensitivity)
+
+The release snaps mu to the grid GRID and adds discrete Gaussian noise (see `noise`):
+
+    release(X) = GRID * (round(mu / GRID) + K),  K ~ N_Z(0, (sigma / GRID)^2)^D
+
+Rounding moves each neighbour by at most GRID/2 per coordinate, so the sensitivity used is
+Delta = 2R / b + GRID * sqrt(D), where b <= n is the public *size bucket* of n (the only thing
+about n that sigma reveals). sigma is the analytic-Gaussian calibration of (epsilon, delta')
+for Delta, with delta' = delta - (1 + e^epsilon) * D * SAMPLER_TV_PER_COORD paying for the
+sampler's float arithmetic.
+
+Distances: the market ranks learnware l by d_l = ||s - mu_l||^2 - sigma^2 D - sigma_l^2 D.
+E||mu + z - mu_l||^2 = ||mu - mu_l||^2 + sigma^2 D, so subtracting the known noise energy makes
+d_l an unbiased estimate of the squared MMD between the two data sets' feature means.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from lmdock.common.calibration import analytic_sigma, validate_privacy
+from lmdock.common.errors import InvalidArgument
+from lmdock.common.noise import GRID, SAMPLER_TV_PER_COORD, UniformSource, discrete_gaussian, os_uniform
+from lmdock.common.profile import SPEC_VERSION, SpecProfile
+
+__all__ = [
+    "MIN_RECORDS",
+    "Privacy",
+    "Spec",
+    "debiased_sq_distance",
+    "exact_spec",
+    "kernel_mean",
+    "release",
+    "size_bucket",
+    "spec_sensitivity",
+]
+
+#: Below this many records (or persons) the noise needed drowns any signal.
+MIN_RECORDS = 20
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Privacy:
+    """The parameters a spec was released under; epsilon is None (and sigma 0) when exact."""
+
+    epsilon: float | None
+    delta: float
+    sigma: float
+    size_bucket: int
+    neighbouring: str = "replace-one"
+    unit: str = "record"
+
+    @property
+    def is_private(self) -> bool:
+        return self.sigma > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Privacy:
+        try:
+            eps = data.get("epsilon")
+            privacy = cls(
+                epsilon=None if eps is None else float(eps),
+                delta=float(data["delta"]),
+                sigma=float(data["sigma"]),
+                size_bucket=int(data["size_bucket"]),
+                neighbouring=str(data.get("neighbouring", "replace-one")),
+                unit=str(data.get("unit", "record")),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise InvalidArgument(f"malformed privacy parameters: {exc}") from None
+        if not (math.isfinite(privacy.sigma) and privacy.sigma >= 0):
+            raise InvalidArgument("sigma must be finite and >= 0")
+        if (privacy.epsilon is None) != (privacy.sigma == 0):
+            raise InvalidArgument("a spec has either noise (sigma > 0, epsilon set) or neither")
+        return privacy
+
+
+EXACT = Privacy(epsilon=None, delta=0.0, sigma=0.0, size_bucket=0)
+
+
+@dataclass(frozen=True, eq=False)
+class Spec:
+    profile_id: str
+    values: npt.NDArray[np.float32]
+    privacy: Privacy
+    version: int = SPEC_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "profile_id": self.profile_id,
+            "values": [float(v) for v in self.values],
+            "privacy": self.privacy.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Spec:
+        try:
+            values = np.asarray([float(v) for v in data["values"]], dtype=np.float32)
+            return cls(
+                profile_id=str(data["profile_id"]),
+                values=values,
+                privacy=Privacy.from_dict(data["privacy"]),
+                version=int(data.get("version", SPEC_VERSION)),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise InvalidArgument(f"malformed spec: {exc}") from None
+
+    def check_against(self, profile: SpecProfile) -> None:
+        """Raise InvalidArgument unless this spec was computed under `profile`."""
+        if self.version != profile.version:
+            raise InvalidArgument(f"spec version {self.version} != profile version {profile.version}")
+        if self.profile_id != profile.profile_id:
+            raise InvalidArgument(
+                f"spec was computed under profile {self.profile_id!r}, the market uses "
+                f"{profile.profile_id!r}; fetch the current profile and recompute"
+            )
+        if self.values.shape != (profile.feature_dim,):
+            raise InvalidArgument(
+                f"spec has {self.values.size} values, the profile's dimension is {profile.feature_dim}"
+            )
+        if not np.all(np.isfinite(self.values)):
+            raise InvalidArgument("spec values must be finite")
+        if not (math.isfinite(self.privacy.sigma) and self.privacy.sigma >= 0):
+            raise InvalidArgument("spec sigma must be finite and >= 0")
+
+
+def kernel_mean(features: npt.ArrayLike) -> FloatArray:
+    """mu = mean of the rows of `features` (n x D), in float64."""
+    f = np.asarray(features, dtype=np.float64)
+    if f.ndim != 2 or f.shape[0] == 0:
+        raise InvalidArgument("features must be a non-empty 2-D array")
+    return f.mean(axis=0)
+
+
+def size_bucket(n: int) -> int:
+    """Largest m * 2^k <= n with 8 <= m <= 15: n rounded down to 3 significant bits.
+
+    Calibrating to the bucket instead of n costs at most 12.5% more noise and discloses n only
+    to within 12.5%.
+    """
+    if n < 1:
+        raise ValueError("n must be positive")
+    if n < 16:
+        return n
+    shift = n.bit_length() - 4
+    return (n >> shift) << shift
+
+
+def spec_sensitivity(*, clip_radius: float, bucket: int, dim: int) -> float:
+    """Delta = 2R / b + GRID * sqrt(D): replace-one L2 sensitivity of the snapped mean."""
+    return 2.0 * clip_radius / bucket + GRID * math.sqrt(dim)
+
+
+def release(
+    features: npt.ArrayLike,
+    profile: SpecProfile,
+    *,
+    epsilon: float,
+    delta: float,
+    unit: str = "record",
+    uniform: UniformSource = os_uniform,
+) -> Spec:
+    """Release the kernel mean of `features` (rows = privacy units) with (epsilon, delta)-DP.
+
+    Each row must already satisfy ||row|| <= profile.clip_radius (the feature map ensures it;
+    a person-level row is the mean of that person's feature rows, which keeps the bound).
+    """
+    validate_privacy(epsilon=epsilon, delta=delta)
+    f = np.asarray(features, dtype=np.float64)
+    n = f.shape[0] if f.ndim == 2 else 0
+    if n < MIN_RECORDS:
+        raise InvalidArgument(f"a private spec needs at least {MIN_RECORDS} {unit}s, got {n}")
+    if f.shape[1] != profile.feature_dim:
+        raise InvalidArgument(f"features have {f.shape[1]} dims, the profile has {profile.feature_dim}")
+    if np.any(np.linalg.norm(f, axis=1) > profile.clip_radius * (1 + 1e-9)):
+        raise ValueError("feature rows exceed the clip radius: apply the profile's feature map")
+    dim = profile.feature_dim
+    bucket = size_bucket(n)
+    sampler_delta = (1.0 + math.exp(epsilon)) * dim * SAMPLER_TV_PER_COORD
+    if sampler_delta >= delta / 2:
+        raise InvalidArgument(f"delta {delta} is too small for a {dim}-dimensional release")
+    sensitivity = spec_sensitivity(clip_radius=profile.clip_radius, bucket=bucket, dim=dim)
+    sigma = analytic_sigma(epsilon=epsilon, delta=delta - sampler_delta, sensitivity=sensitivity)
+    snapped = np.round(kernel_mean(f) / GRID).astype(np.int64)
+    noisy = snapped + discrete_gaussian(sigma / GRID, dim, uniform=uniform)
+    values = (noisy.astype(np.float64) * GRID).astype(np.float32)
+    privacy = Privacy(epsilon=epsilon, delta=delta, sigma=sigma, size_bucket=bucket, unit=unit)
+    return Spec(profile_id=profile.profile_id, values=values, privacy=privacy)
+
+
+def exact_spec(features: npt.ArrayLike, profile: SpecProfile) -> Spec:
+    """The un-noised kernel mean: for a publisher who chooses to disclose it (sigma = 0)."""
+    values = kernel_mean(features).astype(np.float32)
+    return Spec(profile_id=profile.profile_id, values=values, privacy=EXACT)
+
+
+def debiased_sq_distance(
+    query: Spec, candidates: npt.NDArray[np.float32], candidate_sigmas: npt.NDArray[np.float64]
+) -> FloatArray:
+    """d_l = ||s - mu_l||^2 - (sigma^2 + sigma_l^2) D for each row mu_l of `candidates`."""
+    s = query.values.astype(np.float64)
+    c = np.asarray(candidates, dtype=np.float64)
+    raw = np.sum((c - s) ** 2, axis=1)
+    dim = s.shape[0]
+    return raw - (query.privacy.sigma**2 + np.asarray(candidate_sigmas) ** 2) * dim

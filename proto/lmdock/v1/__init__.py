@@ -1,0 +1,1 @@
+"""Generated wire contract of lmdock (see market.proto); regenerate with proto/generate.sh."""
