@@ -54,3 +54,28 @@ class BudgetExceeded(ResourceExhausted):
 
 class ProfileMismatch(FailedPrecondition):
     """The market's spec profile cannot be reproduced locally; no spec is computed."""
+
+
+_BY_STATUS: dict[str, type[LmdockError]] = {
+    cls.status: cls
+    for cls in (
+        InvalidArgument,
+        NotFound,
+        AlreadyExists,
+        PermissionDenied,
+        Unauthenticated,
+        ResourceExhausted,
+        FailedPrecondition,
+        IntegrityError,
+    )
+}
+
+
+def error_for_status(status: str, message: str) -> LmdockError:
+    """The typed error for a remote status name (e.g. a gRPC code), for client-side handling."""
+    cls = _BY_STATUS.get(status)
+    if cls is None:
+        err = LmdockError(message)
+        err.status = status
+        return err
+    return cls(message)

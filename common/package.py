@@ -42,6 +42,7 @@ __all__ = [
     "PackageLimits",
     "TaskInfo",
     "unpack_package",
+    "verify_folder",
     "write_package",
 ]
 
@@ -266,6 +267,36 @@ def _extract_members(archive: Path, into: Path, limits: PackageLimits) -> None:
                 shutil.copyfileobj(src, dst, 1024 * 1024)
 
 
+def verify_folder(
+    folder: Path, *, limits: PackageLimits = PackageLimits(), trusted_key: str | None = None
+) -> tuple[Manifest, Signature]:
+    """Check an unpacked package: manifest, exact file set, every sha256, the signature."""
+    for required in (MANIFEST, SIGNATURE):
+        if not (folder / required).is_file():
+            raise InvalidArgument(f"package has no {required}")
+    manifest_dict = _read_json(folder / MANIFEST, limits.max_json_bytes)
+    manifest = Manifest.from_dict(manifest_dict)
+    if len(manifest.task.labels) > limits.max_labels:
+        raise InvalidArgument(f"more than {limits.max_labels} labels")
+    if canonical_json(manifest.to_dict()) != canonical_json(manifest_dict):
+        raise InvalidArgument("manifest.json has fields that format v1 does not define")
+    signature = Signature.from_dict(_read_json(folder / SIGNATURE, limits.max_json_bytes))
+    present = {p.name for p in folder.iterdir()} - {MANIFEST, SIGNATURE}
+    if present != set(manifest.files):
+        extra, missing = present - set(manifest.files), set(manifest.files) - present
+        raise InvalidArgument(
+            f"package files differ from the manifest: extra {sorted(extra)}, missing {sorted(missing)}"
+        )
+    for name, entry in manifest.files.items():
+        path = folder / name
+        if path.stat().st_size != entry.size or sha256_file(path) != entry.sha256:
+            raise IntegrityError(f"{name} does not match its sha256 in the manifest")
+        if name.endswith(".json"):
+            _read_json(path, limits.max_json_bytes)
+    verify_manifest(manifest_dict, signature, trusted_key=trusted_key)
+    return manifest, signature
+
+
 def unpack_package(
     archive: Path,
     dest: Path,
@@ -273,36 +304,16 @@ def unpack_package(
     limits: PackageLimits = PackageLimits(),
     trusted_key: str | None = None,
 ) -> tuple[Manifest, Signature]:
-    """Verify `archive` completely, then make its files appear at `dest` (a new folder).
+    """Verify `archive` completely, then make its files appear at `dest` (replacing it).
 
     Raises InvalidArgument for a malformed package and IntegrityError when hashes or the
-    signature do not match; in both cases nothing is left at `dest`.
+    signature do not match; in both cases `dest` is left as it was.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".unpack-"))
     try:
         _extract_members(archive, staging, limits)
-        for required in (MANIFEST, SIGNATURE):
-            if not (staging / required).is_file():
-                raise InvalidArgument(f"package has no {required}")
-        manifest_dict = _read_json(staging / MANIFEST, limits.max_json_bytes)
-        manifest = Manifest.from_dict(manifest_dict)
-        if len(manifest.task.labels) > limits.max_labels:
-            raise InvalidArgument(f"more than {limits.max_labels} labels")
-        if canonical_json(manifest.to_dict()) != canonical_json(manifest_dict):
-            raise InvalidArgument("manifest.json has fields that format v1 does not define")
-        signature = Signature.from_dict(_read_json(staging / SIGNATURE, limits.max_json_bytes))
-        present = {p.name for p in staging.iterdir()} - {MANIFEST, SIGNATURE}
-        if present != set(manifest.files):
-            extra, missing = present - set(manifest.files), set(manifest.files) - present
-            raise InvalidArgument(f"package files differ from the manifest: extra {sorted(extra)}, missing {sorted(missing)}")
-        for name, entry in manifest.files.items():
-            path = staging / name
-            if path.stat().st_size != entry.size or sha256_file(path) != entry.sha256:
-                raise IntegrityError(f"{name} does not match its sha256 in the manifest")
-            if name.endswith(".json"):
-                _read_json(path, limits.max_json_bytes)
-        verify_manifest(manifest_dict, signature, trusted_key=trusted_key)
+        manifest, signature = verify_folder(staging, limits=limits, trusted_key=trusted_key)
         if dest.exists():
             shutil.rmtree(dest)
         staging.rename(dest)

@@ -1,0 +1,83 @@
+"""The client's main job as plain functions: search with a private spec, pull, run locally."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from lmdock.client.cache import AdapterCache
+from lmdock.client.connection import MarketClient
+from lmdock.client.readers import TaskData
+from lmdock.client.runtime import load_learnware
+from lmdock.client.specs import Progress, private_spec
+from lmdock.common.errors import IntegrityError, InvalidArgument
+from lmdock.common.package import Manifest
+from lmdock.common.records import SearchResult
+from lmdock.common.spec import Spec
+
+__all__ = ["RunResult", "pull", "run_task", "score_predictions", "search_task"]
+
+
+def search_task(
+    client: MarketClient,
+    texts: Sequence[str],
+    *,
+    epsilon: float,
+    delta: float,
+    top_k: int = 0,
+    progress: Progress | None = None,
+) -> tuple[Spec, SearchResult]:
+    """Fetch the market's profile, compute the DP spec locally, send only the spec."""
+    profile = client.profile()
+    spec = private_spec(texts, profile, epsilon=epsilon, delta=delta, progress=progress)
+    return spec, client.search(spec, top_k=top_k)
+
+
+def pull(client: MarketClient, cache: AdapterCache, learnware_id: str) -> Manifest:
+    """Download (resuming), verify and cache a learnware; a no-op when already cached intact."""
+    info = client.get(learnware_id)
+    if cache.installed_sha256(learnware_id) == info.package_sha256:
+        try:
+            return cache.load(learnware_id)
+        except (IntegrityError, InvalidArgument):  # damaged cache entry: fetch it again
+            cache.evict(learnware_id)
+    archive = cache.partial_path(info.package_sha256)
+    client.download(learnware_id, archive)
+    return cache.install(info, archive)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    learnware_id: str
+    predictions: tuple[str, ...]
+    metric: str
+    score: float | None  # None when the task file has no gold labels/answers
+
+
+def score_predictions(predictions: Sequence[str], gold: Sequence[str | None]) -> float | None:
+    """Accuracy (exact match after trimming and lower-casing); None without gold answers."""
+    if not gold or any(g is None for g in gold):
+        return None
+    hits = sum(p.strip().lower() == str(g).strip().lower() for p, g in zip(predictions, gold, strict=True))
+    return hits / len(gold)
+
+
+def run_task(cache: AdapterCache, learnware_id: str, task: TaskData, *, device: str = "auto") -> RunResult:
+    """Run a cached learnware on `task` locally; never contacts the market."""
+    manifest = cache.load(learnware_id)
+    loaded = load_learnware(
+        cache.folder(learnware_id), base_model=manifest.base_model, task=manifest.task, device=device
+    )
+    predictions = loaded.predict(task.texts)
+    if manifest.task.kind == "classification":
+        gold, metric = task.labels, "accuracy"
+    else:
+        gold, metric = task.answers, "exact_match"
+    if not task.texts:
+        raise InvalidArgument("task has no texts")
+    return RunResult(
+        learnware_id=learnware_id,
+        predictions=tuple(predictions),
+        metric=metric,
+        score=score_predictions(predictions, gold),
+    )

@@ -1,0 +1,69 @@
+"""Reading a user's task data: JSONL with a "text" field and optional "label"/"answer".
+
+Errors name the file and line. Limits keep a wrong file from exhausting the machine.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmdock.common.errors import InvalidArgument
+
+__all__ = ["ReaderLimits", "TaskData", "read_task"]
+
+
+@dataclass(frozen=True)
+class ReaderLimits:
+    max_file_bytes: int = 512 * 1024 * 1024
+    max_records: int = 200_000
+    max_text_chars: int = 100_000
+
+
+@dataclass(frozen=True)
+class TaskData:
+    texts: tuple[str, ...]
+    labels: tuple[str | None, ...]
+    answers: tuple[str | None, ...]
+
+    @property
+    def has_labels(self) -> bool:
+        return all(label is not None for label in self.labels)
+
+    @property
+    def has_answers(self) -> bool:
+        return all(answer is not None for answer in self.answers)
+
+
+def read_task(path: Path, *, limits: ReaderLimits = ReaderLimits()) -> TaskData:
+    if not path.is_file():
+        raise InvalidArgument(f"task file {path} does not exist")
+    if path.stat().st_size > limits.max_file_bytes:
+        raise InvalidArgument(f"{path} is larger than {limits.max_file_bytes} bytes")
+    texts: list[str] = []
+    labels: list[str | None] = []
+    answers: list[str | None] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InvalidArgument(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str) or not record["text"].strip():
+            raise InvalidArgument(f'{path}:{number}: each line needs a non-empty string field "text"')
+        if len(record["text"]) > limits.max_text_chars:
+            raise InvalidArgument(f"{path}:{number}: text longer than {limits.max_text_chars} characters")
+        texts.append(record["text"])
+        labels.append(None if record.get("label") is None else str(record["label"]))
+        answers.append(None if record.get("answer") is None else str(record["answer"]))
+        if len(texts) > limits.max_records:
+            raise InvalidArgument(f"{path} has more than {limits.max_records} records")
+    if not texts:
+        raise InvalidArgument(f"{path} holds no records")
+    return TaskData(texts=tuple(texts), labels=tuple(labels), answers=tuple(answers))

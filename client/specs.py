@@ -1,0 +1,45 @@
+"""From task texts to a released spec: embed -> feature map -> DP kernel mean."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from lmdock.client.embedder import Embedder
+from lmdock.common.features import build_feature_map
+from lmdock.common.profile import SpecProfile
+from lmdock.common.spec import Spec, exact_spec, release
+
+__all__ = ["features_of", "private_spec", "public_spec"]
+
+Progress = Callable[[int, int], None]
+
+
+def features_of(
+    texts: Sequence[str], profile: SpecProfile, *, embedder: Embedder | None = None, progress: Progress | None = None
+) -> npt.NDArray[np.float64]:
+    """phi(embed(text)) for each text, under `profile` (rows have norm <= clip radius)."""
+    feature_map = build_feature_map(profile)  # refuses an unreproducible profile first
+    embedder = embedder or Embedder(profile)
+    return feature_map(embedder.embed(texts, progress=progress))
+
+
+def private_spec(
+    texts: Sequence[str],
+    profile: SpecProfile,
+    *,
+    epsilon: float,
+    delta: float,
+    embedder: Embedder | None = None,
+    progress: Progress | None = None,
+) -> Spec:
+    """An (epsilon, delta)-DP spec of `texts`, one text being the privacy unit."""
+    features = features_of(texts, profile, embedder=embedder, progress=progress)
+    return release(features, profile, epsilon=epsilon, delta=delta)
+
+
+def public_spec(texts: Sequence[str], profile: SpecProfile, *, embedder: Embedder | None = None) -> Spec:
+    """The exact spec of public data (a publisher's choice; carries no privacy guarantee)."""
+    return exact_spec(features_of(texts, profile, embedder=embedder), profile)

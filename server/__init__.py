@@ -1,0 +1,1 @@
+"""The lmdock market: catalogue, blob store, search index and the gRPC service."""

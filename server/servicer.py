@@ -1,0 +1,81 @@
+"""The MarketService servicer: decode request -> call `Market` -> encode response."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+
+from lmdock.common import serde
+from lmdock.common.errors import InvalidArgument
+from lmdock.server.grpc_errors import grpc_errors
+from lmdock.server.market import Market
+from lmdock.v1 import market_pb2 as pb
+from lmdock.v1 import market_pb2_grpc as pb_grpc
+
+__all__ = ["MarketServicer"]
+
+
+class MarketServicer(pb_grpc.MarketServiceServicer):
+    def __init__(self, market: Market) -> None:
+        self.market = market
+
+    @grpc_errors
+    def GetSpecProfile(self, request: pb.GetSpecProfileRequest, context: grpc.ServicerContext) -> pb.GetSpecProfileResponse:
+        return pb.GetSpecProfileResponse(profile=serde.profile_to_pb(self.market.profile))
+
+    @grpc_errors
+    def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
+        if not request.HasField("spec"):
+            raise InvalidArgument("SearchRequest.spec is required")
+        result = self.market.search(serde.spec_from_pb(request.spec), top_k=request.top_k)
+        return serde.search_result_to_pb(result)
+
+    @grpc_errors
+    def GetLearnware(self, request: pb.GetLearnwareRequest, context: grpc.ServicerContext) -> pb.GetLearnwareResponse:
+        _require_id(request.learnware_id)
+        return pb.GetLearnwareResponse(learnware=serde.learnware_to_pb(self.market.get(request.learnware_id)))
+
+    @grpc_errors
+    def ListLearnwares(self, request: pb.ListLearnwaresRequest, context: grpc.ServicerContext) -> pb.ListLearnwaresResponse:
+        page = self.market.list(
+            page_size=request.page_size,
+            page_token=request.page_token,
+            domain=request.domain,
+            tag=request.tag,
+            publisher=request.publisher,
+        )
+        return pb.ListLearnwaresResponse(
+            learnwares=[serde.learnware_to_pb(lw) for lw in page.items], next_page_token=page.next_token
+        )
+
+    @grpc_errors
+    def Download(self, request: pb.DownloadRequest, context: grpc.ServicerContext) -> Iterator[pb.DownloadResponse]:
+        _require_id(request.learnware_id)
+        header, chunks = self.market.download(request.learnware_id, offset=request.offset)
+        yield pb.DownloadResponse(header=serde.header_to_pb(header))
+        for chunk in chunks:
+            yield pb.DownloadResponse(chunk=chunk)
+
+    @grpc_errors
+    def Upload(self, request_iterator: Iterator[pb.UploadRequest], context: grpc.ServicerContext) -> pb.UploadResponse:
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise InvalidArgument("the first UploadRequest must carry the header")
+        header = first.header
+
+        def chunks() -> Iterator[bytes]:
+            for message in request_iterator:
+                if message.WhichOneof("part") != "chunk":
+                    raise InvalidArgument("only chunks may follow the upload header")
+                yield message.chunk
+
+        info = self.market.upload(sha256=header.sha256, size=header.size, chunks=chunks())
+        return pb.UploadResponse(learnware=serde.learnware_to_pb(info))
+
+
+def _require_id(learnware_id: str) -> None:
+    if not learnware_id:
+        raise InvalidArgument("learnware_id is required")
+    if len(learnware_id) > 64:
+        raise InvalidArgument("learnware_id is at most 64 characters")
