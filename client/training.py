@@ -107,7 +107,8 @@ def train_classifier(
             optimiser.step()
             scheduler.step()
             step += 1
-            running = 0.9 * running + 0.1 * float(loss) if step > 1 else float(loss)
+            value = float(loss.detach())
+            running = 0.9 * running + 0.1 * value if step > 1 else value
             if progress is not None:
                 progress(step, total, running)
     model.peft_config["default"].base_model_name_or_path = base_model

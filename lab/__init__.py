@@ -1,0 +1,1 @@
+"""Reference market, evaluation harness and the `lmdock demo` (composes server and client)."""
