@@ -71,7 +71,9 @@ class AdapterCache:
         manifest, signature = unpack_package(archive, self.folder(info.id), trusted_key=trusted)
         if manifest.id != info.id or manifest.publisher != info.publisher:
             shutil.rmtree(self.folder(info.id), ignore_errors=True)
-            raise IntegrityError(f"package claims to be {manifest.id!r} by {manifest.publisher!r}, not {info.id!r}")
+            raise IntegrityError(
+                f"package claims to be {manifest.id!r} by {manifest.publisher!r}, not {info.id!r}"
+            )
         if trusted is None:
             self._pin(info.publisher, signature.public_key)
         self._sidecar(info.id).write_text(info.package_sha256)
@@ -90,12 +92,15 @@ class AdapterCache:
         """The verified manifest of a cached learnware; IntegrityError if anything was altered."""
         folder = self.folder(learnware_id)
         if not (folder / "manifest.json").is_file():
-            raise NotFound(f"learnware {learnware_id!r} is not in the cache {self.root}; run `lmdock pull` first")
+            raise NotFound(
+                f"learnware {learnware_id!r} is not in the cache {self.root}; run `lmdock pull` first"
+            )
         manifest, signature = verify_folder(folder)
         trusted = self.pinned_key(manifest.publisher)
         if trusted is not None and trusted != signature.public_key:
             raise IntegrityError(
-                f"cached {learnware_id!r} is signed by a key other than the one pinned for {manifest.publisher!r}"
+                f"cached {learnware_id!r} is signed by a key other than the one pinned "
+                f"for {manifest.publisher!r}"
             )
         return manifest
 

@@ -56,14 +56,22 @@ def _cmd_search(args: argparse.Namespace) -> int:
         emit_json(
             {
                 "matches": [m.__dict__ for m in result.matches],
-                "privacy": {"epsilon": privacy.epsilon, "delta": privacy.delta, "sigma": privacy.sigma, "size_bucket": privacy.size_bucket},
+                "privacy": {
+                    "epsilon": privacy.epsilon,
+                    "delta": privacy.delta,
+                    "sigma": privacy.sigma,
+                    "size_bucket": privacy.size_bucket,
+                },
                 "bytes_sent": sent,
             }
         )
         return 0
-    print(table(["rank", "learnware", "domain", "score", "distance"], [
-        (i + 1, m.learnware_id, m.domain, m.score, m.distance) for i, m in enumerate(result.matches)
-    ]))
+    print(
+        table(
+            ["rank", "learnware", "domain", "score", "distance"],
+            [(i + 1, m.learnware_id, m.domain, m.score, m.distance) for i, m in enumerate(result.matches)],
+        )
+    )
     print(
         f"\nprivacy spent: epsilon={privacy.epsilon:g} delta={privacy.delta:g} "
         f"(sigma={privacy.sigma:.4g}, size bucket {privacy.size_bucket}); {sent} bytes sent"
@@ -80,9 +88,18 @@ def _cmd_pull(args: argparse.Namespace) -> int:
     with MarketClient(args.market, timeout=args.timeout) as client:
         manifest = pull(client, cache, args.learnware_id)
     if args.json:
-        emit_json({"learnware_id": manifest.id, "cached_at": str(cache.folder(manifest.id)), "publisher": manifest.publisher})
+        emit_json(
+            {
+                "learnware_id": manifest.id,
+                "cached_at": str(cache.folder(manifest.id)),
+                "publisher": manifest.publisher,
+            }
+        )
     else:
-        print(f"pulled {manifest.id} ({manifest.name}) from {manifest.publisher}: verified, cached at {cache.folder(manifest.id)}")
+        print(
+            f"pulled {manifest.id} ({manifest.name}) from {manifest.publisher}: "
+            f"verified, cached at {cache.folder(manifest.id)}"
+        )
     return 0
 
 
@@ -96,7 +113,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         out = Path(args.out)
         out.write_text("".join(json.dumps({"prediction": p}) + "\n" for p in result.predictions))
     if args.json:
-        emit_json({"learnware_id": result.learnware_id, "metric": result.metric, "score": result.score, "predictions": list(result.predictions)})
+        emit_json(
+            {
+                "learnware_id": result.learnware_id,
+                "metric": result.metric,
+                "score": result.score,
+                "predictions": list(result.predictions),
+            }
+        )
         return 0
     for prediction in result.predictions[: args.show]:
         print(prediction)
@@ -114,20 +138,41 @@ def _cmd_list(args: argparse.Namespace) -> int:
     with MarketClient(args.market, timeout=args.timeout) as client:
         items = client.list(domain=args.domain)
     if args.json:
-        emit_json([{"id": lw.id, "name": lw.name, "domain": lw.domain, "base_model": lw.base_model, "task": lw.task.kind, "publisher": lw.publisher, "dp_trained": lw.dp_trained} for lw in items])
+        emit_json(
+            [
+                {
+                    "id": lw.id,
+                    "name": lw.name,
+                    "domain": lw.domain,
+                    "base_model": lw.base_model,
+                    "task": lw.task.kind,
+                    "publisher": lw.publisher,
+                    "dp_trained": lw.dp_trained,
+                }
+                for lw in items
+            ]
+        )
     else:
-        print(table(["id", "name", "domain", "task", "publisher"], [(lw.id, lw.name, lw.domain, lw.task.kind, lw.publisher) for lw in items]))
+        print(
+            table(
+                ["id", "name", "domain", "task", "publisher"],
+                [(lw.id, lw.name, lw.domain, lw.task.kind, lw.publisher) for lw in items],
+            )
+        )
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from lmdock.lab.demo import run_demo  # the lab is only imported for the demo
 
-    return run_demo(workdir=Path(args.workdir).expanduser() if args.workdir else None, as_json=args.json)
+    workdir = Path(args.workdir).expanduser() if args.workdir else None
+    return run_demo(workdir=workdir, as_json=args.json, quick=args.quick)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lmdock", description="Find and use specialized models without showing anyone your data.")
+    parser = argparse.ArgumentParser(
+        prog="lmdock", description="Find and use specialized models without showing anyone your data."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -173,13 +218,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the whole loop on an embedded market with reference learnwares")
     common(p)
     p.add_argument("--workdir", help="where the demo market and its cache live (default: the lmdock cache)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny adapters trained in seconds: checks the path, not the scores",
+    )
     p.set_defaults(func=_cmd_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     _quiet_libraries()
     try:
         return int(args.func(args))

@@ -8,6 +8,7 @@ leaves the client.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -16,7 +17,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
-
 from lmdock.common import serde
 from lmdock.common.errors import IntegrityError, InvalidArgument, LmdockError, error_for_status
 from lmdock.common.hashing import sha256_file
@@ -51,7 +51,9 @@ _RETRY_POLICY = json.dumps(
 
 
 @dataclass
-class WireRecorder(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor, grpc.StreamUnaryClientInterceptor):
+class WireRecorder(
+    grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor, grpc.StreamUnaryClientInterceptor
+):
     """Counts the serialized bytes of every request message; keeps them if `keep` is set."""
 
     keep: bool = False
@@ -137,9 +139,13 @@ class MarketClient:
 
     def get(self, learnware_id: str) -> LearnwareInfo:
         request = pb.GetLearnwareRequest(learnware_id=learnware_id)
-        return serde.learnware_from_pb(_typed(lambda: self._stub.GetLearnware(request, timeout=self.timeout)).learnware)
+        return serde.learnware_from_pb(
+            _typed(lambda: self._stub.GetLearnware(request, timeout=self.timeout)).learnware
+        )
 
-    def list(self, *, domain: str = "", tag: str = "", publisher: str = "", page_size: int = 0) -> list[LearnwareInfo]:
+    def list(
+        self, *, domain: str = "", tag: str = "", publisher: str = "", page_size: int = 0
+    ) -> list[LearnwareInfo]:
         """Every learnware matching the filters (follows page tokens)."""
         out: list[LearnwareInfo] = []
         token = ""
@@ -147,7 +153,9 @@ class MarketClient:
             request = pb.ListLearnwaresRequest(
                 page_size=page_size, page_token=token, domain=domain, tag=tag, publisher=publisher
             )
-            response = _typed(lambda: self._stub.ListLearnwares(request, timeout=self.timeout))
+            response: pb.ListLearnwaresResponse = _typed(
+                functools.partial(self._stub.ListLearnwares, request, timeout=self.timeout)
+            )
             out.extend(serde.learnware_from_pb(m) for m in response.learnwares)
             token = response.next_page_token
             if not token:
@@ -206,4 +214,3 @@ class MarketClient:
 
         response = _typed(lambda: self._stub.Upload(requests(), timeout=stream_timeout))
         return serde.learnware_from_pb(response.learnware)
-

@@ -11,11 +11,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import numpy.typing as npt
 import torch
-from transformers import AutoModel, AutoTokenizer
-
 from lmdock.common.embedders import embedder_dir, embedder_sha256
 from lmdock.common.errors import ProfileMismatch
 from lmdock.common.profile import SpecProfile
+from transformers import AutoModel, AutoTokenizer
 
 __all__ = ["Embedder", "mean_pool"]
 

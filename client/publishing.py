@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from lmdock.client.embedder import Embedder
 from lmdock.client.specs import features_of
 from lmdock.common.errors import InvalidArgument

@@ -55,7 +55,11 @@ def read_task(path: Path, *, limits: ReaderLimits = ReaderLimits()) -> TaskData:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InvalidArgument(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str) or not record["text"].strip():
+        if (
+            not isinstance(record, dict)
+            or not isinstance(record.get("text"), str)
+            or not record["text"].strip()
+        ):
             raise InvalidArgument(f'{path}:{number}: each line needs a non-empty string field "text"')
         if len(record["text"]) > limits.max_text_chars:
             raise InvalidArgument(f"{path}:{number}: text longer than {limits.max_text_chars} characters")

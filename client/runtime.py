@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import PeftModel
-from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
-
 from lmdock.client.device import pick_device
 from lmdock.client.embedder import mean_pool
 from lmdock.client.models import resolve_base_model
 from lmdock.common.package import TaskInfo
+from peft import PeftModel
+from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 __all__ = ["LoadedLearnware", "load_learnware", "zero_shot_classify"]
 
@@ -54,9 +53,15 @@ class LoadedLearnware:
         return out
 
     def _generate(self, prompt: str, max_new_tokens: int) -> str:
-        batch = self.tokenizer(prompt, return_tensors="pt").to(self.device)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        generated = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+        batch = self.tokenizer(prompt, return_tensors="pt", return_token_type_ids=False).to(self.device)
+        pad = (
+            self.tokenizer.pad_token_id
+            if self.tokenizer.pad_token_id is not None
+            else self.tokenizer.eos_token_id
+        )
+        generated = self.model.generate(
+            **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad
+        )
         new_tokens = generated[0, batch["input_ids"].shape[1] :]
         return str(self.tokenizer.decode(new_tokens, skip_special_tokens=True)).strip()
 
@@ -85,7 +90,12 @@ def load_learnware(
 
 @torch.inference_mode()
 def zero_shot_classify(
-    base_model: str, texts: Sequence[str], labels: Sequence[str], *, batch_size: int = 64, device: str = "auto"
+    base_model: str,
+    texts: Sequence[str],
+    labels: Sequence[str],
+    *,
+    batch_size: int = 64,
+    device: str = "auto",
 ) -> list[str]:
     """The base model's answer: the label whose name is closest to the text (cosine of mean-pooled states)."""
     folder = resolve_base_model(base_model)
@@ -97,7 +107,11 @@ def zero_shot_classify(
         parts = []
         for start in range(0, len(items), batch_size):
             batch = tokenizer(
-                list(items[start : start + batch_size]), padding=True, truncation=True, max_length=128, return_tensors="pt"
+                list(items[start : start + batch_size]),
+                padding=True,
+                truncation=True,
+                max_length=128,
+                return_tensors="pt",
             ).to(target)
             parts.append(mean_pool(model(**batch).last_hidden_state, batch["attention_mask"]))
         return torch.cat(parts)

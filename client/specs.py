@@ -6,7 +6,6 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
-
 from lmdock.client.embedder import Embedder
 from lmdock.common.features import build_feature_map
 from lmdock.common.profile import SpecProfile
@@ -18,7 +17,11 @@ Progress = Callable[[int, int], None]
 
 
 def features_of(
-    texts: Sequence[str], profile: SpecProfile, *, embedder: Embedder | None = None, progress: Progress | None = None
+    texts: Sequence[str],
+    profile: SpecProfile,
+    *,
+    embedder: Embedder | None = None,
+    progress: Progress | None = None,
 ) -> npt.NDArray[np.float64]:
     """phi(embed(text)) for each text, under `profile` (rows have norm <= clip radius)."""
     feature_map = build_feature_map(profile)  # refuses an unreproducible profile first

@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from lmdock.client.models import resolve_base_model
+from lmdock.common.errors import InvalidArgument
 from peft import LoraConfig, TaskType, get_peft_model
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from lmdock.client.models import resolve_base_model
-from lmdock.common.errors import InvalidArgument
-
-__all__ = ["ClassifierTraining", "train_classifier"]
+__all__ = ["ClassifierTraining", "tidy_adapter_folder", "train_classifier"]
 
 Progress = Callable[[int, int, float], None]  # step, total steps, running loss
 
@@ -113,12 +112,12 @@ def train_classifier(
                 progress(step, total, running)
     model.peft_config["default"].base_model_name_or_path = base_model
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
-    _strip_extras(out_dir)
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    tidy_adapter_folder(out_dir)
     return {"seconds": time.perf_counter() - started, "final_loss": running}
 
 
-def _strip_extras(out_dir: Path) -> None:
+def tidy_adapter_folder(out_dir: Path) -> None:
     """Keep the adapter folder to exactly the two files of the package format."""
     for path in out_dir.iterdir():
         if path.name not in ("adapter_config.json", "adapter_model.safetensors"):

@@ -33,9 +33,7 @@ def embedder_dir(embedder_id: str) -> Path:
     path = Path(embedder_id).expanduser()
     if path.is_dir():
         return path
-    raise FailedPrecondition(
-        f"embedder {embedder_id!r} is neither a packaged embedder nor a local folder"
-    )
+    raise FailedPrecondition(f"embedder {embedder_id!r} is neither a packaged embedder nor a local folder")
 
 
 @functools.lru_cache(maxsize=8)

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-
 from lmdock.common.errors import ProfileMismatch
 from lmdock.common.profile import SpecProfile
 
@@ -86,7 +85,8 @@ class FeatureMap:
         phi = psi - self.centre
         norms = np.linalg.norm(phi, axis=1, keepdims=True)
         scale = np.minimum(1.0, self.clip_radius / np.maximum(norms, 1e-300))
-        return phi * scale
+        out: FloatArray = phi * scale
+        return out
 
 
 def build_feature_map(profile: SpecProfile) -> FeatureMap:
@@ -120,6 +120,4 @@ def build_feature_map(profile: SpecProfile) -> FeatureMap:
         if profile.centre
         else np.zeros(profile.feature_dim, dtype=np.float64)
     )
-    return FeatureMap(
-        kernel=profile.kernel, clip_radius=profile.clip_radius, centre=centre, weights=weights
-    )
+    return FeatureMap(kernel=profile.kernel, clip_radius=profile.clip_radius, centre=centre, weights=weights)

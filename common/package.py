@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from lmdock.common.canonical import canonical_json
 from lmdock.common.errors import IntegrityError, InvalidArgument
 from lmdock.common.hashing import sha256_file
@@ -107,9 +106,7 @@ class Manifest:
         if self.format != FORMAT:
             raise InvalidArgument(f"package format {self.format!r} is not supported (need {FORMAT})")
         if not _ID.match(self.id):
-            raise InvalidArgument(
-                f"learnware id {self.id!r} must be 3-64 chars of a-z, 0-9, '.', '_', '-'"
-            )
+            raise InvalidArgument(f"learnware id {self.id!r} must be 3-64 chars of a-z, 0-9, '.', '_', '-'")
         for name in (*REQUIRED_FILES,):
             if name not in self.files:
                 raise InvalidArgument(f"manifest lists no {name}")
@@ -213,7 +210,10 @@ def write_package(
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".pkg-", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        with (
+            os.fdopen(fd, "wb") as raw,
+            tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
             _tar_add_bytes(tar, MANIFEST, json.dumps(manifest_dict, indent=2).encode())
             _tar_add_bytes(tar, SIGNATURE, json.dumps(signature.to_dict(), indent=2).encode())
             for name in sorted(files):
@@ -243,28 +243,28 @@ def _extract_members(archive: Path, into: Path, limits: PackageLimits) -> None:
     """Copy the tar's regular files into `into`, refusing anything but plain allowed files."""
     if archive.stat().st_size > limits.max_package_bytes:
         raise InvalidArgument(f"package is larger than the limit of {limits.max_package_bytes} bytes")
-    try:
-        tar = tarfile.open(archive, mode="r:")
-    except tarfile.TarError as exc:
-        raise InvalidArgument(f"package is not an uncompressed tar archive: {exc}") from None
     seen: set[str] = set()
-    with tar:
-        for member in tar:
-            if not member.isreg():
-                raise InvalidArgument(f"package member {member.name!r} is not a regular file (links and folders are refused)")
-            if member.name in (MANIFEST, SIGNATURE):
-                pass
-            else:
-                _check_name(member.name)
-            if member.name in seen:
-                raise InvalidArgument(f"package holds {member.name!r} twice")
-            seen.add(member.name)
-            if len(seen) > limits.max_files:
-                raise InvalidArgument(f"package holds more than {limits.max_files} files")
-            src = tar.extractfile(member)
-            assert src is not None  # regular files always have content
-            with src, (into / member.name).open("xb") as dst:
-                shutil.copyfileobj(src, dst, 1024 * 1024)
+    try:
+        with tarfile.open(archive, mode="r:") as tar:
+            for member in tar:
+                if not member.isreg():
+                    raise InvalidArgument(
+                        f"package member {member.name!r} is not a regular file "
+                        "(links and folders are refused)"
+                    )
+                if member.name not in (MANIFEST, SIGNATURE):
+                    _check_name(member.name)
+                if member.name in seen:
+                    raise InvalidArgument(f"package holds {member.name!r} twice")
+                seen.add(member.name)
+                if len(seen) > limits.max_files:
+                    raise InvalidArgument(f"package holds more than {limits.max_files} files")
+                src = tar.extractfile(member)
+                assert src is not None  # regular files always have content
+                with src, (into / member.name).open("xb") as dst:
+                    shutil.copyfileobj(src, dst, 1024 * 1024)
+    except tarfile.TarError as exc:
+        raise InvalidArgument(f"package is not a valid uncompressed tar archive: {exc}") from None
 
 
 def verify_folder(

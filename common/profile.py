@@ -85,8 +85,19 @@ class SpecProfile:
         if unknown:
             raise InvalidArgument(f"unknown spec profile fields: {sorted(unknown)}")
         values = {k: v for k, v in data.items() if k in known}
-        values["centre"] = tuple(float(x) for x in values.get("centre", ()))
-        profile = cls(**values)
+        missing = sorted(
+            {"embedder_id", "embedder_sha256", "embedding_dim", "feature_dim", "feature_map_sha256"}
+            - set(values)
+        )
+        if missing:
+            raise InvalidArgument(f"spec profile lacks {', '.join(missing)}")
+        try:
+            values["centre"] = tuple(float(x) for x in values.get("centre", ()))
+            profile = cls(**values)
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, InvalidArgument):
+                raise
+            raise InvalidArgument(f"malformed spec profile: {exc}") from None
         if "profile_id" in data and data["profile_id"] != profile.profile_id:
             raise InvalidArgument("profile_id does not match the profile's contents")
         return profile
@@ -96,4 +107,10 @@ class SpecProfile:
 
     @classmethod
     def from_json(cls, text: str) -> SpecProfile:
-        return cls.from_dict(json.loads(text))
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidArgument(f"spec profile is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise InvalidArgument("spec profile must be a JSON object")
+        return cls.from_dict(data)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.package import TaskInfo
 from lmdock.common.profile import SpecProfile
@@ -12,10 +11,10 @@ from lmdock.common.spec import Privacy, Spec
 from lmdock.v1 import market_pb2 as pb
 
 __all__ = [
-    "learnware_from_pb",
-    "learnware_to_pb",
     "header_from_pb",
     "header_to_pb",
+    "learnware_from_pb",
+    "learnware_to_pb",
     "profile_from_pb",
     "profile_to_pb",
     "search_result_from_pb",
@@ -158,7 +157,9 @@ def learnware_from_pb(m: pb.Learnware) -> LearnwareInfo:
 def search_result_to_pb(r: SearchResult) -> pb.SearchResponse:
     return pb.SearchResponse(
         matches=[
-            pb.Match(learnware_id=m.learnware_id, name=m.name, domain=m.domain, distance=m.distance, score=m.score)
+            pb.Match(
+                learnware_id=m.learnware_id, name=m.name, domain=m.domain, distance=m.distance, score=m.score
+            )
             for m in r.matches
         ],
         mixture=[pb.MixtureComponent(learnware_id=c.learnware_id, weight=c.weight) for c in r.mixture],
@@ -169,7 +170,9 @@ def search_result_to_pb(r: SearchResult) -> pb.SearchResponse:
 def search_result_from_pb(m: pb.SearchResponse) -> SearchResult:
     return SearchResult(
         matches=tuple(
-            Match(learnware_id=x.learnware_id, name=x.name, domain=x.domain, distance=x.distance, score=x.score)
+            Match(
+                learnware_id=x.learnware_id, name=x.name, domain=x.domain, distance=x.distance, score=x.score
+            )
             for x in m.matches
         ),
         mixture=tuple(MixtureComponent(learnware_id=c.learnware_id, weight=c.weight) for c in m.mixture),

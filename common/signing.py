@@ -15,7 +15,6 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
 from lmdock.common.canonical import canonical_json, sha256_hex
 from lmdock.common.errors import IntegrityError, InvalidArgument
 
@@ -90,15 +89,15 @@ def sign_manifest(manifest: dict[str, Any], key: Ed25519PrivateKey) -> Signature
     )
 
 
-def verify_manifest(manifest: dict[str, Any], signature: Signature, *, trusted_key: str | None = None) -> None:
+def verify_manifest(
+    manifest: dict[str, Any], signature: Signature, *, trusted_key: str | None = None
+) -> None:
     """Raise IntegrityError unless `signature` is a valid signature of `manifest`.
 
     With `trusted_key` (base64 public key) the signature must also come from that key.
     """
     if trusted_key is not None and trusted_key != signature.public_key:
-        raise IntegrityError(
-            f"package signed by key {signature.key_id}, expected {key_id(trusted_key)}"
-        )
+        raise IntegrityError(f"package signed by key {signature.key_id}, expected {key_id(trusted_key)}")
     if key_id(signature.public_key) != signature.key_id:
         raise IntegrityError("signature key_id does not match its public key")
     public = public_key_from_b64(signature.public_key)

@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-
 from lmdock.common.calibration import analytic_sigma, validate_privacy
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.noise import GRID, SAMPLER_TV_PER_COORD, UniformSource, discrete_gaussian, os_uniform
@@ -150,7 +149,8 @@ def kernel_mean(features: npt.ArrayLike) -> FloatArray:
     f = np.asarray(features, dtype=np.float64)
     if f.ndim != 2 or f.shape[0] == 0:
         raise InvalidArgument("features must be a non-empty 2-D array")
-    return f.mean(axis=0)
+    mean: FloatArray = f.mean(axis=0)
+    return mean
 
 
 def size_bucket(n: int) -> int:
@@ -223,4 +223,5 @@ def debiased_sq_distance(
     c = np.asarray(candidates, dtype=np.float64)
     raw = np.sum((c - s) ** 2, axis=1)
     dim = s.shape[0]
-    return raw - (query.privacy.sigma**2 + np.asarray(candidate_sigmas) ** 2) * dim
+    debiased: FloatArray = raw - (query.privacy.sigma**2 + np.asarray(candidate_sigmas) ** 2) * dim
+    return debiased

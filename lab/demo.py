@@ -26,8 +26,8 @@ from lmdock.client.runtime import zero_shot_classify
 from lmdock.common.embedders import DEFAULT_EMBEDDER
 from lmdock.common.profiles import make_profile
 from lmdock.lab.embedded import embedded_market
-from lmdock.lab.reference import build_reference
 from lmdock.lab.refdata import REFERENCE_SETS, label_set, load_split
+from lmdock.lab.reference import build_reference
 
 __all__ = ["demo_report", "run_demo"]
 
@@ -35,16 +35,18 @@ HOSPITAL_SAMPLE = "medquad"
 EPSILON, DELTA = 1.0, 1e-6
 
 
-def demo_report(workdir: Path, *, log: Any = print, task_records: int | None = None) -> dict[str, Any]:
+def demo_report(workdir: Path, *, log: Any = print, quick: bool = False) -> dict[str, Any]:
+    """Run the demo and return its report; `quick` trains tiny adapters (tests: the path only)."""
     started = time.perf_counter()
     profile = make_profile()
-    packages = build_reference(workdir / "reference", profile, log=log)
+    packages = build_reference(workdir / "reference", profile, log=log, quick=quick)
     expected = next(r.learnware_id for r in REFERENCE_SETS if r.sample == HOSPITAL_SAMPLE)
     texts, labels = load_split(HOSPITAL_SAMPLE, "task")
-    if task_records is not None:
-        texts, labels = texts[:task_records], labels[:task_records]
     task = TaskData(texts=tuple(texts), labels=tuple(labels), answers=(None,) * len(texts))
-    with tempfile.TemporaryDirectory() as tmp, embedded_market(Path(tmp) / "market", profile=profile) as (address, _):
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        embedded_market(Path(tmp) / "market", profile=profile) as (address, _),
+    ):
         with MarketClient(address) as publisher:
             for package in packages:
                 publisher.upload(package)
@@ -55,9 +57,14 @@ def demo_report(workdir: Path, *, log: Any = print, task_records: int | None = N
             matched = result.matches[0].learnware_id
             pull(hospital, cache, matched)
             bytes_sent = hospital.bytes_sent
-        log(f"hospital: DP spec of {len(texts)} questions sent ({bytes_sent} bytes in all); matched {matched}")
+        log(
+            f"hospital: DP spec of {len(texts)} questions sent ({bytes_sent} bytes in all); matched {matched}"
+        )
         matched_score = run_task(cache, matched, task).score or 0.0
-        base_score = score_predictions(zero_shot_classify(DEFAULT_EMBEDDER, texts, label_set(HOSPITAL_SAMPLE)), labels) or 0.0
+        base_score = (
+            score_predictions(zero_shot_classify(DEFAULT_EMBEDDER, texts, label_set(HOSPITAL_SAMPLE)), labels)
+            or 0.0
+        )
         # The random baseline: the expected accuracy of a learnware picked uniformly at random.
         per_learnware = {}
         with MarketClient(address) as evaluator:
@@ -71,7 +78,9 @@ def demo_report(workdir: Path, *, log: Any = print, task_records: int | None = N
         "expected_id": expected,
         "matched_id": matched,
         "matched_correct": matched == expected,
-        "ranking": [{"id": m.learnware_id, "score": round(m.score, 4), "distance": m.distance} for m in result.matches],
+        "ranking": [
+            {"id": m.learnware_id, "score": round(m.score, 4), "distance": m.distance} for m in result.matches
+        ],
         "scores": {"base": base_score, "matched": matched_score, "random": random_score},
         "per_learnware": per_learnware,
         "epsilon": spec.privacy.epsilon,
@@ -86,11 +95,18 @@ def _print_table(report: dict[str, Any]) -> None:
     s = report["scores"]
     rows = [
         ("task", f"{report['task']} (n={report['n']})"),
-        ("matched learnware", f"{report['matched_id']} ({'right' if report['matched_correct'] else 'WRONG'}; expected {report['expected_id']})"),
+        (
+            "matched learnware",
+            f"{report['matched_id']} ({'right' if report['matched_correct'] else 'WRONG'}; "
+            f"expected {report['expected_id']})",
+        ),
         ("accuracy: base model (zero-shot)", f"{s['base']:.3f}"),
         ("accuracy: matched learnware", f"{s['matched']:.3f}"),
         ("accuracy: random learnware", f"{s['random']:.3f}"),
-        ("privacy spent", f"epsilon={report['epsilon']:g}, delta={report['delta']:g} (sigma={report['sigma']:.4f})"),
+        (
+            "privacy spent",
+            f"epsilon={report['epsilon']:g}, delta={report['delta']:g} (sigma={report['sigma']:.4f})",
+        ),
         ("bytes that left the client", f"{report['bytes_sent']} (spec + requests; no text, no embeddings)"),
         ("time", f"{report['seconds']} s"),
     ]
@@ -100,13 +116,13 @@ def _print_table(report: dict[str, Any]) -> None:
         print(f"  {key.ljust(width)}  {value}")
 
 
-def run_demo(*, workdir: Path | None = None, as_json: bool = False) -> int:
+def run_demo(*, workdir: Path | None = None, as_json: bool = False, quick: bool = False) -> int:
     workdir = workdir or default_cache_dir() / "demo"
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    report = demo_report(workdir, log=log)
+    report = demo_report(workdir, log=log, quick=quick)
     if as_json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:

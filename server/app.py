@@ -6,7 +6,6 @@ from concurrent import futures
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-
 from lmdock.server.market import Market
 from lmdock.server.servicer import MarketServicer
 from lmdock.v1 import market_pb2_grpc as pb_grpc
@@ -18,7 +17,9 @@ SERVICE_NAME = "lmdock.v1.MarketService"
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
-def create_server(market: Market, *, address: str = "127.0.0.1:0", max_workers: int = 16) -> tuple[grpc.Server, int]:
+def create_server(
+    market: Market, *, address: str = "127.0.0.1:0", max_workers: int = 16
+) -> tuple[grpc.Server, int]:
     """A started-ready (not yet started) server bound to `address`; returns it and its port."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers),

@@ -12,15 +12,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import Boolean, Float, Integer, LargeBinary, String, Text, create_engine, select
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError as SqlIntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
-
 from lmdock.common.errors import AlreadyExists, InvalidArgument, NotFound
 from lmdock.common.package import TaskInfo
 from lmdock.common.records import LearnwareInfo
 from lmdock.common.spec import Privacy, Spec
+from sqlalchemy import Boolean, Float, Integer, LargeBinary, String, Text, create_engine, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError as SqlIntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 __all__ = ["Catalogue", "Page"]
 
@@ -115,15 +114,22 @@ class Page:
     next_token: str
 
 
+_TOKEN_PREFIX = "after:"
+
+
 def _encode_token(last_id: str) -> str:
-    return base64.urlsafe_b64encode(last_id.encode()).decode()
+    return base64.urlsafe_b64encode((_TOKEN_PREFIX + last_id).encode()).decode()
 
 
 def _decode_token(token: str) -> str:
+    """The id a page token points after; InvalidArgument for anything this market did not issue."""
     try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
+        text = base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
     except (ValueError, UnicodeDecodeError):
-        raise InvalidArgument("page_token is not one this market issued") from None
+        text = ""
+    if not text.startswith(_TOKEN_PREFIX) or len(text) > 128:
+        raise InvalidArgument("page_token is not one this market issued")
+    return text[len(_TOKEN_PREFIX) :]
 
 
 class Catalogue:

@@ -12,13 +12,13 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.package import Manifest
 from lmdock.common.profile import SpecProfile
+from safetensors import SafetensorError, safe_open
 
 __all__ = ["check_package"]
+
 
 def check_package(manifest: Manifest, folder: Path, profile: SpecProfile) -> None:
     """Raise InvalidArgument naming the first rule the unpacked package in `folder` breaks."""
@@ -31,7 +31,9 @@ def _check_adapter_config(manifest: Manifest, config: object) -> None:
     if not isinstance(config, dict):
         raise InvalidArgument("adapter_config.json must hold a JSON object")
     if config.get("peft_type") != "LORA":
-        raise InvalidArgument(f"adapter_config.json: peft_type must be 'LORA', got {config.get('peft_type')!r}")
+        raise InvalidArgument(
+            f"adapter_config.json: peft_type must be 'LORA', got {config.get('peft_type')!r}"
+        )
     declared = config.get("base_model_name_or_path")
     if declared != manifest.base_model:
         raise InvalidArgument(
@@ -54,7 +56,9 @@ def _check_weights(path: Path) -> None:
             for name in names:
                 tensor = weights.get_tensor(name)
                 if not tensor.is_floating_point():
-                    raise InvalidArgument(f"tensor {name!r} has dtype {tensor.dtype}; adapters hold floats only")
+                    raise InvalidArgument(
+                        f"tensor {name!r} has dtype {tensor.dtype}; adapters hold floats only"
+                    )
                 if not bool(torch.isfinite(tensor).all()):
                     raise InvalidArgument(f"tensor {name!r} contains NaN or Inf")
     except SafetensorError as exc:

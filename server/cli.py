@@ -25,7 +25,13 @@ def _serve(args: argparse.Namespace) -> int:
     server, port = create_server(market, address=args.listen)
     server.start()
     host = args.listen.rsplit(":", 1)[0]
-    log.info("market listening on %s:%d (profile %s, %d learnwares)", host, port, profile.profile_id, len(market.index))
+    log.info(
+        "market listening on %s:%d (profile %s, %d learnwares)",
+        host,
+        port,
+        profile.profile_id,
+        len(market.index),
+    )
     print(json.dumps({"listening": f"{host}:{port}", "profile_id": profile.profile_id}), flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -52,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         return int(args.func(args))
     except LmdockError as exc:

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
 import grpc
-
 from lmdock.common.errors import LmdockError
 
 __all__ = ["abort_with", "grpc_errors"]
@@ -24,6 +23,7 @@ def abort_with(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
     # Anything else is our bug: log the type and traceback (never request payloads).
     log.exception("internal error in handler: %s", type(exc).__name__)
     context.abort(grpc.StatusCode.INTERNAL, "internal error; the market's log has the details")
+    raise AssertionError("context.abort always raises")  # for type checkers: abort is untyped
 
 
 def grpc_errors(handler: F) -> F:

@@ -19,7 +19,6 @@ import threading
 from collections.abc import Iterable
 
 import numpy as np
-
 from lmdock.common.records import LearnwareInfo, Match, SearchResult
 from lmdock.common.spec import Spec, debiased_sq_distance
 

@@ -47,11 +47,15 @@ class Market:
         self.index = SpecIndex(catalogue.iter_all(profile_id=profile.profile_id))
 
     @classmethod
-    def open(cls, data_dir: Path, *, profile: SpecProfile, db_url: str = "", limits: MarketLimits = MarketLimits()) -> Market:
+    def open(
+        cls, data_dir: Path, *, profile: SpecProfile, db_url: str = "", limits: MarketLimits = MarketLimits()
+    ) -> Market:
         """A market storing its catalogue in `db_url` (default: SQLite in data_dir) and blobs on disk."""
         data_dir.mkdir(parents=True, exist_ok=True)
         catalogue = Catalogue(db_url or f"sqlite:///{data_dir / 'catalogue.sqlite'}")
-        return cls(profile=profile, catalogue=catalogue, blobs=LocalBlobStore(data_dir / "blobs"), limits=limits)
+        return cls(
+            profile=profile, catalogue=catalogue, blobs=LocalBlobStore(data_dir / "blobs"), limits=limits
+        )
 
     def close(self) -> None:
         self.catalogue.close()
@@ -65,7 +69,15 @@ class Market:
     def get(self, learnware_id: str) -> LearnwareInfo:
         return self.catalogue.get(learnware_id)
 
-    def list(self, *, page_size: int = 0, page_token: str = "", domain: str = "", tag: str = "", publisher: str = "") -> Page:
+    def list(
+        self,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        domain: str = "",
+        tag: str = "",
+        publisher: str = "",
+    ) -> Page:
         if page_size < 0 or page_size > self.limits.max_page_size:
             raise InvalidArgument(f"page_size must be in 0..{self.limits.max_page_size}")
         return self.catalogue.list(
@@ -97,7 +109,10 @@ class Market:
             manifest, _signature = unpack_package(staged.path, workdir / "pkg", limits=limits)
             check_package(manifest, workdir / "pkg", self.profile)
             info = LearnwareInfo.from_manifest(
-                manifest, sha256=sha256, size=size, created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+                manifest,
+                sha256=sha256,
+                size=size,
+                created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             )
             staged.commit()
             try:

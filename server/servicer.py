@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import grpc
-
 from lmdock.common import serde
 from lmdock.common.errors import InvalidArgument
 from lmdock.server.grpc_errors import grpc_errors
@@ -21,7 +20,9 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
         self.market = market
 
     @grpc_errors
-    def GetSpecProfile(self, request: pb.GetSpecProfileRequest, context: grpc.ServicerContext) -> pb.GetSpecProfileResponse:
+    def GetSpecProfile(
+        self, request: pb.GetSpecProfileRequest, context: grpc.ServicerContext
+    ) -> pb.GetSpecProfileResponse:
         return pb.GetSpecProfileResponse(profile=serde.profile_to_pb(self.market.profile))
 
     @grpc_errors
@@ -32,12 +33,16 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
         return serde.search_result_to_pb(result)
 
     @grpc_errors
-    def GetLearnware(self, request: pb.GetLearnwareRequest, context: grpc.ServicerContext) -> pb.GetLearnwareResponse:
+    def GetLearnware(
+        self, request: pb.GetLearnwareRequest, context: grpc.ServicerContext
+    ) -> pb.GetLearnwareResponse:
         _require_id(request.learnware_id)
         return pb.GetLearnwareResponse(learnware=serde.learnware_to_pb(self.market.get(request.learnware_id)))
 
     @grpc_errors
-    def ListLearnwares(self, request: pb.ListLearnwaresRequest, context: grpc.ServicerContext) -> pb.ListLearnwaresResponse:
+    def ListLearnwares(
+        self, request: pb.ListLearnwaresRequest, context: grpc.ServicerContext
+    ) -> pb.ListLearnwaresResponse:
         page = self.market.list(
             page_size=request.page_size,
             page_token=request.page_token,
@@ -50,7 +55,9 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
         )
 
     @grpc_errors
-    def Download(self, request: pb.DownloadRequest, context: grpc.ServicerContext) -> Iterator[pb.DownloadResponse]:
+    def Download(
+        self, request: pb.DownloadRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.DownloadResponse]:
         _require_id(request.learnware_id)
         header, chunks = self.market.download(request.learnware_id, offset=request.offset)
         yield pb.DownloadResponse(header=serde.header_to_pb(header))
@@ -58,7 +65,9 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
             yield pb.DownloadResponse(chunk=chunk)
 
     @grpc_errors
-    def Upload(self, request_iterator: Iterator[pb.UploadRequest], context: grpc.ServicerContext) -> pb.UploadResponse:
+    def Upload(
+        self, request_iterator: Iterator[pb.UploadRequest], context: grpc.ServicerContext
+    ) -> pb.UploadResponse:
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("part") != "header":
             raise InvalidArgument("the first UploadRequest must carry the header")

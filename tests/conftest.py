@@ -1,0 +1,76 @@
+"""Shared fixtures: the real default profile, tiny models built from configs, real markets."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lmdock.common.embedders import DEFAULT_EMBEDDER, embedder_dir
+from lmdock.common.profile import SpecProfile
+from lmdock.common.profiles import make_profile
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+
+
+@pytest.fixture(scope="session")
+def profile() -> SpecProfile:
+    return make_profile()
+
+
+def _copy_tokenizer(dest: Path) -> None:
+    src = embedder_dir(DEFAULT_EMBEDDER)
+    for name in TOKENIZER_FILES:
+        shutil.copy(src / name, dest / name)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer BERT encoder built from a config (random weights), with MiniLM's tokenizer."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    config = BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
+    BertModel(config).save_pretrained(folder)
+    _copy_tokenizer(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer Llama causal LM built from a config (random weights), with MiniLM's tokenizer."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    config = LlamaConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=0,
+        bos_token_id=101,
+        eos_token_id=102,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    _copy_tokenizer(folder)
+    return folder
+
+
+@pytest.fixture()
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture()
+def market_dir(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path / "market"

@@ -1,0 +1,85 @@
+"""Test helpers: real PEFT adapters on tiny models and signed packages, built fast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from lmdock.client.training import tidy_adapter_folder
+from lmdock.common.package import Manifest, TaskInfo, write_package
+from lmdock.common.profile import SpecProfile
+from lmdock.common.spec import Spec, exact_spec
+from peft import LoraConfig, TaskType, get_peft_model
+
+LABELS = ("negative", "positive")
+
+
+def random_unit_rows(
+    rng: np.random.Generator, n: int, dim: int, centre: np.ndarray | None = None
+) -> np.ndarray:
+    x = rng.standard_normal((n, dim))
+    if centre is not None:
+        x = x + centre
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def cluster_spec(profile: SpecProfile, seed: int, n: int = 200) -> Spec:
+    """An exact spec of a synthetic cluster of unit vectors (direction fixed by `seed`)."""
+    rng = np.random.default_rng(seed)
+    centre = rng.standard_normal(profile.feature_dim) * 0.6
+    return exact_spec(random_unit_rows(rng, n, profile.feature_dim, centre), profile)
+
+
+def make_adapter(
+    base: Path, out: Path, *, kind: str = "classification", base_name: str | None = None
+) -> Path:
+    """An untrained but real LoRA adapter (PEFT format) for a tiny base model."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    if kind == "classification":
+        model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=len(LABELS))
+        config = LoraConfig(
+            task_type=TaskType.SEQ_CLS, r=4, target_modules=["query", "value"], modules_to_save=["classifier"]
+        )
+    else:
+        model = AutoModelForCausalLM.from_pretrained(base)
+        config = LoraConfig(task_type=TaskType.CAUSAL_LM, r=4, target_modules=["q_proj", "v_proj"])
+    peft_model = get_peft_model(model, config)
+    peft_model.peft_config["default"].base_model_name_or_path = base_name or str(base)
+    peft_model.save_pretrained(out)
+    tidy_adapter_folder(out)
+    return out
+
+
+def make_package(
+    out: Path,
+    adapter: Path,
+    *,
+    key: Ed25519PrivateKey,
+    spec: Spec,
+    learnware_id: str = "test-learnware",
+    base_model: str,
+    kind: str = "classification",
+    domain: str = "testing",
+    publisher: str = "tester",
+) -> Manifest:
+    task = TaskInfo(kind=kind, labels=LABELS if kind == "classification" else ())
+    return write_package(
+        out,
+        files={
+            "adapter_config.json": adapter / "adapter_config.json",
+            "adapter_model.safetensors": adapter / "adapter_model.safetensors",
+        },
+        key=key,
+        id=learnware_id,
+        name=f"Test {learnware_id}",
+        domain=domain,
+        base_model=base_model,
+        licence="MIT",
+        publisher=publisher,
+        task=task,
+        spec=spec,
+    )

@@ -1,0 +1,117 @@
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+from lmdock.common.errors import IntegrityError, InvalidArgument
+from lmdock.common.package import unpack_package, verify_folder
+from lmdock.common.signing import generate_key, public_key_to_b64
+
+from tests.helpers import cluster_spec, make_adapter, make_package
+
+
+@pytest.fixture()
+def package(tmp_path: Path, tiny_bert: Path, profile) -> Path:
+    adapter = make_adapter(tiny_bert, tmp_path / "adapter")
+    out = tmp_path / "pkg.tar"
+    make_package(out, adapter, key=generate_key(), spec=cluster_spec(profile, 1), base_model=str(tiny_bert))
+    return out
+
+
+def rewrite(src: Path, dst: Path, *, change=None, add=None, drop=()) -> Path:
+    """Copy a package tar, altering members: change={name: bytes}, add=[TarInfo, bytes|None]."""
+    with tarfile.open(src) as tin, tarfile.open(dst, "w") as tout:
+        for member in tin:
+            if member.name in drop:
+                continue
+            data = tin.extractfile(member).read()
+            if change and member.name in change:
+                data = change[member.name]
+                member.size = len(data)
+            tout.addfile(member, io.BytesIO(data))
+        for info, data in add or []:
+            tout.addfile(info, io.BytesIO(data) if data is not None else None)
+    return dst
+
+
+def test_round_trip_verifies(package: Path, tmp_path: Path) -> None:
+    manifest, signature = unpack_package(package, tmp_path / "out")
+    assert manifest.id == "test-learnware"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "manifest.json",
+        "signature.json",
+    ]
+    verify_folder(tmp_path / "out", trusted_key=signature.public_key)
+
+
+def test_packages_are_deterministic_apart_from_signature(tmp_path: Path, tiny_bert: Path, profile) -> None:
+    adapter = make_adapter(tiny_bert, tmp_path / "adapter")
+    key = generate_key()
+    a = make_package(tmp_path / "a.tar", adapter, key=key, spec=cluster_spec(profile, 1), base_model="b")
+    b = make_package(tmp_path / "b.tar", adapter, key=key, spec=cluster_spec(profile, 1), base_model="b")
+    assert (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
+    assert a.to_dict() == b.to_dict()
+
+
+def test_tampered_weights_are_refused(package: Path, tmp_path: Path) -> None:
+    with tarfile.open(package) as t:
+        weights = bytearray(t.extractfile("adapter_model.safetensors").read())
+    weights[-1] ^= 0xFF
+    bad = rewrite(package, tmp_path / "bad.tar", change={"adapter_model.safetensors": bytes(weights)})
+    with pytest.raises(IntegrityError, match="sha256"):
+        unpack_package(bad, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(".unpack")] == []
+
+
+def test_tampered_manifest_breaks_the_signature(package: Path, tmp_path: Path) -> None:
+    with tarfile.open(package) as t:
+        manifest = json.loads(t.extractfile("manifest.json").read())
+    manifest["licence"] = "proprietary"
+    bad = rewrite(package, tmp_path / "bad.tar", change={"manifest.json": json.dumps(manifest).encode()})
+    with pytest.raises(IntegrityError, match="signature"):
+        unpack_package(bad, tmp_path / "out")
+
+
+def test_wrong_pinned_key_is_refused(package: Path, tmp_path: Path) -> None:
+    other = public_key_to_b64(generate_key().public_key())
+    with pytest.raises(IntegrityError, match="expected"):
+        unpack_package(package, tmp_path / "out", trusted_key=other)
+
+
+def _member(name: str, kind: bytes = tarfile.REGTYPE, size: int = 0, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.size, info.linkname = kind, size, link
+    return info
+
+
+@pytest.mark.parametrize(
+    ("member", "data", "message"),
+    [
+        (_member("evil", tarfile.SYMTYPE, link="/etc/passwd"), None, "not a regular file"),
+        (_member("../escape.json", size=2), b"{}", "not allowed"),
+        (_member("sub/dir.json", size=2), b"{}", "not allowed"),
+        (_member("model.bin", size=4), b"\x80\x04K.", "not allowed"),
+        (_member("payload.py", size=4), b"pass", "not allowed"),
+        (_member("notes.txt", size=2), b"hi", "differ from the manifest"),
+        (_member("manifest.json", size=2), b"{}", "twice"),
+    ],
+)
+def test_forbidden_members_are_refused(package: Path, tmp_path: Path, member, data, message) -> None:
+    bad = rewrite(package, tmp_path / "bad.tar", add=[(member, data)])
+    with pytest.raises(InvalidArgument, match=message):
+        unpack_package(bad, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_file_and_garbage_are_refused(package: Path, tmp_path: Path) -> None:
+    bad = rewrite(package, tmp_path / "bad.tar", drop=("adapter_config.json",))
+    with pytest.raises(InvalidArgument, match="missing"):
+        unpack_package(bad, tmp_path / "out")
+    garbage = tmp_path / "garbage.tar"
+    garbage.write_bytes(b"not a tar at all" * 100)
+    with pytest.raises(InvalidArgument, match="tar"):
+        unpack_package(garbage, tmp_path / "out")

@@ -1,0 +1,152 @@
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from lmdock.common.calibration import analytic_sigma
+from lmdock.common.errors import InvalidArgument, ProfileMismatch
+from lmdock.common.features import build_feature_map
+from lmdock.common.noise import GRID, SAMPLER_TV_PER_COORD
+from lmdock.common.profiles import make_profile
+from lmdock.common.spec import (
+    MIN_RECORDS,
+    Spec,
+    debiased_sq_distance,
+    exact_spec,
+    release,
+    size_bucket,
+    spec_sensitivity,
+)
+
+from tests.helpers import random_unit_rows
+
+FAKE_HASH = "0" * 64
+
+
+def linear_profile(**kw):
+    return make_profile(embedder_hash=FAKE_HASH, **kw)
+
+
+def test_linear_features_are_unit_norm(rng) -> None:
+    fmap = build_feature_map(linear_profile())
+    e = random_unit_rows(rng, 50, 384)
+    assert np.allclose(np.linalg.norm(fmap(e), axis=1), 1.0)
+
+
+def test_rbf_features_are_unit_norm_and_approximate_the_kernel(rng) -> None:
+    gamma = 0.5
+    profile = linear_profile(kernel="rbf", feature_dim=8192, bandwidth=gamma, seed=11)
+    fmap = build_feature_map(profile)
+    e = random_unit_rows(rng, 20, 384)
+    phi = fmap(e)
+    assert np.allclose(np.linalg.norm(phi, axis=1), 1.0)
+    exact = np.exp(-gamma * np.sum((e[:, None] - e[None]) ** 2, axis=-1))
+    assert np.abs(phi @ phi.T - exact).max() < 0.05
+
+
+def test_centring_and_clipping_bound_the_norm(rng) -> None:
+    centre = rng.standard_normal(384) * 0.05
+    profile = linear_profile(centre=centre, clip_radius=0.5)
+    phi = build_feature_map(profile)(random_unit_rows(rng, 100, 384))
+    assert np.linalg.norm(phi, axis=1).max() <= 0.5 + 1e-9
+
+
+def test_unreproducible_feature_map_is_refused() -> None:
+    profile = linear_profile(kernel="rbf", feature_dim=64, bandwidth=1.0)
+    forged = type(profile)(**{**profile.__dict__, "feature_map_sha256": "f" * 64})
+    with pytest.raises(ProfileMismatch):
+        build_feature_map(forged)
+
+
+@given(st.integers(min_value=1, max_value=10**9))
+def test_size_bucket_is_a_close_lower_bound(n: int) -> None:
+    b = size_bucket(n)
+    assert 1 <= b <= n
+    assert b > n * 7 / 8 - 1
+
+
+def test_size_bucket_known_values() -> None:
+    assert [size_bucket(n) for n in (15, 16, 17, 100, 300, 1000)] == [15, 16, 16, 96, 288, 960]
+
+
+def test_release_noise_matches_the_formula(rng) -> None:
+    profile = linear_profile()
+    features = build_feature_map(profile)(random_unit_rows(rng, 300, 384))
+    spec = release(features, profile, epsilon=1.0, delta=1e-6)
+    bucket = size_bucket(300)
+    sensitivity = 2.0 / bucket + GRID * math.sqrt(384)
+    delta_mech = 1e-6 - (1 + math.e) * 384 * SAMPLER_TV_PER_COORD
+    assert spec.privacy.sigma == pytest.approx(
+        analytic_sigma(epsilon=1.0, delta=delta_mech, sensitivity=sensitivity)
+    )
+    assert spec.privacy.epsilon == 1.0 and spec.privacy.delta == 1e-6 and spec.privacy.size_bucket == bucket
+    # the empirical noise over many releases has the calibrated standard deviation
+    mean = features.mean(axis=0)
+    noise = np.concatenate(
+        [release(features, profile, epsilon=1.0, delta=1e-6).values - mean for _ in range(40)]
+    )
+    assert noise.std() == pytest.approx(spec.privacy.sigma, rel=0.03)
+    assert abs(noise.mean()) < 4 * spec.privacy.sigma / math.sqrt(noise.size)
+
+
+def test_release_values_lie_on_the_grid(rng) -> None:
+    profile = linear_profile()
+    features = build_feature_map(profile)(random_unit_rows(rng, 40, 384))
+    values = release(features, profile, epsilon=2.0, delta=1e-6).values.astype(np.float64)
+    assert np.all(np.round(values / GRID) * GRID == values)
+
+
+def test_sensitivity_formula() -> None:
+    assert spec_sensitivity(clip_radius=1.0, bucket=100, dim=384) == pytest.approx(
+        0.02 + GRID * math.sqrt(384)
+    )
+
+
+def test_too_few_records_and_unclipped_features_are_refused(rng) -> None:
+    profile = linear_profile()
+    with pytest.raises(InvalidArgument):
+        release(random_unit_rows(rng, MIN_RECORDS - 1, 384), profile, epsilon=1.0, delta=1e-6)
+    with pytest.raises(ValueError):
+        release(2 * random_unit_rows(rng, 50, 384), profile, epsilon=1.0, delta=1e-6)
+
+
+def test_debiased_distance_is_unbiased(rng) -> None:
+    profile = linear_profile()
+    fmap = build_feature_map(profile)
+    user = fmap(random_unit_rows(rng, 200, 384, centre=np.full(384, 0.05)))
+    other = exact_spec(fmap(random_unit_rows(rng, 200, 384, centre=np.full(384, -0.05))), profile)
+    truth = float(np.sum((user.mean(0) - other.values.astype(np.float64)) ** 2))
+    estimates = [
+        debiased_sq_distance(
+            release(user, profile, epsilon=1.0, delta=1e-6), other.values[None], np.zeros(1)
+        )[0]
+        for _ in range(60)
+    ]
+    spread = np.std(estimates) / math.sqrt(len(estimates))
+    assert abs(np.mean(estimates) - truth) < 4 * spread + 1e-4
+
+
+def test_spec_json_round_trip(rng) -> None:
+    profile = linear_profile()
+    spec = release(
+        build_feature_map(profile)(random_unit_rows(rng, 30, 384)), profile, epsilon=1.0, delta=1e-6
+    )
+    again = Spec.from_dict(spec.to_dict())
+    assert np.array_equal(again.values, spec.values) and again.privacy == spec.privacy
+    exact = exact_spec(random_unit_rows(rng, 30, 384), profile)
+    assert Spec.from_dict(exact.to_dict()).privacy.epsilon is None
+
+
+def test_spec_checked_against_profile(rng) -> None:
+    profile = linear_profile()
+    spec = exact_spec(random_unit_rows(rng, 30, 384), profile)
+    spec.check_against(profile)
+    other = linear_profile(seed=5)
+    with pytest.raises(InvalidArgument, match="profile"):
+        spec.check_against(other)
+    bad = Spec(
+        profile_id=profile.profile_id, values=np.full(384, np.nan, dtype=np.float32), privacy=spec.privacy
+    )
+    with pytest.raises(InvalidArgument, match="finite"):
+        bad.check_against(profile)
