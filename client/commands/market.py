@@ -1,0 +1,168 @@
+"""Using a market: search with a private spec, pull, run locally, list."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from lmdock.client.commands.common import add_cache, add_json, add_market, cache_from
+
+__all__ = ["register"]
+
+
+def _search(args: argparse.Namespace) -> int:
+    from lmdock.client.connection import MarketClient
+    from lmdock.client.operations import search_task
+    from lmdock.client.output import emit_json, progress_bar, table
+    from lmdock.client.readers import read_task
+
+    task = read_task(Path(args.data))
+    with MarketClient(args.market, timeout=args.timeout) as client:
+        spec, result = search_task(
+            client,
+            task.texts,
+            epsilon=args.epsilon,
+            delta=args.delta,
+            top_k=args.top_k,
+            progress=progress_bar("embedding", enabled=not args.json),
+        )
+        sent = client.bytes_sent
+    privacy = spec.privacy
+    if args.json:
+        emit_json(
+            {
+                "matches": [m.__dict__ for m in result.matches],
+                "privacy": {
+                    "epsilon": privacy.epsilon,
+                    "delta": privacy.delta,
+                    "sigma": privacy.sigma,
+                    "size_bucket": privacy.size_bucket,
+                },
+                "bytes_sent": sent,
+            }
+        )
+        return 0
+    rows: list[tuple[Any, ...]] = [
+        (i + 1, m.learnware_id, m.domain, m.score, m.distance) for i, m in enumerate(result.matches)
+    ]
+    print(table(["rank", "learnware", "domain", "score", "distance"], rows))
+    print(
+        f"\nprivacy spent: epsilon={privacy.epsilon:g} delta={privacy.delta:g} "
+        f"(sigma={privacy.sigma:.4g}, size bucket {privacy.size_bucket}); {sent} bytes sent"
+    )
+    return 0
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from lmdock.client.connection import MarketClient
+    from lmdock.client.operations import pull
+    from lmdock.client.output import emit_json
+
+    cache = cache_from(args)
+    with MarketClient(args.market, timeout=args.timeout) as client:
+        manifest = pull(client, cache, args.learnware_id)
+    if args.json:
+        emit_json(
+            {
+                "learnware_id": manifest.id,
+                "cached_at": str(cache.folder(manifest.id)),
+                "publisher": manifest.publisher,
+            }
+        )
+    else:
+        print(
+            f"pulled {manifest.id} ({manifest.name}) from {manifest.publisher}: "
+            f"verified, cached at {cache.folder(manifest.id)}"
+        )
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from lmdock.client.operations import run_task
+    from lmdock.client.output import emit_json
+    from lmdock.client.readers import read_task
+
+    result = run_task(cache_from(args), args.learnware_id, read_task(Path(args.data)), device=args.device)
+    if args.out:
+        out = Path(args.out)
+        out.write_text("".join(json.dumps({"prediction": p}) + "\n" for p in result.predictions))
+    if args.json:
+        emit_json(
+            {
+                "learnware_id": result.learnware_id,
+                "metric": result.metric,
+                "score": result.score,
+                "predictions": list(result.predictions),
+            }
+        )
+        return 0
+    for prediction in result.predictions[: args.show]:
+        print(prediction)
+    if len(result.predictions) > args.show:
+        print(f"... ({len(result.predictions)} predictions{'; written to ' + args.out if args.out else ''})")
+    if result.score is not None:
+        print(f"{result.metric}: {result.score:.4f} on {len(result.predictions)} records")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from lmdock.client.connection import MarketClient
+    from lmdock.client.output import emit_json, table
+
+    with MarketClient(args.market, timeout=args.timeout) as client:
+        items = client.list(domain=args.domain)
+    if args.json:
+        emit_json(
+            [
+                {
+                    "id": lw.id,
+                    "name": lw.name,
+                    "domain": lw.domain,
+                    "base_model": lw.base_model,
+                    "task": lw.task.kind,
+                    "publisher": lw.publisher,
+                    "dp_trained": lw.dp_trained,
+                }
+                for lw in items
+            ]
+        )
+    else:
+        rows = [(lw.id, lw.name, lw.domain, lw.task.kind, lw.publisher) for lw in items]
+        print(table(["id", "name", "domain", "task", "publisher"], rows))
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("search", help="compute a DP spec of your task locally and find matching learnwares")
+    add_market(p)
+    add_json(p)
+    p.add_argument("--data", required=True, help="task file (JSONL with a 'text' field)")
+    p.add_argument("--epsilon", type=float, required=True, help="privacy budget of this release")
+    p.add_argument("--delta", type=float, default=1e-6, help="delta of this release (default 1e-6)")
+    p.add_argument("--top-k", type=int, default=5)
+    p.set_defaults(func=_search)
+
+    p = sub.add_parser("pull", help="download, verify and cache a learnware")
+    add_market(p)
+    add_json(p)
+    add_cache(p)
+    p.add_argument("learnware_id")
+    p.set_defaults(func=_pull)
+
+    p = sub.add_parser("run", help="run a cached learnware on a task, locally")
+    add_json(p)
+    add_cache(p)
+    p.add_argument("learnware_id")
+    p.add_argument("--data", required=True, help="task file (JSONL with 'text', optional 'label'/'answer')")
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), or a torch device")
+    p.add_argument("--out", help="write predictions as JSONL here")
+    p.add_argument("--show", type=int, default=5, help="predictions to print")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("list", help="list the market's learnwares")
+    add_market(p)
+    add_json(p)
+    p.add_argument("--domain", default="")
+    p.set_defaults(func=_list)
