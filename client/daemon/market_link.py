@@ -1,0 +1,118 @@
+"""The daemon's way to the market: a configured client, resumable downloads with backoff.
+
+Only UNAVAILABLE (the market is down or the connection broke) is retried: every other status
+is an answer. A broken download keeps its partial file, and the next try resumes from it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from lmdock.client.cache import AdapterCache
+from lmdock.client.connection import MarketClient
+from lmdock.client.daemon.config import MarketSettings
+from lmdock.client.operations import pull
+from lmdock.common.errors import FailedPrecondition, LmdockError
+from lmdock.common.package import Manifest
+
+__all__ = ["connect", "fetch_learnware", "retry_unavailable"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Progress = Callable[[int, int], None]
+MAX_BACKOFF_S = 30.0
+
+
+def connect(settings: MarketSettings) -> MarketClient:
+    """A client for the configured market; refuses settings this client cannot honour yet."""
+    if not settings.address:
+        raise FailedPrecondition(
+            "no market is configured: set market.address in the config to search and download"
+        )
+    unsupported = [k for k in ("tls_ca", "client_cert", "client_key", "api_key_file") if getattr(settings, k)]
+    if unsupported:
+        # MarketClient gains TLS and API keys with the market's auth work (issue 5); until then
+        # refuse rather than silently connect in the clear.
+        raise FailedPrecondition(
+            f"market.{unsupported[0]} is set, but this lmdock's market client has no TLS/API-key "
+            "support yet; remove it to connect without TLS"
+        )
+    return MarketClient(settings.address, timeout=settings.timeout_s)
+
+
+def retry_unavailable(
+    call: Callable[[], T],
+    *,
+    attempts: int,
+    backoff_s: float,
+    what: str,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """`call()`, tried up to `attempts` times while it fails with UNAVAILABLE (exponential backoff)."""
+    delay = backoff_s
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except LmdockError as exc:
+            if exc.status != "UNAVAILABLE" or attempt == attempts:
+                raise
+            log.warning(
+                "%s: market unavailable (try %d of %d); retrying in %.1fs", what, attempt, attempts, delay
+            )
+            sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF_S)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+@contextmanager
+def _watch_growth(path: Path, total: int, progress: Progress | None) -> Iterator[None]:
+    """Report the size of a file being downloaded into, every 0.1 s, while the block runs."""
+    if progress is None:
+        yield
+        return
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.1):
+            try:
+                size = path.stat().st_size
+            except OSError:  # not created yet, or already installed and removed
+                size = 0
+            progress(min(size, total), total)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+    progress(total, total)
+
+
+def fetch_learnware(
+    client: MarketClient,
+    cache: AdapterCache,
+    learnware_id: str,
+    *,
+    attempts: int,
+    backoff_s: float,
+    progress: Progress | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Manifest:
+    """Download (resuming), verify and cache a learnware, retrying while the market is unavailable."""
+
+    def attempt() -> Manifest:
+        info = client.get(learnware_id)
+        with _watch_growth(cache.partial_path(info.package_sha256), info.package_size, progress):
+            return pull(client, cache, learnware_id)
+
+    return retry_unavailable(
+        attempt, attempts=attempts, backoff_s=backoff_s, what=f"download of {learnware_id}", sleep=sleep
+    )

@@ -1,0 +1,171 @@
+"""Preparing a task: read its data, release its DP spec, search, pull the best learnware.
+
+Only the spec leaves the machine. The privacy parameters come from the task (or the
+`[privacy]` defaults); `_search` is the one place a release happens, so the privacy ledger
+plugs in there. After preparation the task is served from the cache: `verified` re-checks a
+cached learnware before every load and, when it fails, evicts it and downloads it again —
+a damaged file is never loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from lmdock.client.cache import AdapterCache
+from lmdock.client.connection import MarketClient
+from lmdock.client.daemon.config import DaemonConfig, TaskSettings
+from lmdock.client.daemon.market_link import connect, fetch_learnware
+from lmdock.client.daemon.registry import TaskRecord, TaskRegistry
+from lmdock.client.operations import search_task
+from lmdock.client.task_files import read_task_file
+from lmdock.common.errors import FailedPrecondition, IntegrityError, InvalidArgument, LmdockError, NotFound
+from lmdock.common.package import Manifest
+from lmdock.common.records import SearchResult
+from lmdock.common.spec import Spec
+
+__all__ = ["Preparer", "StageProgress"]
+
+log = logging.getLogger(__name__)
+StageProgress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+def _quiet(stage: str, done: int, total: int) -> None:
+    """The progress sink when nobody watches."""
+
+
+class Preparer:
+    def __init__(self, config: DaemonConfig, registry: TaskRegistry, cache: AdapterCache) -> None:
+        self.config = config
+        self.registry = registry
+        self.cache = cache
+        self.repairs = 0  # cached learnwares that failed verification and were downloaded again
+
+    def prepare(self, name: str, progress: StageProgress | None = None) -> TaskRecord:
+        """Take task `name` from registered (or failed) to ready; on error it is marked failed."""
+        progress = progress or _quiet
+        settings = self.registry.get(name).settings
+        self.registry.update(name, state="preparing", stage="reading", error="")
+        try:
+            record = self._prepare(settings, progress)
+        except LmdockError as exc:
+            self.registry.update(name, state="failed", stage="", error=str(exc))
+            log.warning("task %s failed: %s", name, exc)
+            raise
+        evicted = self.cache.enforce_cap(self.config.cache.max_bytes, keep=self.in_use())
+        if evicted:
+            log.info("cache over %d bytes: evicted %s", self.config.cache.max_bytes, ", ".join(evicted))
+        return record
+
+    def _prepare(self, settings: TaskSettings, progress: StageProgress) -> TaskRecord:
+        name = settings.name
+        with connect(self.config.market) as client:
+            changes: dict[str, object] = {}
+            if settings.learnware:
+                chosen = settings.learnware  # pinned by the user: no search, nothing released
+            else:
+                texts = self._read(settings)
+                self.registry.update(name, stage="embedding", records=len(texts))
+                progress("embedding", 0, len(texts))
+                spec, result = self._search(client, texts, settings, progress)
+                if not result.matches:
+                    raise NotFound("the market has no learnware to offer for this task")
+                chosen = result.matches[0].learnware_id
+                changes = {
+                    "matches": tuple((m.learnware_id, m.score) for m in result.matches),
+                    "epsilon_spent": spec.privacy.epsilon,
+                    "delta_spent": spec.privacy.delta,
+                }
+            self.registry.update(name, stage="downloading", learnware_id=chosen, **changes)
+            manifest = fetch_learnware(
+                client,
+                self.cache,
+                chosen,
+                attempts=self.config.market.attempts,
+                backoff_s=self.config.market.backoff_s,
+                progress=lambda done, total: progress("downloading", done, total),
+            )
+        log.info("task %s: learnware %s by %s is ready", name, manifest.id, manifest.publisher)
+        progress("ready", 1, 1)
+        return self.registry.update(
+            name,
+            state="ready",
+            stage="",
+            kind=manifest.task.kind,
+            labels=manifest.task.labels,
+            base_model=manifest.base_model,
+            publisher=manifest.publisher,
+        )
+
+    def _read(self, settings: TaskSettings) -> Sequence[str]:
+        task = read_task_file(
+            Path(settings.data),
+            format=settings.format,
+            text_column=settings.text_column,
+            label_column=settings.label_column,
+            answer_column=settings.answer_column,
+            min_records=self.config.privacy.min_records,
+        )
+        return task.texts
+
+    def _search(
+        self, client: MarketClient, texts: Sequence[str], settings: TaskSettings, progress: StageProgress
+    ) -> tuple[Spec, SearchResult]:
+        """The task's one release: its DP spec, computed here, is all that is sent."""
+        epsilon = settings.epsilon or self.config.privacy.epsilon
+        delta = settings.delta or self.config.privacy.delta
+
+        def embedding(done: int, total: int) -> None:
+            progress("embedding", done, total)
+            if done >= total:
+                progress("searching", 0, 1)
+
+        spec, result = search_task(
+            client, texts, epsilon=epsilon, delta=delta, top_k=settings.top_k, progress=embedding
+        )
+        privacy = spec.privacy
+        log.info(
+            "task %s: released a spec with epsilon=%g delta=%g (sigma=%.4g, size bucket %s); %d bytes sent",
+            settings.name,
+            privacy.epsilon,
+            privacy.delta,
+            privacy.sigma,
+            privacy.size_bucket,
+            client.bytes_sent,
+        )
+        return spec, result
+
+    def verified(self, learnware_id: str) -> Manifest:
+        """The cached learnware, checked (sha256 + pinned signature, no market needed).
+
+        A learnware that fails the check is evicted and downloaded again; without a market the
+        task cannot be served until it is reachable.
+        """
+        try:
+            return self.cache.load(learnware_id)
+        except (IntegrityError, InvalidArgument, NotFound) as exc:
+            log.warning(
+                "cached learnware %s failed verification (%s); downloading it again", learnware_id, exc
+            )
+            self.cache.evict(learnware_id)
+            reason = exc
+        try:
+            with connect(self.config.market) as client:
+                fetch_learnware(
+                    client,
+                    self.cache,
+                    learnware_id,
+                    attempts=self.config.market.attempts,
+                    backoff_s=self.config.market.backoff_s,
+                )
+        except LmdockError as exc:
+            raise FailedPrecondition(
+                f"cached learnware {learnware_id!r} failed verification ({reason}) and could not be "
+                f"downloaded again ({exc}); the next request tries again"
+            ) from None
+        self.repairs += 1
+        return self.cache.load(learnware_id)
+
+    def in_use(self) -> frozenset[str]:
+        return frozenset(r.learnware_id for r in self.registry.all() if r.learnware_id)

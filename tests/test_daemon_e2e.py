@@ -1,0 +1,182 @@
+"""The daemon end to end, against a real market on port 0, called with plain HTTP.
+
+add task -> DP spec -> search -> pull -> answers through the OpenAI-compatible API; the
+market goes away and answers continue; a damaged cache file is downloaded again, never loaded.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from lmdock.client import cli
+from lmdock.common.hashing import sha256_file
+from lmdock.lab.embedded import embedded_market
+from safetensors.torch import load_file, save_file
+
+from tests.daemon_support import (
+    TRIAGE,
+    WRITER,
+    http,
+    lab_texts,
+    packages,
+    publish,
+    running,
+    token_of,
+    write_config,
+)
+
+__all__ = ["packages"]  # the fixture, imported for pytest
+
+PROMPTS = ["What are the symptoms of glaucoma ?", "How is asthma treated ?", "Who is at risk for gout ?"]
+
+
+def _task_files(folder: Path) -> tuple[Path, Path]:
+    """A JSONL task of medical questions and a CSV task of financial news (text in 'sentence')."""
+    medical = folder / "questions.jsonl"
+    medical.write_text("".join(json.dumps({"text": t}) + "\n" for t in lab_texts("medquad", 40, skip=500)))
+    finance = folder / "news.csv"
+    with finance.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["id", "sentence"])
+        writer.writerows([i, t] for i, t in enumerate(lab_texts("tfns", 40, skip=500)))
+    return medical, finance
+
+
+def _add(config: Path, name: str, data: Path, *extra: str, capsys: pytest.CaptureFixture[str]) -> dict:
+    capsys.readouterr()
+    assert (
+        cli.main(["task", "add", name, "--data", str(data), "--config", str(config), "--json", *extra]) == 0
+    )
+    return json.loads(capsys.readouterr().out)
+
+
+def test_add_search_pull_answer_then_market_down(
+    packages: list[Path],
+    tmp_path: Path,
+    profile,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    medical, finance = _task_files(tmp_path)
+    with embedded_market(tmp_path / "market", profile=profile) as (address, _):
+        publish(address, packages)
+        config = write_config(tmp_path, market=address)
+        with running(config) as daemon:
+            triage = _add(config, "triage", medical, capsys=capsys)
+            notes = _add(config, "notes", finance, "--text-column", "sentence", capsys=capsys)
+            assert (triage["state"], triage["learnware_id"], triage["kind"]) == (
+                "ready",
+                TRIAGE,
+                "classification",
+            )
+            assert (notes["state"], notes["learnware_id"], notes["kind"]) == ("ready", WRITER, "generation")
+            assert triage["epsilon_spent"] == 2.0 and triage["records"] == 40
+
+            status, models = http(daemon, "GET", "/v1/models")
+            assert status == 200 and {m["id"] for m in models["data"]} == {"triage", "notes"}
+
+            with caplog.at_level(logging.DEBUG, logger="lmdock"):
+                status, answer = http(
+                    daemon, "POST", "/v1/completions", {"model": "triage", "prompt": PROMPTS}
+                )
+                assert status == 200, answer
+                scores = _scores(answer)
+                assert answer["object"] == "text_completion" and answer["lmdock"]["learnware_id"] == TRIAGE
+                for choice in answer["choices"]:
+                    assert (
+                        choice["text"] == choice["label"] == max(choice["scores"], key=choice["scores"].get)
+                    )
+                    assert sum(choice["scores"].values()) == pytest.approx(1.0, abs=1e-5)
+
+                chat = {
+                    "model": "notes",
+                    "messages": [{"role": "user", "content": "Shares of ACME rose"}],
+                    "max_tokens": 5,
+                }
+                status, reply = http(daemon, "POST", "/v1/chat/completions", chat)
+                assert status == 200, reply
+                assert (
+                    reply["object"] == "chat.completion"
+                    and reply["choices"][0]["message"]["role"] == "assistant"
+                )
+                assert isinstance(reply["choices"][0]["message"]["content"], str)
+                assert 1 <= reply["usage"]["completion_tokens"] <= 5
+            logged = caplog.text
+            assert "POST /v1/completions model=triage -> 200" in logged
+            assert not any(p in logged for p in PROMPTS) and "ACME" not in logged
+
+            capsys.readouterr()
+            assert cli.main(["status", "--config", str(config), "--json"]) == 0
+            state = json.loads(capsys.readouterr().out)
+            assert state["running"] and [t["state"] for t in state["tasks"]] == ["ready", "ready"]
+            assert sorted(b["learnwares"] for b in state["loaded"]) == [[TRIAGE], [WRITER]]
+
+    # The market is gone. A restarted daemon serves from the verified cache alone.
+    with running(config) as daemon:
+        status, answer = http(daemon, "POST", "/v1/completions", {"model": "triage", "prompt": PROMPTS})
+        assert status == 200, answer
+        assert _scores(answer) == pytest.approx(scores)
+        status, reply = http(
+            daemon, "POST", "/v1/completions", {"model": "notes", "prompt": "Markets fell", "max_tokens": 3}
+        )
+        assert status == 200 and reply["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+def _scores(answer: dict) -> list[float]:
+    return [score for choice in answer["choices"] for _, score in sorted(choice["scores"].items())]
+
+
+def test_a_damaged_cache_file_is_downloaded_again_never_loaded(
+    packages: list[Path], tmp_path: Path, profile
+) -> None:
+    request = {"model": "triage", "prompt": PROMPTS}
+    with embedded_market(tmp_path / "market", profile=profile) as (address, _):
+        publish(address, packages)
+        config = write_config(tmp_path, market=address)
+        with running(config) as daemon:
+            from lmdock.client.daemon.config import TaskSettings
+
+            daemon.add_task(TaskSettings(name="triage", learnware=TRIAGE))  # pinned: no search
+            status, genuine = http(daemon, "POST", "/v1/completions", request)
+            assert status == 200
+            weights = daemon.cache.folder(TRIAGE) / "adapter_model.safetensors"
+            good_sha = sha256_file(weights)
+        # Damage the cached weights while the daemon is down, keeping a loadable file: had it
+        # been loaded, the scores would change.
+        tensors = load_file(weights)
+        save_file({k: v + 1 if v.dtype == torch.float32 else v for k, v in tensors.items()}, weights)
+        assert sha256_file(weights) != good_sha
+        with running(config) as daemon:
+            status, answer = http(daemon, "POST", "/v1/completions", request)
+            assert status == 200, answer
+            assert _scores(answer) == pytest.approx(_scores(genuine))
+            assert sha256_file(weights) == good_sha
+            assert daemon.status().repairs == 1
+
+
+def test_the_apis_need_the_bearer_token(packages: list[Path], tmp_path: Path) -> None:
+    config = write_config(tmp_path, market="")
+    with running(config) as daemon:
+        assert http(daemon, "GET", "/v1/models", token=None)[0] == 401
+        status, body = http(daemon, "GET", "/v1/models", token="not-the-token-but-long-enough")
+        assert status == 401 and body["error"]["type"] == "authentication_error"
+        status, body = http(daemon, "POST", "/v1/completions", {"model": "nope", "prompt": "hi"})
+        assert status == 404 and body["error"]["code"] == "model_not_found"
+        status, body = http(daemon, "POST", "/v1/completions", {"model": "nope"})
+        assert status == 400 and "prompt" in body["error"]["message"]
+        assert token_of(daemon)
+        from lmdock.client.daemon.local_client import LocalClient
+        from lmdock.common.errors import Unauthenticated
+
+        with (
+            LocalClient(daemon.grpc_address, "wrong-token-wrong-token") as client,
+            pytest.raises(Unauthenticated),
+        ):
+            client.tasks()
+        with LocalClient(daemon.grpc_address, token_of(daemon)) as client:
+            assert client.tasks() == []
