@@ -27,9 +27,8 @@ def read_csv_task(
     Blank rows are skipped; a row with an empty text, or with more or fewer fields than the
     header, is an error naming its line.
     """
-    reader = csv.reader(
-        io.StringIO(read_utf8(path, max_bytes=limits.max_file_bytes), newline=""), delimiter=delimiter
-    )
+    text = read_utf8(path, max_bytes=limits.max_file_bytes)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     try:
         header = next(reader, None)
         if header is None:

@@ -35,7 +35,8 @@ def connect(settings: MarketSettings) -> MarketClient:
         raise FailedPrecondition(
             "no market is configured: set market.address in the config to search and download"
         )
-    unsupported = [k for k in ("tls_ca", "client_cert", "client_key", "api_key_file") if getattr(settings, k)]
+    secure = ("tls_ca", "tls_pin_sha256", "tls_server_name", "client_cert", "client_key", "api_key_file")
+    unsupported = [k for k in secure if getattr(settings, k)]
     if unsupported:
         # MarketClient gains TLS and API keys with the market's auth work (issue 5); until then
         # refuse rather than silently connect in the clear.

@@ -48,11 +48,12 @@ class TaskRecord:
         return self.settings.name
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self) | {"matches": [list(m) for m in self.matches]}
+        return {"name": self.name} | dataclasses.asdict(self) | {"matches": [list(m) for m in self.matches]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TaskRecord:
         values = dict(data)
+        values.pop("name", None)  # a copy of settings.name, for readers of the JSON
         values["settings"] = TaskSettings(**values["settings"])
         values["labels"] = tuple(values.get("labels", ()))
         values["matches"] = tuple((str(i), float(s)) for i, s in values.get("matches", ()))

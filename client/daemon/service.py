@@ -166,15 +166,15 @@ class Daemon:
             raise InvalidArgument(
                 f"at most {self.config.api.max_prompts} prompts per request (api.max_prompts)"
             )
-        if not 1 <= options.max_new_tokens <= self.config.runtime.max_new_tokens:
-            limit = self.config.runtime.max_new_tokens
+        record = self._ready(model)
+        limit = self.config.runtime.max_new_tokens
+        if record.kind == "generation" and not 1 <= options.max_new_tokens <= limit:
             raise InvalidArgument(f"max_tokens must be between 1 and {limit} (runtime.max_new_tokens)")
         if not self._in_flight.acquire(blocking=False):
             raise ResourceExhausted(
                 f"{self.config.api.max_concurrent} requests are in flight (api.max_concurrent); retry shortly"
             )
         try:
-            record = self._ready(model)
             choices = self._run(record, prompts, options)
         finally:
             self._in_flight.release()
