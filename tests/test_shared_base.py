@@ -121,11 +121,12 @@ def test_pool_keeps_at_most_the_configured_bases(
     tiny_llama: Path, tiny_bert: Path, adapters, tmp_path: Path, profile
 ) -> None:
     runtime = RuntimeSettings(device="cpu", max_loaded_bases=1, batch_wait_ms=0)
-    pool = ModelPool(runtime)
+    # the generator's manifest names a hub id; the daemon maps it to a checkpoint folder on disk
+    pool = ModelPool(runtime, base_models={"acme/tiny-llama": str(tiny_llama)})
     key = generate_key()
     manifests = {}
     for learnware_id, base, folder, kind in (
-        ("gen-lw", tiny_llama, adapters[1], "generation"),
+        ("gen-lw", "acme/tiny-llama", adapters[1], "generation"),
         ("cls-lw", tiny_bert, make_adapter(tiny_bert, tmp_path / "cls"), "classification"),
     ):
         manifests[learnware_id] = make_package(
@@ -138,7 +139,9 @@ def test_pool_keeps_at_most_the_configured_bases(
             kind=kind,
         )
         pool.load(learnware_id, folder, manifests[learnware_id])
-    assert [b.learnwares for b in pool.describe()] == [("cls-lw",)]
+        if learnware_id == "gen-lw":
+            assert [b.base_model for b in pool.describe()] == ["acme/tiny-llama"]
+    assert [(b.base_model, b.learnwares) for b in pool.describe()] == [(str(tiny_bert), ("cls-lw",))]
     assert not pool.is_loaded("gen-lw") and pool.is_loaded("cls-lw")
     assert len(pool.submit("cls-lw", ["a", "b"], None).result()) == 2
     pool.unload("cls-lw")

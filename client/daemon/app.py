@@ -75,7 +75,7 @@ class RunningDaemon:
     def stop(self) -> None:
         """Stop listening, let requests in flight finish (up to a grace period), release everything."""
         if self._http is not None:
-            self._http.stop()
+            self._http.stop(grace_s=STOP_GRACE_S)
             self._http = None
         if self._grpc is not None:
             self._grpc.stop(grace=STOP_GRACE_S).wait()

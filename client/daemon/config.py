@@ -232,6 +232,8 @@ class DaemonConfig:
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
     tasks: tuple[TaskSettings, ...] = ()
+    #: base model name (as learnware manifests give it) -> local checkpoint folder
+    base_models: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         names = [t.name for t in self.tasks]
@@ -268,13 +270,20 @@ class DaemonConfig:
         tasks = data.pop("tasks", [])
         if not isinstance(tasks, list):
             raise InvalidArgument("tasks must be an array of tables: write each as [[tasks]]")
+        base_models = data.pop("base_models", {})
+        if not isinstance(base_models, dict) or not all(
+            isinstance(k, str) and k and isinstance(v, str) and v for k, v in base_models.items()
+        ):
+            raise InvalidArgument('[base_models] maps model names to folders: "org/model" = "/models/folder"')
+        base_models = {k: _resolve(v, base_dir) for k, v in base_models.items()}
         sections: dict[str, Any] = {}
         for name, section_type in _SECTIONS.items():
             sections[name] = _build(section_type, data.pop(name, {}), name, base_dir)
         if data:
-            raise InvalidArgument(f"unknown table(s) {sorted(data)}; known: {sorted([*_SECTIONS, 'tasks'])}")
+            known = sorted([*_SECTIONS, "tasks", "base_models"])
+            raise InvalidArgument(f"unknown table(s) {sorted(data)}; known: {known}")
         built = tuple(_build(TaskSettings, t, f"tasks[{i}]", base_dir) for i, t in enumerate(tasks))
-        return cls(tasks=built, **sections)
+        return cls(tasks=built, base_models=base_models, **sections)
 
 
 _SECTIONS: dict[str, type] = {

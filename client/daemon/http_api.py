@@ -49,6 +49,8 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], daemon: Daemon, token: str) -> None:
         self.lmdock = daemon
         self.token = token
+        self.in_flight = 0  # requests being answered (idle keep-alive connections do not count)
+        self.idle = threading.Condition()
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, _Handler)
 
@@ -70,6 +72,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle("POST")
 
     def _handle(self, method: str) -> None:
+        with self.server.idle:
+            self.server.in_flight += 1
+        try:
+            self._answer(method)
+        finally:
+            with self.server.idle:
+                self.server.in_flight -= 1
+                self.server.idle.notify_all()
+
+    def _answer(self, method: str) -> None:
         started = time.monotonic()
         self._model = "-"
         status = HTTPStatus.OK
@@ -201,8 +213,10 @@ class OpenAIServer:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop accepting requests; requests being answered finish on their threads."""
+    def stop(self, *, grace_s: float = 10.0) -> None:
+        """Stop accepting requests and wait (up to `grace_s`) for those being answered."""
         if self._thread.is_alive():
             self._server.shutdown()
         self._server.server_close()
+        with self._server.idle:
+            self._server.idle.wait_for(lambda: self._server.in_flight == 0, timeout=grace_s)

@@ -1,5 +1,9 @@
 """The model pool: base models in memory, each shared by the adapters that fit it.
 
+A learnware names its base model as its publisher did (a hub id such as
+"Qwen/Qwen2.5-0.5B-Instruct", or a path); `base_models` maps such names to local checkpoint
+folders, so a hospital runs the base it has on disk without any hub.
+
 Learnwares with the same base model and task kind (and, for classifiers, label count) share
 one `SharedBase`; each base has its own `Batcher`. At most `max_loaded_bases` bases stay in
 memory; loading another unloads the least recently used one.
@@ -10,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +42,9 @@ class LoadedBase:
 
 
 class ModelPool:
-    def __init__(self, runtime: RuntimeSettings) -> None:
+    def __init__(self, runtime: RuntimeSettings, *, base_models: Mapping[str, str] | None = None) -> None:
         self.runtime = runtime
+        self.base_models = dict(base_models or {})  # model name -> local checkpoint folder
         self._bases: OrderedDict[BaseKey, Batcher] = OrderedDict()  # least recently used first
         self._where: dict[str, BaseKey] = {}  # learnware id -> its base
         self._lock = threading.Lock()  # guards the two maps (held briefly)
@@ -60,7 +65,7 @@ class ModelPool:
             if batcher is None:
                 log.info("loading base model %s for %s learnwares", manifest.base_model, manifest.task.kind)
                 host = SharedBase(
-                    manifest.base_model,
+                    self.base_models.get(manifest.base_model, manifest.base_model),
                     kind=key[1],
                     num_labels=key[2],
                     device=self.runtime.device,

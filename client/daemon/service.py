@@ -13,7 +13,6 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from lmdock.client.cache import AdapterCache
@@ -68,14 +67,14 @@ class Daemon:
         self.cache = AdapterCache(config.cache_dir)
         self.registry = TaskRegistry(config.state_dir / "tasks.json")
         self.preparer = Preparer(config, self.registry, self.cache)
-        self.pool = ModelPool(config.runtime)
+        self.pool = ModelPool(config.runtime, base_models=config.base_models)
         self.started_at = time.time()
         self.http_address = ""
         self.grpc_address = ""
         self._in_flight = threading.BoundedSemaphore(config.api.max_concurrent)
         self._preparing: set[str] = set()
         self._preparing_lock = threading.Lock()
-        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
+        self._stopping = threading.Event()
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -92,16 +91,23 @@ class Daemon:
                 old = None
             if old is None or old.settings != settings:
                 self.registry.add(settings, replace=True)
-        for record in self.registry.all():
-            if record.state in ("registered", "preparing"):
-                self._background.submit(self._prepare_logged, record.name)
+        pending = [r.name for r in self.registry.all() if r.state in ("registered", "preparing")]
+        if pending:
+            # A daemon thread: stopping never waits for a long download; an interrupted task is
+            # left "preparing" and starts over at the next start (downloads resume).
+            threading.Thread(
+                target=self._prepare_pending, args=(pending,), name="prepare", daemon=True
+            ).start()
 
-    def _prepare_logged(self, name: str) -> None:
-        with contextlib.suppress(LmdockError):  # recorded as failed in the registry, and logged
-            self.prepare_task(name)
+    def _prepare_pending(self, names: list[str]) -> None:
+        for name in names:
+            if self._stopping.is_set():
+                return
+            with contextlib.suppress(LmdockError):  # recorded as failed in the registry, and logged
+                self.prepare_task(name)
 
     def close(self) -> None:
-        self._background.shutdown(wait=True, cancel_futures=True)
+        self._stopping.set()
         self.pool.close()
 
     # -- tasks ----------------------------------------------------------------------------
