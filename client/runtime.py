@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lmdock.client.answers import Classification, Generation, GenerationOptions
 from lmdock.client.device import pick_device, pick_dtype
 from lmdock.client.embedder import mean_pool
 from lmdock.client.models import resolve_base_model
@@ -38,28 +39,6 @@ __all__ = [
     "load_learnware",
     "zero_shot_classify",
 ]
-
-
-@dataclass(frozen=True)
-class Classification:
-    label: str
-    scores: dict[str, float]  # softmax probability of every label
-
-
-@dataclass(frozen=True)
-class Generation:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str  # "stop": end of sequence or a stop string; "length": hit max_new_tokens
-
-
-@dataclass(frozen=True)
-class GenerationOptions:
-    max_new_tokens: int = 32
-    temperature: float = 0.0  # 0: greedy decoding
-    top_p: float = 1.0
-    stop: tuple[str, ...] = ()
 
 
 class SharedBase:

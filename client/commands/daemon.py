@@ -155,7 +155,8 @@ class _StageProgress:
             return
         if stage != self.stage:
             self.stage = stage
-            if stage in self.MESSAGES and not sys.stderr.isatty():
+            drawn = stage in self.bars and sys.stderr.isatty()  # the bar names the stage itself
+            if stage in self.MESSAGES and not drawn:
                 print(self.MESSAGES[stage], file=sys.stderr)
         if stage in self.bars and total:
             self.bars[stage](done, total)

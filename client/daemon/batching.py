@@ -17,7 +17,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from lmdock.client.runtime import GenerationOptions, SharedBase
+from lmdock.client.answers import GenerationOptions
+from lmdock.client.runtime import SharedBase
 
 __all__ = ["Batcher"]
 

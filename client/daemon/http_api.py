@@ -58,6 +58,8 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"  # keep-alive: every JSON answer carries a Content-Length
+    server_version = "lmdock-daemon"
+    sys_version = ""
     timeout = READ_TIMEOUT_S
     error_content_type = "application/json"
 

@@ -6,13 +6,13 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
+from lmdock.client.answers import GenerationOptions
 from lmdock.client.daemon import local_serde as serde
 from lmdock.client.daemon.auth import read_token
 from lmdock.client.daemon.config import DaemonConfig, TaskSettings
 from lmdock.client.daemon.registry import TaskRecord
 from lmdock.client.daemon.runfile import read_runfile
-from lmdock.client.daemon.service import ChatMessage, Completion, DaemonStatus
-from lmdock.client.runtime import GenerationOptions
+from lmdock.client.daemon.types import ChatMessage, Completion, DaemonStatus
 from lmdock.common.errors import FailedPrecondition, error_for_status
 from lmdock.v1 import local_pb2 as pb
 from lmdock.v1 import local_pb2_grpc as pb_grpc

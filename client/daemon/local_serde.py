@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from lmdock.client.answers import Classification, Generation, GenerationOptions
 from lmdock.client.daemon.config import TaskSettings
-from lmdock.client.daemon.pool import LoadedBase
 from lmdock.client.daemon.registry import TaskRecord
-from lmdock.client.daemon.service import ChatMessage, Completion, DaemonStatus
-from lmdock.client.runtime import Classification, Generation, GenerationOptions
+from lmdock.client.daemon.types import ChatMessage, Completion, DaemonStatus, LoadedBase
 from lmdock.v1 import local_pb2 as pb
 
 __all__ = [

@@ -15,9 +15,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from lmdock.client.answers import Classification, Generation, GenerationOptions
 from lmdock.client.daemon.registry import TaskRecord
-from lmdock.client.daemon.service import ChatMessage, Completion
-from lmdock.client.runtime import Classification, Generation, GenerationOptions
+from lmdock.client.daemon.types import ChatMessage, Completion
 from lmdock.common.errors import InvalidArgument
 
 __all__ = [

@@ -16,29 +16,20 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lmdock.client.answers import GenerationOptions
 from lmdock.client.daemon.batching import Batcher
 from lmdock.client.daemon.config import RuntimeSettings
-from lmdock.client.runtime import GenerationOptions, SharedBase
+from lmdock.client.daemon.types import LoadedBase
+from lmdock.client.runtime import SharedBase
 from lmdock.common.package import Manifest
 
-__all__ = ["LoadedBase", "ModelPool"]
+__all__ = ["ModelPool"]
 
 log = logging.getLogger(__name__)
 BaseKey = tuple[str, str, int]
-
-
-@dataclass(frozen=True)
-class LoadedBase:
-    base_model: str
-    kind: str
-    device: str
-    dtype: str
-    learnwares: tuple[str, ...]
-    batches_run: int
 
 
 class ModelPool:

@@ -65,6 +65,7 @@ class Preparer:
             if settings.learnware:
                 chosen = settings.learnware  # pinned by the user: no search, nothing released
             else:
+                progress("reading", 0, 1)
                 texts = self._read(settings)
                 self.registry.update(name, stage="embedding", records=len(texts))
                 progress("embedding", 0, len(texts))

@@ -13,52 +13,20 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from lmdock.client.answers import Classification, Generation, GenerationOptions
 from lmdock.client.cache import AdapterCache
 from lmdock.client.daemon.config import DaemonConfig, TaskSettings
-from lmdock.client.daemon.pool import LoadedBase, ModelPool
+from lmdock.client.daemon.pool import ModelPool
 from lmdock.client.daemon.preparation import Preparer, StageProgress
 from lmdock.client.daemon.registry import TaskRecord, TaskRegistry
-from lmdock.client.runtime import Classification, Generation, GenerationOptions
+from lmdock.client.daemon.types import ChatMessage, Completion, DaemonStatus
 from lmdock.common.errors import FailedPrecondition, InvalidArgument, LmdockError, ResourceExhausted
 
-__all__ = ["ChatMessage", "Completion", "Daemon", "DaemonStatus"]
+__all__ = ["Daemon"]
 
 log = logging.getLogger(__name__)
 CHAT_ROLES = ("system", "user", "assistant", "tool", "developer")
-
-
-@dataclass(frozen=True)
-class ChatMessage:
-    role: str
-    content: str
-
-
-@dataclass(frozen=True)
-class Completion:
-    model: str
-    learnware_id: str
-    kind: str
-    choices: tuple[Classification | Generation, ...]
-    prompt_tokens: int
-    completion_tokens: int
-
-
-@dataclass(frozen=True)
-class DaemonStatus:
-    pid: int
-    started_at: float
-    market: str
-    http_address: str
-    grpc_address: str
-    cache_dir: str
-    cache_bytes: int
-    cache_max_bytes: int
-    cached_learnwares: int
-    repairs: int
-    tasks: tuple[TaskRecord, ...]
-    loaded: tuple[LoadedBase, ...]
 
 
 class Daemon:
