@@ -143,7 +143,7 @@ def test_pool_keeps_at_most_the_configured_bases(
             assert [b.base_model for b in pool.describe()] == ["acme/tiny-llama"]
     assert [(b.base_model, b.learnwares) for b in pool.describe()] == [(str(tiny_bert), ("cls-lw",))]
     assert not pool.is_loaded("gen-lw") and pool.is_loaded("cls-lw")
-    assert len(pool.submit("cls-lw", ["a", "b"], None).result()) == 2
+    assert len(pool.batcher("cls-lw").submit("cls-lw", ["a", "b"], None).result()) == 2
     pool.unload("cls-lw")
     assert pool.describe() == []
     pool.close()

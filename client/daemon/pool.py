@@ -14,12 +14,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from concurrent.futures import Future
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from lmdock.client.answers import GenerationOptions
 from lmdock.client.daemon.batching import Batcher
 from lmdock.client.daemon.config import RuntimeSettings
 from lmdock.client.daemon.types import LoadedBase
@@ -104,15 +101,11 @@ class ModelPool:
             del self._bases[key]
         batcher.close()
 
-    def submit(
-        self, learnware_id: str, inputs: Sequence[str], options: GenerationOptions | None
-    ) -> Future[list[Any]]:
-        return self._batcher(learnware_id).submit(learnware_id, inputs, options)
+    def batcher(self, learnware_id: str) -> Batcher:
+        """The batcher of a loaded learnware's base (KeyError when not loaded).
 
-    def host(self, learnware_id: str) -> SharedBase:
-        return self._batcher(learnware_id).host
-
-    def _batcher(self, learnware_id: str) -> Batcher:
+        A batcher stays usable after its base is unloaded: it finishes the jobs it has queued.
+        """
         with self._lock:
             key = self._where[learnware_id]
             self._bases.move_to_end(key)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from lmdock.client.answers import Classification, Generation, GenerationOptions
 from lmdock.client.cache import AdapterCache
+from lmdock.client.daemon.batching import Batcher
 from lmdock.client.daemon.config import DaemonConfig, TaskSettings
 from lmdock.client.daemon.pool import ModelPool
 from lmdock.client.daemon.preparation import Preparer, StageProgress
@@ -149,12 +150,15 @@ class Daemon:
                 f"{self.config.api.max_concurrent} requests are in flight (api.max_concurrent); retry shortly"
             )
         try:
-            choices = self._run(record, prompts, options)
+            batcher = self._loaded(record)
+            job = None if record.kind == "classification" else options
+            choices: list[Classification | Generation] = batcher.submit(
+                record.learnware_id, prompts, job
+            ).result()
         finally:
             self._in_flight.release()
         if record.kind == "classification":
-            host = self.pool.host(record.learnware_id)
-            prompt_tokens, completion_tokens = sum(host.count_tokens(p) for p in prompts), 0
+            prompt_tokens, completion_tokens = sum(batcher.host.count_tokens(p) for p in prompts), 0
         else:
             generations = [c for c in choices if isinstance(c, Generation)]
             prompt_tokens = sum(g.prompt_tokens for g in generations)
@@ -178,8 +182,7 @@ class Daemon:
             if not user:
                 raise InvalidArgument("a classifier labels the last user message; the chat has none")
             return self.complete(model, [user[-1]], options)
-        self._load(record)
-        prompt = self.pool.host(record.learnware_id).chat_prompt(
+        prompt = self._loaded(record).host.chat_prompt(
             [{"role": m.role, "content": m.content} for m in messages]
         )
         return self.complete(model, [prompt], options)
@@ -196,24 +199,17 @@ class Daemon:
             raise FailedPrecondition(f"task {model!r} is {record.state}{detail}; {hint}")
         return record
 
-    def _load(self, record: TaskRecord) -> None:
-        if not self.pool.is_loaded(record.learnware_id):
-            manifest = self.preparer.verified(record.learnware_id)
-            self.pool.load(record.learnware_id, self.cache.folder(record.learnware_id), manifest)
-
-    def _run(
-        self, record: TaskRecord, prompts: Sequence[str], options: GenerationOptions
-    ) -> list[Classification | Generation]:
-        for _ in range(2):  # a base can be unloaded between load and submit: load it again once
-            self._load(record)
+    def _loaded(self, record: TaskRecord) -> Batcher:
+        """The batcher serving the task's learnware, loading (and verifying) it first if needed."""
+        for _ in range(2):  # another base's load can unload this one in between: load it again once
+            if not self.pool.is_loaded(record.learnware_id):
+                manifest = self.preparer.verified(record.learnware_id)
+                self.pool.load(record.learnware_id, self.cache.folder(record.learnware_id), manifest)
             try:
-                future = self.pool.submit(
-                    record.learnware_id, prompts, None if record.kind == "classification" else options
-                )
+                return self.pool.batcher(record.learnware_id)
             except KeyError:
                 continue
-            return list(future.result())
-        raise ResourceExhausted("the model was unloaded twice while queuing; raise runtime.max_loaded_bases")
+        raise ResourceExhausted("models keep replacing each other in memory; raise runtime.max_loaded_bases")
 
     # -- status ------------------------------------------------------------------------------
 
