@@ -85,6 +85,13 @@ def test_config_tasks_grpc_streaming_and_task_commands(
             )
             assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
 
+            for _ in range(daemon.config.api.max_concurrent):  # as if that many requests were running
+                daemon._in_flight.acquire()
+            status, body = http(daemon, "POST", "/v1/completions", {"model": "triage", "prompt": "x"})
+            assert status == 429 and "api.max_concurrent" in body["error"]["message"]
+            for _ in range(daemon.config.api.max_concurrent):
+                daemon._in_flight.release()
+
             capsys.readouterr()
             assert cli.main(["task", "list", "--config", str(config)]) == 0
             listing = capsys.readouterr().out

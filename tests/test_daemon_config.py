@@ -33,7 +33,7 @@ def test_defaults_and_derived_paths(tmp_path: Path) -> None:
     assert config.cache_dir == tmp_path / "c"  # relative to the config file
     assert config.state_dir == tmp_path / "c" / "daemon"
     assert config.token_file == config.state_dir / "api-token"
-    assert config.ledger_path == config.state_dir / "ledger"
+    assert config.ledger_path == tmp_path / "c" / "ledger.jsonl"
     assert config.api.http == "127.0.0.1:8421" and config.runtime.device == "auto"
     assert config.cache.max_bytes == 20 * 2**30
 

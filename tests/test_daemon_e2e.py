@@ -66,7 +66,7 @@ def test_add_search_pull_answer_then_market_down(
     with embedded_market(tmp_path / "market", profile=profile) as (address, _):
         publish(address, packages)
         config = write_config(tmp_path, market=address)
-        with running(config) as daemon:
+        with running(config) as daemon, caplog.at_level(logging.DEBUG):
             triage = _add(config, "triage", medical, capsys=capsys)
             notes = _add(config, "notes", finance, "--text-column", "sentence", capsys=capsys)
             assert (triage["state"], triage["learnware_id"], triage["kind"]) == (
@@ -80,7 +80,7 @@ def test_add_search_pull_answer_then_market_down(
             status, models = http(daemon, "GET", "/v1/models")
             assert status == 200 and {m["id"] for m in models["data"]} == {"triage", "notes"}
 
-            with caplog.at_level(logging.DEBUG, logger="lmdock"):
+            with caplog.at_level(logging.DEBUG, logger="lmdock"):  # request lines are debug too
                 status, answer = http(
                     daemon, "POST", "/v1/completions", {"model": "triage", "prompt": PROMPTS}
                 )
@@ -106,9 +106,16 @@ def test_add_search_pull_answer_then_market_down(
                 )
                 assert isinstance(reply["choices"][0]["message"]["content"], str)
                 assert 1 <= reply["usage"]["completion_tokens"] <= 5
-            logged = caplog.text
+            logged = caplog.text  # everything from task add to answers, at debug level
+            assert "released a spec with epsilon=2" in logged
             assert "POST /v1/completions model=triage -> 200" in logged
-            assert not any(p in logged for p in PROMPTS) and "ACME" not in logged
+            private = [
+                *PROMPTS,
+                "ACME",
+                *lab_texts("medquad", 40, skip=500),
+                *lab_texts("tfns", 40, skip=500),
+            ]
+            assert [t for t in private if t[:40] in logged] == []
 
             capsys.readouterr()
             assert cli.main(["status", "--config", str(config), "--json"]) == 0

@@ -130,9 +130,9 @@ class CacheSettings:
 class PrivacySettings:
     epsilon: float = 1.0  # spent by one task's search
     delta: float = 1e-6
-    budget_epsilon: float = 4.0  # cap per dataset, over all its releases
+    budget_epsilon: float = 3.0  # cap per dataset, over all its releases
     budget_delta: float = 1e-5
-    ledger: str = ""  # default <daemon.state_dir>/ledger
+    ledger: str = ""  # default <cache.dir>/ledger.jsonl, the file `lmdock search` uses too
     min_records: int = 50  # fewer records: the spec would be mostly noise (sigma grows as 1/n)
 
     def __post_init__(self) -> None:
@@ -256,7 +256,7 @@ class DaemonConfig:
 
     @property
     def ledger_path(self) -> Path:
-        return Path(self.privacy.ledger) if self.privacy.ledger else self.state_dir / "ledger"
+        return Path(self.privacy.ledger) if self.privacy.ledger else self.cache_dir / "ledger.jsonl"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"tasks": [dataclasses.asdict(t) for t in self.tasks]}
