@@ -76,6 +76,7 @@ def test_add_search_pull_answer_then_market_down(
             )
             assert (notes["state"], notes["learnware_id"], notes["kind"]) == ("ready", WRITER, "generation")
             assert triage["epsilon_spent"] == 2.0 and triage["records"] == 40
+            assert 0 < triage["bytes_sent"] < 4096  # the spec and a few small requests: no texts
 
             status, models = http(daemon, "GET", "/v1/models")
             assert status == 200 and {m["id"] for m in models["data"]} == {"triage", "notes"}

@@ -195,6 +195,7 @@ def _print_task(record: Any, as_json: bool, *, http: str = "") -> None:
         if record.epsilon_spent
         else "no privacy spent (pinned learnware, no search)"
     )
+    privacy += f"; {record.bytes_sent} bytes sent to the market (no text, no embeddings)"
     print(
         f"task {record.name} is ready: learnware {record.learnware_id} ({record.kind}) by {record.publisher}"
     )

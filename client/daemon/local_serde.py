@@ -50,6 +50,7 @@ def task_to_pb(record: TaskRecord) -> pb.LocalTask:
         matches=[pb.TaskMatch(learnware_id=i, score=s) for i, s in record.matches],
         epsilon_spent=record.epsilon_spent,
         delta_spent=record.delta_spent,
+        bytes_sent=record.bytes_sent,
         error=record.error,
         updated_at=record.updated_at,
     )
@@ -69,6 +70,7 @@ def task_from_pb(message: pb.LocalTask) -> TaskRecord:
         matches=tuple((m.learnware_id, m.score) for m in message.matches),
         epsilon_spent=message.epsilon_spent,
         delta_spent=message.delta_spent,
+        bytes_sent=message.bytes_sent,
         error=message.error,
         updated_at=message.updated_at,
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from lmdock.client.cache import AdapterCache
-from lmdock.client.connection import MarketClient
+from lmdock.client.connection import MarketClient, WireRecorder
 from lmdock.client.daemon.config import MarketSettings
 from lmdock.client.operations import pull
 from lmdock.common.errors import FailedPrecondition, LmdockError
@@ -29,8 +29,11 @@ Progress = Callable[[int, int], None]
 MAX_BACKOFF_S = 30.0
 
 
-def connect(settings: MarketSettings) -> MarketClient:
-    """A client for the configured market; refuses settings this client cannot honour yet."""
+def connect(settings: MarketSettings, *, recorder: WireRecorder | None = None) -> MarketClient:
+    """A client for the configured market; refuses settings this client cannot honour yet.
+
+    `recorder` counts every request byte sent (what `lmdock task show` reports).
+    """
     if not settings.address:
         raise FailedPrecondition(
             "no market is configured: set market.address in the config to search and download"
@@ -44,7 +47,7 @@ def connect(settings: MarketSettings) -> MarketClient:
             f"market.{unsupported[0]} is set, but this lmdock's market client has no TLS/API-key "
             "support yet; remove it to connect without TLS"
         )
-    return MarketClient(settings.address, timeout=settings.timeout_s)
+    return MarketClient(settings.address, timeout=settings.timeout_s, recorder=recorder)
 
 
 def retry_unavailable(

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lmdock.client.cache import AdapterCache
-from lmdock.client.connection import MarketClient
+from lmdock.client.connection import MarketClient, WireRecorder
 from lmdock.client.daemon.config import DaemonConfig, TaskSettings
 from lmdock.client.daemon.market_link import connect, fetch_learnware
 from lmdock.client.daemon.registry import TaskRecord, TaskRegistry
@@ -47,10 +47,13 @@ class Preparer:
         progress = progress or _quiet
         settings = self.registry.get(name).settings
         self.registry.update(name, state="preparing", stage="reading", error="")
+        recorder = WireRecorder()  # counts every byte this preparation sends to the market
         try:
-            record = self._prepare(settings, progress)
+            record = self._prepare(settings, progress, recorder)
         except LmdockError as exc:
-            self.registry.update(name, state="failed", stage="", error=str(exc))
+            self.registry.update(
+                name, state="failed", stage="", error=str(exc), bytes_sent=recorder.bytes_sent
+            )
             log.warning("task %s failed: %s", name, exc)
             raise
         evicted = self.cache.enforce_cap(self.config.cache.max_bytes, keep=self.in_use())
@@ -58,9 +61,9 @@ class Preparer:
             log.info("cache over %d bytes: evicted %s", self.config.cache.max_bytes, ", ".join(evicted))
         return record
 
-    def _prepare(self, settings: TaskSettings, progress: StageProgress) -> TaskRecord:
+    def _prepare(self, settings: TaskSettings, progress: StageProgress, recorder: WireRecorder) -> TaskRecord:
         name = settings.name
-        with connect(self.config.market) as client:
+        with connect(self.config.market, recorder=recorder) as client:
             changes: dict[str, object] = {}
             if settings.learnware:
                 chosen = settings.learnware  # pinned by the user: no search, nothing released
@@ -97,6 +100,7 @@ class Preparer:
             labels=manifest.task.labels,
             base_model=manifest.base_model,
             publisher=manifest.publisher,
+            bytes_sent=recorder.bytes_sent,
         )
 
     def _read(self, settings: TaskSettings) -> Sequence[str]:
