@@ -12,9 +12,13 @@ __all__ = ["read_text_task"]
 
 
 def read_text_task(path: Path, *, limits: ReaderLimits = ReaderLimits()) -> TaskData:
-    """Each non-blank line is one text (no labels or answers); surrounding whitespace is kept."""
+    """Each non-blank line is one text (no labels or answers); surrounding whitespace is kept.
+
+    Lines end at "\n" (and a "\r" before it) only: U+2028 and the like are part of a text.
+    """
     texts: list[str] = []
-    for number, line in enumerate(read_utf8(path, max_bytes=limits.max_file_bytes).splitlines(), start=1):
+    lines = read_utf8(path, max_bytes=limits.max_file_bytes).split("\n")
+    for number, line in enumerate((line.removesuffix("\r") for line in lines), start=1):
         if not line.strip():
             continue
         if len(line) > limits.max_text_chars:

@@ -82,16 +82,15 @@ def test_a_download_waits_for_the_market_to_come_back(packages: list[Path], tmp_
     cache = AdapterCache(tmp_path / "cache")
     progress: list[tuple[int, int]] = []
     try:
-        with MarketClient(address, timeout=5) as client:
-            manifest = fetch_learnware(
-                client,
-                cache,
-                TRIAGE,
-                attempts=3,
-                backoff_s=0.01,
-                sleep=sleep_then_restart,
-                progress=lambda d, t: progress.append((d, t)),
-            )
+        manifest = fetch_learnware(
+            lambda: MarketClient(address, timeout=5),
+            cache,
+            TRIAGE,
+            attempts=3,
+            backoff_s=0.01,
+            sleep=sleep_then_restart,
+            progress=lambda d, t: progress.append((d, t)),
+        )
     finally:
         for server in servers:
             server.stop(grace=None).wait()
@@ -113,7 +112,9 @@ def test_a_partial_download_is_resumed(packages: list[Path], tmp_path: Path, pro
             partial = cache.partial_path(info.package_sha256)
             partial.parent.mkdir(parents=True)
             partial.write_bytes(whole[:half])
-            fetch_learnware(client, cache, TRIAGE, attempts=2, backoff_s=0.01)
+        fetch_learnware(
+            lambda: MarketClient(address, recorder=recorder), cache, TRIAGE, attempts=2, backoff_s=0.01
+        )
     assert cache.load(TRIAGE).id == TRIAGE and not partial.exists()
     offsets = [pb.DownloadRequest.FromString(m).offset for m in recorder.messages]
     assert half in offsets  # the download asked only for the missing second half

@@ -30,8 +30,8 @@ def test_csv_with_chosen_columns(tmp_path: Path) -> None:
 def test_tsv_and_text_and_jsonl(tmp_path: Path) -> None:
     tsv = read_task_file(_file(tmp_path, "a.tsv", "text\tanswer\nwhat is 2+2\t4\n"), answer_column="answer")
     assert tsv.texts == ("what is 2+2",) and tsv.answers == ("4",)
-    text = read_task_file(_file(tmp_path, "a.txt", "\ufefffirst line\n\n  second line \n"))
-    assert text.texts == ("first line", "  second line ") and text.labels == (None, None)
+    text = read_task_file(_file(tmp_path, "a.txt", "\ufefffirst line\r\n\n  second\u2028line \n"))
+    assert text.texts == ("first line", "  second\u2028line ") and text.labels == (None, None)
     jsonl = read_task_file(_file(tmp_path, "a.jsonl", '{"text": "hi", "label": "x"}\n'))
     assert jsonl.texts == ("hi",) and jsonl.labels == ("x",)
     assert detect_format(Path("x.data"), "csv") == "csv"

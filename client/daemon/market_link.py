@@ -67,7 +67,7 @@ def retry_unavailable(
             if exc.status != "UNAVAILABLE" or attempt == attempts:
                 raise
             log.warning(
-                "%s: market unavailable (try %d of %d); retrying in %.1fs", what, attempt, attempts, delay
+                "%s: market unavailable (try %d of %d); retrying in %.2gs", what, attempt, attempts, delay
             )
             sleep(delay)
             delay = min(delay * 2, MAX_BACKOFF_S)
@@ -101,7 +101,7 @@ def _watch_growth(path: Path, total: int, progress: Progress | None) -> Iterator
 
 
 def fetch_learnware(
-    client: MarketClient,
+    open_client: Callable[[], MarketClient],
     cache: AdapterCache,
     learnware_id: str,
     *,
@@ -110,12 +110,17 @@ def fetch_learnware(
     progress: Progress | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Manifest:
-    """Download (resuming), verify and cache a learnware, retrying while the market is unavailable."""
+    """Download (resuming), verify and cache a learnware, retrying while the market is unavailable.
+
+    Each try opens a fresh client: a channel that saw the market go away waits out its own
+    reconnection backoff, a new one connects at once.
+    """
 
     def attempt() -> Manifest:
-        info = client.get(learnware_id)
-        with _watch_growth(cache.partial_path(info.package_sha256), info.package_size, progress):
-            return pull(client, cache, learnware_id)
+        with open_client() as client:
+            info = client.get(learnware_id)
+            with _watch_growth(cache.partial_path(info.package_sha256), info.package_size, progress):
+                return pull(client, cache, learnware_id)
 
     return retry_unavailable(
         attempt, attempts=attempts, backoff_s=backoff_s, what=f"download of {learnware_id}", sleep=sleep

@@ -63,33 +63,26 @@ class Preparer:
 
     def _prepare(self, settings: TaskSettings, progress: StageProgress, recorder: WireRecorder) -> TaskRecord:
         name = settings.name
-        with connect(self.config.market, recorder=recorder) as client:
-            changes: dict[str, object] = {}
-            if settings.learnware:
-                chosen = settings.learnware  # pinned by the user: no search, nothing released
-            else:
-                progress("reading", 0, 1)
-                texts = self._read(settings)
-                self.registry.update(name, stage="embedding", records=len(texts))
-                progress("embedding", 0, len(texts))
+        changes: dict[str, object] = {}
+        if settings.learnware:
+            chosen = settings.learnware  # pinned by the user: no search, nothing released
+        else:
+            progress("reading", 0, 1)
+            texts = self._read(settings)
+            self.registry.update(name, stage="embedding", records=len(texts))
+            progress("embedding", 0, len(texts))
+            with connect(self.config.market, recorder=recorder) as client:
                 spec, result = self._search(client, texts, settings, progress)
-                if not result.matches:
-                    raise NotFound("the market has no learnware to offer for this task")
-                chosen = result.matches[0].learnware_id
-                changes = {
-                    "matches": tuple((m.learnware_id, m.score) for m in result.matches),
-                    "epsilon_spent": spec.privacy.epsilon,
-                    "delta_spent": spec.privacy.delta,
-                }
-            self.registry.update(name, stage="downloading", learnware_id=chosen, **changes)
-            manifest = fetch_learnware(
-                client,
-                self.cache,
-                chosen,
-                attempts=self.config.market.attempts,
-                backoff_s=self.config.market.backoff_s,
-                progress=lambda done, total: progress("downloading", done, total),
-            )
+            if not result.matches:
+                raise NotFound("the market has no learnware to offer for this task")
+            chosen = result.matches[0].learnware_id
+            changes = {
+                "matches": tuple((m.learnware_id, m.score) for m in result.matches),
+                "epsilon_spent": spec.privacy.epsilon,
+                "delta_spent": spec.privacy.delta,
+            }
+        self.registry.update(name, stage="downloading", learnware_id=chosen, **changes)
+        manifest = self._fetch(chosen, recorder, lambda done, total: progress("downloading", done, total))
         log.info("task %s: learnware %s by %s is ready", name, manifest.id, manifest.publisher)
         progress("ready", 1, 1)
         return self.registry.update(
@@ -156,14 +149,7 @@ class Preparer:
             self.cache.evict(learnware_id)
             reason = exc
         try:
-            with connect(self.config.market) as client:
-                fetch_learnware(
-                    client,
-                    self.cache,
-                    learnware_id,
-                    attempts=self.config.market.attempts,
-                    backoff_s=self.config.market.backoff_s,
-                )
+            self._fetch(learnware_id, WireRecorder())
         except LmdockError as exc:
             raise FailedPrecondition(
                 f"cached learnware {learnware_id!r} failed verification ({reason}) and could not be "
@@ -171,6 +157,19 @@ class Preparer:
             ) from None
         self.repairs += 1
         return self.cache.load(learnware_id)
+
+    def _fetch(
+        self, learnware_id: str, recorder: WireRecorder, progress: Callable[[int, int], None] | None = None
+    ) -> Manifest:
+        market = self.config.market
+        return fetch_learnware(
+            lambda: connect(market, recorder=recorder),
+            self.cache,
+            learnware_id,
+            attempts=market.attempts,
+            backoff_s=market.backoff_s,
+            progress=progress,
+        )
 
     def in_use(self) -> frozenset[str]:
         return frozenset(r.learnware_id for r in self.registry.all() if r.learnware_id)

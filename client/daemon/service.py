@@ -54,10 +54,7 @@ class Daemon:
         again on its own); an interrupted one (daemon stopped while preparing) starts over.
         """
         for settings in self.config.tasks:
-            try:
-                old = self.registry.get(settings.name)
-            except LmdockError:
-                old = None
+            old = self._find(settings.name)
             if old is None or old.settings != settings:
                 self.registry.add(settings, replace=True)
         pending = [r.name for r in self.registry.all() if r.state in ("registered", "preparing")]
