@@ -156,6 +156,8 @@ def test_task_data_errors_reach_the_user(tmp_path: Path, capsys: pytest.CaptureF
 
 def test_commands_say_when_no_daemon_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = write_config(tmp_path, market="")
+    assert cli.main(["daemon", "--check", "--config", str(config), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["api"]["http"] == "127.0.0.1:0"
     assert cli.main(["status", "--config", str(config), "--json"]) == 3
     assert json.loads(capsys.readouterr().out)["running"] is False
     assert cli.main(["task", "list", "--config", str(config)]) == 2

@@ -23,7 +23,7 @@ def test_daemon_process_serves_and_stops_on_sigterm(
     config_path = write_config(tmp_path, market="")
     config = load_config(config_path)
     process = subprocess.Popen(
-        [sys.executable, "-m", "lmdock.client.cli", "daemon", "--config", str(config_path)],
+        [sys.executable, "-m", "lmdock.client.cli", "daemon", "--config", str(config_path), "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -41,11 +41,13 @@ def test_daemon_process_serves_and_stops_on_sigterm(
         assert state["running"] and state["pid"] == process.pid and state["tasks"] == []
         assert config.token_file.stat().st_mode & 0o077 == 0  # the token is for its owner only
         process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=60)
+        out, err = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
             process.communicate()
     assert process.returncode == 0, err
-    assert "lmdock daemon ready" in err and "stopped" in err
+    ready = json.loads(out)
+    assert ready["pid"] == process.pid and ready["http"].startswith("http://127.0.0.1:")
+    assert "daemon ready" in err and "stopped" in err  # the log, on standard error
     assert not runfile.exists()

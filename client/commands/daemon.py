@@ -47,7 +47,7 @@ def _daemon(args: argparse.Namespace) -> int:
         return 0
     from lmdock.client.daemon.app import serve
 
-    return serve(config)
+    return serve(config, as_json=args.json)
 
 
 # -- lmdock status ------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -104,23 +105,36 @@ def configure_logging(config: DaemonConfig) -> None:
     root.propagate = False
 
 
-def serve(config: DaemonConfig, *, ready: threading.Event | None = None) -> int:
-    """Run until SIGTERM or SIGINT, then stop cleanly; returns the exit code."""
+def serve(config: DaemonConfig, *, as_json: bool = False) -> int:
+    """Run until SIGTERM or SIGINT, then stop cleanly; returns the exit code.
+
+    Once listening it prints where (for people on standard error, or with `as_json` one JSON
+    line on standard output).
+    """
     configure_logging(config)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     running = RunningDaemon(config)
     try:
         daemon = running.start()
-        http = f"http://{daemon.http_address}/v1" if daemon.http_address else "off"
-        print(
-            f"lmdock daemon ready (pid {os.getpid()})\n  OpenAI-compatible API  {http}\n"
-            f"  local gRPC API         {daemon.grpc_address}\n  bearer token in        {config.token_file}",
-            file=sys.stderr,
-            flush=True,
-        )
-        if ready is not None:
-            ready.set()
+        http = f"http://{daemon.http_address}/v1" if daemon.http_address else ""
+        if as_json:
+            ready = {
+                "pid": os.getpid(),
+                "http": http,
+                "grpc": daemon.grpc_address,
+                "token_file": str(config.token_file),
+            }
+            print(json.dumps(ready), flush=True)
+        else:
+            print(
+                f"lmdock daemon ready (pid {os.getpid()})\n"
+                f"  OpenAI-compatible API  {http or 'off'}\n"
+                f"  local gRPC API         {daemon.grpc_address}\n"
+                f"  bearer token in        {config.token_file}",
+                file=sys.stderr,
+                flush=True,
+            )
         stop.wait()
         log.info("stopping: finishing requests in flight")
     finally:
