@@ -7,11 +7,15 @@ import os
 from pathlib import Path
 
 import pytest
+from lmdock.client.answers import Classification, GenerationOptions
+from lmdock.client.daemon import local_serde as serde
 from lmdock.client.daemon.auth import bearer_matches, load_or_create_token, read_token
 from lmdock.client.daemon.config import TaskSettings
 from lmdock.client.daemon.openai_schema import parse_chat, parse_completion
-from lmdock.client.daemon.registry import TaskRegistry
+from lmdock.client.daemon.registry import TaskRecord, TaskRegistry
+from lmdock.client.daemon.types import Completion, DaemonStatus, LoadedBase
 from lmdock.common.errors import AlreadyExists, FailedPrecondition, IntegrityError, InvalidArgument, NotFound
+from lmdock.v1 import local_pb2 as pb
 
 
 def test_completion_requests_parse_with_openai_defaults() -> None:
@@ -108,3 +112,51 @@ def test_the_token_is_private_and_compared_exactly(tmp_path: Path) -> None:
     path.chmod(0o644)
     with pytest.raises(FailedPrecondition, match="chmod 600"):
         read_token(path)
+
+
+def test_task_settings_cross_the_local_api_with_defaults_for_unset_fields() -> None:
+    settings = TaskSettings(name="b", data="/y.csv", format="csv", text_column="note", top_k=3, epsilon=0.5)
+    assert serde.settings_from_pb(serde.settings_to_pb(settings)) == settings
+    assert serde.settings_from_pb(pb.TaskSource(name="a", data="/x.csv")) == TaskSettings(
+        name="a", data="/x.csv"
+    )
+    with pytest.raises(InvalidArgument, match="task name '' must be"):
+        serde.settings_from_pb(pb.TaskSource(data="/x.csv"))
+
+
+def test_records_round_trip_through_the_local_api() -> None:
+    record = TaskRecord(
+        settings=TaskSettings(name="t", data="/d.jsonl", top_k=3),
+        state="ready",
+        learnware_id="lw",
+        kind="classification",
+        labels=("a", "b"),
+        base_model="base",
+        publisher="pub",
+        records=120,
+        matches=(("lw", 0.75), ("other", 0.5)),
+        epsilon_spent=1.0,
+        delta_spent=1e-6,
+        bytes_sent=1616,
+        updated_at=1234.5,
+    )
+    assert serde.task_from_pb(serde.task_to_pb(record)) == record
+    answer = Completion("t", "lw", "classification", (Classification("a", {"a": 0.75, "b": 0.25}),), 7, 0)
+    assert serde.completion_from_pb(serde.completion_to_pb(answer)) == answer
+    status = DaemonStatus(
+        pid=1,
+        started_at=2.5,
+        market="m:1",
+        http_address="127.0.0.1:1",
+        grpc_address="127.0.0.1:2",
+        cache_dir="/c",
+        cache_bytes=10,
+        cache_max_bytes=20,
+        cached_learnwares=1,
+        repairs=0,
+        tasks=(record,),
+        loaded=(LoadedBase("base", "classification", "cpu", "float32", ("lw",), 3),),
+    )
+    assert serde.status_from_pb(serde.status_to_pb(status)) == status
+    options = GenerationOptions(max_new_tokens=9, temperature=0.5, top_p=0.5, stop=("\n",))
+    assert serde.options_from_pb(serde.options_to_pb(options), default_max_tokens=1) == options

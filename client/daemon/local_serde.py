@@ -25,6 +25,9 @@ __all__ = [
 ]
 
 _SETTINGS_FIELDS = [f.name for f in dataclasses.fields(TaskSettings)]
+_SETTINGS_DEFAULTS = {
+    f.name: f.default for f in dataclasses.fields(TaskSettings) if f.default is not dataclasses.MISSING
+}
 
 
 def settings_to_pb(settings: TaskSettings) -> pb.TaskSource:
@@ -32,8 +35,9 @@ def settings_to_pb(settings: TaskSettings) -> pb.TaskSource:
 
 
 def settings_from_pb(message: pb.TaskSource) -> TaskSettings:
-    """Validated settings (TaskSettings checks every field)."""
-    return TaskSettings(**{name: getattr(message, name) for name in _SETTINGS_FIELDS})
+    """Validated settings (TaskSettings checks every field); unset fields take their defaults."""
+    values = {name: getattr(message, name) for name in _SETTINGS_FIELDS}
+    return TaskSettings(**{k: v or _SETTINGS_DEFAULTS.get(k, v) for k, v in values.items()})
 
 
 def task_to_pb(record: TaskRecord) -> pb.LocalTask:
