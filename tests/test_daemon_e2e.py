@@ -188,3 +188,23 @@ def test_the_apis_need_the_bearer_token(packages: list[Path], tmp_path: Path) ->
             client.tasks()
         with LocalClient(daemon.grpc_address, token_of(daemon)) as client:
             assert client.tasks() == []
+
+
+def test_one_connection_serves_many_requests_and_refusals_close_it(tmp_path: Path) -> None:
+    import http.client
+
+    config = write_config(tmp_path, market="")
+    with running(config) as daemon:
+        host, port = daemon.http_address.rsplit(":", 1)
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        auth = {"Authorization": f"Bearer {token_of(daemon)}"}
+        for _ in range(3):  # keep-alive
+            connection.request("GET", "/v1/models", headers=auth)
+            response = connection.getresponse()
+            assert response.status == 200 and json.loads(response.read())["data"] == []
+        # a refused request whose body was not read: the answer says the connection closes
+        connection.request("POST", "/v1/completions", body=b'{"model": "m", "prompt": "x"}')
+        response = connection.getresponse()
+        assert response.status == 401 and response.getheader("Connection") == "close"
+        response.read()
+        connection.close()

@@ -86,6 +86,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, method: str) -> None:
         started = time.monotonic()
         self._model = "-"
+        self._body_read = False
         status = HTTPStatus.OK
         try:
             if not bearer_matches(self.headers.get("Authorization"), self.server.token):
@@ -148,17 +149,16 @@ class _Handler(BaseHTTPRequestHandler):
     def _body(self) -> dict[str, Any]:
         length = self.headers.get("Content-Length")
         if length is None or not length.isdigit():
-            self.close_connection = True
             raise InvalidArgument(
                 "send the body with a Content-Length header (chunked bodies are not supported)"
             )
         limit = self.server.lmdock.config.api.max_request_bytes
         if int(length) > limit:
-            self.close_connection = True  # the unread body would be taken for the next request
             raise InvalidArgument(
                 f"the body is {length} bytes, more than the limit of {limit} (api.max_request_bytes)"
             )
         raw = self.rfile.read(int(length))
+        self._body_read = True
         try:
             body = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -169,9 +169,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _json(self, value: Any, status: HTTPStatus = HTTPStatus.OK) -> HTTPStatus:
         data = json.dumps(value).encode()
+        if self.command == "POST" and not self._body_read:
+            self.close_connection = True  # an unread body would be taken for the next request
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         if status == HTTPStatus.UNAUTHORIZED:
             self.send_header("WWW-Authenticate", 'Bearer realm="lmdock"')
         self.end_headers()
