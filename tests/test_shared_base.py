@@ -71,6 +71,13 @@ def test_two_adapters_share_one_base_and_answer_as_if_alone(
     )
     host.remove("plain")
     assert host.names == ["lora"]
+    chat = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    assert host.chat_prompt(chat) == "system: be brief\nuser: hi\nassistant:"  # no template: plain lines
+    host.tokenizer.chat_template = (  # as instruct checkpoints (Qwen2.5, Llama 3) ship one
+        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    assert host.chat_prompt(chat) == "<|system|>be brief<|user|>hi<|assistant|>"
 
 
 def test_classifier_scores_and_grouping(tiny_bert: Path, tmp_path: Path) -> None:
