@@ -85,7 +85,8 @@ class LocalClient:
 
     def _follow(self, method: Any, request: Any, progress: Progress | None) -> TaskRecord:
         def run() -> TaskRecord:
-            events: Iterator[pb.TaskEvent] = method(request, timeout=self.timeout, metadata=self._metadata)
+            # no deadline: a large task embeds for long, and its progress shows it is alive
+            events: Iterator[pb.TaskEvent] = method(request, metadata=self._metadata)
             for event in events:
                 if progress is not None:
                     progress(event.stage, event.done, event.total)
