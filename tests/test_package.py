@@ -96,7 +96,8 @@ def _member(name: str, kind: bytes = tarfile.REGTYPE, size: int = 0, link: str =
         (_member("sub/dir.json", size=2), b"{}", "not allowed"),
         (_member("model.bin", size=4), b"\x80\x04K.", "not allowed"),
         (_member("payload.py", size=4), b"pass", "not allowed"),
-        (_member("notes.txt", size=2), b"hi", "differ from the manifest"),
+        (_member("notes.txt", size=2), b"hi", "not allowed"),
+        (_member("extra.json", size=2), b"{}", "differ from the manifest"),
         (_member("manifest.json", size=2), b"{}", "twice"),
     ],
 )
