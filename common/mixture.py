@@ -20,6 +20,7 @@ When noise makes G indefinite, its spectrum is shifted up to 0 so that f stays c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +28,7 @@ import numpy.typing as npt
 __all__ = ["Mixture", "explain_as_mixture", "project_to_simplex", "simplex_least_squares"]
 
 FloatArray = npt.NDArray[np.float64]
+AnyFloats = npt.NDArray[np.floating[Any]]
 
 
 def project_to_simplex(v: FloatArray) -> FloatArray:
@@ -84,10 +86,10 @@ def _objective_terms(
 
 
 def explain_as_mixture(
-    query: FloatArray,
+    query: AnyFloats,
     query_sigma: float,
-    matrix: FloatArray,
-    sigmas: FloatArray,
+    matrix: AnyFloats,
+    sigmas: AnyFloats,
     *,
     max_components: int = 4,
     min_weight: float = 0.05,

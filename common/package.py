@@ -8,8 +8,9 @@
     README.md                   optional model card
 
 Only regular files with plain names are allowed: .json and .safetensors files and the model
-card README.md. No links, no folders, no '..', never pickle (.bin, .pt), code or archives. Unpacking verifies every hash and
-the signature before anything becomes visible at the destination (temp dir + rename).
+card README.md. No links, no folders, no '..', never pickle (.bin, .pt), code or archives.
+Unpacking verifies every hash and the signature before anything becomes visible at the
+destination (temp dir + rename).
 """
 
 from __future__ import annotations

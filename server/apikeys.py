@@ -105,4 +105,6 @@ class ApiKeys:
             raise Unauthenticated("unknown API key")
         if row.revoked_at:
             raise Unauthenticated(f"API key {key_id} was revoked at {row.revoked_at}")
-        return Identity(principal=row.principal, role=Role.parse(row.role), authenticated_by="api-key", key_id=key_id)
+        return Identity(
+            principal=row.principal, role=Role.parse(row.role), authenticated_by="api-key", key_id=key_id
+        )

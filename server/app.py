@@ -63,7 +63,7 @@ def create_server(
     market: Market,
     *,
     address: str = "127.0.0.1:0",
-    access: AccessPolicy = AccessPolicy(),
+    access: AccessPolicy | None = None,
     tls: ServerTLS | None = None,
     settings: ServerSettings = ServerSettings(),
     observer: Observer | None = None,
@@ -76,7 +76,7 @@ def create_server(
     observer = observer or Observer()
     observer.learnwares.set_function(lambda: len(market.index))
     interceptor = MarketInterceptor(
-        Authenticator(market.api_keys, access), Limiter(settings.rate_limits), observer
+        Authenticator(market.api_keys, access or AccessPolicy()), Limiter(settings.rate_limits), observer
     )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers),

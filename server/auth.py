@@ -75,7 +75,10 @@ def _certificate_identity(auth_context: dict[str, list[bytes]]) -> Identity | No
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if not names:
         raise Unauthenticated("client certificate has no subject CN")
-    units = [str(a.value).strip().upper() for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)]
+    units = [
+        str(a.value).strip().upper()
+        for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
+    ]
     role = next((Role[u] for u in units if u in Role.__members__), Role.CONSUMER)
     return Identity(principal=str(names[0].value), role=role, authenticated_by="mtls")
 
@@ -85,7 +88,9 @@ class Authenticator:
         self.api_keys = api_keys
         self.policy = policy
 
-    def identify(self, metadata: Sequence[Any], auth_context: dict[str, list[bytes]], *, public: bool) -> Identity:
+    def identify(
+        self, metadata: Sequence[Any], auth_context: dict[str, list[bytes]], *, public: bool
+    ) -> Identity:
         """The caller's identity; Unauthenticated when it has none and the RPC is not public."""
         header = _metadata_value(metadata, "authorization")
         if header is not None:

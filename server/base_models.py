@@ -32,7 +32,9 @@ def parse_base_model_option(text: str) -> tuple[str, Path]:
 
 
 class BaseModels:
-    def __init__(self, registered: Mapping[str, Path] | None = None, *, allow_local_paths: bool = False) -> None:
+    def __init__(
+        self, registered: Mapping[str, Path] | None = None, *, allow_local_paths: bool = False
+    ) -> None:
         self._folders = {name: Path(folder) for name, folder in (registered or {}).items()}
         for name, folder in self._folders.items():
             if not (folder / "config.json").is_file():

@@ -88,7 +88,9 @@ def _skeleton(manifest: Manifest, base_config: dict[str, Any]) -> Any:
     try:
         config = AutoConfig.for_model(fields.pop("model_type"), **fields)
     except (ValueError, KeyError) as exc:
-        raise FailedPrecondition(f"base model {manifest.base_model!r} has an unusable config: {exc}") from None
+        raise FailedPrecondition(
+            f"base model {manifest.base_model!r} has an unusable config: {exc}"
+        ) from None
     if manifest.task.kind == "classification":
         config.num_labels = len(manifest.task.labels)
         builder: Any = AutoModelForSequenceClassification
@@ -106,7 +108,9 @@ def _skeleton(manifest: Manifest, base_config: dict[str, Any]) -> Any:
 def _check_targets(manifest: Manifest, targets: Any, module_names: list[str]) -> None:
     if isinstance(targets, str):
         if not any(re.fullmatch(targets, n) for n in module_names):
-            raise InvalidArgument(f"target_modules pattern {targets!r} matches no module of {manifest.base_model!r}")
+            raise InvalidArgument(
+                f"target_modules pattern {targets!r} matches no module of {manifest.base_model!r}"
+            )
         return
     for target in targets or ():
         if not any(n == target or n.endswith("." + target) for n in module_names):
@@ -115,7 +119,9 @@ def _check_targets(manifest: Manifest, targets: Any, module_names: list[str]) ->
             )
 
 
-def _expected_tensors(manifest: Manifest, folder: Path, base_config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+def _expected_tensors(
+    manifest: Manifest, folder: Path, base_config: dict[str, Any]
+) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every tensor PEFT saves for this adapter config on this base model."""
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
 
@@ -157,7 +163,7 @@ def _check_shapes(base: str, got: dict[str, tuple[int, ...]], expected: dict[str
 def _check_weights(path: Path) -> None:
     try:
         with safe_open(str(path), framework="pt") as weights:
-            names = list(weights.keys())  # noqa: SIM118
+            names = list(weights.keys())
             if not names:
                 raise InvalidArgument(f"{path.name} holds no tensors")
             for name in names:

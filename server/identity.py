@@ -54,7 +54,9 @@ class Identity:
 
     def require(self, role: Role, action: str) -> None:
         if self.role < role:
-            raise PermissionDenied(f"{action} needs the {role.label} role; {self.principal!r} is a {self.role.label}")
+            raise PermissionDenied(
+                f"{action} needs the {role.label} role; {self.principal!r} is a {self.role.label}"
+            )
 
     def may_manage(self, publisher: str) -> bool:
         """Whether this caller may act for `publisher` (unpublish, manage signing keys)."""

@@ -101,5 +101,5 @@ class SpecIndex:
                     score=float(scores[i]),
                 )
                 for i in order
-            )
+            ),
         )

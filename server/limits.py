@@ -67,7 +67,9 @@ class Limiter:
         with self._lock:
             open_now = self._streams.get(caller, 0)
             if cap and open_now >= cap:
-                raise ResourceExhausted(f"at most {cap} concurrent streams per caller; wait for one to finish")
+                raise ResourceExhausted(
+                    f"at most {cap} concurrent streams per caller; wait for one to finish"
+                )
             self._streams[caller] = open_now + 1
         try:
             yield

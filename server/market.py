@@ -6,6 +6,7 @@ ownership: publishers manage only their own learnwares and signing keys, admins 
 
 from __future__ import annotations
 
+import builtins
 import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -130,7 +131,7 @@ class Market:
         header = PackageHeader(learnware_id=lw.id, sha256=lw.package_sha256, size=lw.package_size)
         return header, self.blobs.read_range(lw.package_sha256, offset, self.limits.chunk_bytes)
 
-    def signing_key_list(self, publisher: str = "") -> list[SigningKeyInfo]:
+    def signing_key_list(self, publisher: str = "") -> builtins.list[SigningKeyInfo]:
         return self.signing_keys.list(publisher)
 
     # publishers
@@ -152,7 +153,9 @@ class Market:
             check_package(manifest, workdir / "pkg", self.profile, self.base_models)
             if caller.anonymous and not self.signing_keys.has_keys(manifest.publisher):
                 # an open (local demo) market trusts a publisher's first key
-                self.signing_keys.register(manifest.publisher, signature.public_key, registered_by=caller.principal)
+                self.signing_keys.register(
+                    manifest.publisher, signature.public_key, registered_by=caller.principal
+                )
             info = LearnwareInfo.from_manifest(
                 manifest, sha256=sha256, size=size, created_at=utc_now(), signing_key_id=signature.key_id
             )
@@ -189,7 +192,9 @@ class Market:
         self.blobs.delete(removed.package_sha256)
         return removed
 
-    def register_signing_key(self, caller: Identity, public_key: str, *, publisher: str = "") -> SigningKeyInfo:
+    def register_signing_key(
+        self, caller: Identity, public_key: str, *, publisher: str = ""
+    ) -> SigningKeyInfo:
         target = publisher or caller.principal
         if not caller.may_manage(target):
             raise PermissionDenied(f"{caller.principal!r} may not register signing keys for {target!r}")

@@ -23,12 +23,17 @@ class Observer:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self.calls = Counter(
-            "lmdock_rpc_calls", "RPCs handled, by method and status code", ["method", "code"], registry=self.registry
+            "lmdock_rpc_calls",
+            "RPCs handled, by method and status code",
+            ["method", "code"],
+            registry=self.registry,
         )
         self.seconds = Histogram(
             "lmdock_rpc_seconds", "RPC duration in seconds, by method", ["method"], registry=self.registry
         )
-        self.streams = Gauge("lmdock_open_streams", "Download/Upload streams in progress", registry=self.registry)
+        self.streams = Gauge(
+            "lmdock_open_streams", "Download/Upload streams in progress", registry=self.registry
+        )
         self.learnwares = Gauge("lmdock_learnwares", "Learnwares in the search index", registry=self.registry)
 
     def record(self, *, method: str, code: str, seconds: float, principal: str, role: str, peer: str) -> None:

@@ -43,7 +43,9 @@ class SigningKeys:
             existing = session.get(SigningKeyRow, kid)
             if existing is not None:
                 state = "revoked" if existing.revoked_at else "registered"
-                raise AlreadyExists(f"signing key {kid} is already {state} (publisher {existing.publisher!r})")
+                raise AlreadyExists(
+                    f"signing key {kid} is already {state} (publisher {existing.publisher!r})"
+                )
             owned = select(func.count()).where(SigningKeyRow.publisher == publisher)
             count = session.scalar(owned) or 0
             if count >= MAX_KEYS_PER_PUBLISHER:
@@ -106,5 +108,7 @@ class SigningKeys:
                 f"but its manifest names publisher {publisher!r}"
             )
         if row.revoked_at:
-            raise PermissionDenied(f"package is signed by key {signature.key_id}, revoked at {row.revoked_at}")
+            raise PermissionDenied(
+                f"package is signed by key {signature.key_id}, revoked at {row.revoked_at}"
+            )
         return _info(row)
