@@ -71,7 +71,7 @@ class TestCA:
                     decipher_only=False,
                 ),
                 critical=True,
-            )  # fmt: skip
+            )
             .sign(self.key, hashes.SHA256())
         )
         self.issued = _write(folder, name, self.cert, self.key)
