@@ -33,18 +33,20 @@ def running_market(
     *,
     db_url: str = "",
     base_models: dict[str, Path] | None = None,
+    allow_local_base_models: bool = False,
     access: AccessPolicy | None = None,
     tls: ServerTLS | None = None,
     settings: ServerSettings | None = None,
     limits: MarketLimits | None = None,
     observer: Observer | None = None,
+    grace: float | None = None,
 ) -> Iterator[Running]:
     market = Market.open(
         data_dir,
         profile=profile,
         db_url=db_url,
         limits=limits or MarketLimits(),
-        base_models=BaseModels(base_models or {}),
+        base_models=BaseModels(base_models or {}, allow_local_paths=allow_local_base_models),
     )
     server, port = create_server(
         market,
@@ -58,7 +60,7 @@ def running_market(
     try:
         yield Running(address=f"127.0.0.1:{port}", market=market, port=port)
     finally:
-        server.stop(grace=None).wait()
+        server.stop(grace=grace).wait()
         market.close()
 
 
