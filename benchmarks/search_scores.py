@@ -43,7 +43,7 @@ def main() -> None:
             spec=exact_spec(features(sample, "train", N), profile),
             package_sha256="0" * 64,
             package_size=1,
-        )  # fmt: skip
+        )
         for sample in SAMPLES
     )
     users = {sample: features(sample, "task", N) for sample in SAMPLES}
