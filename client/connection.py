@@ -1,100 +1,33 @@
-"""The client's one way to talk to a market: a channel factory and a typed SDK.
+"""The client's typed SDK for a market (`MarketClient`); channels come from `channel`.
 
-Every call carries a deadline; only UNAVAILABLE is retried (by gRPC's retry policy, with
-backoff), since every other status is an answer. Remote statuses come back as lmdock's typed
-errors. A `WireRecorder` interceptor counts (and, for audits, keeps) every request byte that
-leaves the client.
+Every call carries a deadline, and remote statuses come back as lmdock's typed errors. See
+`lmdock.client.channel` for TLS, mTLS, certificate pinning and API keys.
 """
 
 from __future__ import annotations
 
+import builtins
 import functools
-import json
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
+from lmdock.client.channel import TlsOptions, WireRecorder, open_channel
 from lmdock.common import serde
 from lmdock.common.errors import IntegrityError, InvalidArgument, LmdockError, error_for_status
 from lmdock.common.hashing import sha256_file
 from lmdock.common.profile import SpecProfile
-from lmdock.common.records import LearnwareInfo, PackageHeader, SearchResult
+from lmdock.common.records import Caller, LearnwareInfo, PackageHeader, SearchResult, SigningKeyInfo
 from lmdock.common.spec import Spec
 from lmdock.v1 import market_pb2 as pb
 from lmdock.v1 import market_pb2_grpc as pb_grpc
 
-__all__ = ["MarketClient", "WireRecorder", "open_channel"]
+__all__ = ["MarketClient", "TlsOptions", "WireRecorder", "open_channel"]
 
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 UPLOAD_CHUNK = 1024 * 1024
 T = TypeVar("T")
-
-_RETRY_POLICY = json.dumps(
-    {
-        "methodConfig": [
-            {
-                "name": [{"service": "lmdock.v1.MarketService"}],
-                "retryPolicy": {
-                    "maxAttempts": 4,
-                    "initialBackoff": "0.2s",
-                    "maxBackoff": "3s",
-                    "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
-                },
-            }
-        ]
-    }
-)
-
-
-@dataclass
-class WireRecorder(
-    grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor, grpc.StreamUnaryClientInterceptor
-):
-    """Counts the serialized bytes of every request message; keeps them if `keep` is set."""
-
-    keep: bool = False
-    bytes_sent: int = 0
-    messages: list[bytes] = field(default_factory=list)
-
-    def _record(self, request: Any) -> None:
-        data = request.SerializeToString()
-        self.bytes_sent += len(data)
-        if self.keep:
-            self.messages.append(data)
-
-    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        self._record(request)
-        return continuation(details, request)
-
-    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        self._record(request)
-        return continuation(details, request)
-
-    def intercept_stream_unary(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
-        def recorded() -> Iterator[Any]:
-            for request in request_iterator:
-                self._record(request)
-                yield request
-
-        return continuation(details, recorded())
-
-
-def open_channel(address: str, *, interceptors: tuple[Any, ...] = ()) -> grpc.Channel:
-    """An insecure channel to `address` with message limits and UNAVAILABLE retries."""
-    channel = grpc.insecure_channel(
-        address,
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.enable_retries", 1),
-            ("grpc.service_config", _RETRY_POLICY),
-        ],
-    )
-    return grpc.intercept_channel(channel, *interceptors) if interceptors else channel
 
 
 def _typed(call: Callable[[], T]) -> T:
@@ -109,11 +42,19 @@ def _typed(call: Callable[[], T]) -> T:
 class MarketClient:
     """Typed access to a market; use as a context manager to close the channel."""
 
-    def __init__(self, address: str, *, timeout: float = 30.0, recorder: WireRecorder | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout: float = 30.0,
+        recorder: WireRecorder | None = None,
+        tls: TlsOptions | None = None,
+        api_key: str | None = None,
+    ) -> None:
         self.address = address
         self.timeout = timeout
         self.recorder = recorder or WireRecorder()
-        self._channel = open_channel(address, interceptors=(self.recorder,))
+        self._channel = open_channel(address, interceptors=(self.recorder,), tls=tls, api_key=api_key)
         self._stub = pb_grpc.MarketServiceStub(self._channel)
 
     def __enter__(self) -> MarketClient:
@@ -144,14 +85,27 @@ class MarketClient:
         )
 
     def list(
-        self, *, domain: str = "", tag: str = "", publisher: str = "", page_size: int = 0
+        self,
+        *,
+        domain: str = "",
+        tag: str = "",
+        publisher: str = "",
+        base_model: str = "",
+        task_kind: str = "",
+        page_size: int = 0,
     ) -> list[LearnwareInfo]:
         """Every learnware matching the filters (follows page tokens)."""
         out: list[LearnwareInfo] = []
         token = ""
         while True:
             request = pb.ListLearnwaresRequest(
-                page_size=page_size, page_token=token, domain=domain, tag=tag, publisher=publisher
+                page_size=page_size,
+                page_token=token,
+                domain=domain,
+                tag=tag,
+                publisher=publisher,
+                base_model=base_model,
+                task_kind=task_kind,
             )
             response: pb.ListLearnwaresResponse = _typed(
                 functools.partial(self._stub.ListLearnwares, request, timeout=self.timeout)
@@ -214,3 +168,32 @@ class MarketClient:
 
         response = _typed(lambda: self._stub.Upload(requests(), timeout=stream_timeout))
         return serde.learnware_from_pb(response.learnware)
+
+    def unpublish(self, learnware_id: str) -> str:
+        """Remove a learnware (publishers: their own; admins: any); returns its id."""
+        request = pb.UnpublishRequest(learnware_id=learnware_id)
+        return _typed(lambda: self._stub.Unpublish(request, timeout=self.timeout)).learnware_id
+
+    def register_signing_key(self, public_key: str, *, publisher: str = "") -> SigningKeyInfo:
+        """Register a base64 Ed25519 public key for the caller (admins: for `publisher`)."""
+        request = pb.RegisterSigningKeyRequest(public_key=public_key, publisher=publisher)
+        response = _typed(lambda: self._stub.RegisterSigningKey(request, timeout=self.timeout))
+        return serde.signing_key_from_pb(response.key)
+
+    def signing_keys(self, publisher: str = "") -> builtins.list[SigningKeyInfo]:
+        """Registered signing keys, revoked ones included (public: needs no credentials)."""
+        request = pb.ListSigningKeysRequest(publisher=publisher)
+        response = _typed(lambda: self._stub.ListSigningKeys(request, timeout=self.timeout))
+        return [serde.signing_key_from_pb(k) for k in response.keys]
+
+    def revoke_signing_key(self, key_id: str) -> SigningKeyInfo:
+        request = pb.RevokeSigningKeyRequest(key_id=key_id)
+        response = _typed(lambda: self._stub.RevokeSigningKey(request, timeout=self.timeout))
+        return serde.signing_key_from_pb(response.key)
+
+    def whoami(self) -> Caller:
+        """Who the market takes this client for (principal = publisher name for publishers)."""
+        response = _typed(lambda: self._stub.WhoAmI(pb.WhoAmIRequest(), timeout=self.timeout))
+        return Caller(
+            principal=response.principal, role=response.role, authenticated_by=response.authenticated_by
+        )

@@ -7,9 +7,10 @@
     adapter_model.safetensors   PEFT adapter weights (and a task head, when there is one)
     README.md                   optional model card
 
-Only regular files with plain names and the extensions .json, .safetensors, .md and .txt are
-allowed: no links, no folders, no '..', never pickle or code. Unpacking verifies every hash and
-the signature before anything becomes visible at the destination (temp dir + rename).
+Only regular files with plain names are allowed: .json and .safetensors files and the model
+card README.md. No links, no folders, no '..', never pickle (.bin, .pt), code or archives.
+Unpacking verifies every hash and the signature before anything becomes visible at the
+destination (temp dir + rename).
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ FORMAT = "lmdock-learnware/1"
 MANIFEST = "manifest.json"
 SIGNATURE = "signature.json"
 REQUIRED_FILES = ("adapter_config.json", "adapter_model.safetensors")
-ALLOWED_SUFFIXES = (".json", ".safetensors", ".md", ".txt")
+ALLOWED_SUFFIXES = (".json", ".safetensors")
+MODEL_CARD = "README.md"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _ID = re.compile(r"^[a-z0-9][a-z0-9._-]{2,63}$")
 TASK_KINDS = ("classification", "generation")
@@ -176,9 +178,10 @@ class Manifest:
 def _check_name(name: str) -> None:
     if not _NAME.match(name) or ".." in name:
         raise InvalidArgument(f"file name {name!r} is not allowed (plain names only, no folders)")
-    if not name.endswith(ALLOWED_SUFFIXES):
+    if not name.endswith(ALLOWED_SUFFIXES) and name != MODEL_CARD:
         raise InvalidArgument(
-            f"file {name!r} is not allowed: only {', '.join(ALLOWED_SUFFIXES)} files (never pickle or code)"
+            f"file {name!r} is not allowed: only {', '.join(ALLOWED_SUFFIXES)} files and the model card "
+            f"{MODEL_CARD} (never pickle, code or archives)"
         )
 
 

@@ -8,7 +8,15 @@ from dataclasses import dataclass, field
 from lmdock.common.package import Manifest, TaskInfo
 from lmdock.common.spec import Spec
 
-__all__ = ["LearnwareInfo", "Match", "MixtureComponent", "PackageHeader", "SearchResult"]
+__all__ = [
+    "Caller",
+    "LearnwareInfo",
+    "Match",
+    "MixtureComponent",
+    "PackageHeader",
+    "SearchResult",
+    "SigningKeyInfo",
+]
 
 
 @dataclass(frozen=True)
@@ -32,9 +40,13 @@ class LearnwareInfo:
     eval_scores: Mapping[str, float] = field(default_factory=dict)
     dp_trained: bool = False
     dp_epsilon: float = 0.0
+    signing_key_id: str = ""
+    updated_at: str = ""
 
     @classmethod
-    def from_manifest(cls, manifest: Manifest, *, sha256: str, size: int, created_at: str) -> LearnwareInfo:
+    def from_manifest(
+        cls, manifest: Manifest, *, sha256: str, size: int, created_at: str, signing_key_id: str = ""
+    ) -> LearnwareInfo:
         eps = manifest.training.get("epsilon")
         return cls(
             id=manifest.id,
@@ -54,6 +66,8 @@ class LearnwareInfo:
             eval_scores=dict(manifest.eval_scores),
             dp_trained=manifest.dp_trained,
             dp_epsilon=float(eps) if manifest.dp_trained and eps is not None else 0.0,
+            signing_key_id=signing_key_id,
+            updated_at=created_at,
         )
 
 
@@ -84,3 +98,27 @@ class PackageHeader:
     learnware_id: str
     sha256: str
     size: int
+
+
+@dataclass(frozen=True)
+class SigningKeyInfo:
+    """A publisher's registered Ed25519 package-signing key; `revoked_at` is "" while valid."""
+
+    key_id: str
+    publisher: str
+    public_key: str  # base64 of the raw 32-byte public key
+    created_at: str
+    revoked_at: str = ""
+
+    @property
+    def revoked(self) -> bool:
+        return bool(self.revoked_at)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a market says the caller is."""
+
+    principal: str
+    role: str  # "consumer", "publisher" or "admin"
+    authenticated_by: str  # "api-key", "mtls" or "anonymous"

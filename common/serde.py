@@ -6,7 +6,14 @@ import numpy as np
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.package import TaskInfo
 from lmdock.common.profile import SpecProfile
-from lmdock.common.records import LearnwareInfo, Match, MixtureComponent, PackageHeader, SearchResult
+from lmdock.common.records import (
+    LearnwareInfo,
+    Match,
+    MixtureComponent,
+    PackageHeader,
+    SearchResult,
+    SigningKeyInfo,
+)
 from lmdock.common.spec import Privacy, Spec
 from lmdock.v1 import market_pb2 as pb
 
@@ -19,6 +26,8 @@ __all__ = [
     "profile_to_pb",
     "search_result_from_pb",
     "search_result_to_pb",
+    "signing_key_from_pb",
+    "signing_key_to_pb",
     "spec_from_pb",
     "spec_to_pb",
 ]
@@ -129,6 +138,8 @@ def learnware_to_pb(lw: LearnwareInfo) -> pb.Learnware:
         eval_scores=dict(lw.eval_scores),
         dp_trained=lw.dp_trained,
         dp_epsilon=lw.dp_epsilon,
+        signing_key_id=lw.signing_key_id,
+        updated_at=lw.updated_at,
     )
 
 
@@ -151,6 +162,8 @@ def learnware_from_pb(m: pb.Learnware) -> LearnwareInfo:
         eval_scores=dict(m.eval_scores),
         dp_trained=m.dp_trained,
         dp_epsilon=m.dp_epsilon,
+        signing_key_id=m.signing_key_id,
+        updated_at=m.updated_at,
     )
 
 
@@ -186,3 +199,23 @@ def header_to_pb(h: PackageHeader) -> pb.PackageHeader:
 
 def header_from_pb(m: pb.PackageHeader) -> PackageHeader:
     return PackageHeader(learnware_id=m.learnware_id, sha256=m.sha256, size=m.size)
+
+
+def signing_key_to_pb(k: SigningKeyInfo) -> pb.SigningKey:
+    return pb.SigningKey(
+        key_id=k.key_id,
+        publisher=k.publisher,
+        public_key=k.public_key,
+        created_at=k.created_at,
+        revoked_at=k.revoked_at,
+    )
+
+
+def signing_key_from_pb(m: pb.SigningKey) -> SigningKeyInfo:
+    return SigningKeyInfo(
+        key_id=m.key_id,
+        publisher=m.publisher,
+        public_key=m.public_key,
+        created_at=m.created_at,
+        revoked_at=m.revoked_at,
+    )

@@ -1,4 +1,4 @@
-"""The learnware catalogue: one SQL table through SQLAlchemy 2 (SQLite by default).
+"""The learnware catalogue: metadata rows in the market database (see `tables`).
 
 Rows keep the manifest's metadata, the spec as little-endian float32 bytes and the sha256 of
 the package blob. The catalogue never stores package bytes (see `blobs`).
@@ -16,50 +16,20 @@ from lmdock.common.errors import AlreadyExists, InvalidArgument, NotFound
 from lmdock.common.package import TaskInfo
 from lmdock.common.records import LearnwareInfo
 from lmdock.common.spec import Privacy, Spec
-from sqlalchemy import Boolean, Float, Integer, LargeBinary, String, Text, create_engine, select
-from sqlalchemy.engine import Engine
+from lmdock.server.db import Database
+from lmdock.server.tables import LearnwareRow, TagRow
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError as SqlIntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 __all__ = ["Catalogue", "Page"]
 
 
-class _Base(DeclarativeBase):
-    pass
-
-
-class _Row(_Base):
-    __tablename__ = "learnwares"
-
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    name: Mapped[str] = mapped_column(String(256))
-    domain: Mapped[str] = mapped_column(String(256), index=True)
-    tags: Mapped[str] = mapped_column(Text, default="[]")
-    base_model: Mapped[str] = mapped_column(String(256))
-    licence: Mapped[str] = mapped_column(String(256))
-    description: Mapped[str] = mapped_column(Text, default="")
-    publisher: Mapped[str] = mapped_column(String(256), index=True)
-    version: Mapped[str] = mapped_column(String(64))
-    task_kind: Mapped[str] = mapped_column(String(32))
-    labels: Mapped[str] = mapped_column(Text, default="[]")
-    profile_id: Mapped[str] = mapped_column(String(32), index=True)
-    spec_version: Mapped[int] = mapped_column(Integer)
-    spec_values: Mapped[bytes] = mapped_column(LargeBinary)
-    spec_privacy: Mapped[str] = mapped_column(Text)
-    package_sha256: Mapped[str] = mapped_column(String(64), unique=True)
-    package_size: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[str] = mapped_column(String(40))
-    eval_scores: Mapped[str] = mapped_column(Text, default="{}")
-    dp_trained: Mapped[bool] = mapped_column(Boolean, default=False)
-    dp_epsilon: Mapped[float] = mapped_column(Float, default=0.0)
-
-
-def _to_row(lw: LearnwareInfo) -> _Row:
-    return _Row(
+def _to_row(lw: LearnwareInfo) -> LearnwareRow:
+    return LearnwareRow(
         id=lw.id,
         name=lw.name,
         domain=lw.domain,
-        tags=json.dumps(list(lw.tags)),
+        tags=[TagRow(position=i, tag=t) for i, t in enumerate(lw.tags)],
         base_model=lw.base_model,
         licence=lw.licence,
         description=lw.description,
@@ -73,14 +43,16 @@ def _to_row(lw: LearnwareInfo) -> _Row:
         spec_privacy=json.dumps(lw.spec.privacy.to_dict()),
         package_sha256=lw.package_sha256,
         package_size=lw.package_size,
+        signing_key_id=lw.signing_key_id,
         created_at=lw.created_at,
+        updated_at=lw.updated_at or lw.created_at,
         eval_scores=json.dumps(dict(lw.eval_scores)),
         dp_trained=lw.dp_trained,
         dp_epsilon=lw.dp_epsilon,
     )
 
 
-def _from_row(row: _Row) -> LearnwareInfo:
+def _from_row(row: LearnwareRow) -> LearnwareInfo:
     spec = Spec(
         profile_id=row.profile_id,
         values=np.frombuffer(row.spec_values, dtype="<f4").astype(np.float32),
@@ -91,7 +63,7 @@ def _from_row(row: _Row) -> LearnwareInfo:
         id=row.id,
         name=row.name,
         domain=row.domain,
-        tags=tuple(json.loads(row.tags)),
+        tags=tuple(t.tag for t in row.tags),
         base_model=row.base_model,
         licence=row.licence,
         description=row.description,
@@ -101,7 +73,9 @@ def _from_row(row: _Row) -> LearnwareInfo:
         spec=spec,
         package_sha256=row.package_sha256,
         package_size=row.package_size,
+        signing_key_id=row.signing_key_id,
         created_at=row.created_at,
+        updated_at=row.updated_at,
         eval_scores=json.loads(row.eval_scores),
         dp_trained=row.dp_trained,
         dp_epsilon=row.dp_epsilon,
@@ -133,19 +107,14 @@ def _decode_token(token: str) -> str:
 
 
 class Catalogue:
-    """Learnware rows in any SQLAlchemy database (`sqlite:///path`, `postgresql+psycopg://…`)."""
+    """Learnware rows in the market database."""
 
-    def __init__(self, url: str) -> None:
-        self.engine: Engine = create_engine(url)
-        _Base.metadata.create_all(self.engine)
-        self._session = sessionmaker(self.engine, expire_on_commit=False)
-
-    def close(self) -> None:
-        self.engine.dispose()
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     def add(self, lw: LearnwareInfo) -> None:
-        with self._session() as session:
-            if session.get(_Row, lw.id) is not None:
+        with self.db.session() as session:
+            if session.get(LearnwareRow, lw.id) is not None:
                 raise AlreadyExists(f"a learnware with id {lw.id!r} is already published")
             session.add(_to_row(lw))
             try:
@@ -155,13 +124,29 @@ class Catalogue:
                     f"learnware {lw.id!r} or an identical package is already published"
                 ) from None
 
+    def remove(self, learnware_id: str) -> LearnwareInfo:
+        """Delete the row (and its tags); returns what it held."""
+        with self.db.session() as session:
+            row = session.get(LearnwareRow, learnware_id)
+            if row is None:
+                raise NotFound(f"no learnware with id {learnware_id!r}")
+            info = _from_row(row)
+            session.delete(row)
+            session.commit()
+        return info
+
+    def exists(self, learnware_id: str) -> bool:
+        with self.db.session() as session:
+            return session.get(LearnwareRow, learnware_id) is not None
+
     def has_package(self, sha256: str) -> bool:
-        with self._session() as session:
-            return session.scalar(select(_Row.id).where(_Row.package_sha256 == sha256)) is not None
+        with self.db.session() as session:
+            query = select(LearnwareRow.id).where(LearnwareRow.package_sha256 == sha256)
+            return session.scalar(query) is not None
 
     def get(self, learnware_id: str) -> LearnwareInfo:
-        with self._session() as session:
-            row = session.get(_Row, learnware_id)
+        with self.db.session() as session:
+            row = session.get(LearnwareRow, learnware_id)
             if row is None:
                 raise NotFound(f"no learnware with id {learnware_id!r}")
             return _from_row(row)
@@ -174,25 +159,32 @@ class Catalogue:
         domain: str = "",
         tag: str = "",
         publisher: str = "",
+        base_model: str = "",
+        task_kind: str = "",
     ) -> Page:
-        """Learnwares in id order, filtered; `next_token` is empty on the last page."""
-        query = select(_Row).order_by(_Row.id)
+        """Learnwares in id order, filtered (all filters must hold); `next_token` is "" at the end."""
+        query = select(LearnwareRow).order_by(LearnwareRow.id)
         if page_token:
-            query = query.where(_Row.id > _decode_token(page_token))
-        if domain:
-            query = query.where(_Row.domain == domain)
-        if publisher:
-            query = query.where(_Row.publisher == publisher)
+            query = query.where(LearnwareRow.id > _decode_token(page_token))
+        for column, value in (
+            (LearnwareRow.domain, domain),
+            (LearnwareRow.publisher, publisher),
+            (LearnwareRow.base_model, base_model),
+            (LearnwareRow.task_kind, task_kind),
+        ):
+            if value:
+                query = query.where(column == value)
         if tag:
-            # tags are a JSON list of strings; match the quoted element exactly
-            query = query.where(_Row.tags.contains(json.dumps(tag)))
-        with self._session() as session:
+            tagged = select(TagRow.learnware_id).where(TagRow.tag == tag)
+            query = query.where(LearnwareRow.id.in_(tagged))
+        with self.db.session() as session:
             rows = list(session.scalars(query.limit(page_size + 1)))
-        items = tuple(_from_row(r) for r in rows[:page_size])
+            items = tuple(_from_row(r) for r in rows[:page_size])
         more = len(rows) > page_size
         return Page(items=items, next_token=_encode_token(items[-1].id) if more and items else "")
 
     def iter_all(self, *, profile_id: str) -> Iterator[LearnwareInfo]:
-        with self._session() as session:
-            for row in session.scalars(select(_Row).where(_Row.profile_id == profile_id).order_by(_Row.id)):
+        query = select(LearnwareRow).where(LearnwareRow.profile_id == profile_id).order_by(LearnwareRow.id)
+        with self.db.session() as session:
+            for row in session.scalars(query):
                 yield _from_row(row)

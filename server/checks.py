@@ -1,35 +1,68 @@
 """What a learnware package must satisfy before the market accepts it.
 
-`unpack_package` (common) already refused links, folders, '..', disallowed file types, files
-missing from or extra to the manifest, hash mismatches and bad signatures. Here the market
-adds its own rules: the spec matches the market's profile, the adapter config is a PEFT config
-for the declared base model, and the weights are finite floating-point safetensors.
+`unpack_package` (common) already refused links, folders, '..', file types other than
+safetensors, JSON and the model card, files missing from or extra to the manifest, hash
+mismatches and bad signatures. Here the market adds its own rules, each with a precise error:
+
+* the spec matches the market's profile (id, version, dimension, finite values);
+* metadata stays within size limits;
+* adapter_config.json is a LoRA config for the declared, registered base model and task;
+* the target modules exist in that base model, and every tensor has exactly the name and
+  shape PEFT would create for it (checked on a weightless `meta` skeleton of the base model);
+* every safetensors file holds finite floating-point tensors only.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import torch
-from lmdock.common.errors import InvalidArgument
+from lmdock.common.errors import FailedPrecondition, InvalidArgument
 from lmdock.common.package import Manifest
 from lmdock.common.profile import SpecProfile
+from lmdock.server.base_models import BaseModels
 from safetensors import SafetensorError, safe_open
 
 __all__ = ["check_package"]
 
+MAX_TAGS, MAX_TAG_CHARS, MAX_DESCRIPTION_CHARS, MAX_VERSION_CHARS = 32, 64, 16_384, 64
+_TASK_TYPES = {"classification": "SEQ_CLS", "generation": "CAUSAL_LM"}
 
-def check_package(manifest: Manifest, folder: Path, profile: SpecProfile) -> None:
+
+def check_package(manifest: Manifest, folder: Path, profile: SpecProfile, base_models: BaseModels) -> None:
     """Raise InvalidArgument naming the first rule the unpacked package in `folder` breaks."""
     manifest.spec.check_against(profile)
-    _check_adapter_config(manifest, json.loads((folder / "adapter_config.json").read_text()))
-    _check_weights(folder / "adapter_model.safetensors")
+    _check_metadata(manifest)
+    config = _read_adapter_config(folder / "adapter_config.json")
+    _check_adapter_config(manifest, config)
+    base_config = base_models.config(manifest.base_model)
+    for name in sorted(manifest.files):
+        if name.endswith(".safetensors"):
+            _check_weights(folder / name)
+    expected = _expected_tensors(manifest, folder, base_config)
+    _check_shapes(manifest.base_model, _tensor_shapes(folder / "adapter_model.safetensors"), expected)
 
 
-def _check_adapter_config(manifest: Manifest, config: object) -> None:
+def _check_metadata(manifest: Manifest) -> None:
+    if len(manifest.tags) > MAX_TAGS or any(not t or len(t) > MAX_TAG_CHARS for t in manifest.tags):
+        raise InvalidArgument(f"at most {MAX_TAGS} tags of 1-{MAX_TAG_CHARS} characters each")
+    if len(manifest.description) > MAX_DESCRIPTION_CHARS:
+        raise InvalidArgument(f"description is longer than {MAX_DESCRIPTION_CHARS} characters")
+    if not manifest.version or len(manifest.version) > MAX_VERSION_CHARS:
+        raise InvalidArgument(f"version must be 1-{MAX_VERSION_CHARS} characters")
+
+
+def _read_adapter_config(path: Path) -> dict[str, Any]:
+    config = json.loads(path.read_text())
     if not isinstance(config, dict):
         raise InvalidArgument("adapter_config.json must hold a JSON object")
+    return config
+
+
+def _check_adapter_config(manifest: Manifest, config: dict[str, Any]) -> None:
     if config.get("peft_type") != "LORA":
         raise InvalidArgument(
             f"adapter_config.json: peft_type must be 'LORA', got {config.get('peft_type')!r}"
@@ -39,7 +72,7 @@ def _check_adapter_config(manifest: Manifest, config: object) -> None:
         raise InvalidArgument(
             f"adapter_config.json names base model {declared!r}, the manifest says {manifest.base_model!r}"
         )
-    expected_task = {"classification": "SEQ_CLS", "generation": "CAUSAL_LM"}[manifest.task.kind]
+    expected_task = _TASK_TYPES[manifest.task.kind]
     if config.get("task_type") != expected_task:
         raise InvalidArgument(
             f"adapter_config.json: task_type {config.get('task_type')!r} does not fit a "
@@ -47,19 +80,99 @@ def _check_adapter_config(manifest: Manifest, config: object) -> None:
         )
 
 
+def _skeleton(manifest: Manifest, base_config: dict[str, Any]) -> Any:
+    """The base model with the task's head, built on the meta device (shapes only, no weights)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    fields = dict(base_config)
+    try:
+        config = AutoConfig.for_model(fields.pop("model_type"), **fields)
+    except (ValueError, KeyError) as exc:
+        raise FailedPrecondition(
+            f"base model {manifest.base_model!r} has an unusable config: {exc}"
+        ) from None
+    if manifest.task.kind == "classification":
+        config.num_labels = len(manifest.task.labels)
+        builder: Any = AutoModelForSequenceClassification
+    else:
+        builder = AutoModelForCausalLM
+    with torch.device("meta"):
+        try:
+            return builder.from_config(config)
+        except ValueError as exc:
+            raise InvalidArgument(
+                f"base model {manifest.base_model!r} cannot serve a {manifest.task.kind} learnware: {exc}"
+            ) from None
+
+
+def _check_targets(manifest: Manifest, targets: Any, module_names: list[str]) -> None:
+    if isinstance(targets, str):
+        if not any(re.fullmatch(targets, n) for n in module_names):
+            raise InvalidArgument(
+                f"target_modules pattern {targets!r} matches no module of {manifest.base_model!r}"
+            )
+        return
+    for target in targets or ():
+        if not any(n == target or n.endswith("." + target) for n in module_names):
+            raise InvalidArgument(
+                f"target module {target!r} does not exist in base model {manifest.base_model!r}"
+            )
+
+
+def _expected_tensors(
+    manifest: Manifest, folder: Path, base_config: dict[str, Any]
+) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor PEFT saves for this adapter config on this base model."""
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+
+    model = _skeleton(manifest, base_config)
+    try:
+        lora = LoraConfig.from_pretrained(str(folder))
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"adapter_config.json is not a valid LoRA config: {exc}") from None
+    _check_targets(manifest, lora.target_modules, [name for name, _ in model.named_modules()])
+    lora.init_lora_weights = False  # shapes only: no initialisation work on the skeleton
+    lora.base_model_name_or_path = None  # the skeleton has no name; spares PEFT's rename warning
+    try:
+        peft_model = get_peft_model(model, lora)
+    except Exception as exc:  # PEFT raises many types for configs that do not fit the model
+        raise InvalidArgument(
+            f"adapter_config.json does not fit base model {manifest.base_model!r}: {exc}"
+        ) from None
+    return {name: tuple(t.shape) for name, t in get_peft_model_state_dict(peft_model).items()}
+
+
+def _tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    with safe_open(str(path), framework="pt") as weights:
+        return {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}  # noqa: SIM118
+
+
+def _check_shapes(base: str, got: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]]) -> None:
+    for name, shape in sorted(got.items()):
+        if name not in expected:
+            raise InvalidArgument(f"tensor {name!r} is not a weight of this adapter on base model {base!r}")
+        if shape != expected[name]:
+            raise InvalidArgument(
+                f"tensor {name!r} has shape {list(shape)}, base model {base!r} needs {list(expected[name])}"
+            )
+    missing = sorted(set(expected) - set(got))
+    if missing:
+        raise InvalidArgument(f"adapter_model.safetensors lacks {len(missing)} tensors, e.g. {missing[0]!r}")
+
+
 def _check_weights(path: Path) -> None:
     try:
         with safe_open(str(path), framework="pt") as weights:
             names = list(weights.keys())
             if not names:
-                raise InvalidArgument("adapter_model.safetensors holds no tensors")
+                raise InvalidArgument(f"{path.name} holds no tensors")
             for name in names:
                 tensor = weights.get_tensor(name)
                 if not tensor.is_floating_point():
                     raise InvalidArgument(
-                        f"tensor {name!r} has dtype {tensor.dtype}; adapters hold floats only"
+                        f"{path.name}: tensor {name!r} has dtype {tensor.dtype}; adapters hold floats only"
                     )
                 if not bool(torch.isfinite(tensor).all()):
-                    raise InvalidArgument(f"tensor {name!r} contains NaN or Inf")
+                    raise InvalidArgument(f"{path.name}: tensor {name!r} contains NaN or Inf")
     except SafetensorError as exc:
-        raise InvalidArgument(f"adapter_model.safetensors is not a valid safetensors file: {exc}") from None
+        raise InvalidArgument(f"{path.name} is not a valid safetensors file: {exc}") from None

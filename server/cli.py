@@ -1,4 +1,9 @@
-"""`lmdock-market`: run and administer a market server."""
+"""`lmdock-market`: run and administer a market server.
+
+serve    run the market (SQLite or PostgreSQL catalogue, blobs on disk, TLS/mTLS, auth)
+keys     create, list and revoke API keys in the market's database
+migrate  bring the market database's schema up to date (serve does this too)
+"""
 
 from __future__ import annotations
 
@@ -10,37 +15,117 @@ import sys
 import threading
 from pathlib import Path
 
-from lmdock.common.errors import LmdockError
-from lmdock.server.app import create_server
+from lmdock.common.errors import InvalidArgument, LmdockError
+from lmdock.server.app import ServerSettings, ServerTLS, create_server
+from lmdock.server.auth import AccessPolicy
+from lmdock.server.base_models import BaseModels, parse_base_model_option
 from lmdock.server.config import load_or_create_profile
-from lmdock.server.market import Market
+from lmdock.server.db import Database
+from lmdock.server.identity import Role
+from lmdock.server.keys_cli import add_keys_commands
+from lmdock.server.limits import RateLimits
+from lmdock.server.market import Market, MarketLimits, default_db_url
+from lmdock.server.observability import Observer, serve_metrics
 
 log = logging.getLogger("lmdock.market")
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
+def _tls(args: argparse.Namespace) -> ServerTLS | None:
+    if not (args.tls_cert or args.tls_key or args.client_ca):
+        return None
+    if not (args.tls_cert and args.tls_key):
+        raise InvalidArgument("TLS needs both --tls-cert and --tls-key (--client-ca adds mTLS)")
+    return ServerTLS(
+        cert_file=Path(args.tls_cert),
+        key_file=Path(args.tls_key),
+        client_ca_file=Path(args.client_ca) if args.client_ca else None,
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).expanduser()
     profile = load_or_create_profile(data_dir)
-    market = Market.open(data_dir, profile=profile, db_url=args.db_url)
-    server, port = create_server(market, address=args.listen)
-    server.start()
+    base_models = BaseModels(dict(parse_base_model_option(o) for o in args.base_model))
+    limits = MarketLimits(max_package_bytes=args.max_package_bytes)
+    tls = _tls(args)
     host = args.listen.rsplit(":", 1)[0]
+    if tls is None and host not in LOOPBACK_HOSTS:
+        log.warning("listening on %s without TLS: API keys and packages travel in clear", host)
+    anonymous = None if args.allow_anonymous == "none" else Role.parse(args.allow_anonymous)
+    settings = ServerSettings(
+        max_message_bytes=args.max_message_bytes,
+        rate_limits=RateLimits(
+            calls_per_second=args.rate_limit, burst=args.burst, streams_per_caller=args.max_streams
+        ),
+        reflection=args.reflection,
+    )
+    market = Market.open(
+        data_dir, profile=profile, db_url=args.db_url, limits=limits, base_models=base_models
+    )
+    observer = Observer()
+    server, port = create_server(
+        market,
+        address=args.listen,
+        access=AccessPolicy(anonymous_role=anonymous),
+        tls=tls,
+        settings=settings,
+        observer=observer,
+    )
+    metrics = (
+        serve_metrics(observer, port=args.metrics_port, address=args.metrics_address)[0]
+        if args.metrics_port is not None
+        else None
+    )
+    server.start()
     log.info(
-        "market listening on %s:%d (profile %s, %d learnwares)",
+        "market listening on %s:%d (%s, profile %s, %d learnwares, anonymous: %s)",
         host,
         port,
+        "mTLS" if tls and tls.client_ca_file else "TLS" if tls else "plaintext",
         profile.profile_id,
         len(market.index),
+        args.allow_anonymous,
     )
-    print(json.dumps({"listening": f"{host}:{port}", "profile_id": profile.profile_id}), flush=True)
+    ready = {"listening": f"{host}:{port}", "profile_id": profile.profile_id}
+    if metrics is not None:
+        ready["metrics"] = f"http://{args.metrics_address}:{metrics.server_port}/metrics"
+    print(json.dumps(ready), flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     log.info("shutting down: draining streams for up to %ss", args.grace)
     server.stop(grace=args.grace).wait()
+    if metrics is not None:
+        metrics.shutdown()
     market.close()
     return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    db = Database(_db_url(args))  # opening migrates
+    db.close()
+    print(json.dumps({"migrated": True}))
+    return 0
+
+
+def _db_url(args: argparse.Namespace) -> str:
+    if args.db_url:
+        return str(args.db_url)
+    data_dir = Path(args.data_dir).expanduser()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return default_db_url(data_dir)
+
+
+def add_database_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", required=True, help="catalogue, blobs and profile live here")
+    p.add_argument(
+        "--db-url",
+        default="",
+        help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (default: SQLite in the data dir)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,11 +133,43 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve the market over gRPC")
-    serve.add_argument("--data-dir", required=True, help="catalogue, blobs and profile live here")
+    add_database_options(serve)
     serve.add_argument("--listen", default="127.0.0.1:50051", help="host:port (port 0 picks a free one)")
-    serve.add_argument("--db-url", default="", help="SQLAlchemy URL (default: SQLite in the data dir)")
     serve.add_argument("--grace", type=float, default=10.0, help="seconds to drain streams on shutdown")
+    serve.add_argument("--tls-cert", help="server certificate chain (PEM): serve TLS")
+    serve.add_argument("--tls-key", help="server private key (PEM)")
+    serve.add_argument("--client-ca", help="CA (PEM) of client certificates: require mTLS")
+    serve.add_argument(
+        "--allow-anonymous",
+        choices=("none", "consumer", "publisher"),
+        default="none",
+        help="what callers without credentials may do (default: nothing but public RPCs)",
+    )
+    serve.add_argument(
+        "--base-model",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="accept adapters for base model NAME, whose config.json is in PATH (repeatable)",
+    )
+    serve.add_argument("--reflection", action="store_true", help="enable gRPC server reflection")
+    serve.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (0: any)")
+    serve.add_argument("--metrics-address", default="127.0.0.1", help="address of the metrics endpoint")
+    serve.add_argument("--rate-limit", type=float, default=50.0, help="calls per second per caller (0: off)")
+    serve.add_argument("--burst", type=int, default=100, help="calls a caller may burst")
+    serve.add_argument("--max-streams", type=int, default=4, help="concurrent streams per caller (0: no cap)")
+    serve.add_argument("--max-message-bytes", type=int, default=4 * 1024 * 1024, help="gRPC message limit")
+    serve.add_argument(
+        "--max-package-bytes",
+        type=int,
+        default=MarketLimits().max_package_bytes,
+        help="largest package accepted",
+    )
     serve.set_defaults(func=_serve)
+    migrate = sub.add_parser("migrate", help="bring the database schema up to date")
+    add_database_options(migrate)
+    migrate.set_defaults(func=_migrate)
+    add_keys_commands(sub, add_database_options, _db_url)
     return parser
 
 
@@ -62,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # migration chatter
     try:
         return int(args.func(args))
     except LmdockError as exc:

@@ -20,6 +20,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 def abort_with(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
     if isinstance(exc, LmdockError):
         context.abort(getattr(grpc.StatusCode, exc.status, grpc.StatusCode.UNKNOWN), str(exc))
+    if isinstance(exc, grpc.RpcError):  # reading the request stream failed: the client went away
+        log.info("client stream ended early (cancelled or past its deadline)")
+        context.abort(grpc.StatusCode.CANCELLED, "the request stream was cancelled")
     # Anything else is our bug: log the type and traceback (never request payloads).
     log.exception("internal error in handler: %s", type(exc).__name__)
     context.abort(grpc.StatusCode.INTERNAL, "internal error; the market's log has the details")

@@ -11,6 +11,11 @@ Score (0..1): the kernel alignment of the two data sets,
 with a = ||s||^2 - sigma^2 D and b = ||mu_l||^2 - sigma_l^2 D (both debiased). It is 1 when the
 two kernel means coincide and falls to 0 as they become orthogonal, whatever the scale of the
 features.
+
+Mixture (on request): non-negative weights summing to 1 over at most MIXTURE_COMPONENTS of
+the MIXTURE_CANDIDATES nearest learnwares that best explain the query's kernel mean, and the
+residual -- the debiased squared distance from the query to that mixture, in the units of
+`distance` (see `lmdock.common.mixture`).
 """
 
 from __future__ import annotations
@@ -19,10 +24,14 @@ import threading
 from collections.abc import Iterable
 
 import numpy as np
-from lmdock.common.records import LearnwareInfo, Match, SearchResult
+from lmdock.common.mixture import explain_as_mixture
+from lmdock.common.records import LearnwareInfo, Match, MixtureComponent, SearchResult
 from lmdock.common.spec import Spec, debiased_sq_distance
 
 __all__ = ["SpecIndex"]
+
+MIXTURE_CANDIDATES = 32
+MIXTURE_COMPONENTS = 4
 
 
 class SpecIndex:
@@ -39,11 +48,20 @@ class SpecIndex:
 
     def add(self, lw: LearnwareInfo) -> None:
         with self._lock:
-            self._items.append(lw)
-            self._matrix = np.stack([x.spec.values for x in self._items])
-            self._sigmas = np.array([x.spec.privacy.sigma for x in self._items])
+            self._rebuild([*self._items, lw])
 
-    def search(self, query: Spec, *, top_k: int) -> SearchResult:
+    def remove(self, learnware_id: str) -> None:
+        with self._lock:
+            self._rebuild([x for x in self._items if x.id != learnware_id])
+
+    def _rebuild(self, items: list[LearnwareInfo]) -> None:
+        # Searches read (items, matrix, sigmas) under the lock, then work on that snapshot.
+        self._items = items
+        dim = items[0].spec.values.shape[0] if items else 0
+        self._matrix = np.stack([x.spec.values for x in items]) if items else np.zeros((0, dim), np.float32)
+        self._sigmas = np.array([x.spec.privacy.sigma for x in items])
+
+    def search(self, query: Spec, *, top_k: int, mixture: bool = False) -> SearchResult:
         with self._lock:
             items, matrix, sigmas = self._items, self._matrix, self._sigmas
         if not items:
@@ -55,7 +73,25 @@ class SpecIndex:
         denom = np.maximum(a + b, 1e-12)
         scores = np.clip(1.0 - dist / denom, 0.0, 1.0)
         order = np.argsort(dist, kind="stable")[:top_k]
+        components: tuple[MixtureComponent, ...] = ()
+        residual = 0.0
+        if mixture:
+            near = np.argsort(dist, kind="stable")[:MIXTURE_CANDIDATES]
+            found = explain_as_mixture(
+                query.values,
+                query.privacy.sigma,
+                matrix[near],
+                sigmas[near],
+                max_components=MIXTURE_COMPONENTS,
+            )
+            components = tuple(
+                MixtureComponent(learnware_id=items[int(near[i])].id, weight=w)
+                for i, w in zip(found.indices, found.weights, strict=True)
+            )
+            residual = found.residual
         return SearchResult(
+            mixture=components,
+            mixture_residual=residual,
             matches=tuple(
                 Match(
                     learnware_id=items[i].id,
@@ -65,5 +101,5 @@ class SpecIndex:
                     score=float(scores[i]),
                 )
                 for i in order
-            )
+            ),
         )

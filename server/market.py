@@ -1,24 +1,36 @@
-"""The market as plain Python: what the gRPC servicer calls, with no proto classes in sight."""
+"""The market as plain Python: what the gRPC servicer calls, with no proto classes in sight.
+
+Mutating calls take the caller's `Identity` (attached by the auth interceptor) and check
+ownership: publishers manage only their own learnwares and signing keys, admins any.
+"""
 
 from __future__ import annotations
 
-import datetime as dt
+import builtins
 import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmdock.common.errors import AlreadyExists, InvalidArgument
-from lmdock.common.package import PackageLimits, unpack_package
+from lmdock.common.errors import AlreadyExists, InvalidArgument, PermissionDenied
+from lmdock.common.package import Manifest, PackageLimits, unpack_package
 from lmdock.common.profile import SpecProfile
-from lmdock.common.records import LearnwareInfo, PackageHeader, SearchResult
+from lmdock.common.records import LearnwareInfo, PackageHeader, SearchResult, SigningKeyInfo
+from lmdock.common.signing import Signature
 from lmdock.common.spec import Spec
+from lmdock.server.apikeys import ApiKeys
+from lmdock.server.base_models import BaseModels
 from lmdock.server.blobs import LocalBlobStore
 from lmdock.server.catalogue import Catalogue, Page
 from lmdock.server.checks import check_package
+from lmdock.server.db import Database, utc_now
+from lmdock.server.identity import Identity
 from lmdock.server.index import SpecIndex
+from lmdock.server.signing_keys import SigningKeys
 
 __all__ = ["Market", "MarketLimits"]
+
+TASK_KINDS = ("", "classification", "generation")
 
 
 @dataclass(frozen=True)
@@ -36,35 +48,52 @@ class Market:
         self,
         *,
         profile: SpecProfile,
-        catalogue: Catalogue,
+        db: Database,
         blobs: LocalBlobStore,
         limits: MarketLimits = MarketLimits(),
+        base_models: BaseModels | None = None,
     ) -> None:
         self.profile = profile
-        self.catalogue = catalogue
+        self.db = db
+        self.catalogue = Catalogue(db)
+        self.api_keys = ApiKeys(db)
+        self.signing_keys = SigningKeys(db)
         self.blobs = blobs
         self.limits = limits
-        self.index = SpecIndex(catalogue.iter_all(profile_id=profile.profile_id))
+        self.base_models = base_models or BaseModels()
+        self.index = SpecIndex(self.catalogue.iter_all(profile_id=profile.profile_id))
 
     @classmethod
     def open(
-        cls, data_dir: Path, *, profile: SpecProfile, db_url: str = "", limits: MarketLimits = MarketLimits()
+        cls,
+        data_dir: Path,
+        *,
+        profile: SpecProfile,
+        db_url: str = "",
+        limits: MarketLimits = MarketLimits(),
+        base_models: BaseModels | None = None,
     ) -> Market:
         """A market storing its catalogue in `db_url` (default: SQLite in data_dir) and blobs on disk."""
         data_dir.mkdir(parents=True, exist_ok=True)
-        catalogue = Catalogue(db_url or f"sqlite:///{data_dir / 'catalogue.sqlite'}")
+        db = Database(db_url or default_db_url(data_dir))
         return cls(
-            profile=profile, catalogue=catalogue, blobs=LocalBlobStore(data_dir / "blobs"), limits=limits
+            profile=profile,
+            db=db,
+            blobs=LocalBlobStore(data_dir / "blobs"),
+            limits=limits,
+            base_models=base_models,
         )
 
     def close(self) -> None:
-        self.catalogue.close()
+        self.db.close()
 
-    def search(self, spec: Spec, *, top_k: int = 0) -> SearchResult:
+    # consumers
+
+    def search(self, spec: Spec, *, top_k: int = 0, mixture: bool = False) -> SearchResult:
         spec.check_against(self.profile)
         if top_k < 0 or top_k > self.limits.max_top_k:
             raise InvalidArgument(f"top_k must be in 0..{self.limits.max_top_k}")
-        return self.index.search(spec, top_k=top_k or self.limits.default_top_k)
+        return self.index.search(spec, top_k=top_k or self.limits.default_top_k, mixture=mixture)
 
     def get(self, learnware_id: str) -> LearnwareInfo:
         return self.catalogue.get(learnware_id)
@@ -77,15 +106,21 @@ class Market:
         domain: str = "",
         tag: str = "",
         publisher: str = "",
+        base_model: str = "",
+        task_kind: str = "",
     ) -> Page:
         if page_size < 0 or page_size > self.limits.max_page_size:
             raise InvalidArgument(f"page_size must be in 0..{self.limits.max_page_size}")
+        if task_kind not in TASK_KINDS:
+            raise InvalidArgument(f"task_kind must be classification or generation, got {task_kind!r}")
         return self.catalogue.list(
             page_size=page_size or self.limits.default_page_size,
             page_token=page_token,
             domain=domain,
             tag=tag,
             publisher=publisher,
+            base_model=base_model,
+            task_kind=task_kind,
         )
 
     def download(self, learnware_id: str, *, offset: int = 0) -> tuple[PackageHeader, Iterator[bytes]]:
@@ -96,7 +131,12 @@ class Market:
         header = PackageHeader(learnware_id=lw.id, sha256=lw.package_sha256, size=lw.package_size)
         return header, self.blobs.read_range(lw.package_sha256, offset, self.limits.chunk_bytes)
 
-    def upload(self, *, sha256: str, size: int, chunks: Iterable[bytes]) -> LearnwareInfo:
+    def signing_key_list(self, publisher: str = "") -> builtins.list[SigningKeyInfo]:
+        return self.signing_keys.list(publisher)
+
+    # publishers
+
+    def upload(self, caller: Identity, *, sha256: str, size: int, chunks: Iterable[bytes]) -> LearnwareInfo:
         """Accept a package only if every check passes; a rejected upload leaves nothing behind."""
         if self.catalogue.has_package(sha256):
             raise AlreadyExists(f"a package with sha256 {sha256} is already published")
@@ -106,13 +146,18 @@ class Market:
         workdir = self.blobs.temp_dir()
         try:
             limits = PackageLimits(max_package_bytes=self.limits.max_package_bytes)
-            manifest, _signature = unpack_package(staged.path, workdir / "pkg", limits=limits)
-            check_package(manifest, workdir / "pkg", self.profile)
+            manifest, signature = unpack_package(staged.path, workdir / "pkg", limits=limits)
+            self._check_publisher(caller, manifest, signature)
+            if self.catalogue.exists(manifest.id):
+                raise AlreadyExists(f"a learnware with id {manifest.id!r} is already published")
+            check_package(manifest, workdir / "pkg", self.profile, self.base_models)
+            if caller.anonymous and not self.signing_keys.has_keys(manifest.publisher):
+                # an open (local demo) market trusts a publisher's first key
+                self.signing_keys.register(
+                    manifest.publisher, signature.public_key, registered_by=caller.principal
+                )
             info = LearnwareInfo.from_manifest(
-                manifest,
-                sha256=sha256,
-                size=size,
-                created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                manifest, sha256=sha256, size=size, created_at=utc_now(), signing_key_id=signature.key_id
             )
             staged.commit()
             try:
@@ -125,3 +170,42 @@ class Market:
             shutil.rmtree(workdir, ignore_errors=True)
         self.index.add(info)
         return info
+
+    def _check_publisher(self, caller: Identity, manifest: Manifest, signature: Signature) -> None:
+        """The caller may publish as the manifest's publisher, with a registered, unrevoked key."""
+        if caller.anonymous:
+            if self.signing_keys.has_keys(manifest.publisher) or self.signing_keys.known(signature.key_id):
+                self.signing_keys.check_signer(manifest.publisher, signature)
+            return
+        if not caller.may_manage(manifest.publisher):
+            raise PermissionDenied(
+                f"you publish as {caller.principal!r}; the manifest names publisher {manifest.publisher!r}"
+            )
+        self.signing_keys.check_signer(manifest.publisher, signature)
+
+    def unpublish(self, caller: Identity, learnware_id: str) -> LearnwareInfo:
+        lw = self.catalogue.get(learnware_id)
+        if not caller.may_manage(lw.publisher):
+            raise PermissionDenied(f"learnware {learnware_id!r} belongs to publisher {lw.publisher!r}")
+        removed = self.catalogue.remove(learnware_id)
+        self.index.remove(learnware_id)
+        self.blobs.delete(removed.package_sha256)
+        return removed
+
+    def register_signing_key(
+        self, caller: Identity, public_key: str, *, publisher: str = ""
+    ) -> SigningKeyInfo:
+        target = publisher or caller.principal
+        if not caller.may_manage(target):
+            raise PermissionDenied(f"{caller.principal!r} may not register signing keys for {target!r}")
+        return self.signing_keys.register(target, public_key, registered_by=caller.principal)
+
+    def revoke_signing_key(self, caller: Identity, key_id: str) -> SigningKeyInfo:
+        key = self.signing_keys.get(key_id)
+        if not caller.may_manage(key.publisher):
+            raise PermissionDenied(f"signing key {key_id} belongs to publisher {key.publisher!r}")
+        return self.signing_keys.revoke(key_id)
+
+
+def default_db_url(data_dir: Path) -> str:
+    return f"sqlite:///{data_dir / 'catalogue.sqlite'}"

@@ -1,4 +1,8 @@
-"""The MarketService servicer: decode request -> call `Market` -> encode response."""
+"""The MarketService servicer: decode request -> call `Market` -> encode response.
+
+The interceptor has already authenticated the caller and checked the RPC's role; handlers
+pass the caller on (`caller_of`) where ownership matters.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import grpc
 from lmdock.common import serde
 from lmdock.common.errors import InvalidArgument
 from lmdock.server.grpc_errors import grpc_errors
+from lmdock.server.interceptor import caller_of
 from lmdock.server.market import Market
 from lmdock.v1 import market_pb2 as pb
 from lmdock.v1 import market_pb2_grpc as pb_grpc
@@ -29,7 +34,9 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
     def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
         if not request.HasField("spec"):
             raise InvalidArgument("SearchRequest.spec is required")
-        result = self.market.search(serde.spec_from_pb(request.spec), top_k=request.top_k)
+        result = self.market.search(
+            serde.spec_from_pb(request.spec), top_k=request.top_k, mixture=request.mixture
+        )
         return serde.search_result_to_pb(result)
 
     @grpc_errors
@@ -49,6 +56,8 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
             domain=request.domain,
             tag=request.tag,
             publisher=request.publisher,
+            base_model=request.base_model,
+            task_kind=request.task_kind,
         )
         return pb.ListLearnwaresResponse(
             learnwares=[serde.learnware_to_pb(lw) for lw in page.items], next_page_token=page.next_token
@@ -68,6 +77,7 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
     def Upload(
         self, request_iterator: Iterator[pb.UploadRequest], context: grpc.ServicerContext
     ) -> pb.UploadResponse:
+        caller = caller_of(context)
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("part") != "header":
             raise InvalidArgument("the first UploadRequest must carry the header")
@@ -79,8 +89,46 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
                     raise InvalidArgument("only chunks may follow the upload header")
                 yield message.chunk
 
-        info = self.market.upload(sha256=header.sha256, size=header.size, chunks=chunks())
+        info = self.market.upload(caller, sha256=header.sha256, size=header.size, chunks=chunks())
         return pb.UploadResponse(learnware=serde.learnware_to_pb(info))
+
+    @grpc_errors
+    def Unpublish(self, request: pb.UnpublishRequest, context: grpc.ServicerContext) -> pb.UnpublishResponse:
+        _require_id(request.learnware_id)
+        removed = self.market.unpublish(caller_of(context), request.learnware_id)
+        return pb.UnpublishResponse(learnware_id=removed.id)
+
+    @grpc_errors
+    def RegisterSigningKey(
+        self, request: pb.RegisterSigningKeyRequest, context: grpc.ServicerContext
+    ) -> pb.RegisterSigningKeyResponse:
+        key = self.market.register_signing_key(
+            caller_of(context), request.public_key, publisher=request.publisher
+        )
+        return pb.RegisterSigningKeyResponse(key=serde.signing_key_to_pb(key))
+
+    @grpc_errors
+    def ListSigningKeys(
+        self, request: pb.ListSigningKeysRequest, context: grpc.ServicerContext
+    ) -> pb.ListSigningKeysResponse:
+        keys = self.market.signing_key_list(request.publisher)
+        return pb.ListSigningKeysResponse(keys=[serde.signing_key_to_pb(k) for k in keys])
+
+    @grpc_errors
+    def RevokeSigningKey(
+        self, request: pb.RevokeSigningKeyRequest, context: grpc.ServicerContext
+    ) -> pb.RevokeSigningKeyResponse:
+        if not request.key_id:
+            raise InvalidArgument("key_id is required")
+        key = self.market.revoke_signing_key(caller_of(context), request.key_id)
+        return pb.RevokeSigningKeyResponse(key=serde.signing_key_to_pb(key))
+
+    @grpc_errors
+    def WhoAmI(self, request: pb.WhoAmIRequest, context: grpc.ServicerContext) -> pb.WhoAmIResponse:
+        caller = caller_of(context)
+        return pb.WhoAmIResponse(
+            principal=caller.principal, role=caller.role.label, authenticated_by=caller.authenticated_by
+        )
 
 
 def _require_id(learnware_id: str) -> None:

@@ -74,3 +74,29 @@ def rng() -> np.random.Generator:
 @pytest.fixture()
 def market_dir(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path / "market"
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[object]:
+    """One PostgreSQL cluster for the session; fails (never skips) without PostgreSQL."""
+    from tests.pg import PgCluster
+
+    try:
+        cluster = PgCluster()
+        cluster.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty market database: SQLite in tmp_path, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'market.sqlite'}"
+        return
+    cluster = request.getfixturevalue("pg_cluster")
+    name = cluster.create_database()
+    yield cluster.url(name)
+    cluster.drop_database(name)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import json
+import tarfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -48,10 +53,47 @@ def make_adapter(
         model = AutoModelForCausalLM.from_pretrained(base)
         config = LoraConfig(task_type=TaskType.CAUSAL_LM, r=4, target_modules=["q_proj", "v_proj"])
     peft_model = get_peft_model(model, config)
-    peft_model.peft_config["default"].base_model_name_or_path = base_name or str(base)
     peft_model.save_pretrained(out)
     tidy_adapter_folder(out)
+    if base_name is not None:  # named after a market-registered base model, not its folder
+        adapter_config = json.loads((out / "adapter_config.json").read_text())
+        adapter_config["base_model_name_or_path"] = base_name
+        (out / "adapter_config.json").write_text(json.dumps(adapter_config))
     return out
+
+
+def adapter_variant(
+    adapter: Path,
+    out: Path,
+    *,
+    config: dict[str, Any] | None = None,
+    tensors: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> Path:
+    """A copy of an adapter folder with config keys replaced and/or its tensors rewritten."""
+    from safetensors.torch import load_file, save_file
+
+    out.mkdir(parents=True)
+    adapter_config = json.loads((adapter / "adapter_config.json").read_text())
+    (out / "adapter_config.json").write_text(json.dumps({**adapter_config, **(config or {})}))
+    weights = load_file(adapter / "adapter_model.safetensors")
+    save_file(tensors(weights) if tensors else weights, out / "adapter_model.safetensors")
+    return out
+
+
+def rewrite_tar(src: Path, dst: Path, *, change=None, add=None, drop=()) -> Path:
+    """Copy a package tar, altering members: change={name: bytes}, add=[TarInfo, bytes|None]."""
+    with tarfile.open(src) as tin, tarfile.open(dst, "w") as tout:
+        for member in tin:
+            if member.name in drop:
+                continue
+            data = tin.extractfile(member).read()
+            if change and member.name in change:
+                data = change[member.name]
+                member.size = len(data)
+            tout.addfile(member, io.BytesIO(data))
+        for info, data in add or []:
+            tout.addfile(info, io.BytesIO(data) if data is not None else None)
+    return dst
 
 
 def make_package(
@@ -65,6 +107,7 @@ def make_package(
     kind: str = "classification",
     domain: str = "testing",
     publisher: str = "tester",
+    **manifest_fields: Any,
 ) -> Manifest:
     task = TaskInfo(kind=kind, labels=LABELS if kind == "classification" else ())
     return write_package(
@@ -82,4 +125,5 @@ def make_package(
         publisher=publisher,
         task=task,
         spec=spec,
+        **manifest_fields,
     )

@@ -16,16 +16,35 @@ from lmdock.common.errors import AlreadyExists, IntegrityError, InvalidArgument,
 from lmdock.common.signing import generate_key
 from lmdock.common.spec import release
 from lmdock.lab.embedded import embedded_market
+from lmdock.server.auth import AccessPolicy
 from lmdock.v1 import market_pb2 as pb
 from lmdock.v1 import market_pb2_grpc as pb_grpc
 
 from tests.helpers import cluster_spec, make_adapter, make_package, random_unit_rows
+from tests.market_helpers import running_market
 
 
 @pytest.fixture()
-def market(tmp_path: Path, profile):
-    with embedded_market(tmp_path / "market", profile=profile) as (address, m):
-        yield address, m
+def market(tmp_path: Path, profile, db_url: str):
+    """An open market (as the embedded demo's) on SQLite or PostgreSQL."""
+    with running_market(
+        tmp_path / "market",
+        profile,
+        db_url=db_url,
+        access=AccessPolicy.open_demo(),
+        allow_local_base_models=True,
+    ) as running:
+        yield running.address, running.market
+
+
+def test_the_embedded_demo_market_serves_anonymous_publishers(tmp_path: Path, profile, packages) -> None:
+    with (
+        embedded_market(tmp_path / "embedded", profile=profile) as (address, _),
+        MarketClient(address) as client,
+    ):
+        client.upload(packages[0])
+        assert client.whoami().authenticated_by == "anonymous"
+        assert [lw.id for lw in client.list()] == ["learnware-0"]
 
 
 @pytest.fixture()

@@ -1,4 +1,3 @@
-import io
 import json
 import tarfile
 from pathlib import Path
@@ -9,6 +8,7 @@ from lmdock.common.package import unpack_package, verify_folder
 from lmdock.common.signing import generate_key, public_key_to_b64
 
 from tests.helpers import cluster_spec, make_adapter, make_package
+from tests.helpers import rewrite_tar as rewrite
 
 
 @pytest.fixture()
@@ -17,22 +17,6 @@ def package(tmp_path: Path, tiny_bert: Path, profile) -> Path:
     out = tmp_path / "pkg.tar"
     make_package(out, adapter, key=generate_key(), spec=cluster_spec(profile, 1), base_model=str(tiny_bert))
     return out
-
-
-def rewrite(src: Path, dst: Path, *, change=None, add=None, drop=()) -> Path:
-    """Copy a package tar, altering members: change={name: bytes}, add=[TarInfo, bytes|None]."""
-    with tarfile.open(src) as tin, tarfile.open(dst, "w") as tout:
-        for member in tin:
-            if member.name in drop:
-                continue
-            data = tin.extractfile(member).read()
-            if change and member.name in change:
-                data = change[member.name]
-                member.size = len(data)
-            tout.addfile(member, io.BytesIO(data))
-        for info, data in add or []:
-            tout.addfile(info, io.BytesIO(data) if data is not None else None)
-    return dst
 
 
 def test_round_trip_verifies(package: Path, tmp_path: Path) -> None:
@@ -96,7 +80,8 @@ def _member(name: str, kind: bytes = tarfile.REGTYPE, size: int = 0, link: str =
         (_member("sub/dir.json", size=2), b"{}", "not allowed"),
         (_member("model.bin", size=4), b"\x80\x04K.", "not allowed"),
         (_member("payload.py", size=4), b"pass", "not allowed"),
-        (_member("notes.txt", size=2), b"hi", "differ from the manifest"),
+        (_member("notes.txt", size=2), b"hi", "not allowed"),
+        (_member("extra.json", size=2), b"{}", "differ from the manifest"),
         (_member("manifest.json", size=2), b"{}", "twice"),
     ],
 )

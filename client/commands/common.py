@@ -3,15 +3,51 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_cache", "add_json", "add_market", "cache_from"]
+__all__ = ["add_cache", "add_json", "add_market", "cache_from", "market_client"]
+
+API_KEY_ENV = "LMDOCK_API_KEY"
 
 
 def add_market(p: argparse.ArgumentParser) -> None:
     p.add_argument("--market", required=True, help="market address host:port")
     p.add_argument("--timeout", type=float, default=30.0, help="deadline per call, seconds")
+    p.add_argument(
+        "--api-key",
+        help=f"API key from the market's operator (default: ${API_KEY_ENV}; prefer the variable)",
+    )
+    p.add_argument("--tls-ca", help="connect over TLS, trusting this CA certificate file (PEM)")
+    p.add_argument("--tls-cert", help="client certificate (PEM) for a market that requires mTLS")
+    p.add_argument("--tls-key", help="key (PEM) of the client certificate")
+    p.add_argument(
+        "--tls-pin",
+        help="sha256 of the market's certificate (hex); any other certificate is refused (implies TLS)",
+    )
+    p.add_argument("--tls-server-name", help="name to verify in the market's certificate, if not its host")
+
+
+def market_client(args: argparse.Namespace) -> Any:
+    """A MarketClient for the --market/--api-key/--tls-* options of `args`."""
+    from lmdock.client.connection import MarketClient, TlsOptions
+
+    tls = None
+    if args.tls_ca or args.tls_cert or args.tls_key or args.tls_pin:
+
+        def path(value: str | None) -> Path | None:
+            return Path(value).expanduser() if value else None
+
+        tls = TlsOptions(
+            ca_file=path(args.tls_ca),
+            cert_file=path(args.tls_cert),
+            key_file=path(args.tls_key),
+            pin_sha256=args.tls_pin or "",
+            server_name=args.tls_server_name or "",
+        )
+    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    return MarketClient(args.market, timeout=args.timeout, tls=tls, api_key=api_key)
 
 
 def add_json(p: argparse.ArgumentParser) -> None:

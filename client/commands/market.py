@@ -7,19 +7,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lmdock.client.commands.common import add_cache, add_json, add_market, cache_from
+from lmdock.client.commands.common import add_cache, add_json, add_market, cache_from, market_client
 
 __all__ = ["register"]
 
 
 def _search(args: argparse.Namespace) -> int:
-    from lmdock.client.connection import MarketClient
     from lmdock.client.operations import search_task
     from lmdock.client.output import emit_json, progress_bar, table
     from lmdock.client.readers import read_task
 
     task = read_task(Path(args.data))
-    with MarketClient(args.market, timeout=args.timeout) as client:
+    with market_client(args) as client:
         spec, result = search_task(
             client,
             task.texts,
@@ -56,12 +55,11 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _pull(args: argparse.Namespace) -> int:
-    from lmdock.client.connection import MarketClient
     from lmdock.client.operations import pull
     from lmdock.client.output import emit_json
 
     cache = cache_from(args)
-    with MarketClient(args.market, timeout=args.timeout) as client:
+    with market_client(args) as client:
         manifest = pull(client, cache, args.learnware_id)
     if args.json:
         emit_json(
@@ -108,10 +106,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from lmdock.client.connection import MarketClient
     from lmdock.client.output import emit_json, table
 
-    with MarketClient(args.market, timeout=args.timeout) as client:
+    with market_client(args) as client:
         items = client.list(domain=args.domain)
     if args.json:
         emit_json(

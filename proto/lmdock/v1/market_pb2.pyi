@@ -79,7 +79,7 @@ class TaskInfo(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Learnware(_message.Message):
-    __slots__ = ("id", "name", "domain", "tags", "base_model", "licence", "description", "publisher", "version", "task", "spec", "package_sha256", "package_size", "created_at", "eval_scores", "dp_trained", "dp_epsilon")
+    __slots__ = ("id", "name", "domain", "tags", "base_model", "licence", "description", "publisher", "version", "task", "spec", "package_sha256", "package_size", "created_at", "eval_scores", "dp_trained", "dp_epsilon", "signing_key_id", "updated_at")
     class EvalScoresEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -104,6 +104,8 @@ class Learnware(_message.Message):
     EVAL_SCORES_FIELD_NUMBER: _ClassVar[int]
     DP_TRAINED_FIELD_NUMBER: _ClassVar[int]
     DP_EPSILON_FIELD_NUMBER: _ClassVar[int]
+    SIGNING_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     domain: str
@@ -121,7 +123,9 @@ class Learnware(_message.Message):
     eval_scores: _containers.ScalarMap[str, float]
     dp_trained: bool
     dp_epsilon: float
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., domain: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., base_model: _Optional[str] = ..., licence: _Optional[str] = ..., description: _Optional[str] = ..., publisher: _Optional[str] = ..., version: _Optional[str] = ..., task: _Optional[_Union[TaskInfo, _Mapping]] = ..., spec: _Optional[_Union[Spec, _Mapping]] = ..., package_sha256: _Optional[str] = ..., package_size: _Optional[int] = ..., created_at: _Optional[str] = ..., eval_scores: _Optional[_Mapping[str, float]] = ..., dp_trained: _Optional[bool] = ..., dp_epsilon: _Optional[float] = ...) -> None: ...
+    signing_key_id: str
+    updated_at: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., domain: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., base_model: _Optional[str] = ..., licence: _Optional[str] = ..., description: _Optional[str] = ..., publisher: _Optional[str] = ..., version: _Optional[str] = ..., task: _Optional[_Union[TaskInfo, _Mapping]] = ..., spec: _Optional[_Union[Spec, _Mapping]] = ..., package_sha256: _Optional[str] = ..., package_size: _Optional[int] = ..., created_at: _Optional[str] = ..., eval_scores: _Optional[_Mapping[str, float]] = ..., dp_trained: _Optional[bool] = ..., dp_epsilon: _Optional[float] = ..., signing_key_id: _Optional[str] = ..., updated_at: _Optional[str] = ...) -> None: ...
 
 class GetSpecProfileRequest(_message.Message):
     __slots__ = ()
@@ -188,18 +192,22 @@ class GetLearnwareResponse(_message.Message):
     def __init__(self, learnware: _Optional[_Union[Learnware, _Mapping]] = ...) -> None: ...
 
 class ListLearnwaresRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "domain", "tag", "publisher")
+    __slots__ = ("page_size", "page_token", "domain", "tag", "publisher", "base_model", "task_kind")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     TAG_FIELD_NUMBER: _ClassVar[int]
     PUBLISHER_FIELD_NUMBER: _ClassVar[int]
+    BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    TASK_KIND_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     domain: str
     tag: str
     publisher: str
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., domain: _Optional[str] = ..., tag: _Optional[str] = ..., publisher: _Optional[str] = ...) -> None: ...
+    base_model: str
+    task_kind: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., domain: _Optional[str] = ..., tag: _Optional[str] = ..., publisher: _Optional[str] = ..., base_model: _Optional[str] = ..., task_kind: _Optional[str] = ...) -> None: ...
 
 class ListLearnwaresResponse(_message.Message):
     __slots__ = ("learnwares", "next_page_token")
@@ -256,3 +264,81 @@ class UploadResponse(_message.Message):
     LEARNWARE_FIELD_NUMBER: _ClassVar[int]
     learnware: Learnware
     def __init__(self, learnware: _Optional[_Union[Learnware, _Mapping]] = ...) -> None: ...
+
+class UnpublishRequest(_message.Message):
+    __slots__ = ("learnware_id",)
+    LEARNWARE_ID_FIELD_NUMBER: _ClassVar[int]
+    learnware_id: str
+    def __init__(self, learnware_id: _Optional[str] = ...) -> None: ...
+
+class UnpublishResponse(_message.Message):
+    __slots__ = ("learnware_id",)
+    LEARNWARE_ID_FIELD_NUMBER: _ClassVar[int]
+    learnware_id: str
+    def __init__(self, learnware_id: _Optional[str] = ...) -> None: ...
+
+class SigningKey(_message.Message):
+    __slots__ = ("key_id", "publisher", "public_key", "created_at", "revoked_at")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHER_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_AT_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    publisher: str
+    public_key: str
+    created_at: str
+    revoked_at: str
+    def __init__(self, key_id: _Optional[str] = ..., publisher: _Optional[str] = ..., public_key: _Optional[str] = ..., created_at: _Optional[str] = ..., revoked_at: _Optional[str] = ...) -> None: ...
+
+class RegisterSigningKeyRequest(_message.Message):
+    __slots__ = ("public_key", "publisher")
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHER_FIELD_NUMBER: _ClassVar[int]
+    public_key: str
+    publisher: str
+    def __init__(self, public_key: _Optional[str] = ..., publisher: _Optional[str] = ...) -> None: ...
+
+class RegisterSigningKeyResponse(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: SigningKey
+    def __init__(self, key: _Optional[_Union[SigningKey, _Mapping]] = ...) -> None: ...
+
+class ListSigningKeysRequest(_message.Message):
+    __slots__ = ("publisher",)
+    PUBLISHER_FIELD_NUMBER: _ClassVar[int]
+    publisher: str
+    def __init__(self, publisher: _Optional[str] = ...) -> None: ...
+
+class ListSigningKeysResponse(_message.Message):
+    __slots__ = ("keys",)
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedCompositeFieldContainer[SigningKey]
+    def __init__(self, keys: _Optional[_Iterable[_Union[SigningKey, _Mapping]]] = ...) -> None: ...
+
+class RevokeSigningKeyRequest(_message.Message):
+    __slots__ = ("key_id",)
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    def __init__(self, key_id: _Optional[str] = ...) -> None: ...
+
+class RevokeSigningKeyResponse(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: SigningKey
+    def __init__(self, key: _Optional[_Union[SigningKey, _Mapping]] = ...) -> None: ...
+
+class WhoAmIRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WhoAmIResponse(_message.Message):
+    __slots__ = ("principal", "role", "authenticated_by")
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    AUTHENTICATED_BY_FIELD_NUMBER: _ClassVar[int]
+    principal: str
+    role: str
+    authenticated_by: str
+    def __init__(self, principal: _Optional[str] = ..., role: _Optional[str] = ..., authenticated_by: _Optional[str] = ...) -> None: ...

@@ -64,6 +64,31 @@ class MarketServiceStub:
                 request_serializer=lmdock_dot_v1_dot_market__pb2.UploadRequest.SerializeToString,
                 response_deserializer=lmdock_dot_v1_dot_market__pb2.UploadResponse.FromString,
                 _registered_method=True)
+        self.Unpublish = channel.unary_unary(
+                '/lmdock.v1.MarketService/Unpublish',
+                request_serializer=lmdock_dot_v1_dot_market__pb2.UnpublishRequest.SerializeToString,
+                response_deserializer=lmdock_dot_v1_dot_market__pb2.UnpublishResponse.FromString,
+                _registered_method=True)
+        self.RegisterSigningKey = channel.unary_unary(
+                '/lmdock.v1.MarketService/RegisterSigningKey',
+                request_serializer=lmdock_dot_v1_dot_market__pb2.RegisterSigningKeyRequest.SerializeToString,
+                response_deserializer=lmdock_dot_v1_dot_market__pb2.RegisterSigningKeyResponse.FromString,
+                _registered_method=True)
+        self.ListSigningKeys = channel.unary_unary(
+                '/lmdock.v1.MarketService/ListSigningKeys',
+                request_serializer=lmdock_dot_v1_dot_market__pb2.ListSigningKeysRequest.SerializeToString,
+                response_deserializer=lmdock_dot_v1_dot_market__pb2.ListSigningKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeSigningKey = channel.unary_unary(
+                '/lmdock.v1.MarketService/RevokeSigningKey',
+                request_serializer=lmdock_dot_v1_dot_market__pb2.RevokeSigningKeyRequest.SerializeToString,
+                response_deserializer=lmdock_dot_v1_dot_market__pb2.RevokeSigningKeyResponse.FromString,
+                _registered_method=True)
+        self.WhoAmI = channel.unary_unary(
+                '/lmdock.v1.MarketService/WhoAmI',
+                request_serializer=lmdock_dot_v1_dot_market__pb2.WhoAmIRequest.SerializeToString,
+                response_deserializer=lmdock_dot_v1_dot_market__pb2.WhoAmIResponse.FromString,
+                _registered_method=True)
 
 
 class MarketServiceServicer:
@@ -105,6 +130,36 @@ class MarketServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Unpublish(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RegisterSigningKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSigningKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeSigningKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WhoAmI(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MarketServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -137,6 +192,31 @@ def add_MarketServiceServicer_to_server(servicer, server):
                     servicer.Upload,
                     request_deserializer=lmdock_dot_v1_dot_market__pb2.UploadRequest.FromString,
                     response_serializer=lmdock_dot_v1_dot_market__pb2.UploadResponse.SerializeToString,
+            ),
+            'Unpublish': grpc.unary_unary_rpc_method_handler(
+                    servicer.Unpublish,
+                    request_deserializer=lmdock_dot_v1_dot_market__pb2.UnpublishRequest.FromString,
+                    response_serializer=lmdock_dot_v1_dot_market__pb2.UnpublishResponse.SerializeToString,
+            ),
+            'RegisterSigningKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterSigningKey,
+                    request_deserializer=lmdock_dot_v1_dot_market__pb2.RegisterSigningKeyRequest.FromString,
+                    response_serializer=lmdock_dot_v1_dot_market__pb2.RegisterSigningKeyResponse.SerializeToString,
+            ),
+            'ListSigningKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSigningKeys,
+                    request_deserializer=lmdock_dot_v1_dot_market__pb2.ListSigningKeysRequest.FromString,
+                    response_serializer=lmdock_dot_v1_dot_market__pb2.ListSigningKeysResponse.SerializeToString,
+            ),
+            'RevokeSigningKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeSigningKey,
+                    request_deserializer=lmdock_dot_v1_dot_market__pb2.RevokeSigningKeyRequest.FromString,
+                    response_serializer=lmdock_dot_v1_dot_market__pb2.RevokeSigningKeyResponse.SerializeToString,
+            ),
+            'WhoAmI': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoAmI,
+                    request_deserializer=lmdock_dot_v1_dot_market__pb2.WhoAmIRequest.FromString,
+                    response_serializer=lmdock_dot_v1_dot_market__pb2.WhoAmIResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -301,6 +381,141 @@ class MarketService:
             '/lmdock.v1.MarketService/Upload',
             lmdock_dot_v1_dot_market__pb2.UploadRequest.SerializeToString,
             lmdock_dot_v1_dot_market__pb2.UploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Unpublish(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lmdock.v1.MarketService/Unpublish',
+            lmdock_dot_v1_dot_market__pb2.UnpublishRequest.SerializeToString,
+            lmdock_dot_v1_dot_market__pb2.UnpublishResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterSigningKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lmdock.v1.MarketService/RegisterSigningKey',
+            lmdock_dot_v1_dot_market__pb2.RegisterSigningKeyRequest.SerializeToString,
+            lmdock_dot_v1_dot_market__pb2.RegisterSigningKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSigningKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lmdock.v1.MarketService/ListSigningKeys',
+            lmdock_dot_v1_dot_market__pb2.ListSigningKeysRequest.SerializeToString,
+            lmdock_dot_v1_dot_market__pb2.ListSigningKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeSigningKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lmdock.v1.MarketService/RevokeSigningKey',
+            lmdock_dot_v1_dot_market__pb2.RevokeSigningKeyRequest.SerializeToString,
+            lmdock_dot_v1_dot_market__pb2.RevokeSigningKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WhoAmI(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lmdock.v1.MarketService/WhoAmI',
+            lmdock_dot_v1_dot_market__pb2.WhoAmIRequest.SerializeToString,
+            lmdock_dot_v1_dot_market__pb2.WhoAmIResponse.FromString,
             options,
             channel_credentials,
             insecure,

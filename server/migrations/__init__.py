@@ -1,0 +1,1 @@
+"""Alembic migrations of the market database (run by `lmdock.server.db.migrate`)."""

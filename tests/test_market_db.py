@@ -1,0 +1,140 @@
+"""The market database on SQLite and PostgreSQL: migrations, catalogue, API keys, signing keys."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from lmdock.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from lmdock.common.package import TaskInfo
+from lmdock.common.records import LearnwareInfo
+from lmdock.common.signing import generate_key, public_key_to_b64, sign_manifest
+from lmdock.server.apikeys import ApiKeys
+from lmdock.server.catalogue import Catalogue
+from lmdock.server.db import Database
+from lmdock.server.identity import Role
+from lmdock.server.signing_keys import SigningKeys
+from lmdock.server.tables import Base
+
+from tests.helpers import cluster_spec
+
+
+@pytest.fixture()
+def db(db_url: str):
+    database = Database(db_url)
+    yield database
+    database.close()
+
+
+def info(profile, i: int, **changes) -> LearnwareInfo:
+    base = LearnwareInfo(
+        id=f"lw-{i:03d}",
+        name=f"Learnware {i}",
+        domain=["finance", "medical"][i % 2],
+        base_model=["model-a", "model-b"][i % 2],
+        licence="MIT",
+        publisher=["acme", "globex"][i % 2],
+        task=TaskInfo("classification", ("no", "yes")) if i % 3 else TaskInfo("generation"),
+        spec=cluster_spec(profile, i),
+        package_sha256=f"{i:064x}",
+        package_size=10 + i,
+        tags=("alpha", f"t{i % 4}"),
+        eval_scores={"accuracy": 0.5 + i / 100},
+        created_at="2026-01-01T00:00:00+00:00",
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def test_migrated_schema_matches_the_models(db: Database) -> None:
+    with db.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    Database(db.url).close()  # a second open re-runs migrations harmlessly
+
+
+def test_catalogue_round_trip_filters_and_pages(db: Database, profile) -> None:
+    catalogue = Catalogue(db)
+    items = [info(profile, i) for i in range(7)]
+    for lw in items:
+        catalogue.add(lw)
+    got = catalogue.get("lw-003")
+    assert got.tags == ("alpha", "t3") and got.eval_scores == {"accuracy": 0.53}
+    assert (got.spec.values == items[3].spec.values).all() and got.updated_at == got.created_at
+    pages, token = [], ""
+    while True:
+        page = catalogue.list(page_size=3, page_token=token)
+        pages.append([x.id for x in page.items])
+        token = page.next_token
+        if not token:
+            break
+    assert pages == [["lw-000", "lw-001", "lw-002"], ["lw-003", "lw-004", "lw-005"], ["lw-006"]]
+
+    def ids(**filters) -> list[str]:
+        return [x.id for x in catalogue.list(page_size=50, **filters).items]
+
+    assert ids(domain="medical") == ["lw-001", "lw-003", "lw-005"]
+    assert ids(tag="t2") == ["lw-002", "lw-006"]
+    assert ids(tag="alpha", publisher="acme", task_kind="generation") == ["lw-000", "lw-006"]
+    assert ids(base_model="model-b", tag="t1") == ["lw-001", "lw-005"]
+    assert ids(tag="t") == []  # tags match whole
+    with pytest.raises(InvalidArgument, match="page_token"):
+        catalogue.list(page_size=3, page_token="bm9wZQ==")
+
+
+def test_catalogue_duplicates_and_removal(db: Database, profile) -> None:
+    catalogue = Catalogue(db)
+    catalogue.add(info(profile, 1))
+    with pytest.raises(AlreadyExists):
+        catalogue.add(info(profile, 1, package_sha256="f" * 64))
+    with pytest.raises(AlreadyExists):
+        catalogue.add(info(profile, 2, package_sha256=info(profile, 1).package_sha256))
+    removed = catalogue.remove("lw-001")
+    assert removed.id == "lw-001" and not catalogue.exists("lw-001")
+    assert catalogue.list(page_size=5, tag="alpha").items == ()
+    with pytest.raises(NotFound):
+        catalogue.remove("lw-001")
+    catalogue.add(info(profile, 1))  # the id and the package are free again
+
+
+def test_api_keys_are_stored_hashed_and_revocable(db: Database) -> None:
+    keys = ApiKeys(db)
+    created, key = keys.create("acme", Role.PUBLISHER, note="ops@acme")
+    identity = keys.authenticate(key)
+    assert (identity.principal, identity.role, identity.key_id) == ("acme", Role.PUBLISHER, created.key_id)
+    with db.engine.connect() as conn:
+        dump = repr([tuple(r) for r in conn.exec_driver_sql("SELECT * FROM api_keys")])
+    assert key.split("_")[2] not in dump  # the secret never reaches the database
+    for bad in ("", "nope", key[:-1] + ("A" if key[-1] != "A" else "B"), f"lmk_{'0' * 12}_{'a' * 43}"):
+        with pytest.raises(Unauthenticated):
+            keys.authenticate(bad)
+    keys.revoke(created.key_id)
+    with pytest.raises(Unauthenticated, match="revoked"):
+        keys.authenticate(key)
+    assert [k.revoked_at != "" for k in keys.list()] == [True]
+    with pytest.raises(NotFound):
+        keys.revoke("000000000000")
+    with pytest.raises(InvalidArgument):
+        keys.create("has space", Role.CONSUMER)
+
+
+def test_signing_keys_register_check_and_revoke(db: Database) -> None:
+    registry = SigningKeys(db)
+    key, other = generate_key(), generate_key()
+    registered = registry.register("acme", public_key_to_b64(key.public_key()), registered_by="acme")
+    signature = sign_manifest({"id": "x"}, key)
+    assert registry.check_signer("acme", signature).key_id == registered.key_id == signature.key_id
+    with pytest.raises(PermissionDenied, match="manifest names publisher 'globex'"):
+        registry.check_signer("globex", signature)
+    with pytest.raises(PermissionDenied, match="not registered"):
+        registry.check_signer("acme", sign_manifest({"id": "x"}, other))
+    with pytest.raises(AlreadyExists):
+        registry.register("globex", public_key_to_b64(key.public_key()), registered_by="admin")
+    registry.revoke(registered.key_id)
+    with pytest.raises(PermissionDenied, match="revoked"):
+        registry.check_signer("acme", signature)
+    with pytest.raises(AlreadyExists, match="revoked"):
+        registry.register("acme", public_key_to_b64(key.public_key()), registered_by="acme")
+    assert [k.revoked for k in registry.list("acme")] == [True]
+    with pytest.raises(InvalidArgument):
+        registry.register("acme", "not base64!", registered_by="acme")
