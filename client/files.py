@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lmdock.common.errors import FailedPrecondition
 
-__all__ = ["atomic_write_text", "check_owner_only"]
+__all__ = ["atomic_write_text", "check_owner_only", "read_secret"]
 
 
 def atomic_write_text(path: Path, text: str, *, mode: int = 0o644) -> None:
@@ -44,3 +44,14 @@ def check_owner_only(path: Path) -> None:
             f"{path} is accessible by other users (mode {stat.S_IMODE(mode):o}); "
             f"run `chmod 600 {path}` and start again"
         )
+
+
+def read_secret(path: Path, *, what: str) -> str:
+    """The stripped content of an owner-only secret file (a token, an API key)."""
+    if not path.is_file():
+        raise FailedPrecondition(f"the {what} file {path} does not exist")
+    check_owner_only(path)
+    secret = path.read_text(encoding="utf-8").strip()
+    if not secret:
+        raise FailedPrecondition(f"the {what} file {path} is empty")
+    return secret

@@ -66,8 +66,12 @@ def publish(address: str, packages: list[Path]) -> None:
             client.upload(package)
 
 
-def write_config(folder: Path, *, market: str, extra: str = "") -> Path:
-    """A daemon config for tests: everything under `folder`, APIs on free loopback ports."""
+def write_config(folder: Path, *, market: str, market_extra: str = "", extra: str = "") -> Path:
+    """A daemon config for tests: everything under `folder`, APIs on free loopback ports.
+
+    `market_extra` goes into [market]; `extra` after [api] (more [api] keys, [[tasks]]).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "lmdock.toml"
     path.write_text(
         f"""
@@ -80,6 +84,7 @@ address = "{market}"
 timeout_s = 10
 attempts = 2
 backoff_s = 0.05
+{market_extra}
 
 [cache]
 dir = "cache"

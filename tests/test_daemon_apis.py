@@ -166,3 +166,22 @@ def test_commands_say_when_no_daemon_runs(tmp_path: Path, capsys: pytest.Capture
         second = RunningDaemon(load_config(config))
         with pytest.raises(FailedPrecondition, match="a daemon is already running"):
             second.start()
+
+
+def test_a_revoked_signing_key_is_refused_when_online(packages: list[Path], tmp_path: Path, profile) -> None:
+    with embedded_market(tmp_path / "market", profile=profile) as (address, market):
+        publish(address, packages)
+        config = write_config(tmp_path, market=address, extra=PINNED_TASKS)
+        with running(config) as daemon:
+            _wait_ready(daemon)
+        (key,) = market.signing_keys.list("tester")  # the open market pinned the first upload's key
+        market.signing_keys.revoke(key.key_id)
+        with running(config) as daemon:  # at start, ready tasks are checked against revocations
+            deadline = time.monotonic() + 60
+            while {t.state for t in daemon.tasks()} != {"failed"}:
+                assert time.monotonic() < deadline, daemon.tasks()
+                time.sleep(0.1)
+            assert all("revoked the key that signed" in t.error for t in daemon.tasks())
+            assert not daemon.cache.has(TRIAGE) and not daemon.cache.has(WRITER)
+            status, body = http(daemon, "POST", "/v1/completions", {"model": "triage", "prompt": "x"})
+            assert status == 503 and "revoked" in body["error"]["message"]

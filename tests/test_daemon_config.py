@@ -66,6 +66,7 @@ def test_tasks_and_sizes(tmp_path: Path) -> None:
         ("[privacy]\nepsilon = 5.0\nbudget_epsilon = 2.0\n", "must fit in the budget per dataset"),
         ("[market]\nclient_cert = 'c.pem'\n", "client_cert and market.client_key go together"),
         ("[market]\ntls_pin_sha256 = 'abc'\n", "must be a sha256 in hex"),
+        ("[market]\ntls_server_name = 'market'\n", "tls_server_name needs TLS"),
         ("[[tasks]]\nname = 'Bad Name'\ndata = 'x'\n", "task name 'Bad Name' must be"),
         ("[[tasks]]\nname = 'a'\n", "needs a data file"),
         ("[[tasks]]\nname = 'a'\ndata = 'x'\n[[tasks]]\nname = 'a'\ndata = 'y'\n", "named twice: a"),

@@ -12,6 +12,8 @@ from lmdock.client.daemon.market_link import fetch_learnware, retry_unavailable
 from lmdock.common.errors import LmdockError, NotFound, error_for_status
 from lmdock.lab.embedded import embedded_market
 from lmdock.server.app import create_server
+from lmdock.server.auth import AccessPolicy
+from lmdock.server.base_models import BaseModels
 from lmdock.server.config import load_or_create_profile
 from lmdock.server.market import Market
 from lmdock.v1 import market_pb2 as pb
@@ -59,13 +61,17 @@ def _free_port() -> int:
 
 def test_a_download_waits_for_the_market_to_come_back(packages: list[Path], tmp_path: Path, profile) -> None:
     data_dir = tmp_path / "market"
-    market = Market.open(data_dir, profile=load_or_create_profile(data_dir, requested=profile))
+    market = Market.open(
+        data_dir,
+        profile=load_or_create_profile(data_dir, requested=profile),
+        base_models=BaseModels(allow_local_paths=True),
+    )
     port = _free_port()
     address = f"127.0.0.1:{port}"
     servers = []
 
     def serve() -> None:
-        server, _ = create_server(market, address=address)
+        server, _ = create_server(market, address=address, access=AccessPolicy.open_demo())
         server.start()
         servers.append(server)
 

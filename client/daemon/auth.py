@@ -7,7 +7,7 @@ import os
 import secrets
 from pathlib import Path
 
-from lmdock.client.files import check_owner_only
+from lmdock.client.files import read_secret
 from lmdock.common.errors import FailedPrecondition
 
 __all__ = ["bearer_matches", "load_or_create_token", "read_token"]
@@ -37,8 +37,7 @@ def read_token(path: Path) -> str:
         raise FailedPrecondition(
             f"no API token at {path}: start the daemon once (`lmdock daemon --config ...`) to create it"
         )
-    check_owner_only(path)
-    token = path.read_text(encoding="utf-8").strip()
+    token = read_secret(path, what="API token")
     if len(token) < MIN_TOKEN_CHARS:
         raise FailedPrecondition(f"the API token in {path} is shorter than {MIN_TOKEN_CHARS} characters")
     return token

@@ -92,13 +92,14 @@ class DaemonSettings:
 class MarketSettings:
     address: str = ""  # host:port of the market; empty: serve cached learnwares only
     timeout_s: float = 30.0
+    tls: bool = False  # TLS with the system's root certificates (implied by the tls_* settings)
     tls_ca: str = ""  # PEM bundle of the CA that signed the market's certificate (enables TLS)
     tls_pin_sha256: str = ""  # refuse any market certificate whose sha256 (DER, hex) differs
     tls_server_name: str = ""  # name to check in the certificate, when not the address's host
     client_cert: str = ""  # PEM client certificate for mutual TLS
     client_key: str = ""  # PEM private key of client_cert
     api_key_file: str = ""  # file holding the market API key (owner-only permissions)
-    attempts: int = 5  # tries of a download or search when the market is UNAVAILABLE
+    attempts: int = 5  # tries of a download when the market is UNAVAILABLE
     backoff_s: float = 0.5  # first wait between tries; doubles each time, at most 30 s
 
     def __post_init__(self) -> None:
@@ -110,11 +111,15 @@ class MarketSettings:
             raise InvalidArgument("market.attempts must be between 1 and 20")
         if bool(self.client_cert) != bool(self.client_key):
             raise InvalidArgument("market.client_cert and market.client_key go together: set both or neither")
-        if self.client_cert and not (self.tls_ca or self.tls_pin_sha256):
-            raise InvalidArgument("market.client_cert needs market.tls_ca (mutual TLS runs over TLS)")
+        if self.tls_server_name and not self.uses_tls:
+            raise InvalidArgument("market.tls_server_name needs TLS: set market.tls = true or market.tls_ca")
         pin = self.tls_pin_sha256.replace(":", "").lower()
         if pin and not re.fullmatch(r"[0-9a-f]{64}", pin):
             raise InvalidArgument("market.tls_pin_sha256 must be a sha256 in hex (64 digits, ':' allowed)")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls or bool(self.tls_ca or self.tls_pin_sha256 or self.client_cert)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,9 @@
 """The daemon's way to the market: a configured client, resumable downloads with backoff.
 
+The client speaks TLS when the config asks for it (a CA, a pinned certificate, mutual TLS with
+a client certificate, or the system's roots) and sends the market API key read from an
+owner-only file; `lmdock.client.channel` refuses to send a key in the clear to another host.
+
 Only UNAVAILABLE (the market is down or the connection broke) is retried: every other status
 is an answer. A broken download keeps its partial file, and the next try resumes from it.
 """
@@ -15,8 +19,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from lmdock.client.cache import AdapterCache
-from lmdock.client.connection import MarketClient, WireRecorder
+from lmdock.client.connection import MarketClient, TlsOptions, WireRecorder
 from lmdock.client.daemon.config import MarketSettings
+from lmdock.client.files import read_secret
 from lmdock.client.operations import pull
 from lmdock.common.errors import FailedPrecondition, LmdockError
 from lmdock.common.package import Manifest
@@ -30,7 +35,7 @@ MAX_BACKOFF_S = 30.0
 
 
 def connect(settings: MarketSettings, *, recorder: WireRecorder | None = None) -> MarketClient:
-    """A client for the configured market; refuses settings this client cannot honour yet.
+    """A client for the configured market: TLS (CA, pin, client certificate) and API key as set.
 
     `recorder` counts every request byte sent (what `lmdock task show` reports).
     """
@@ -38,16 +43,25 @@ def connect(settings: MarketSettings, *, recorder: WireRecorder | None = None) -
         raise FailedPrecondition(
             "no market is configured: set market.address in the config to search and download"
         )
-    secure = ("tls_ca", "tls_pin_sha256", "tls_server_name", "client_cert", "client_key", "api_key_file")
-    unsupported = [k for k in secure if getattr(settings, k)]
-    if unsupported:
-        # MarketClient gains TLS and API keys with the market's auth work (issue 5); until then
-        # refuse rather than silently connect in the clear.
-        raise FailedPrecondition(
-            f"market.{unsupported[0]} is set, but this lmdock's market client has no TLS/API-key "
-            "support yet; remove it to connect without TLS"
+    tls = None
+    if settings.uses_tls:
+        tls = TlsOptions(
+            ca_file=_path(settings.tls_ca),
+            cert_file=_path(settings.client_cert),
+            key_file=_path(settings.client_key),
+            pin_sha256=settings.tls_pin_sha256,
+            server_name=settings.tls_server_name,
         )
-    return MarketClient(settings.address, timeout=settings.timeout_s, recorder=recorder)
+    api_key = (
+        read_secret(Path(settings.api_key_file), what="market API key") if settings.api_key_file else None
+    )
+    return MarketClient(
+        settings.address, timeout=settings.timeout_s, recorder=recorder, tls=tls, api_key=api_key
+    )
+
+
+def _path(value: str) -> Path | None:
+    return Path(value) if value else None
 
 
 def retry_unavailable(

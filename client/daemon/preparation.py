@@ -83,6 +83,8 @@ class Preparer:
             }
         self.registry.update(name, stage="downloading", learnware_id=chosen, **changes)
         manifest = self._fetch(chosen, recorder, lambda done, total: progress("downloading", done, total))
+        with connect(self.config.market, recorder=recorder) as client:
+            self._refuse_revoked(client, manifest.id, manifest.publisher)
         log.info("task %s: learnware %s by %s is ready", name, manifest.id, manifest.publisher)
         progress("ready", 1, 1)
         return self.registry.update(
@@ -170,6 +172,43 @@ class Preparer:
             backoff_s=market.backoff_s,
             progress=progress,
         )
+
+    def _refuse_revoked(self, client: MarketClient, learnware_id: str, publisher: str) -> None:
+        """Evict and refuse a learnware whose publisher revoked the key that signed it.
+
+        The cache pins the key each publisher signed with; the market lists revocations.
+        """
+        pinned = self.cache.pinned_key(publisher)
+        for key in client.signing_keys(publisher):
+            if key.revoked and key.public_key == pinned:
+                self.cache.evict(learnware_id)
+                raise IntegrityError(
+                    f"publisher {publisher!r} revoked the key that signed learnware {learnware_id!r} "
+                    f"(at {key.revoked_at}); it was removed from the cache"
+                )
+
+    def refresh_revocations(self) -> list[str]:
+        """Check the ready tasks' learnwares against the market's revocations, when it answers.
+
+        A task whose learnware's signing key was revoked is marked failed (returns their names);
+        without a market the cache keeps serving.
+        """
+        ready = [r for r in self.registry.all() if r.state == "ready"]
+        if not ready or not self.config.market.address:
+            return []
+        revoked = []
+        try:
+            with connect(self.config.market) as client:
+                for record in ready:
+                    try:
+                        self._refuse_revoked(client, record.learnware_id, record.publisher)
+                    except IntegrityError as exc:
+                        log.warning("task %s: %s", record.name, exc)
+                        self.registry.update(record.name, state="failed", error=str(exc))
+                        revoked.append(record.name)
+        except LmdockError as exc:
+            log.info("revocations not checked (%s); serving from the cache", exc)
+        return revoked
 
     def in_use(self) -> frozenset[str]:
         return frozenset(r.learnware_id for r in self.registry.all() if r.learnware_id)

@@ -51,21 +51,22 @@ class Daemon:
         """Register the config's tasks and prepare, in the background, those not ready yet.
 
         A task whose preparation failed stays failed until `retry_task` (no budget is spent
-        again on its own); an interrupted one (daemon stopped while preparing) starts over.
+        again on its own); an interrupted one (daemon stopped while preparing) starts over. Ready
+        tasks are checked against the market's key revocations first, when it answers.
         """
         for settings in self.config.tasks:
             old = self._find(settings.name)
             if old is None or old.settings != settings:
                 self.registry.add(settings, replace=True)
         pending = [r.name for r in self.registry.all() if r.state in ("registered", "preparing")]
-        if pending:
-            # A daemon thread: stopping never waits for a long download; an interrupted task is
-            # left "preparing" and starts over at the next start (downloads resume).
-            threading.Thread(
-                target=self._prepare_pending, args=(pending,), name="prepare", daemon=True
-            ).start()
+        # A daemon thread: stopping never waits for a long download; an interrupted task is
+        # left "preparing" and starts over at the next start (downloads resume).
+        threading.Thread(target=self._background, args=(pending,), name="prepare", daemon=True).start()
 
-    def _prepare_pending(self, names: list[str]) -> None:
+    def _background(self, names: list[str]) -> None:
+        """Check revocations for the ready tasks (when the market answers), then prepare `names`."""
+        for name in self.preparer.refresh_revocations():
+            self.pool.unload(self.registry.get(name).learnware_id)
         for name in names:
             if self._stopping.is_set():
                 return
