@@ -142,7 +142,7 @@ def build_learnware(
     data_path: Path,
     out: Path,
     task_kind: str | None = None,
-    config: TrainingConfig = TrainingConfig(),
+    config: TrainingConfig | None = None,
     dp: DPConfig | None = None,
     eval_fraction: float = 0.1,
     progress: Progress | None = None,
@@ -153,7 +153,7 @@ def build_learnware(
     data = read_task(data_path)
     task = infer_task(data, task_kind)
     targets = [str(t) for t in (data.labels if task.kind == "classification" else data.answers)]
-    train, held_out = _split(len(data.texts), eval_fraction, config.seed)
+    train, held_out = _split(len(data.texts), eval_fraction, (config or TrainingConfig()).seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
     try:
@@ -163,7 +163,7 @@ def build_learnware(
             texts=[data.texts[i] for i in train],
             targets=[targets[i] for i in train],
             out_dir=staging,
-            config=config,
+            config=config or TrainingConfig(),
             dp=dp,
             progress=progress,
         )
