@@ -31,6 +31,8 @@ from torch.utils.data import DataLoader
 __all__ = ["ACCOUNTANTS", "DPConfig", "DPReport", "PrivateTraining"]
 
 ACCOUNTANTS = ("prv", "rdp")
+#: Beyond this the guarantee is void in practice, and Opacus' noise search stops converging.
+MAX_EPSILON = 100.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,8 +43,8 @@ class DPConfig:
     accountant: str = "prv"
 
     def __post_init__(self) -> None:
-        if not math.isfinite(self.epsilon) or self.epsilon <= 0:
-            raise InvalidArgument(f"--dp-epsilon must be a positive number, got {self.epsilon}")
+        if not 0 < self.epsilon <= MAX_EPSILON:
+            raise InvalidArgument(f"--dp-epsilon must be in (0, {MAX_EPSILON:g}], got {self.epsilon}")
         if not 0 < self.delta < 1:
             raise InvalidArgument(f"--dp-delta must be in (0, 1), got {self.delta}")
         if not math.isfinite(self.max_grad_norm) or self.max_grad_norm <= 0:
@@ -115,8 +117,8 @@ class PrivateTraining:
         generator = torch.Generator().manual_seed(secrets.randbits(63))
         # Poisson sampling with our generator; make_private then keeps this loader as it is
         poisson = DPDataLoader.from_data_loader(loader, generator=generator)
-        self.engine = PrivacyEngine(accountant=config.accountant)
         with _opacus_quiet():
+            self.engine = PrivacyEngine(accountant=config.accountant)
             self.hooks, self.optimiser, self.loader = self.engine.make_private_with_epsilon(
                 module=model,
                 optimizer=optimiser,
