@@ -34,6 +34,7 @@ from lmdock.common.signing import Signature
 __all__ = [
     "LearnwareCard",
     "adapter_base_model",
+    "load_build",
     "load_card",
     "package_build",
     "package_learnware",
@@ -176,6 +177,17 @@ def package_learnware(
         )
 
 
+def load_build(build_dir: Path, *, base_model: str | None = None) -> BuildInfo:
+    """The build in `build_dir`; with `base_model`, refuse one built on another base."""
+    build = BuildInfo.load(build_dir)
+    if base_model is not None and base_model != build.base_model:
+        raise InvalidArgument(
+            f"{build_dir} was built on base model {build.base_model!r}, not {base_model!r}: "
+            "an adapter only works on the base model it was trained on"
+        )
+    return build
+
+
 def package_build(
     build_dir: Path,
     out: Path,
@@ -190,12 +202,7 @@ def package_build(
     progress: Progress | None = None,
 ) -> Manifest:
     """An unsigned package of the build in `build_dir`, its spec computed from the training data."""
-    build = BuildInfo.load(build_dir)
-    if base_model is not None and base_model != build.base_model:
-        raise InvalidArgument(
-            f"{build_dir} was built on base model {build.base_model!r}, not {base_model!r}: "
-            "an adapter only works on the base model it was trained on"
-        )
+    build = load_build(build_dir, base_model=base_model)
     source = data_path or Path(build.data["path"])
     if data_path is None and (not source.is_file() or sha256_file(source) != build.data["sha256"]):
         raise InvalidArgument(

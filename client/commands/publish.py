@@ -94,8 +94,9 @@ def _build(args: argparse.Namespace) -> int:
 def _package(args: argparse.Namespace) -> int:
     from lmdock.client.connection import MarketClient
     from lmdock.client.output import emit_json, progress_bar
-    from lmdock.client.publishing import load_card, package_build
+    from lmdock.client.publishing import load_build, load_card, package_build
 
+    load_build(Path(args.build_dir), base_model=args.base)  # refuse a wrong build before the network
     card = load_card(
         Path(args.card) if args.card else None,
         {
