@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 from lmdock.common.errors import InvalidArgument
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
 __all__ = ["ACCOUNTANTS", "DPConfig", "DPReport", "PrivateTraining"]
 
@@ -105,8 +105,9 @@ class PrivateTraining:
         self,
         model: torch.nn.Module,
         optimiser: torch.optim.Optimizer,
-        loader: DataLoader[Any],
         *,
+        records: int,
+        batch_size: int,
         config: DPConfig,
         epochs: int,
     ) -> None:
@@ -115,8 +116,10 @@ class PrivateTraining:
 
         self.config = config
         generator = torch.Generator().manual_seed(secrets.randbits(63))
-        # Poisson sampling with our generator; make_private then keeps this loader as it is
-        poisson = DPDataLoader.from_data_loader(loader, generator=generator)
+        # Poisson sampling (q = 1 / ceil(n / batch_size)) of record indices with our generator;
+        # make_private then keeps this loader as it is
+        indices = DataLoader(TensorDataset(torch.arange(records)), batch_size=batch_size)
+        poisson = DPDataLoader.from_data_loader(indices, generator=generator)
         with _opacus_quiet():
             self.engine = PrivacyEngine(accountant=config.accountant)
             self.hooks, self.optimiser, self.loader = self.engine.make_private_with_epsilon(
@@ -134,6 +137,11 @@ class PrivateTraining:
         self.hooks.forbid_grad_accumulation()
         self.sample_rate = 1 / len(poisson)
         self._params = [p for p in model.parameters() if p.requires_grad]
+
+    def batches(self) -> Iterator[list[int]]:
+        """One epoch of Poisson-sampled batches of record indices (some may be empty)."""
+        for (batch,) in self.loader:
+            yield batch.tolist()
 
     def backward(self, loss: torch.Tensor) -> None:
         with _opacus_quiet():

@@ -12,7 +12,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,6 @@ from lmdock.client.models import resolve_base_model
 from lmdock.client.training_tasks import load_task_model
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.package import TaskInfo
-from torch.utils.data import DataLoader, TensorDataset
 
 __all__ = [
     "ClassifierTraining",
@@ -118,27 +117,28 @@ def train_adapter(
     tm.model.train()
     params = [p for p in tm.model.parameters() if p.requires_grad]
     optimiser: torch.optim.Optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
-    loader: DataLoader[Any] = DataLoader(
-        TensorDataset(torch.arange(len(texts))),
-        batch_size=config.batch_size,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(config.seed),
-    )
-    total = len(loader) * config.epochs
+    steps_per_epoch = math.ceil(len(texts) / config.batch_size)
+    total = steps_per_epoch * config.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: 1.0 - s / max(total, 1))
-    private = None
+    private, batches = None, _shuffled_batches(len(texts), config.batch_size, config.seed)
     if dp is not None:
-        private = PrivateTraining(tm.model, optimiser, loader, config=dp, epochs=config.epochs)
-        optimiser, loader = private.optimiser, private.loader
+        private = PrivateTraining(
+            tm.model,
+            optimiser,
+            records=len(texts),
+            batch_size=config.batch_size,
+            config=dp,
+            epochs=config.epochs,
+        )
+        optimiser, batches = private.optimiser, private.batches
     started, step, running = time.perf_counter(), 0, 0.0
     try:
         for _epoch in range(config.epochs):
-            for (batch,) in loader:
+            for idx in batches():
                 optimiser.zero_grad()
-                if private is not None and len(batch) == 0:
+                if private is not None and not idx:
                     private.noise_only_step()
                 else:
-                    idx = batch.tolist()
                     loss = tm.loss([texts[i] for i in idx], [targets[i] for i in idx])
                     if private is not None:
                         private.backward(loss)
@@ -165,6 +165,18 @@ def train_adapter(
         config=config,
         dp=report,
     )
+
+
+def _shuffled_batches(records: int, batch_size: int, seed: int) -> Callable[[], Iterator[list[int]]]:
+    """Each call: one epoch of index batches, in a fresh seeded shuffle (non-private training)."""
+    rng, order = random.Random(seed), list(range(records))
+
+    def epoch() -> Iterator[list[int]]:
+        rng.shuffle(order)
+        for start in range(0, records, batch_size):
+            yield order[start : start + batch_size]
+
+    return epoch
 
 
 def train_classifier(
