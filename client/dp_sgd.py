@@ -150,7 +150,7 @@ class PrivateTraining:
     def noise_only_step(self) -> None:
         """An empty Poisson batch still releases a noised (zero) gradient, and is accounted."""
         for p in self._params:
-            p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
+            p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)  # type: ignore[attr-defined]
         self.optimiser.step()
 
     def report(self) -> DPReport:

@@ -86,8 +86,17 @@ def load_card(path: Path | None, overrides: Mapping[str, Any]) -> LearnwareCard:
         raise InvalidArgument(
             f"the learnware needs {', '.join(missing)}: pass --{missing[0]} or a --card file"
         )
-    values["tags"] = tuple(str(t) for t in values.get("tags", ()))
-    return LearnwareCard(**{k: v if k == "tags" else str(v) for k, v in values.items()})
+    given = {k: str(v) for k, v in values.items() if k != "tags"}
+    return LearnwareCard(
+        id=given["id"],
+        domain=given["domain"],
+        licence=given["licence"],
+        publisher=given["publisher"],
+        name=given.get("name", ""),
+        description=given.get("description", ""),
+        tags=tuple(str(t) for t in values.get("tags", ())),
+        version=given.get("version", "1.0.0"),
+    )
 
 
 def adapter_base_model(adapter_dir: Path) -> str:
