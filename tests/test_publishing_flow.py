@@ -201,6 +201,19 @@ def test_tampered_packages_are_refused_by_client_and_market(
             assert client.list() == []
         assert [p for p in (tmp_path / "market" / "blobs").rglob("*") if p.is_file()] == []
 
+        # a package altered in the market's storage after publication is refused at pull
+        published = cli_json(capsys, "publish", str(package), "--market", address)
+        blob = (
+            tmp_path / "market" / "blobs" / published["package_sha256"][:2] / published["package_sha256"][2:]
+        )
+        altered = bytearray(blob.read_bytes())
+        altered[len(altered) // 2] ^= 0x01
+        blob.write_bytes(bytes(altered))
+        cache = tmp_path / "cache"
+        code, _, err = run_cli(capsys, "pull", "--market", address, "toy-sentiment", "--cache", str(cache))
+        assert code == 2 and "sha256" in err
+        assert not (cache / "learnwares" / "toy-sentiment").exists()
+
 
 @pytest.mark.slow
 def test_an_interrupted_upload_leaves_nothing_and_can_be_retried(
