@@ -127,3 +127,19 @@ def test_bad_cards_are_refused_clearly(content: str, suffix: str, message: str, 
     path.write_text(content)
     with pytest.raises(InvalidArgument, match=message):
         load_card(path, {})
+
+
+def test_signing_without_a_key_says_how_to_make_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lmdock.client import cli
+
+    monkeypatch.setenv("LMDOCK_HOME", str(tmp_path / "home"))
+    (tmp_path / "p.tar").write_bytes(b"")
+    assert cli.main(["sign", str(tmp_path / "p.tar")]) == 2
+    assert "lmdock keys gen" in capsys.readouterr().err
+    assert cli.main(["keys", "gen", "--json"]) == 0
+    key = json.loads(capsys.readouterr().out)
+    assert (tmp_path / "home" / "keys" / "publisher.key").stat().st_mode & 0o077 == 0  # owner only
+    assert cli.main(["keys", "show", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == key

@@ -22,6 +22,16 @@ def _key_path(args: argparse.Namespace) -> Path:
     return Path(args.key).expanduser() if args.key else _default_key()
 
 
+def _load_key(args: argparse.Namespace) -> Any:
+    from lmdock.common.errors import FailedPrecondition
+    from lmdock.common.signing import load_private_key
+
+    path = _key_path(args)
+    if not path.exists():
+        raise FailedPrecondition(f"no signing key at {path}: create one with `lmdock keys gen`")
+    return load_private_key(path)
+
+
 def _say(args: argparse.Namespace, text: str) -> None:
     """Human-readable notes go to stderr, so `--json` output stays one object on stdout."""
     print(text, file=sys.stderr if args.json else sys.stdout)
@@ -165,10 +175,10 @@ def _keys_gen(args: argparse.Namespace) -> int:
 
 def _keys_show(args: argparse.Namespace) -> int:
     from lmdock.client.output import emit_json
-    from lmdock.common.signing import key_id, load_private_key, public_key_to_b64
+    from lmdock.common.signing import key_id, public_key_to_b64
 
     path = _key_path(args)
-    public = public_key_to_b64(load_private_key(path).public_key())
+    public = public_key_to_b64(_load_key(args).public_key())
     if args.json:
         emit_json({"path": str(path), "key_id": key_id(public), "public_key": public})
     else:
@@ -178,10 +188,13 @@ def _keys_show(args: argparse.Namespace) -> int:
 
 def _sign(args: argparse.Namespace) -> int:
     from lmdock.client.output import emit_json
+    from lmdock.common.errors import InvalidArgument
     from lmdock.common.package import sign_package
-    from lmdock.common.signing import load_private_key
 
-    manifest, signature = sign_package(Path(args.package), load_private_key(_key_path(args)))
+    package = Path(args.package)
+    if not package.is_file():
+        raise InvalidArgument(f"package {package} does not exist")
+    manifest, signature = sign_package(package, _load_key(args))
     if args.json:
         emit_json({"package": args.package, "id": manifest.id, "key_id": signature.key_id})
     else:
