@@ -1,21 +1,122 @@
-"""Packaging a trained adapter as a signed learnware, with its own kernel-mean spec."""
+"""Packaging a trained adapter as a learnware, with its own kernel-mean spec; checking and publishing it.
+
+The spec summarises the learnware's training data under the market's profile: exact by default
+(it then discloses the mean feature vector of the training data: a summary, not the records),
+or (ε, δ)-DP with `spec_epsilon`. Packages are written unsigned unless a key is given; `lmdock
+sign` adds the signature (`common.package.sign_package`).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import tempfile
+import tomllib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from lmdock.client.building import BuildInfo
+from lmdock.client.connection import MarketClient
 from lmdock.client.embedder import Embedder
-from lmdock.client.specs import features_of
-from lmdock.common.errors import InvalidArgument
-from lmdock.common.package import REQUIRED_FILES, Manifest, TaskInfo, write_package
+from lmdock.client.model_card import render_model_card
+from lmdock.client.readers import read_task
+from lmdock.client.specs import Progress, private_spec, public_spec
+from lmdock.common.errors import InvalidArgument, NotFound
+from lmdock.common.hashing import sha256_file
+from lmdock.common.package import REQUIRED_FILES, Manifest, TaskInfo, unpack_package, write_package
 from lmdock.common.profile import SpecProfile
-from lmdock.common.spec import exact_spec, release
+from lmdock.common.records import LearnwareInfo
+from lmdock.common.signing import Signature
 
-__all__ = ["package_learnware"]
+__all__ = [
+    "LearnwareCard",
+    "adapter_base_model",
+    "load_build",
+    "load_card",
+    "package_build",
+    "package_learnware",
+    "publish_package",
+    "verify_package",
+]
+
+MAX_CARD_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class LearnwareCard:
+    """Who publishes what: the metadata a build does not know."""
+
+    id: str
+    domain: str
+    licence: str
+    publisher: str
+    name: str = ""
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    version: str = "1.0.0"
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            object.__setattr__(self, "name", self.id)
+
+
+def load_card(path: Path | None, overrides: Mapping[str, Any]) -> LearnwareCard:
+    """Metadata from a JSON or TOML card file, each non-empty flag in `overrides` taking precedence."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        if not path.is_file() or path.stat().st_size > MAX_CARD_BYTES:
+            raise InvalidArgument(f"card file {path} does not exist or is larger than {MAX_CARD_BYTES} bytes")
+        text = path.read_text(encoding="utf-8")
+        try:
+            values = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidArgument(f"card file {path} is not valid {path.suffix[1:].upper()}: {exc}") from None
+        if not isinstance(values, dict):
+            raise InvalidArgument(f"card file {path} must hold an object")
+    values.update({k: v for k, v in overrides.items() if v})
+    known = {f.name for f in fields(LearnwareCard)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InvalidArgument(f"unknown card fields {unknown}; known: {sorted(known)}")
+    missing = [name for name in ("id", "domain", "licence", "publisher") if not values.get(name)]
+    if missing:
+        raise InvalidArgument(
+            f"the learnware needs {', '.join(missing)}: pass --{missing[0]} or a --card file"
+        )
+    given = {k: str(v) for k, v in values.items() if k != "tags"}
+    return LearnwareCard(
+        id=given["id"],
+        domain=given["domain"],
+        licence=given["licence"],
+        publisher=given["publisher"],
+        name=given.get("name", ""),
+        description=given.get("description", ""),
+        tags=tuple(str(t) for t in values.get("tags", ())),
+        version=given.get("version", "1.0.0"),
+    )
+
+
+def adapter_base_model(adapter_dir: Path) -> str:
+    """The base model the PEFT adapter in `adapter_dir` was built for (its adapter_config.json)."""
+    try:
+        config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+        return str(config["base_model_name_or_path"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise InvalidArgument(
+            f"{adapter_dir}/adapter_config.json is not a PEFT adapter config: {exc}"
+        ) from None
+
+
+def _check_base(adapter_dir: Path, base_model: str) -> None:
+    built_for = adapter_base_model(adapter_dir)
+    if built_for != base_model:
+        raise InvalidArgument(
+            f"the adapter was built for base model {built_for!r}, not {base_model!r}: "
+            "an adapter only works on the base model it was trained on"
+        )
 
 
 def package_learnware(
@@ -24,7 +125,7 @@ def package_learnware(
     *,
     profile: SpecProfile,
     spec_texts: Sequence[str],
-    key: Ed25519PrivateKey,
+    key: Ed25519PrivateKey | None,
     learnware_id: str,
     name: str,
     domain: str,
@@ -36,37 +137,41 @@ def package_learnware(
     spec_delta: float = 1e-6,
     description: str = "",
     tags: Sequence[str] = (),
+    version: str = "1.0.0",
     eval_scores: Mapping[str, float] | None = None,
     training: Mapping[str, Any] | None = None,
     model_card: str | None = None,
     embedder: Embedder | None = None,
+    progress: Progress | None = None,
 ) -> Manifest:
-    """Write a signed v1 package for the adapter in `adapter_dir` to `out`.
+    """Write a v1 package for the adapter in `adapter_dir` to `out` (signed when `key` is given).
 
     The spec is the kernel mean of `spec_texts` (the training data) under the market's
-    `profile`: exact when `spec_epsilon` is None (public data), else (epsilon, delta)-DP.
+    `profile`: exact when `spec_epsilon` is None, else (spec_epsilon, spec_delta)-DP.
     """
     missing = [f for f in REQUIRED_FILES if not (adapter_dir / f).is_file()]
     if missing:
         raise InvalidArgument(f"{adapter_dir} lacks {', '.join(missing)}: is it a PEFT adapter folder?")
-    features = features_of(spec_texts, profile, embedder=embedder)
+    _check_base(adapter_dir, base_model)
     spec = (
-        exact_spec(features, profile)
+        public_spec(spec_texts, profile, embedder=embedder)
         if spec_epsilon is None
-        else release(features, profile, epsilon=spec_epsilon, delta=spec_delta)
+        else private_spec(
+            spec_texts, profile, epsilon=spec_epsilon, delta=spec_delta, embedder=embedder, progress=progress
+        )
     )
     files = {f: adapter_dir / f for f in REQUIRED_FILES}
-    if model_card is not None:
-        card = adapter_dir.parent / f".{learnware_id}.README.md"
-        card.write_text(model_card, encoding="utf-8")
-        files["README.md"] = card
-    try:
+    with tempfile.TemporaryDirectory() as tmp:
+        if model_card is not None:
+            files["README.md"] = Path(tmp) / "README.md"
+            files["README.md"].write_text(model_card, encoding="utf-8")
         return write_package(
             out,
             files=files,
             key=key,
             id=learnware_id,
             name=name,
+            version=version,
             domain=domain,
             base_model=base_model,
             licence=licence,
@@ -76,9 +181,95 @@ def package_learnware(
             description=description,
             tags=tuple(tags),
             eval_scores=dict(eval_scores or {}),
-            training=dict(training or {}),
+            training={"dp": False, **dict(training or {})},
             created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         )
-    finally:
-        if "README.md" in files:
-            files["README.md"].unlink(missing_ok=True)
+
+
+def load_build(build_dir: Path, *, base_model: str | None = None) -> BuildInfo:
+    """The build in `build_dir`; with `base_model`, refuse one built on another base."""
+    build = BuildInfo.load(build_dir)
+    if base_model is not None and base_model != build.base_model:
+        raise InvalidArgument(
+            f"{build_dir} was built on base model {build.base_model!r}, not {base_model!r}: "
+            "an adapter only works on the base model it was trained on"
+        )
+    return build
+
+
+def package_build(
+    build_dir: Path,
+    out: Path,
+    *,
+    profile: SpecProfile,
+    card: LearnwareCard,
+    spec_epsilon: float | None = None,
+    spec_delta: float = 1e-6,
+    data_path: Path | None = None,
+    base_model: str | None = None,
+    embedder: Embedder | None = None,
+    progress: Progress | None = None,
+) -> Manifest:
+    """An unsigned package of the build in `build_dir`, its spec computed from the training data."""
+    build = load_build(build_dir, base_model=base_model)
+    source = data_path or Path(build.data["path"])
+    if data_path is None and (not source.is_file() or sha256_file(source) != build.data["sha256"]):
+        raise InvalidArgument(
+            f"the training data {source} is missing or changed since the build; pass --data with the file "
+            "the spec should summarise"
+        )
+    texts = read_task(source).texts
+    if spec_epsilon is None:
+        spec_line = f"exact kernel mean of {len(texts)} training texts (discloses a summary of them)"
+    else:
+        spec_line = f"DP kernel mean of {len(texts)} texts, epsilon={spec_epsilon:g}, delta={spec_delta:g}"
+    return package_learnware(
+        build_dir,
+        out,
+        profile=profile,
+        spec_texts=texts,
+        key=None,
+        learnware_id=card.id,
+        name=card.name,
+        domain=card.domain,
+        base_model=build.base_model,
+        licence=card.licence,
+        publisher=card.publisher,
+        task=build.task,
+        spec_epsilon=spec_epsilon,
+        spec_delta=spec_delta,
+        description=card.description,
+        tags=card.tags,
+        version=card.version,
+        eval_scores=build.eval_scores,
+        training=build.training,
+        model_card=render_model_card(build, card, spec_line=spec_line),
+        embedder=embedder,
+        progress=progress,
+    )
+
+
+def verify_package(package: Path, *, trusted_key: str | None = None) -> tuple[Manifest, Signature]:
+    """Check a package as the market will: every sha256, the signature, the adapter's base model."""
+    if not package.is_file():
+        raise InvalidArgument(f"package {package} does not exist")
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest, signature = unpack_package(package, Path(tmp) / "pkg", trusted_key=trusted_key)
+        _check_base(Path(tmp) / "pkg", manifest.base_model)
+    return manifest, signature
+
+
+def publish_package(client: MarketClient, package: Path) -> tuple[LearnwareInfo, bool]:
+    """Upload a verified package; (info, False) when it is already published with the same bytes.
+
+    A failed upload leaves nothing on the market, so running this again is always safe.
+    """
+    manifest, _signature = verify_package(package)
+    digest = sha256_file(package)
+    try:
+        existing = client.get(manifest.id)
+        if existing.package_sha256 == digest:
+            return existing, False
+    except NotFound:
+        pass
+    return client.upload(package), True

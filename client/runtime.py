@@ -96,6 +96,11 @@ class SharedBase:
     def names(self) -> list[str]:
         return sorted(self._adapters)
 
+    @property
+    def peft_model(self) -> Any:
+        """The base with its adapters (None until the first `add`)."""
+        return self._model
+
     def add(self, name: str, adapter_dir: Path, task: TaskInfo) -> None:
         """Attach the adapter in `adapter_dir` (PEFT format) under `name`."""
         if self.key_for(self.base_model, task) != self.key:
@@ -224,6 +229,15 @@ class LoadedLearnware:
     host: SharedBase
     name: str
     task: TaskInfo
+
+    @property
+    def model(self) -> Any:
+        """The PeftModel (e.g. for `with loaded.model.disable_adapter():`, the base alone)."""
+        return self.host.peft_model
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.host.tokenizer
 
     def predict(self, texts: Sequence[str], *, batch_size: int = 32, max_new_tokens: int = 32) -> list[str]:
         if self.task.kind == "classification":

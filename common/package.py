@@ -2,7 +2,8 @@
 
     manifest.json               what the learnware is (see `Manifest`), listing every other file
                                 with its sha256 and size
-    signature.json              Ed25519 signature of canonical_json(manifest) (see `signing`)
+    signature.json              Ed25519 signature of canonical_json(manifest) (see `signing`);
+                                absent from a package written unsigned, until `sign_package`
     adapter_config.json         PEFT adapter config
     adapter_model.safetensors   PEFT adapter weights (and a task head, when there is one)
     README.md                   optional model card
@@ -11,12 +12,18 @@ Only regular files with plain names are allowed: .json and .safetensors files an
 card README.md. No links, no folders, no '..', never pickle (.bin, .pt), code or archives.
 Unpacking verifies every hash and the signature before anything becomes visible at the
 destination (temp dir + rename).
+
+The manifest's `training` object says whether the adapter was trained with differential
+privacy: `dp` is a boolean (absent means false), and a DP-trained adapter also states the
+`epsilon` and `delta` its training spent. An adapter trained without DP on private records can
+reveal who was in them, so the market and the client show this to everyone.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -25,7 +32,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from lmdock.common.canonical import canonical_json
@@ -41,6 +48,8 @@ __all__ = [
     "Manifest",
     "PackageLimits",
     "TaskInfo",
+    "check_files",
+    "sign_package",
     "unpack_package",
     "verify_folder",
     "write_package",
@@ -118,10 +127,18 @@ class Manifest:
             value = getattr(self, key)
             if not isinstance(value, str) or not value.strip() or len(value) > 256:
                 raise InvalidArgument(f"manifest field {key!r} must be a non-empty string (<= 256 chars)")
+        _check_training(self.training)
 
     @property
     def dp_trained(self) -> bool:
         return bool(self.training.get("dp", False))
+
+    @property
+    def dp_budget(self) -> tuple[float, float] | None:
+        """(epsilon, delta) spent by DP training, or None for an adapter trained without DP."""
+        if not self.dp_trained:
+            return None
+        return float(self.training["epsilon"]), float(self.training["delta"])
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -175,6 +192,24 @@ class Manifest:
             raise InvalidArgument(f"manifest.json is malformed: missing or bad {exc}") from None
 
 
+def _is_number(value: Any) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_training(training: Mapping[str, Any]) -> None:
+    """training.dp is a boolean; when true, training.epsilon > 0 and 0 <= training.delta < 1."""
+    dp = training.get("dp", False)
+    if not isinstance(dp, bool):
+        raise InvalidArgument("manifest training.dp must be true or false")
+    if not dp:
+        return
+    epsilon, delta = training.get("epsilon"), training.get("delta")
+    if not _is_number(epsilon) or epsilon <= 0:
+        raise InvalidArgument("a DP-trained adapter must state training.epsilon > 0 in its manifest")
+    if not _is_number(delta) or not 0 <= delta < 1:
+        raise InvalidArgument("a DP-trained adapter must state training.delta in [0, 1) in its manifest")
+
+
 def _check_name(name: str) -> None:
     if not _NAME.match(name) or ".." in name:
         raise InvalidArgument(f"file name {name!r} is not allowed (plain names only, no folders)")
@@ -197,19 +232,47 @@ def write_package(
     out: Path,
     *,
     files: Mapping[str, Path],
-    key: Ed25519PrivateKey,
+    key: Ed25519PrivateKey | None,
     **manifest_fields: Any,
 ) -> Manifest:
-    """Hash `files`, sign the manifest and write the package tar to `out` atomically.
+    """Hash `files`, build the manifest and write the package tar to `out` atomically.
 
-    Files are added in name order with fixed metadata, so equal inputs give equal bytes.
+    With `key` the manifest is signed at once; with None the package is written unsigned (the
+    market refuses it until `sign_package` adds signature.json). Files are added in name order
+    with fixed metadata, so equal inputs give equal bytes.
     """
     for name in files:
         _check_name(name)
     entries = {name: FileEntry(sha256=sha256_file(p), size=p.stat().st_size) for name, p in files.items()}
     manifest = Manifest(files=entries, **manifest_fields)
     manifest_dict = manifest.to_dict()
-    signature = sign_manifest(manifest_dict, key)
+    signature = None if key is None else sign_manifest(manifest_dict, key)
+    _write_tar(out, manifest_dict, signature, files)
+    return manifest
+
+
+def sign_package(
+    package: Path, key: Ed25519PrivateKey, *, limits: PackageLimits = PackageLimits()
+) -> tuple[Manifest, Signature]:
+    """Sign `package` in place (replacing any signature) after checking every file's sha256.
+
+    The manifest is not changed, so the package's files and their hashes stay as written.
+    """
+    staging = Path(tempfile.mkdtemp(dir=package.parent, prefix=".sign-"))
+    try:
+        _extract_members(package, staging, limits)
+        manifest = check_files(staging, limits=limits)
+        manifest_dict = manifest.to_dict()
+        signature = sign_manifest(manifest_dict, key)
+        _write_tar(package, manifest_dict, signature, {name: staging / name for name in manifest.files})
+        return manifest, signature
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_tar(
+    out: Path, manifest_dict: dict[str, Any], signature: Signature | None, files: Mapping[str, Path]
+) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".pkg-", suffix=".tmp")
     try:
@@ -218,19 +281,22 @@ def write_package(
             tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar,
         ):
             _tar_add_bytes(tar, MANIFEST, json.dumps(manifest_dict, indent=2).encode())
-            _tar_add_bytes(tar, SIGNATURE, json.dumps(signature.to_dict(), indent=2).encode())
+            if signature is not None:
+                _tar_add_bytes(tar, SIGNATURE, json.dumps(signature.to_dict(), indent=2).encode())
             for name in sorted(files):
                 info = tarfile.TarInfo(name)
-                info.size = entries[name].size
+                info.size = files[name].stat().st_size
                 info.mode = 0o644
                 info.mtime = 0
                 with files[name].open("rb") as fh:
                     tar.addfile(info, fh)
+            tar.close()
+            raw.flush()
+            os.fsync(raw.fileno())
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return manifest
 
 
 def _read_json(path: Path, limit: int) -> Any:
@@ -270,20 +336,16 @@ def _extract_members(archive: Path, into: Path, limits: PackageLimits) -> None:
         raise InvalidArgument(f"package is not a valid uncompressed tar archive: {exc}") from None
 
 
-def verify_folder(
-    folder: Path, *, limits: PackageLimits = PackageLimits(), trusted_key: str | None = None
-) -> tuple[Manifest, Signature]:
-    """Check an unpacked package: manifest, exact file set, every sha256, the signature."""
-    for required in (MANIFEST, SIGNATURE):
-        if not (folder / required).is_file():
-            raise InvalidArgument(f"package has no {required}")
+def check_files(folder: Path, *, limits: PackageLimits = PackageLimits()) -> Manifest:
+    """Check an unpacked package's manifest, its exact file set and every sha256 (not the signature)."""
+    if not (folder / MANIFEST).is_file():
+        raise InvalidArgument(f"package has no {MANIFEST}")
     manifest_dict = _read_json(folder / MANIFEST, limits.max_json_bytes)
     manifest = Manifest.from_dict(manifest_dict)
     if len(manifest.task.labels) > limits.max_labels:
         raise InvalidArgument(f"more than {limits.max_labels} labels")
     if canonical_json(manifest.to_dict()) != canonical_json(manifest_dict):
         raise InvalidArgument("manifest.json has fields that format v1 does not define")
-    signature = Signature.from_dict(_read_json(folder / SIGNATURE, limits.max_json_bytes))
     present = {p.name for p in folder.iterdir()} - {MANIFEST, SIGNATURE}
     if present != set(manifest.files):
         extra, missing = present - set(manifest.files), set(manifest.files) - present
@@ -296,7 +358,18 @@ def verify_folder(
             raise IntegrityError(f"{name} does not match its sha256 in the manifest")
         if name.endswith(".json"):
             _read_json(path, limits.max_json_bytes)
-    verify_manifest(manifest_dict, signature, trusted_key=trusted_key)
+    return manifest
+
+
+def verify_folder(
+    folder: Path, *, limits: PackageLimits = PackageLimits(), trusted_key: str | None = None
+) -> tuple[Manifest, Signature]:
+    """Check an unpacked package: manifest, exact file set, every sha256, the signature."""
+    manifest = check_files(folder, limits=limits)
+    if not (folder / SIGNATURE).is_file():
+        raise InvalidArgument(f"package is not signed (it has no {SIGNATURE}): sign it with `lmdock sign`")
+    signature = Signature.from_dict(_read_json(folder / SIGNATURE, limits.max_json_bytes))
+    verify_manifest(manifest.to_dict(), signature, trusted_key=trusted_key)
     return manifest, signature
 
 

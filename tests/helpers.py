@@ -100,7 +100,7 @@ def make_package(
     out: Path,
     adapter: Path,
     *,
-    key: Ed25519PrivateKey,
+    key: Ed25519PrivateKey | None,
     spec: Spec,
     learnware_id: str = "test-learnware",
     base_model: str,

@@ -121,13 +121,24 @@ def _list(args: argparse.Namespace) -> int:
                     "task": lw.task.kind,
                     "publisher": lw.publisher,
                     "dp_trained": lw.dp_trained,
+                    "dp_epsilon": lw.dp_epsilon if lw.dp_trained else None,
                 }
                 for lw in items
             ]
         )
     else:
-        rows = [(lw.id, lw.name, lw.domain, lw.task.kind, lw.publisher) for lw in items]
-        print(table(["id", "name", "domain", "task", "publisher"], rows))
+        rows = [
+            (
+                lw.id,
+                lw.name,
+                lw.domain,
+                lw.task.kind,
+                lw.publisher,
+                f"eps={lw.dp_epsilon:.3g}" if lw.dp_trained else "no",
+            )
+            for lw in items
+        ]
+        print(table(["id", "name", "domain", "task", "publisher", "DP-trained"], rows))
     return 0
 
 

@@ -1,0 +1,199 @@
+"""`lmdock build`: train an adapter on a task file, evaluate it on a held-out split, write a build folder.
+
+A build folder holds exactly
+
+    adapter_config.json, adapter_model.safetensors   the PEFT adapter (package format v1)
+    build.json                                       what `lmdock package` needs (see `BuildInfo`)
+    README.md                                        the model card so far (eval scores, DP)
+
+It is written next to its destination and renamed into place, so a failed build leaves nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmdock.client.dp_sgd import DPConfig
+from lmdock.client.model_card import render_model_card
+from lmdock.client.operations import score_predictions
+from lmdock.client.readers import TaskData, read_task
+from lmdock.client.runtime import load_learnware, zero_shot_classify
+from lmdock.client.training import Progress, TrainingConfig, train_adapter
+from lmdock.common.errors import InvalidArgument
+from lmdock.common.hashing import sha256_file
+from lmdock.common.package import TaskInfo
+
+__all__ = ["BUILD_FILE", "BuildInfo", "build_learnware", "infer_task"]
+
+BUILD_FILE = "build.json"
+BUILD_FORMAT = "lmdock-build/1"
+
+
+@dataclass(frozen=True)
+class BuildInfo:
+    base_model: str
+    task: TaskInfo
+    data: dict[str, Any]  # path, sha256, records, train_records, eval_records
+    training: dict[str, Any]  # the manifest's `training` object (see TrainingReport.to_manifest)
+    eval_scores: dict[str, float] = field(default_factory=dict)
+    created_at: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": BUILD_FORMAT,
+            "base_model": self.base_model,
+            "task": {"kind": self.task.kind, "labels": list(self.task.labels)},
+            "data": self.data,
+            "training": self.training,
+            "eval_scores": self.eval_scores,
+            "created_at": self.created_at,
+        }
+
+    @classmethod
+    def load(cls, folder: Path) -> BuildInfo:
+        path = folder / BUILD_FILE
+        if not path.is_file():
+            raise InvalidArgument(
+                f"{folder} is not a build folder (no {BUILD_FILE}); run `lmdock build` first"
+            )
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("format") != BUILD_FORMAT:
+                raise InvalidArgument(f"{path} is not a {BUILD_FORMAT} file")
+            task = data["task"]
+            return cls(
+                base_model=str(data["base_model"]),
+                task=TaskInfo(kind=str(task["kind"]), labels=tuple(task["labels"])),
+                data=dict(data["data"]),
+                training=dict(data["training"]),
+                eval_scores={str(k): float(v) for k, v in data["eval_scores"].items()},
+                created_at=str(data.get("created_at", "")),
+            )
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise InvalidArgument(f"{path} is malformed: {exc}") from None
+
+
+def infer_task(data: TaskData, kind: str | None) -> TaskInfo:
+    """classification when every record has a label, generation when every one has an answer."""
+    if kind is None:
+        if data.has_labels and not data.has_answers:
+            kind = "classification"
+        elif data.has_answers and not data.has_labels:
+            kind = "generation"
+        else:
+            raise InvalidArgument(
+                'cannot tell the task from the data: give every record a "label" (classification) '
+                'or an "answer" (generation), or pass --task'
+            )
+    if kind == "classification":
+        if not data.has_labels:
+            raise InvalidArgument('a classification task needs a "label" field on every record')
+        return TaskInfo(kind="classification", labels=tuple(sorted({str(y) for y in data.labels})))
+    if kind == "generation":
+        if not data.has_answers:
+            raise InvalidArgument('a generation task needs an "answer" field on every record')
+        return TaskInfo(kind="generation")
+    raise InvalidArgument(f"--task must be classification or generation, got {kind!r}")
+
+
+def _split(n: int, eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    if not 0 <= eval_fraction < 1:
+        raise InvalidArgument(f"--eval-fraction must be in [0, 1), got {eval_fraction}")
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    held_out = max(1, round(n * eval_fraction)) if eval_fraction else 0
+    if n - held_out < 1:
+        raise InvalidArgument(f"{n} records leave nothing to train on after the held-out split")
+    return sorted(order[held_out:]), sorted(order[:held_out])
+
+
+def _evaluate(
+    adapter: Path, base_model: str, task: TaskInfo, texts: list[str], gold: list[str]
+) -> dict[str, float]:
+    """Held-out scores of the adapter, of the base model alone, and (classification) the majority class."""
+    model = load_learnware(adapter, base_model=base_model, task=task, device="cpu")
+    if task.kind == "classification":
+        base = zero_shot_classify(base_model, texts, task.labels, device="cpu")
+        return {
+            "accuracy": score_predictions(model.predict(texts), gold) or 0.0,
+            "base_zero_shot_accuracy": score_predictions(base, gold) or 0.0,
+            "majority_accuracy": max(gold.count(label) for label in task.labels) / len(gold),
+        }
+    tokens = max(len(model.tokenizer(" " + g, add_special_tokens=False)["input_ids"]) for g in gold) + 2
+    tuned = model.predict(texts, max_new_tokens=tokens)
+    with model.model.disable_adapter():
+        base = model.predict(texts, max_new_tokens=tokens)
+    return {
+        "exact_match": score_predictions(tuned, gold) or 0.0,
+        "base_exact_match": score_predictions(base, gold) or 0.0,
+    }
+
+
+def build_learnware(
+    *,
+    base_model: str,
+    data_path: Path,
+    out: Path,
+    task_kind: str | None = None,
+    config: TrainingConfig | None = None,
+    dp: DPConfig | None = None,
+    eval_fraction: float = 0.1,
+    progress: Progress | None = None,
+) -> BuildInfo:
+    """Train, evaluate and write the build folder `out` (which must not exist or be empty)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InvalidArgument(f"{out} already exists and is not an empty folder: choose another --out")
+    data = read_task(data_path)
+    task = infer_task(data, task_kind)
+    targets = [str(t) for t in (data.labels if task.kind == "classification" else data.answers)]
+    train, held_out = _split(len(data.texts), eval_fraction, (config or TrainingConfig()).seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
+    try:
+        report = train_adapter(
+            base_model=base_model,
+            task=task,
+            texts=[data.texts[i] for i in train],
+            targets=[targets[i] for i in train],
+            out_dir=staging,
+            config=config or TrainingConfig(),
+            dp=dp,
+            progress=progress,
+        )
+        scores = (
+            _evaluate(
+                staging, base_model, task, [data.texts[i] for i in held_out], [targets[i] for i in held_out]
+            )
+            if held_out
+            else {}
+        )
+        info = BuildInfo(
+            base_model=base_model,
+            task=task,
+            data={
+                "path": str(data_path.resolve()),
+                "sha256": sha256_file(data_path),
+                "records": len(data.texts),
+                "train_records": len(train),
+                "eval_records": len(held_out),
+            },
+            training=report.to_manifest(),
+            eval_scores=scores,
+            created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        )
+        (staging / BUILD_FILE).write_text(json.dumps(info.to_dict(), indent=2, sort_keys=True) + "\n")
+        (staging / "README.md").write_text(render_model_card(info), encoding="utf-8")
+        if out.exists():
+            out.rmdir()
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return info

@@ -1,0 +1,339 @@
+"""Publishing learnwares: build, package (with a spec), keys, sign, verify, publish."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from lmdock.client.commands.common import add_json, add_market
+
+__all__ = ["register"]
+
+
+def _default_key() -> Path:
+    from lmdock.client.cache import default_cache_dir
+
+    return default_cache_dir() / "keys" / "publisher.key"
+
+
+def _key_path(args: argparse.Namespace) -> Path:
+    return Path(args.key).expanduser() if args.key else _default_key()
+
+
+def _load_key(args: argparse.Namespace) -> Any:
+    from lmdock.common.errors import FailedPrecondition
+    from lmdock.common.signing import load_private_key
+
+    path = _key_path(args)
+    if not path.exists():
+        raise FailedPrecondition(f"no signing key at {path}: create one with `lmdock keys gen`")
+    return load_private_key(path)
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    """Human-readable notes go to stderr, so `--json` output stays one object on stdout."""
+    print(text, file=sys.stderr if args.json else sys.stdout)
+
+
+def _dp_summary(training: Any) -> dict[str, Any]:
+    if training.get("dp"):
+        return {"dp": True, "epsilon": training["epsilon"], "delta": training["delta"]}
+    return {"dp": False}
+
+
+def _build(args: argparse.Namespace) -> int:
+    from lmdock.client.building import build_learnware
+    from lmdock.client.dp_sgd import DPConfig
+    from lmdock.client.model_card import describe_dp
+    from lmdock.client.output import emit_json, progress_bar
+    from lmdock.client.training import TrainingConfig
+    from lmdock.common.errors import InvalidArgument
+
+    if (args.dp_epsilon is None) != (args.dp_delta is None):
+        raise InvalidArgument("--dp-epsilon and --dp-delta go together")
+    dp = None
+    if args.dp_epsilon is not None:
+        dp = DPConfig(
+            epsilon=args.dp_epsilon,
+            delta=args.dp_delta,
+            max_grad_norm=args.dp_max_grad_norm,
+            accountant=args.dp_accountant,
+        )
+    config = TrainingConfig(
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        max_tokens=args.max_tokens,
+        rank=args.rank,
+        seed=args.seed,
+        target_modules=tuple(m for m in args.target_modules.split(",") if m),
+    )
+    info = build_learnware(
+        base_model=args.base,
+        data_path=Path(args.data),
+        out=Path(args.out),
+        task_kind=args.task,
+        config=config,
+        dp=dp,
+        eval_fraction=args.eval_fraction,
+        progress=progress_bar("training", enabled=not args.json),
+    )
+    if args.json:
+        emit_json(
+            {
+                "out": str(Path(args.out).resolve()),
+                "base_model": info.base_model,
+                "task": info.task.kind,
+                "labels": list(info.task.labels),
+                "records": info.data,
+                "eval_scores": info.eval_scores,
+                "privacy": _dp_summary(info.training),
+                "training": info.training,
+            }
+        )
+        return 0
+    print(f"built {info.task.kind} adapter on {info.base_model} -> {args.out}")
+    for name, value in sorted(info.eval_scores.items()):
+        print(f"  {name}: {value:.4f} (held-out, {info.data['eval_records']} records)")
+    print(f"  {describe_dp(info.training)}")
+    return 0
+
+
+def _package(args: argparse.Namespace) -> int:
+    from lmdock.client.connection import MarketClient
+    from lmdock.client.output import emit_json, progress_bar
+    from lmdock.client.publishing import load_build, load_card, package_build
+
+    load_build(Path(args.build_dir), base_model=args.base)  # refuse a wrong build before the network
+    card = load_card(
+        Path(args.card) if args.card else None,
+        {
+            "id": args.id,
+            "name": args.name,
+            "domain": args.domain,
+            "licence": args.licence,
+            "publisher": args.publisher,
+            "description": args.description,
+            "tags": args.tag,
+            "version": args.version,
+        },
+    )
+    with MarketClient(args.market, timeout=args.timeout) as client:
+        profile = client.profile()
+    out = Path(args.out) if args.out else Path(f"{card.id}.tar")
+    if args.spec_epsilon is None:
+        _say(
+            args,
+            "note: the spec is the EXACT kernel mean of your training data: it discloses a summary of "
+            "that data to the market and everyone who lists it. Use --spec-epsilon for a DP spec.",
+        )
+    manifest = package_build(
+        Path(args.build_dir),
+        out,
+        profile=profile,
+        card=card,
+        spec_epsilon=args.spec_epsilon,
+        spec_delta=args.spec_delta,
+        data_path=Path(args.data) if args.data else None,
+        base_model=args.base,
+        progress=progress_bar("embedding", enabled=not args.json),
+    )
+    privacy = manifest.spec.privacy
+    spec = (
+        {"dp": True, "epsilon": privacy.epsilon, "delta": privacy.delta, "sigma": privacy.sigma}
+        if privacy.epsilon
+        else {"dp": False}
+    )
+    if args.json:
+        emit_json(
+            {
+                "package": str(out.resolve()),
+                "id": manifest.id,
+                "signed": False,
+                "spec": spec,
+                "training": _dp_summary(manifest.training),
+                "eval_scores": dict(manifest.eval_scores),
+            }
+        )
+        return 0
+    print(f"wrote unsigned package {out} ({manifest.id}); sign it with `lmdock sign {out}`")
+    return 0
+
+
+def _keys_gen(args: argparse.Namespace) -> int:
+    from lmdock.common.errors import AlreadyExists
+    from lmdock.common.signing import generate_key, save_private_key
+
+    path = _key_path(args)
+    if path.exists() and not args.force:
+        raise AlreadyExists(f"{path} already exists; pass --force to replace it (its signatures stay valid)")
+    save_private_key(generate_key(), path)
+    return _keys_show(args)
+
+
+def _keys_show(args: argparse.Namespace) -> int:
+    from lmdock.client.output import emit_json
+    from lmdock.common.signing import key_id, public_key_to_b64
+
+    path = _key_path(args)
+    public = public_key_to_b64(_load_key(args).public_key())
+    if args.json:
+        emit_json({"path": str(path), "key_id": key_id(public), "public_key": public})
+    else:
+        print(f"key {key_id(public)} at {path}\npublic key (base64): {public}")
+    return 0
+
+
+def _sign(args: argparse.Namespace) -> int:
+    from lmdock.client.output import emit_json
+    from lmdock.common.errors import InvalidArgument
+    from lmdock.common.package import sign_package
+
+    package = Path(args.package)
+    if not package.is_file():
+        raise InvalidArgument(f"package {package} does not exist")
+    manifest, signature = sign_package(package, _load_key(args))
+    if args.json:
+        emit_json({"package": args.package, "id": manifest.id, "key_id": signature.key_id})
+    else:
+        print(f"signed {args.package} ({manifest.id}) with key {signature.key_id}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from lmdock.client.model_card import describe_dp
+    from lmdock.client.output import emit_json
+    from lmdock.client.publishing import verify_package
+
+    manifest, signature = verify_package(Path(args.package), trusted_key=args.trusted_key)
+    privacy = manifest.spec.privacy
+    spec = f"DP, epsilon={privacy.epsilon:g}, delta={privacy.delta:g}" if privacy.epsilon else "exact (no DP)"
+    if args.json:
+        emit_json(
+            {
+                "ok": True,
+                "id": manifest.id,
+                "publisher": manifest.publisher,
+                "key_id": signature.key_id,
+                "public_key": signature.public_key,
+                "base_model": manifest.base_model,
+                "task": manifest.task.kind,
+                "training": _dp_summary(manifest.training),
+                "spec_dp": bool(privacy.epsilon),
+                "eval_scores": dict(manifest.eval_scores),
+            }
+        )
+        return 0
+    print(f"OK: {args.package} is intact and signed by key {signature.key_id} ({manifest.publisher})")
+    print(f"  learnware   {manifest.id} v{manifest.version}: {manifest.name}")
+    print(f"  base model  {manifest.base_model} ({manifest.task.kind})")
+    print(f"  training    {describe_dp(dict(manifest.training))}")
+    print(f"  spec        {spec}")
+    for name, value in sorted(manifest.eval_scores.items()):
+        print(f"  eval        {name}: {value:.4f}")
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from lmdock.client.connection import MarketClient, WireRecorder
+    from lmdock.client.output import emit_json, progress_bar
+    from lmdock.client.publishing import publish_package
+
+    package = Path(args.package)
+    size = package.stat().st_size if package.is_file() else 0
+    draw = progress_bar("uploading", enabled=not args.json)
+
+    class UploadProgress(WireRecorder):
+        def _record(self, request: Any) -> None:
+            super()._record(request)
+            draw(min(self.bytes_sent, size), size)
+
+    with MarketClient(args.market, timeout=args.timeout, recorder=UploadProgress()) as client:
+        info, uploaded = publish_package(client, package)
+    if args.json:
+        emit_json(
+            {
+                "id": info.id,
+                "uploaded": uploaded,
+                "package_sha256": info.package_sha256,
+                "dp_trained": info.dp_trained,
+                "dp_epsilon": info.dp_epsilon,
+            }
+        )
+    else:
+        verb = "published" if uploaded else "already published (same bytes)"
+        print(f"{verb}: {info.id} on {args.market} (sha256 {info.package_sha256[:16]}...)")
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("build", help="fine-tune a LoRA adapter on your data (optionally with DP-SGD)")
+    add_json(p)
+    p.add_argument(
+        "--base", required=True, help="base model: a packaged model id or a local checkpoint folder"
+    )
+    p.add_argument("--data", required=True, help="training data, JSONL with 'text' and 'label' or 'answer'")
+    p.add_argument("--out", required=True, help="build folder to create")
+    p.add_argument("--task", choices=("classification", "generation"), help="default: from the data")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=16, help="expected batch size under DP (Poisson)")
+    p.add_argument("--max-tokens", type=int, default=64, help="tokens kept per text")
+    p.add_argument("--rank", type=int, default=8, help="LoRA rank")
+    p.add_argument("--target-modules", default="", help="comma-separated; default: attention query/value")
+    p.add_argument("--eval-fraction", type=float, default=0.1, help="held-out share for the model card")
+    p.add_argument("--seed", type=int, default=0, help="split, shuffling and initialisation (not DP noise)")
+    p.add_argument("--dp-epsilon", type=float, help="train with DP-SGD to this epsilon")
+    p.add_argument("--dp-delta", type=float, help="delta of DP-SGD (below 1/records)")
+    p.add_argument("--dp-max-grad-norm", type=float, default=1.0, help="per-record gradient clipping norm")
+    p.add_argument("--dp-accountant", choices=("prv", "rdp"), default="prv")
+    p.set_defaults(func=_build)
+
+    p = sub.add_parser("package", help="compute the learnware's spec and write an unsigned package")
+    add_market(p)
+    add_json(p)
+    p.add_argument("build_dir", help="folder written by `lmdock build`")
+    p.add_argument("--out", help="package file (default ID.tar)")
+    p.add_argument("--card", help="JSON or TOML file with id, name, domain, licence, publisher, ...")
+    for flag in ("id", "name", "domain", "licence", "publisher", "description", "version"):
+        p.add_argument(f"--{flag}", default="")
+    p.add_argument("--tag", action="append", default=[], help="repeat for several tags")
+    p.add_argument("--spec-epsilon", type=float, help="release a DP spec (default: exact spec)")
+    p.add_argument("--spec-delta", type=float, default=1e-6)
+    p.add_argument("--data", help="texts the spec summarises (default: the build's training data)")
+    p.add_argument("--base", help="refuse unless the build's base model is this one")
+    p.set_defaults(func=_package)
+
+    keys = sub.add_parser("keys", help="publisher signing keys (Ed25519)").add_subparsers(
+        dest="keys_command", required=True
+    )
+    for name, func, text in (
+        ("gen", _keys_gen, "create a signing key"),
+        ("show", _keys_show, "print a key's id and public key"),
+    ):
+        p = keys.add_parser(name, help=text)
+        add_json(p)
+        p.add_argument("--key", help="key file (default $LMDOCK_HOME/keys/publisher.key)")
+        if name == "gen":
+            p.add_argument("--force", action="store_true", help="replace an existing key")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("sign", help="sign a package (its manifest lists every file's sha256)")
+    add_json(p)
+    p.add_argument("package")
+    p.add_argument("--key", help="key file (default $LMDOCK_HOME/keys/publisher.key)")
+    p.set_defaults(func=_sign)
+
+    p = sub.add_parser("verify", help="check a package's hashes, signature and base model")
+    add_json(p)
+    p.add_argument("package")
+    p.add_argument("--trusted-key", help="require this base64 public key")
+    p.set_defaults(func=_verify)
+
+    p = sub.add_parser("publish", help="upload a signed package to a market")
+    add_market(p)
+    add_json(p)
+    p.add_argument("package")
+    p.set_defaults(func=_publish)

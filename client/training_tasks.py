@@ -1,0 +1,134 @@
+"""What differs between the two kinds of learnware during training: the model and the loss.
+
+* classification: an encoder (AutoModelForSequenceClassification) with LoRA on its attention
+  projections and a fresh head, trained and saved with the adapter (`modules_to_save`);
+  loss_i = cross-entropy of example i's label.
+* generation: a causal LM (AutoModelForCausalLM) with LoRA; the prompt is the text, the target
+  the answer followed by EOS; loss_i = mean cross-entropy over example i's answer tokens only
+  (prompt and padding are masked out).
+
+The batch loss is (1/B) Σ_i loss_i, so the per-example gradients DP-SGD clips are exactly the
+gradients of each example's own loss (a token-level mean over the batch would mix examples).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from lmdock.common.errors import InvalidArgument
+from lmdock.common.package import TaskInfo
+from peft import LoraConfig, TaskType, get_peft_model
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+__all__ = ["TaskModel", "attention_targets", "load_task_model"]
+
+#: LoRA goes on the attention query/value projections; their names differ by architecture.
+_ATTENTION_NAMES = (("q_proj", "v_proj"), ("query", "value"), ("q_lin", "v_lin"), ("c_attn",))
+#: Task heads trained in full and saved with the adapter, where the architecture has them.
+_HEAD_NAMES = ("pre_classifier", "classifier", "score", "pooler")
+IGNORE = -100
+
+
+def attention_targets(model: torch.nn.Module) -> tuple[str, ...]:
+    """The attention projection names of `model` that LoRA should adapt."""
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    for candidate in _ATTENTION_NAMES:
+        if set(candidate) <= names:
+            return candidate
+    raise InvalidArgument(
+        "cannot find the attention projections of this base model; name them with --target-modules"
+    )
+
+
+@dataclass
+class TaskModel:
+    """A base model with a fresh LoRA adapter, and the per-example loss of its task."""
+
+    task: TaskInfo
+    model: Any  # peft.PeftModel
+    tokenizer: Any
+    max_tokens: int
+    eos_id: int | None = None
+
+    def loss(self, texts: Sequence[str], targets: Sequence[str]) -> torch.Tensor:
+        """(1/B) Σ_i loss_i over the batch (see the module docstring)."""
+        if self.task.kind == "classification":
+            return self._classification_loss(texts, targets)
+        return self._generation_loss(texts, targets)
+
+    def _classification_loss(self, texts: Sequence[str], labels: Sequence[str]) -> torch.Tensor:
+        index = {name: i for i, name in enumerate(self.task.labels)}
+        batch = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
+        )
+        logits = self.model(**batch).logits
+        return torch.nn.functional.cross_entropy(logits, torch.tensor([index[y] for y in labels]))
+
+    def _generation_loss(self, prompts: Sequence[str], answers: Sequence[str]) -> torch.Tensor:
+        ids, labels = [], []
+        for prompt, answer in zip(prompts, answers, strict=True):
+            # the prompt is tokenized exactly as the runtime does before generating
+            p = self.tokenizer(prompt, truncation=True, max_length=self.max_tokens)["input_ids"]
+            a = self.tokenizer(" " + answer, add_special_tokens=False)["input_ids"][: self.max_tokens]
+            a = a + ([self.eos_id] if self.eos_id is not None else [])
+            ids.append(p + a)
+            labels.append([IGNORE] * len(p) + a)
+        width = max(len(x) for x in ids)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id or 0
+        input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids])
+        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])
+        target = torch.tensor([y + [IGNORE] * (width - len(y)) for y in labels])
+        logits = self.model(input_ids=input_ids, attention_mask=mask).logits[:, :-1]
+        target = target[:, 1:]  # token t predicts token t+1
+        per_token = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE, reduction="none"
+        ).view(target.shape)
+        counted = (target != IGNORE).sum(dim=1).clamp(min=1)
+        return (per_token.sum(dim=1) / counted).mean()
+
+
+def load_task_model(
+    folder: Path,
+    task: TaskInfo,
+    *,
+    base_model: str,
+    max_tokens: int,
+    rank: int,
+    alpha: int,
+    dropout: float,
+    target_modules: Sequence[str] = (),
+) -> TaskModel:
+    """The base model in `folder` with a fresh LoRA adapter for `task` (only LoRA and heads train)."""
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if task.kind == "classification":
+        model = AutoModelForSequenceClassification.from_pretrained(
+            folder,
+            num_labels=len(task.labels),
+            id2label=dict(enumerate(task.labels)),
+            label2id={name: i for i, name in enumerate(task.labels)},
+        )
+        present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+        heads = [name for name in _HEAD_NAMES if name in present]
+        task_type = TaskType.SEQ_CLS
+    else:
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        heads, task_type = [], TaskType.CAUSAL_LM
+    lora = LoraConfig(
+        task_type=task_type,
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=list(target_modules or attention_targets(model)),
+        modules_to_save=heads or None,
+    )
+    peft_model = get_peft_model(model, lora)
+    peft_model.peft_config["default"].base_model_name_or_path = base_model
+    eos = model.config.eos_token_id
+    eos_id = eos[0] if isinstance(eos, list) else eos
+    if eos_id is None:
+        eos_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    return TaskModel(task=task, model=peft_model, tokenizer=tokenizer, max_tokens=max_tokens, eos_id=eos_id)

@@ -1,0 +1,125 @@
+"""DP-SGD adapter training with Opacus: the regression for Opacus + PEFT, and the DP settings' checks."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from lmdock.client.dp_sgd import DPConfig
+from lmdock.client.runtime import load_learnware
+from lmdock.client.training import TrainingConfig, train_adapter
+from lmdock.client.training_tasks import TaskModel, load_task_model
+from lmdock.common.errors import InvalidArgument
+from lmdock.common.package import TaskInfo
+from peft import get_peft_model_state_dict
+from safetensors.torch import load_file
+
+POSITIVE = ("good", "great", "fine", "nice", "happy")
+NEGATIVE = ("bad", "awful", "poor", "sad", "ugly")
+GENERATION = TaskInfo(kind="generation")
+
+
+def toy_task(n: int, seed: int) -> tuple[list[str], list[str]]:
+    """Three sentiment words -> "positive" / "negative": learnable by a tiny model in a few steps."""
+    rng = random.Random(seed)
+    texts, answers = [], []
+    for i in range(n):
+        words = POSITIVE if i % 2 else NEGATIVE
+        texts.append(" ".join(rng.choice(words) for _ in range(3)))
+        answers.append("positive" if i % 2 else "negative")
+    return texts, answers
+
+
+@torch.no_grad()
+def answer_loss(adapter: Path, base: Path, texts: list[str], answers: list[str]) -> tuple[float, float]:
+    """Mean per-example cross-entropy of the answer tokens: (with the adapter, base model alone)."""
+    loaded = load_learnware(adapter, base_model=str(base), task=GENERATION, device="cpu")
+    scorer = TaskModel(
+        task=GENERATION,
+        model=loaded.model,
+        tokenizer=loaded.tokenizer,
+        max_tokens=16,
+        eos_id=loaded.model.config.eos_token_id,
+    )
+    tuned = float(scorer.loss(texts, answers))
+    with loaded.model.disable_adapter():
+        base_loss = float(scorer.loss(texts, answers))
+    return tuned, base_loss
+
+
+@pytest.mark.slow
+def test_dp_training_changes_the_adapter_improves_the_task_and_reports_epsilon(
+    tiny_llama: Path, tmp_path: Path
+) -> None:
+    texts, answers = toy_task(256, seed=1)
+    config = TrainingConfig(epochs=4, learning_rate=2e-2, batch_size=32, max_tokens=16, rank=8)
+    dp = DPConfig(epsilon=8.0, delta=1e-5)
+    report = train_adapter(
+        base_model=str(tiny_llama),
+        task=GENERATION,
+        texts=texts,
+        targets=answers,
+        out_dir=tmp_path / "adapter",
+        config=config,
+        dp=dp,
+    )
+    # epsilon is what the accountant spent: at most the target, and not far below it
+    assert report.dp is not None
+    assert 0.9 * dp.epsilon <= report.dp.epsilon <= dp.epsilon * 1.01
+    assert report.dp.steps == config.epochs * 8 and report.dp.sample_rate == pytest.approx(1 / 8)
+    assert report.dp.noise_multiplier > 0.3
+    training = report.to_manifest()
+    assert training["dp"] is True and training["epsilon"] == report.dp.epsilon and training["delta"] == 1e-5
+
+    # every LoRA matrix moved away from its initial value (B starts at zero), none is corrupted
+    torch.manual_seed(config.seed)
+    initial = get_peft_model_state_dict(
+        load_task_model(
+            tiny_llama, GENERATION, base_model=str(tiny_llama), max_tokens=16, rank=8, alpha=16, dropout=0.05
+        ).model
+    )
+    trained = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    assert set(trained) == set(initial) and len(trained) == 8
+    for name, tensor in trained.items():
+        assert bool(torch.isfinite(tensor).all()), name
+        assert float((tensor - initial[name]).abs().max()) > 1e-3, f"{name} did not change"
+
+    # and the model got better at the task on records it never saw
+    held_texts, held_answers = toy_task(64, seed=2)
+    tuned, base = answer_loss(tmp_path / "adapter", tiny_llama, held_texts, held_answers)
+    assert math.isfinite(tuned) and tuned < base - 0.1, (tuned, base)
+
+
+def test_dp_settings_are_validated() -> None:
+    for bad in (
+        {"epsilon": 0.0, "delta": 1e-6},
+        {"epsilon": -1.0, "delta": 1e-6},
+        {"epsilon": math.inf, "delta": 1e-6},
+        {"epsilon": math.nan, "delta": 1e-6},
+        {"epsilon": 1000.0, "delta": 1e-6},
+        {"epsilon": 1.0, "delta": 0.0},
+        {"epsilon": 1.0, "delta": 1.0},
+        {"epsilon": 1.0, "delta": 1e-6, "max_grad_norm": 0.0},
+        {"epsilon": 1.0, "delta": 1e-6, "accountant": "moments"},
+    ):
+        with pytest.raises(InvalidArgument):
+            DPConfig(**bad)
+    with pytest.raises(TypeError):
+        DPConfig(1.0, 1e-6)  # type: ignore[misc]  # privacy parameters are keyword-only
+
+
+def test_delta_must_be_below_one_over_n(tiny_llama: Path, tmp_path: Path) -> None:
+    texts, answers = toy_task(100, seed=1)
+    with pytest.raises(InvalidArgument, match="1/n"):
+        train_adapter(
+            base_model=str(tiny_llama),
+            task=GENERATION,
+            texts=texts,
+            targets=answers,
+            out_dir=tmp_path / "adapter",
+            dp=DPConfig(epsilon=1.0, delta=0.01),
+        )
+    assert not (tmp_path / "adapter").exists()
