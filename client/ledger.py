@@ -31,6 +31,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -45,6 +46,8 @@ from lmdock.common.canonical import canonical_json, sha256_hex
 from lmdock.common.errors import BudgetExceeded, IntegrityError, InvalidArgument
 from lmdock.common.profile import SpecProfile
 from lmdock.common.spec import Spec, release_calibration
+
+log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_BUDGET", "Entry", "Ledger", "LedgerState", "dataset_id", "default_ledger_path"]
 
@@ -294,6 +297,9 @@ class Ledger:
         """Write the pending entry out in full (if torn or missing) and commit it in the anchor."""
         last = state.entries[-1]
         if state.interrupted:
+            log.warning(
+                "ledger: release %d was interrupted while being recorded; it counts as spent", last.seq
+            )
             self._append(canonical_json(last.data).decode("utf-8"), cut_to=cut_to)
         self._write_anchor(count=last.seq, head=last.digest, pending=None)
 
@@ -333,6 +339,13 @@ class Ledger:
                 self._append(line)
                 digest = sha256_hex(line.encode("utf-8"))
                 self._write_anchor(count=seq, head=digest, pending=None)
+                log.info(
+                    "ledger: release %d debited from data set %s (epsilon=%g, delta=%g)",
+                    seq,
+                    dataset[:12],
+                    release.epsilon,
+                    release.delta,
+                )
                 return Entry(seq=seq, digest=digest, data=data)
         except IntegrityError as exc:
             raise IntegrityError(f"privacy ledger {self.path} is damaged: {exc}; nothing was sent") from None

@@ -236,8 +236,9 @@ def test_concurrent_writers_never_interleave(tmp_path: Path) -> None:
         from lmdock.client.ledger import Ledger
         from lmdock.common.accounting import Budget, Release
         ledger = Ledger(Path(sys.argv[1]), budget=Budget(epsilon=100.0, delta=0.5))
+        release = Release(epsilon=0.01, delta=1e-9, noise_multiplier=500.0)
         for _ in range(8):
-            ledger.record(sys.argv[2] * 64, Release(epsilon=0.01, delta=1e-9, noise_multiplier=500.0), kind="spec")
+            ledger.record(sys.argv[2] * 64, release, kind="spec")
         """
     )
     procs = [subprocess.Popen([sys.executable, "-c", script, str(path), c]) for c in "xy"]
