@@ -201,7 +201,9 @@ class Ledger:
             with self._locked(exclusive=False):
                 return self._state()[0]
         except IntegrityError as exc:
-            raise IntegrityError(f"privacy ledger {self.path} is damaged: {exc}") from None
+            raise IntegrityError(
+                f"privacy ledger {self.path} is damaged: {exc}; no release is made until it is restored"
+            ) from None
 
     def entries(self) -> tuple[Entry, ...]:
         return self.state().entries
@@ -348,7 +350,10 @@ class Ledger:
                 )
                 return Entry(seq=seq, digest=digest, data=data)
         except IntegrityError as exc:
-            raise IntegrityError(f"privacy ledger {self.path} is damaged: {exc}; nothing was sent") from None
+            raise IntegrityError(
+                f"privacy ledger {self.path} is damaged: {exc}; no release is made until it is restored, "
+                "nothing was sent"
+            ) from None
 
     def record_spec(self, dataset: str, spec: Spec, profile: SpecProfile, *, destination: str = "") -> Entry:
         """Debit a released spec: its accounting comes from the same calibration `release` used."""
