@@ -58,7 +58,8 @@ class EmbeddedSet:
 
 
 def _records(path: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    # split on "\n" only: str.splitlines also splits on U+2028 inside JSON strings
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
 
 
 def load_embedded(name: str, profile: SpecProfile) -> EmbeddedSet:

@@ -50,7 +50,7 @@ def read_task(path: Path, *, limits: ReaderLimits = ReaderLimits(), person_field
     answers: list[str | None] = []
     persons: list[str | None] = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines: U+2028 is text
     except UnicodeDecodeError as exc:
         raise InvalidArgument(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     for number, line in enumerate(lines, start=1):

@@ -40,3 +40,9 @@ def test_a_partial_or_malformed_person_column_is_refused(
 ) -> None:
     with pytest.raises(InvalidArgument, match=message):
         read_task(write(tmp_path / "t.jsonl", rows))
+
+
+def test_a_unicode_line_separator_inside_a_text_is_not_a_line_break(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps({"text": "one\u2028two", "person": "p"}, ensure_ascii=False) + "\n")
+    assert read_task(path).texts == ("one\u2028two",)
