@@ -17,7 +17,7 @@ A task takes part at size n only if its user part holds n records; `tasks` says 
 Profiles compared (`--configs`): the linear kernel with and without the public centre and a
 clip radius, and Gaussian random features. The centre is the mean of the per-data-set means of
 the publisher parts (public learnware data, never a user record); the clip radius a quantile of
-||e - c|| over the same public records. `--write-centre FILE` writes that centre.
+||e - c|| over the same public records.
 
     python benchmarks/identification.py --json [--repeats 20] [--sizes 50,100,300,1000]
 """
@@ -25,6 +25,7 @@ the publisher parts (public learnware data, never a user record); the clip radiu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -189,13 +190,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = np.random.default_rng(args.seed + 1)
     results: dict[str, Any] = {}
     for name, profile in chosen.items():
-        features = build_feature_map(profile)(embeddings)
+        feature_map = build_feature_map(profile)
+        features = feature_map(embeddings)
+        unclipped = dataclasses.replace(feature_map, clip_radius=math.inf)(embeddings)
         results[name] = {
             "clip_radius": profile.clip_radius,
             "kernel": profile.kernel,
             "centred": bool(profile.centre),
             "clipped_share": float(
-                np.mean(np.linalg.norm(features, axis=1) >= profile.clip_radius * (1 - 1e-9))
+                np.mean(np.linalg.norm(unclipped, axis=1) > profile.clip_radius * (1 + 1e-6))
             ),
             "markets": {
                 m.name: evaluate(
@@ -207,8 +210,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"{name}: done ({time.perf_counter() - started:.0f}s)", file=sys.stderr, flush=True)
     centre = public_centre(embeddings, markets[0])
     norms = public_norms(embeddings, markets[0], centre)
-    if args.write_centre:
-        write_centre(Path(args.write_centre), centre, norms)
     return {
         "delta": DELTA,
         "repeats": args.repeats,
@@ -219,20 +220,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "results": results,
         "seconds": round(time.perf_counter() - started, 1),
     }
-
-
-def write_centre(path: Path, centre: np.ndarray, norms: np.ndarray) -> None:
-    from lmdock.common.embedders import DEFAULT_EMBEDDER, embedder_sha256
-
-    payload = {
-        "embedder_id": DEFAULT_EMBEDDER,
-        "embedder_sha256": embedder_sha256(DEFAULT_EMBEDDER),
-        "source": "mean of the per-data-set mean embeddings of the publisher halves (seeded split) "
-        "of the ten public data sets in ../shared/data; see benchmarks/identification.py",
-        "norm_quantiles": {str(q): float(np.percentile(norms, q)) for q in (50, 75, 90, 95, 99, 100)},
-        "centre": [float(x) for x in centre.astype(np.float32)],
-    }
-    path.write_text(json.dumps(payload, indent=1) + "\n")
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -264,7 +251,6 @@ def main() -> None:
     parser.add_argument("--epsilons", default="0.5,1,2")
     parser.add_argument("--configs", default="linear,linear+centre,linear+centre+clip90,rbf0.5")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--write-centre", help="write the public centre (JSON) here")
     args = parser.parse_args()
     report = run(args)
     print(json.dumps(report, indent=2) if args.json else markdown(report))
