@@ -228,7 +228,7 @@ def markdown(report: dict[str, Any]) -> str:
     for market in ("sets", "labels"):
         first = next(iter(report["results"].values()))["markets"][market]
         eps_keys = list(next(iter(first.values()))["accuracy"])
-        head = " | ".join(("no DP" if e == "inf" else f"ε = {e}") for e in eps_keys)
+        head = " | ".join(("no DP" if e == "inf" else f"ε = {float(e):g}") for e in eps_keys)
         lines += [
             f"\n**{market}**\n",
             f"| profile | n | tasks | {head} |",
