@@ -81,6 +81,6 @@ def read_task(path: Path, *, limits: ReaderLimits = ReaderLimits(), person_field
         raise InvalidArgument(f"{path} holds no records")
     named = [p for p in persons if p is not None]
     if named and len(named) != len(persons):
-        line = persons.index(None) + 1
-        raise InvalidArgument(f'{path}: record {line} has no "{person_field}" although other records do')
+        first = persons.index(None) + 1
+        raise InvalidArgument(f'{path}: record {first} has no "{person_field}" although other records do')
     return TaskData(texts=tuple(texts), labels=tuple(labels), answers=tuple(answers), persons=tuple(named))
