@@ -1,6 +1,6 @@
 """Real task data for the benchmarks: the shared data sets, embedded once and cached on disk.
 
-The data sets live outside the repository (default ../shared/data, or $LMDOCK_SHARED_DATA;
+The data sets live outside the repository (../shared/data, or $LMDOCK_SHARED_DATA;
 see its README for sources and licences). Embeddings come from the profile's pinned embedder
 (all-MiniLM-L6-v2) and are cached under $LMDOCK_BENCH_CACHE (default
 ~/.cache/lmdock/bench), keyed by the embedder's weight hash, the token limit and the data
@@ -20,7 +20,8 @@ from lmdock.common.hashing import sha256_file
 from lmdock.common.profile import SpecProfile
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = ROOT.parent.parent / "shared" / "data"
+#: ../shared/data next to the checkout (or next to the folder of worktrees holding it)
+DEFAULT_DATA = (ROOT.parent / "shared" / "data", ROOT.parent.parent / "shared" / "data")
 DATA_SETS = (
     "finance/banking77",
     "finance/tatqa",
@@ -36,10 +37,11 @@ DATA_SETS = (
 
 
 def data_dir() -> Path:
-    path = Path(os.environ.get("LMDOCK_SHARED_DATA", DEFAULT_DATA))
-    if not (path / DATA_SETS[0] / "data.jsonl").is_file():
-        raise SystemExit(f"shared data not found under {path}; set LMDOCK_SHARED_DATA")
-    return path
+    given = os.environ.get("LMDOCK_SHARED_DATA")
+    for path in [Path(given)] if given else DEFAULT_DATA:
+        if (path / DATA_SETS[0] / "data.jsonl").is_file():
+            return path
+    raise SystemExit("shared data not found (../shared/data); set LMDOCK_SHARED_DATA")
 
 
 def cache_dir() -> Path:

@@ -45,31 +45,29 @@ def search_task(
     """
     validate_privacy(epsilon=epsilon, delta=delta)
     unit = "person" if persons else "record"
-    dataset = dataset_id(texts) if ledger is not None else ""
+    dataset = dataset_id(texts)
     if ledger is not None:
         ledger.check_spec_budget(dataset, epsilon=epsilon, delta=delta, unit=unit)
     profile = client.profile()
-    spec = (
-        ledger.cached_spec(dataset, profile_id=profile.profile_id, epsilon=epsilon, delta=delta, unit=unit)
-        if ledger is not None
-        else None
-    )
-    if spec is None:
-        spec = private_spec(texts, profile, epsilon=epsilon, delta=delta, persons=persons, progress=progress)
-        if ledger is not None:
-            ledger.record_spec(dataset, spec, profile, destination=client.address)
-        p = spec.privacy
-        # parameters only: never a text, never a vector
-        log.info(
-            "released a spec: epsilon=%g delta=%g sigma=%.4g size bucket %d per %s",
-            p.epsilon,
-            p.delta,
-            p.sigma,
-            p.size_bucket,
-            p.unit,
+    if ledger is not None:
+        cached = ledger.cached_spec(
+            dataset, profile_id=profile.profile_id, epsilon=epsilon, delta=delta, unit=unit
         )
-    else:
-        log.info("re-sending the spec already released for this data set (no new privacy cost)")
+        if cached is not None:
+            log.info("re-sending the spec already released for this data set (no new privacy cost)")
+            return cached, client.search(cached, top_k=top_k)
+    spec = private_spec(texts, profile, epsilon=epsilon, delta=delta, persons=persons, progress=progress)
+    if ledger is not None:
+        ledger.record_spec(dataset, spec, profile, destination=client.address)  # durable before the send
+    p = spec.privacy  # parameters only in logs: never a text, never a vector
+    log.info(
+        "released a spec: epsilon=%g delta=%g sigma=%.4g size bucket %d per %s",
+        p.epsilon,
+        p.delta,
+        p.sigma,
+        p.size_bucket,
+        p.unit,
+    )
     return spec, client.search(spec, top_k=top_k)
 
 

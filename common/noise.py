@@ -17,7 +17,7 @@ Two total-variation (TV) distances are paid for in delta (a mechanism within TV 
 * SAMPLER_TV_PER_COORD, sampler vs the exact N_Z: uniform integers are exact (rejection on
   CSPRNG words); each Bernoulli(exp(-x)) compares a 53-bit CSPRNG uniform with a double, so it
   is off by at most 2^-51; coupling the ideal and the real sampler on shared coins, they differ
-  only if one of the coins they toss differs, so TV <= E[#coins] * 2^-51 (about 15 coins on
+  only if one of the coins they toss differs, so TV <= E[#coins] * 2^-51 (about 11 coins on
   average, whatever s), far below 2^-40.
 * `rounding_tv(s)`, N_Z(0, s^2) vs Round(N(0, s^2)). Adding Round(G) to an integer vector is
   post-processing of the continuous Gaussian mechanism, so the analytic calibration holds for

@@ -75,7 +75,7 @@ def test_rounding_bound_refuses_small_scales() -> None:
 
 @pytest.mark.parametrize("scale", [3.0, 2.0**20 * 1.5])
 def test_few_coins_per_sample_so_the_float_error_is_tiny(scale: float) -> None:
-    """The sampler's TV bound assumes about 15 float coins per draw (each off by <= 2^-51)."""
+    """The sampler's TV bound assumes about 11 uniforms per draw (each off by <= 2^-51)."""
     rng = np.random.default_rng(5)
     used = [0]
 
