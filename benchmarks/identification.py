@@ -249,7 +249,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--sizes", default="50,100,300,1000")
     parser.add_argument("--epsilons", default="0.5,1,2")
-    parser.add_argument("--configs", default="linear,linear+centre,linear+centre+clip90,rbf0.5")
+    parser.add_argument("--configs", default="linear,linear+centre+clip50,rbf0.5")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     report = run(args)
