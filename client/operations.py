@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lmdock.client.cache import AdapterCache
 from lmdock.client.connection import MarketClient
+from lmdock.client.ledger import Ledger, dataset_id
 from lmdock.client.readers import TaskData
 from lmdock.client.runtime import load_learnware
 from lmdock.client.specs import Progress, private_spec
+from lmdock.common.calibration import validate_privacy
 from lmdock.common.errors import IntegrityError, InvalidArgument
 from lmdock.common.package import Manifest
 from lmdock.common.records import SearchResult
 from lmdock.common.spec import Spec
 
 __all__ = ["RunResult", "pull", "run_task", "score_predictions", "search_task"]
+
+log = logging.getLogger(__name__)
 
 
 def search_task(
@@ -26,10 +31,43 @@ def search_task(
     delta: float,
     top_k: int = 0,
     progress: Progress | None = None,
+    ledger: Ledger | None = None,
+    persons: Sequence[str] = (),
 ) -> tuple[Spec, SearchResult]:
-    """Fetch the market's profile, compute the DP spec locally, send only the spec."""
+    """Compute the DP spec of `texts` locally and send only it; return it with the ranking.
+
+    With a `ledger` (the CLI and the daemon always pass one), the release is debited before it
+    is sent: a release over the ledger's budget raises BudgetExceeded before any request leaves
+    (for a borderline case, after the profile request only), and a spec already released for
+    these texts, parameters and profile is re-sent from the ledger at no cost. Without one,
+    the caller accounts for the release itself. `persons` (one id per text) makes the person
+    the privacy unit.
+    """
+    validate_privacy(epsilon=epsilon, delta=delta)
+    unit = "person" if persons else "record"
+    dataset = dataset_id(texts)
+    if ledger is not None:
+        ledger.check_spec_budget(dataset, epsilon=epsilon, delta=delta, unit=unit)
     profile = client.profile()
-    spec = private_spec(texts, profile, epsilon=epsilon, delta=delta, progress=progress)
+    if ledger is not None:
+        cached = ledger.cached_spec(
+            dataset, profile_id=profile.profile_id, epsilon=epsilon, delta=delta, unit=unit
+        )
+        if cached is not None:
+            log.info("re-sending the spec already released for this data set (no new privacy cost)")
+            return cached, client.search(cached, top_k=top_k)
+    spec = private_spec(texts, profile, epsilon=epsilon, delta=delta, persons=persons, progress=progress)
+    if ledger is not None:
+        ledger.record_spec(dataset, spec, profile, destination=client.address)  # durable before the send
+    p = spec.privacy  # parameters only in logs: never a text, never a vector
+    log.info(
+        "released a spec: epsilon=%g delta=%g sigma=%.4g size bucket %d per %s",
+        p.epsilon,
+        p.delta,
+        p.sigma,
+        p.size_bucket,
+        p.unit,
+    )
     return spec, client.search(spec, top_k=top_k)
 
 

@@ -1,5 +1,8 @@
 """Reading a user's task data: JSONL with a "text" field and optional "label"/"answer".
 
+A "person" field (or another one named by `person_field`) makes the person the privacy unit:
+when any record has it, every record must, and the spec bounds each person's contribution.
+
 Errors name the file and line. Limits keep a wrong file from exhausting the machine.
 """
 
@@ -26,6 +29,7 @@ class TaskData:
     texts: tuple[str, ...]
     labels: tuple[str | None, ...]
     answers: tuple[str | None, ...]
+    persons: tuple[str, ...] = ()  # one id per record when the file names a person column
 
     @property
     def has_labels(self) -> bool:
@@ -36,7 +40,7 @@ class TaskData:
         return all(answer is not None for answer in self.answers)
 
 
-def read_task(path: Path, *, limits: ReaderLimits = ReaderLimits()) -> TaskData:
+def read_task(path: Path, *, limits: ReaderLimits = ReaderLimits(), person_field: str = "person") -> TaskData:
     if not path.is_file():
         raise InvalidArgument(f"task file {path} does not exist")
     if path.stat().st_size > limits.max_file_bytes:
@@ -44,8 +48,9 @@ def read_task(path: Path, *, limits: ReaderLimits = ReaderLimits()) -> TaskData:
     texts: list[str] = []
     labels: list[str | None] = []
     answers: list[str | None] = []
+    persons: list[str | None] = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines: U+2028 is text
     except UnicodeDecodeError as exc:
         raise InvalidArgument(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     for number, line in enumerate(lines, start=1):
@@ -66,8 +71,16 @@ def read_task(path: Path, *, limits: ReaderLimits = ReaderLimits()) -> TaskData:
         texts.append(record["text"])
         labels.append(None if record.get("label") is None else str(record["label"]))
         answers.append(None if record.get("answer") is None else str(record["answer"]))
+        person = record.get(person_field)
+        if person is not None and (isinstance(person, bool) or not isinstance(person, (str, int))):
+            raise InvalidArgument(f'{path}:{number}: "{person_field}" must be a string or an integer')
+        persons.append(None if person is None or str(person) == "" else str(person))
         if len(texts) > limits.max_records:
             raise InvalidArgument(f"{path} has more than {limits.max_records} records")
     if not texts:
         raise InvalidArgument(f"{path} holds no records")
-    return TaskData(texts=tuple(texts), labels=tuple(labels), answers=tuple(answers))
+    named = [p for p in persons if p is not None]
+    if named and len(named) != len(persons):
+        first = persons.index(None) + 1
+        raise InvalidArgument(f'{path}: record {first} has no "{person_field}" although other records do')
+    return TaskData(texts=tuple(texts), labels=tuple(labels), answers=tuple(answers), persons=tuple(named))

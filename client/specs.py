@@ -7,9 +7,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import numpy.typing as npt
 from lmdock.client.embedder import Embedder
+from lmdock.common.errors import InvalidArgument
 from lmdock.common.features import build_feature_map
 from lmdock.common.profile import SpecProfile
-from lmdock.common.spec import Spec, exact_spec, release
+from lmdock.common.spec import Spec, exact_spec, person_means, release
 
 __all__ = ["features_of", "private_spec", "public_spec"]
 
@@ -35,11 +36,21 @@ def private_spec(
     *,
     epsilon: float,
     delta: float,
+    persons: Sequence[str] = (),
     embedder: Embedder | None = None,
     progress: Progress | None = None,
 ) -> Spec:
-    """An (epsilon, delta)-DP spec of `texts`, one text being the privacy unit."""
+    """An (epsilon, delta)-DP spec of `texts`.
+
+    The privacy unit is one text, or, when `persons` names the person behind each text, one
+    person: each person's features are averaged into one row before the release, so the noise
+    is calibrated to the number of persons and covers everything a person contributed.
+    """
+    if persons and len(persons) != len(texts):
+        raise InvalidArgument(f"{len(persons)} person ids for {len(texts)} texts")
     features = features_of(texts, profile, embedder=embedder, progress=progress)
+    if persons:
+        return release(person_means(features, persons), profile, epsilon=epsilon, delta=delta, unit="person")
     return release(features, profile, epsilon=epsilon, delta=delta)
 
 

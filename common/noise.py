@@ -2,19 +2,32 @@
 
 Why not `numpy.random.normal`? Floating-point noise leaks the un-noised value through its
 low-order bits (Mironov, CCS 2012), and a seeded or global generator is predictable. lmdock
-therefore adds *integer* noise on a fixed grid GRID = 2^-20:
+therefore adds *integer* noise to a value snapped to a public grid g (see `spec.release`):
 
-    release = GRID * (round(mu / GRID) + K),   K ~ N_Z(0, s^2) i.i.d. per coordinate, s = sigma / GRID
+    release = g * (round(mu / g) + K),   K ~ N_Z(0, s^2) i.i.d. per coordinate, s = sigma / g
 
 where N_Z is the discrete Gaussian, P[K = k] ∝ exp(-k^2 / (2 s^2)), sampled with the rejection
 algorithm of Canonne, Kamath & Steinke (NeurIPS 2020, Alg. 3): draw a discrete Laplace
 candidate Y with scale t = floor(s) + 1 and keep it with probability
 exp(-(|Y| - s^2/t)^2 / (2 s^2)). The output is an integer, so no float bits depend on mu.
 
-Every uniform draw comes from the operating system's CSPRNG (`secrets`), 53 bits at a time.
-Acceptance probabilities are evaluated in double precision, so each coordinate's law is
-within total variation SAMPLER_TV_PER_COORD of the exact discrete Gaussian; callers add
-(1 + e^eps) * dims * SAMPLER_TV_PER_COORD to delta (see `spec.release`).
+Two total-variation (TV) distances are paid for in delta (a mechanism within TV eta of an
+(eps, delta)-DP one is (eps, delta + (1 + e^eps) eta)-DP):
+
+* SAMPLER_TV_PER_COORD, sampler vs the exact N_Z: uniform integers are exact (rejection on
+  CSPRNG words); each Bernoulli(exp(-x)) compares a 53-bit CSPRNG uniform with a double, so it
+  is off by at most 2^-51; coupling the ideal and the real sampler on shared coins, they differ
+  only if one of the coins they toss differs, so TV <= E[#coins] * 2^-51 (about 11 coins on
+  average, whatever s), far below 2^-40.
+* `rounding_tv(s)`, N_Z(0, s^2) vs Round(N(0, s^2)). Adding Round(G) to an integer vector is
+  post-processing of the continuous Gaussian mechanism, so the analytic calibration holds for
+  it exactly; the discrete Gaussian is within TV about 0.02 / s^2 of it. Bound: for
+  q(k) = P[Round(G) = k] and p(k) = P[K = k],
+      q(k) / p(k) = (1 + theta) * int_{-1/2}^{1/2} exp(-(2 k u + u^2) / (2 s^2)) du
+  with theta <= 3 exp(-2 pi^2 s^2) (Poisson summation), and the integral lies in
+  [exp(-1/(8 s^2)), 1 + k^2 cosh(k / (2 s^2)) / (24 s^4)]; summing |q - p| / 2 over k gives at
+  most (1/(8 s^2) + 1/(24 s^2)) / 2 = 1/(12 s^2) up to factors 1 + O(1/s^2). We use 1/(10 s^2)
+  for s >= 10 (the exact TV, 0.0202 / s^2, is computed in tests/test_noise.py).
 """
 
 from __future__ import annotations
@@ -26,23 +39,47 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["GRID", "SAMPLER_TV_PER_COORD", "UniformSource", "discrete_gaussian", "os_uniform"]
+__all__ = [
+    "SAMPLER_TV_PER_COORD",
+    "UniformSource",
+    "discrete_gaussian",
+    "os_uniform",
+    "rounding_tv",
+]
 
-#: Spacing of the output grid. Multiples of 2^-20 below 2^4 are exact in float32.
-GRID = 2.0**-20
-
-#: Bound on the total-variation distance between one sampled coordinate and the exact law:
-#: a handful of Bernoulli trials per coordinate, each off by at most a few units of 2^-53.
+#: Bound on the TV distance between one sampled coordinate and the exact discrete Gaussian.
 SAMPLER_TV_PER_COORD = 2.0**-40
 
-#: A source of i.i.d. uniform floats in [0, 1): called with a count, returns that many.
+#: A source of i.i.d. uniform floats in [0, 1) on the 2^-53 grid: called with a count.
 UniformSource = Callable[[int], npt.NDArray[np.float64]]
+
+_MAX_SCALE = 2.0**40
 
 
 def os_uniform(count: int) -> npt.NDArray[np.float64]:
     """`count` uniforms in [0, 1) with 53 random bits each, from the OS CSPRNG."""
     raw = np.frombuffer(secrets.token_bytes(8 * count), dtype=np.uint64)
     return (raw >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def rounding_tv(scale: float) -> float:
+    """Bound 1/(10 s^2) on TV(N_Z(0, s^2), Round(N(0, s^2))), valid for s >= 10."""
+    if scale < 10:
+        raise ValueError(f"the rounding bound needs a scale >= 10, got {scale!r}")
+    return 0.1 / (scale * scale)
+
+
+def _uniform_below(t: int, count: int, uniform: UniformSource) -> npt.NDArray[np.int64]:
+    """`count` exact uniform integers in {0..t-1} (t <= 2^52): rejection on 53-bit words."""
+    bound = (2**53 // t) * t  # accept words below the largest multiple of t
+    out = np.empty(count, dtype=np.int64)
+    todo = np.arange(count)
+    while todo.size:
+        words = (uniform(todo.size) * 2.0**53).astype(np.int64)  # exact: the 2^-53 grid
+        keep = words < bound
+        out[todo[keep]] = words[keep] % t
+        todo = todo[~keep]
+    return out
 
 
 def _bernoulli_exp(x: npt.NDArray[np.float64], uniform: UniformSource) -> npt.NDArray[np.bool_]:
@@ -56,7 +93,7 @@ def _discrete_laplace(t: int, count: int, uniform: UniformSource) -> npt.NDArray
     todo = np.arange(count)
     while todo.size:
         m = todo.size
-        u = np.minimum((uniform(m) * t).astype(np.int64), t - 1)  # uniform on {0..t-1}
+        u = _uniform_below(t, m, uniform)
         keep = _bernoulli_exp(u / t, uniform)
         # V counts successes of Bernoulli(exp(-1)) before the first failure.
         v = np.zeros(m, dtype=np.int64)
@@ -84,7 +121,7 @@ def discrete_gaussian(
     """
     if not (math.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be positive, got {scale!r}")
-    if scale > 2.0**40:
+    if scale > _MAX_SCALE:
         raise ValueError("scale too large for int64 arithmetic")
     s2 = scale * scale
     t = math.floor(scale) + 1

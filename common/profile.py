@@ -19,7 +19,7 @@ from lmdock.common.errors import InvalidArgument
 
 __all__ = ["KERNELS", "SPEC_VERSION", "SpecProfile"]
 
-#: Version of the spec format: the feature maps below and the release on the 2^-20 grid.
+#: Version of the spec format: the feature maps below and a release on a grid finer than the noise.
 SPEC_VERSION = 1
 KERNELS = ("linear", "rbf")
 MAX_FEATURE_DIM = 16384

@@ -8,15 +8,21 @@ Neighbouring data sets (replace-one) have the same size n and differ in one reco
 
     ||mu(X) - mu(X')|| = ||phi(x_j) - phi(x'_j)|| / n <= 2R / n            (L2 sensitivity)
 
-The release snaps mu to the grid GRID and adds discrete Gaussian noise (see `noise`):
+With a person column, each row is the mean of one person's feature rows (still of norm <= R)
+and n counts persons: replacing one person's records moves the mean by at most 2R / n too.
 
-    release(X) = GRID * (round(mu / GRID) + K),  K ~ N_Z(0, (sigma / GRID)^2)^D
+The release snaps mu to a public grid g and adds discrete Gaussian noise (see `noise`):
 
-Rounding moves each neighbour by at most GRID/2 per coordinate, so the sensitivity used is
-Delta = 2R / b + GRID * sqrt(D), where b <= n is the public *size bucket* of n (the only thing
-about n that sigma reveals). sigma is the analytic-Gaussian calibration of (epsilon, delta')
-for Delta, with delta' = delta - (1 + e^epsilon) * D * SAMPLER_TV_PER_COORD paying for the
-sampler's float arithmetic.
+    release(X) = g * (round(mu / g) + K),  K ~ N_Z(0, (sigma / g)^2)^D
+
+Rounding moves each neighbour by at most g/2 per coordinate, so the sensitivity used is
+Delta = 2R / b + g * sqrt(D), where b <= n is the public *size bucket* of n (the only thing
+about n that sigma reveals). sigma is the analytic-Gaussian calibration (Balle & Wang 2018) of
+(epsilon, delta') for Delta, with delta' = delta - (1 + e^epsilon) * tv paying for the total
+variation tv between the sampled noise and the rounded continuous Gaussian (see `noise`). The
+grid g = 2^(floor(log2 sigma_0) - 20), with sigma_0 the calibration for 2R / b alone, depends
+on public parameters only and keeps s = sigma / g in [2^20, 2^21.1), where that distance is
+negligible (about D * 2^-40).
 
 Distances: the market ranks learnware l by d_l = ||s - mu_l||^2 - sigma^2 D - sigma_l^2 D.
 E||mu + z - mu_l||^2 = ||mu - mu_l||^2 + sigma^2 D, so subtracting the known noise energy makes
@@ -27,14 +33,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from lmdock.common.calibration import analytic_sigma, validate_privacy
+from lmdock.common.calibration import validate_privacy
 from lmdock.common.errors import InvalidArgument
-from lmdock.common.noise import GRID, SAMPLER_TV_PER_COORD, UniformSource, discrete_gaussian, os_uniform
+from lmdock.common.mechanism import Calibration, add_noise, calibrate
+from lmdock.common.noise import UniformSource, os_uniform
 from lmdock.common.profile import SPEC_VERSION, SpecProfile
 
 __all__ = [
@@ -44,13 +52,17 @@ __all__ = [
     "debiased_sq_distance",
     "exact_spec",
     "kernel_mean",
+    "person_means",
     "release",
+    "release_calibration",
     "size_bucket",
-    "spec_sensitivity",
 ]
 
 #: Below this many records (or persons) the noise needed drowns any signal.
 MIN_RECORDS = 20
+
+#: Privacy units: one text, or one person (all of that person's texts).
+UNITS = ("record", "person")
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -91,6 +103,10 @@ class Privacy:
             raise InvalidArgument("sigma must be finite and >= 0")
         if (privacy.epsilon is None) != (privacy.sigma == 0):
             raise InvalidArgument("a spec has either noise (sigma > 0, epsilon set) or neither")
+        if privacy.unit not in UNITS or privacy.neighbouring != "replace-one":
+            raise InvalidArgument(
+                f"unknown privacy unit {privacy.unit!r} or neighbouring relation {privacy.neighbouring!r}"
+            )
         return privacy
 
 
@@ -167,9 +183,34 @@ def size_bucket(n: int) -> int:
     return (n >> shift) << shift
 
 
-def spec_sensitivity(*, clip_radius: float, bucket: int, dim: int) -> float:
-    """Delta = 2R / b + GRID * sqrt(D): replace-one L2 sensitivity of the snapped mean."""
-    return 2.0 * clip_radius / bucket + GRID * math.sqrt(dim)
+def person_means(features: npt.ArrayLike, persons: Sequence[str]) -> FloatArray:
+    """One row per person (in order of first appearance): the mean of that person's rows.
+
+    A mean of rows of norm <= R has norm <= R, so the rows stay inside the clip ball and the
+    release's sensitivity is 2R / (number of persons) for replacing one person's records.
+    """
+    f = np.asarray(features, dtype=np.float64)
+    if f.ndim != 2 or f.shape[0] != len(persons):
+        raise InvalidArgument("need one person id per feature row")
+    index: dict[str, int] = {}
+    owner = np.array([index.setdefault(p, len(index)) for p in persons], dtype=np.int64)
+    sums = np.zeros((len(index), f.shape[1]))
+    np.add.at(sums, owner, f)
+    means: FloatArray = sums / np.bincount(owner)[:, None]
+    return means
+
+
+def release_calibration(
+    profile: SpecProfile, *, epsilon: float, delta: float, size_bucket: int
+) -> Calibration:
+    """The calibration `release` uses for a spec of `size_bucket` units under `profile`."""
+    return calibrate(
+        epsilon=epsilon,
+        delta=delta,
+        clip_radius=profile.clip_radius,
+        bucket=size_bucket,
+        dim=profile.feature_dim,
+    )
 
 
 def release(
@@ -187,6 +228,8 @@ def release(
     a person-level row is the mean of that person's feature rows, which keeps the bound).
     """
     validate_privacy(epsilon=epsilon, delta=delta)
+    if unit not in UNITS:
+        raise InvalidArgument(f"privacy unit must be one of {UNITS}, got {unit!r}")
     f = np.asarray(features, dtype=np.float64)
     n = f.shape[0] if f.ndim == 2 else 0
     if n < MIN_RECORDS:
@@ -195,17 +238,10 @@ def release(
         raise InvalidArgument(f"features have {f.shape[1]} dims, the profile has {profile.feature_dim}")
     if np.any(np.linalg.norm(f, axis=1) > profile.clip_radius * (1 + 1e-9)):
         raise ValueError("feature rows exceed the clip radius: apply the profile's feature map")
-    dim = profile.feature_dim
     bucket = size_bucket(n)
-    sampler_delta = (1.0 + math.exp(epsilon)) * dim * SAMPLER_TV_PER_COORD
-    if sampler_delta >= delta / 2:
-        raise InvalidArgument(f"delta {delta} is too small for a {dim}-dimensional release")
-    sensitivity = spec_sensitivity(clip_radius=profile.clip_radius, bucket=bucket, dim=dim)
-    sigma = analytic_sigma(epsilon=epsilon, delta=delta - sampler_delta, sensitivity=sensitivity)
-    snapped = np.round(kernel_mean(f) / GRID).astype(np.int64)
-    noisy = snapped + discrete_gaussian(sigma / GRID, dim, uniform=uniform)
-    values = (noisy.astype(np.float64) * GRID).astype(np.float32)
-    privacy = Privacy(epsilon=epsilon, delta=delta, sigma=sigma, size_bucket=bucket, unit=unit)
+    calibration = release_calibration(profile, epsilon=epsilon, delta=delta, size_bucket=bucket)
+    values = add_noise(kernel_mean(f), calibration, uniform=uniform).astype(np.float32)
+    privacy = Privacy(epsilon=epsilon, delta=delta, sigma=calibration.sigma, size_bucket=bucket, unit=unit)
     return Spec(profile_id=profile.profile_id, values=values, privacy=privacy)
 
 

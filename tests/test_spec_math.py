@@ -7,16 +7,17 @@ from hypothesis import strategies as st
 from lmdock.common.calibration import analytic_sigma
 from lmdock.common.errors import InvalidArgument, ProfileMismatch
 from lmdock.common.features import build_feature_map
-from lmdock.common.noise import GRID, SAMPLER_TV_PER_COORD
+from lmdock.common.mechanism import calibrate
+from lmdock.common.noise import SAMPLER_TV_PER_COORD, rounding_tv
 from lmdock.common.profiles import make_profile
 from lmdock.common.spec import (
     MIN_RECORDS,
     Spec,
     debiased_sq_distance,
     exact_spec,
+    person_means,
     release,
     size_bucket,
-    spec_sensitivity,
 )
 
 from tests.helpers import random_unit_rows
@@ -75,12 +76,17 @@ def test_release_noise_matches_the_formula(rng) -> None:
     features = build_feature_map(profile)(random_unit_rows(rng, 300, 384))
     spec = release(features, profile, epsilon=1.0, delta=1e-6)
     bucket = size_bucket(300)
-    sensitivity = 2.0 / bucket + GRID * math.sqrt(384)
-    delta_mech = 1e-6 - (1 + math.e) * 384 * SAMPLER_TV_PER_COORD
-    assert spec.privacy.sigma == pytest.approx(
-        analytic_sigma(epsilon=1.0, delta=delta_mech, sensitivity=sensitivity)
-    )
+    # recomputed by hand from the formula in lmdock.common.mechanism
+    sigma_0 = analytic_sigma(epsilon=1.0, delta=1e-6, sensitivity=2.0 / bucket)
+    grid = 2.0 ** (math.floor(math.log2(sigma_0)) - 20)
+    tv = 384 * (SAMPLER_TV_PER_COORD + rounding_tv(sigma_0 / grid))
+    sensitivity = 2.0 / bucket + grid * math.sqrt(384)
+    expected = analytic_sigma(epsilon=1.0, delta=1e-6 - (1 + math.e) * tv, sensitivity=sensitivity)
+    assert spec.privacy.sigma == pytest.approx(expected, rel=1e-12)
     assert spec.privacy.epsilon == 1.0 and spec.privacy.delta == 1e-6 and spec.privacy.size_bucket == bucket
+    # the grid and the TV slack cost next to nothing: sigma is the plain analytic one to 2e-4
+    plain = analytic_sigma(epsilon=1.0, delta=1e-6, sensitivity=2.0 / bucket)
+    assert spec.privacy.sigma == pytest.approx(plain, rel=2e-4)
     # the empirical noise over many releases has the calibrated standard deviation
     mean = features.mean(axis=0)
     noise = np.concatenate(
@@ -90,17 +96,38 @@ def test_release_noise_matches_the_formula(rng) -> None:
     assert abs(noise.mean()) < 4 * spec.privacy.sigma / math.sqrt(noise.size)
 
 
-def test_release_values_lie_on_the_grid(rng) -> None:
+def test_release_values_lie_on_the_public_grid(rng) -> None:
     profile = linear_profile()
     features = build_feature_map(profile)(random_unit_rows(rng, 40, 384))
-    values = release(features, profile, epsilon=2.0, delta=1e-6).values.astype(np.float64)
-    assert np.all(np.round(values / GRID) * GRID == values)
+    spec = release(features, profile, epsilon=2.0, delta=1e-6)
+    grid = calibrate(epsilon=2.0, delta=1e-6, clip_radius=1.0, bucket=size_bucket(40), dim=384).grid
+    steps = spec.values.astype(np.float64) / grid
+    # float32 keeps 24 bits of each multiple of the grid: within 2^-23 relative of an integer
+    assert np.all(np.abs(steps - np.round(steps)) <= np.abs(steps) * 2.0**-23 + 1e-9)
 
 
-def test_sensitivity_formula() -> None:
-    assert spec_sensitivity(clip_radius=1.0, bucket=100, dim=384) == pytest.approx(
-        0.02 + GRID * math.sqrt(384)
-    )
+def test_person_means_bound_each_person_to_one_row(rng) -> None:
+    rows = random_unit_rows(rng, 6, 8)
+    persons = ["a", "b", "a", "c", "b", "a"]
+    means = person_means(rows, persons)
+    assert means.shape == (3, 8)
+    assert np.allclose(means[0], rows[[0, 2, 5]].mean(axis=0))
+    assert np.allclose(means[2], rows[3])
+    assert np.all(np.linalg.norm(means, axis=1) <= 1 + 1e-12)
+    with pytest.raises(InvalidArgument):
+        person_means(rows, persons[:5])
+
+
+def test_unknown_privacy_unit_is_refused(rng) -> None:
+    profile = linear_profile()
+    features = build_feature_map(profile)(random_unit_rows(rng, 30, 384))
+    with pytest.raises(InvalidArgument, match="unit"):
+        release(features, profile, epsilon=1.0, delta=1e-6, unit="household")
+    data = release(features, profile, epsilon=1.0, delta=1e-6, unit="person").to_dict()
+    assert Spec.from_dict(data).privacy.unit == "person"
+    data["privacy"]["unit"] = "household"
+    with pytest.raises(InvalidArgument, match="unit"):
+        Spec.from_dict(data)
 
 
 def test_too_few_records_and_unclipped_features_are_refused(rng) -> None:

@@ -8,16 +8,21 @@ from pathlib import Path
 from typing import Any
 
 from lmdock.client.commands.common import add_cache, add_json, add_market, cache_from, market_client
+from lmdock.client.commands.ledger import add_ledger_options
 
 __all__ = ["register"]
 
 
 def _search(args: argparse.Namespace) -> int:
+    from lmdock.client.commands.ledger import ledger_from, spent_dict
+    from lmdock.client.ledger import dataset_id
     from lmdock.client.operations import search_task
     from lmdock.client.output import emit_json, progress_bar, table
     from lmdock.client.readers import read_task
 
-    task = read_task(Path(args.data))
+    task = read_task(Path(args.data), person_field=args.person_field)
+    ledger = ledger_from(args)
+    releases_before = len(ledger.entries())
     with market_client(args) as client:
         spec, result = search_task(
             client,
@@ -26,9 +31,13 @@ def _search(args: argparse.Namespace) -> int:
             delta=args.delta,
             top_k=args.top_k,
             progress=progress_bar("embedding", enabled=not args.json),
+            ledger=ledger,
+            persons=task.persons,
         )
         sent = client.bytes_sent
     privacy = spec.privacy
+    fresh = len(ledger.entries()) > releases_before
+    spent = spent_dict(ledger, dataset_id(task.texts))
     if args.json:
         emit_json(
             {
@@ -38,7 +47,11 @@ def _search(args: argparse.Namespace) -> int:
                     "delta": privacy.delta,
                     "sigma": privacy.sigma,
                     "size_bucket": privacy.size_bucket,
+                    "unit": privacy.unit,
+                    "neighbouring": privacy.neighbouring,
+                    "fresh_release": fresh,
                 },
+                "ledger": {"path": str(ledger.path), "spent": spent, "cap_delta": ledger.budget.delta},
                 "bytes_sent": sent,
             }
         )
@@ -47,9 +60,15 @@ def _search(args: argparse.Namespace) -> int:
         (i + 1, m.learnware_id, m.domain, m.score, m.distance) for i, m in enumerate(result.matches)
     ]
     print(table(["rank", "learnware", "domain", "score", "distance"], rows))
+    what = "this release" if fresh else "re-sent the cached release (no new cost)"
     print(
-        f"\nprivacy spent: epsilon={privacy.epsilon:g} delta={privacy.delta:g} "
+        f"\nprivacy: {what}: epsilon={privacy.epsilon:g} delta={privacy.delta:g} per {privacy.unit} "
         f"(sigma={privacy.sigma:.4g}, size bucket {privacy.size_bucket}); {sent} bytes sent"
+    )
+    total = "unbounded" if spent["epsilon"] is None else f"{spent['epsilon']:.4g}"
+    print(
+        f"data set {spent['dataset'][:12]}: {spent['releases']} release(s), epsilon={total} spent at "
+        f"delta={ledger.budget.delta:g} (cap {ledger.budget.epsilon:g}); ledger {ledger.path}"
     )
     return 0
 
@@ -150,6 +169,12 @@ def register(sub: Any) -> None:
     p.add_argument("--epsilon", type=float, required=True, help="privacy budget of this release")
     p.add_argument("--delta", type=float, default=1e-6, help="delta of this release (default 1e-6)")
     p.add_argument("--top-k", type=int, default=5)
+    p.add_argument(
+        "--person-field",
+        default="person",
+        help="field naming the person behind each record; when present, one person is the privacy unit",
+    )
+    add_ledger_options(p)
     p.set_defaults(func=_search)
 
     p = sub.add_parser("pull", help="download, verify and cache a learnware")

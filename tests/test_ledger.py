@@ -1,0 +1,261 @@
+"""The privacy ledger: write-ahead, hash chain, anchor, crash recovery, budget cap, re-sends."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from lmdock.client.ledger import Ledger, dataset_id
+from lmdock.common.accounting import Budget, Release, compose
+from lmdock.common.calibration import analytic_sigma
+from lmdock.common.errors import BudgetExceeded, IntegrityError, InvalidArgument
+from lmdock.common.features import build_feature_map
+from lmdock.common.profiles import make_profile
+from lmdock.common.spec import release
+
+from tests.helpers import random_unit_rows
+
+Z = analytic_sigma(epsilon=1.0, delta=1e-6, sensitivity=1.0)
+ROOMY = Budget(epsilon=50.0, delta=1e-3)
+
+
+def one(epsilon: float = 1.0) -> Release:
+    return Release(
+        epsilon=epsilon,
+        delta=1e-6,
+        noise_multiplier=analytic_sigma(epsilon=epsilon, delta=1e-6, sensitivity=1.0),
+    )
+
+
+@pytest.fixture()
+def ledger(tmp_path: Path) -> Ledger:
+    return Ledger(tmp_path / "ledger.jsonl", budget=ROOMY)
+
+
+def lines(ledger: Ledger) -> list[str]:
+    return ledger.path.read_text().splitlines()
+
+
+def test_dataset_id_is_the_content_hash_of_the_records() -> None:
+    a = dataset_id(["first record", "second record"])
+    assert a == dataset_id(["second record", "first record"])  # order does not matter
+    assert a != dataset_id(["first record", "second record", "second record"])
+    assert a != dataset_id(["first record", "second record."])
+    with pytest.raises(InvalidArgument):
+        dataset_id([])
+
+
+def test_entries_are_chained_and_composed_per_data_set(ledger: Ledger) -> None:
+    ledger.record("a" * 64, one(), kind="spec")
+    ledger.record("b" * 64, one(0.5), kind="training")
+    ledger.record("a" * 64, one(), kind="spec", destination="market:1")
+    entries = ledger.entries()
+    assert [e.seq for e in entries] == [1, 2, 3]
+    assert entries[1].data["prev"] == entries[0].digest and entries[2].data["prev"] == entries[1].digest
+    assert ledger.spent("a" * 64) == compose([one(), one()], delta=ROOMY.delta)
+    assert ledger.spent("b" * 64).releases == 1
+    assert ledger.spent("c" * 64).epsilon == 0.0
+    anchor = json.loads(ledger.anchor.read_text())
+    assert anchor == {"count": 3, "head": entries[2].digest, "pending": None}
+
+
+def test_a_cap_of_one_allows_the_first_epsilon_one_release_and_refuses_the_second(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.jsonl", budget=Budget(epsilon=1.0, delta=1e-6))
+    ledger.record("d" * 64, one(), kind="spec")
+    before = ledger.path.read_bytes(), ledger.anchor.read_bytes()
+    with pytest.raises(BudgetExceeded, match="Nothing was sent"):
+        ledger.record("d" * 64, one(), kind="spec")
+    assert (ledger.path.read_bytes(), ledger.anchor.read_bytes()) == before  # nothing written
+    ledger.record("e" * 64, one(), kind="spec")  # another data set has its own budget
+
+
+def test_check_spec_budget_refuses_before_anything_is_computed(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.jsonl", budget=Budget(epsilon=1.2, delta=1e-5))  # two cost 1.287
+    ledger.check_spec_budget("f" * 64, epsilon=1.0, delta=1e-6, unit="record")
+    ledger.record("f" * 64, one(), kind="spec")
+    with pytest.raises(BudgetExceeded):
+        ledger.check_spec_budget("f" * 64, epsilon=1.0, delta=1e-6, unit="record")
+
+
+def test_a_cached_spec_is_found_for_free_re_sends(ledger: Ledger, rng: np.random.Generator) -> None:
+    profile = make_profile(embedder_hash="0" * 64)
+    features = build_feature_map(profile)(random_unit_rows(rng, 40, 384))
+    spec = release(features, profile, epsilon=1.0, delta=1e-6)
+    entry = ledger.record_spec("g" * 64, spec, profile, destination="127.0.0.1:1")
+    assert entry.release.noise_multiplier == pytest.approx(Z, rel=1e-3)
+    assert entry.release.tv_slack > 0
+    cached = ledger.cached_spec(
+        "g" * 64, profile_id=profile.profile_id, epsilon=1.0, delta=1e-6, unit="record"
+    )
+    assert (
+        cached is not None and np.array_equal(cached.values, spec.values) and cached.privacy == spec.privacy
+    )
+    assert (
+        ledger.cached_spec("g" * 64, profile_id=profile.profile_id, epsilon=2.0, delta=1e-6, unit="record")
+        is None
+    )
+    assert (
+        ledger.cached_spec("h" * 64, profile_id=profile.profile_id, epsilon=1.0, delta=1e-6, unit="record")
+        is None
+    )
+    assert ledger.has_release("g" * 64, epsilon=1.0, delta=1e-6, unit="record")
+    # a cached release passes the budget check even when the budget is spent
+    tight = Ledger(ledger.path, budget=Budget(epsilon=0.5, delta=1e-6))
+    tight.check_spec_budget("g" * 64, epsilon=1.0, delta=1e-6, unit="record")
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    ["edit", "delete_middle", "reorder", "cut_tail", "append_garbage", "drop_anchor", "rewrite_consistently"],
+)
+def test_no_edit_gives_budget_back(ledger: Ledger, tamper: str) -> None:
+    for _ in range(3):
+        ledger.record("a" * 64, one(), kind="spec")
+    rows = lines(ledger)
+    if tamper == "edit":
+        rows[1] = rows[1].replace('"epsilon":1.0', '"epsilon":0.1')
+    elif tamper == "delete_middle":
+        del rows[1]
+    elif tamper == "reorder":
+        rows[1], rows[2] = rows[2], rows[1]
+    elif tamper == "cut_tail":
+        rows = rows[:2]
+    elif tamper == "append_garbage":
+        rows.append("{}")
+    elif tamper == "rewrite_consistently":  # a valid shorter chain, but the anchor remembers
+        rows = rows[:1]
+    if tamper == "drop_anchor":
+        ledger.anchor.unlink()
+    else:
+        ledger.path.write_text("".join(r + "\n" for r in rows))
+    with pytest.raises(IntegrityError, match="damaged"):
+        ledger.state()
+    with pytest.raises(IntegrityError, match="nothing was sent"):
+        ledger.record("a" * 64, one(), kind="spec")
+
+
+def test_a_torn_entry_is_detected_and_counts_as_spent(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger.record("a" * 64, one(), kind="spec")
+
+    def torn_append(self: Ledger, line: str, *, cut_to: int | None = None) -> None:
+        with self.path.open("ab") as out:
+            out.write(line.encode()[: len(line) // 2])  # the writer dies half-way
+        raise SystemExit("killed")
+
+    with monkeypatch.context() as m:
+        m.setattr(Ledger, "_append", torn_append)
+        with pytest.raises(SystemExit):
+            ledger.record("a" * 64, one(0.5), kind="spec")
+    state = Ledger(ledger.path, budget=ROOMY).state()  # a fresh process reads it
+    assert state.interrupted and len(state.entries) == 2
+    assert ledger.spent("a" * 64) == compose([one(), one(0.5)], delta=ROOMY.delta)
+    ledger.record("a" * 64, one(), kind="spec")  # repairs the tail, then appends
+    after = ledger.state()
+    assert not after.interrupted and [e.seq for e in after.entries] == [1, 2, 3]
+    assert len(lines(ledger)) == 3
+
+
+def test_a_crash_before_the_anchor_commit_is_rolled_forward(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger.record("a" * 64, one(), kind="spec")
+    real = Ledger._write_anchor
+    calls = []
+
+    def dies_on_commit(self: Ledger, *, count: int, head: str, pending: str | None) -> None:
+        calls.append(pending)
+        if pending is None:
+            raise SystemExit("killed")
+        real(self, count=count, head=head, pending=pending)
+
+    with monkeypatch.context() as m:
+        m.setattr(Ledger, "_write_anchor", dies_on_commit)
+        with pytest.raises(SystemExit):
+            ledger.record("a" * 64, one(), kind="spec")
+    assert len(lines(ledger)) == 2 and json.loads(ledger.anchor.read_text())["count"] == 1
+    assert len(ledger.entries()) == 2 and not ledger.state().interrupted
+    ledger.record("a" * 64, one(), kind="spec")
+    assert json.loads(ledger.anchor.read_text())["count"] == 3
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from lmdock.client.ledger import Ledger
+    from lmdock.common.accounting import Budget, Release, compose
+    ledger = Ledger(Path(sys.argv[1]), budget=Budget(epsilon=100.0, delta=0.5))
+    release = Release(epsilon=0.01, delta=1e-9, noise_multiplier=500.0)
+    compose([release], delta=0.5)  # imports the accountant before the clock starts
+    print("ready", flush=True)
+    while True:
+        entry = ledger.record("k" * 64, release, kind="spec")
+        print(entry.seq, flush=True)
+    """
+)
+
+
+def test_survives_kill_9_mid_write(tmp_path: Path) -> None:
+    """A writer killed at random moments never leaves a ledger that fails to verify, and every
+    record it acknowledged is there."""
+    path = tmp_path / "ledger.jsonl"
+    rng = np.random.default_rng(3)
+    for _ in range(4):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=os.environ.copy(),
+        )
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        time.sleep(float(rng.uniform(0.4, 1.2)))
+        os.kill(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        acknowledged = [int(x) for x in out.split() if x.isdigit()]
+        state = Ledger(path, budget=ROOMY).state()
+        assert acknowledged and state.entries[-1].seq >= acknowledged[-1]
+        assert [e.seq for e in state.entries] == list(range(1, len(state.entries) + 1))
+
+
+def test_concurrent_writers_never_interleave(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.jsonl"
+    script = textwrap.dedent(
+        """
+        import sys
+        from pathlib import Path
+        from lmdock.client.ledger import Ledger
+        from lmdock.common.accounting import Budget, Release
+        ledger = Ledger(Path(sys.argv[1]), budget=Budget(epsilon=100.0, delta=0.5))
+        release = Release(epsilon=0.01, delta=1e-9, noise_multiplier=500.0)
+        for _ in range(8):
+            ledger.record(sys.argv[2] * 64, release, kind="spec")
+        """
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(path), c]) for c in "xy"]
+    assert [p.wait() for p in procs] == [0, 0]
+    entries = Ledger(path, budget=ROOMY).entries()
+    assert len(entries) == 16 and {e.dataset[0] for e in entries} == {"x", "y"}
+
+
+def test_an_anchor_elsewhere(tmp_path: Path) -> None:
+    anchor = tmp_path / "other-volume" / "head.json"
+    ledger = Ledger(tmp_path / "ledger.jsonl", anchor=anchor, budget=ROOMY)
+    ledger.record("a" * 64, one(), kind="spec")
+    assert anchor.is_file() and not (tmp_path / "ledger.jsonl.head").exists()
+    with pytest.raises(IntegrityError):
+        Ledger(tmp_path / "ledger.jsonl", budget=ROOMY).state()  # looking in the wrong place
+
+
+def test_unknown_kind_is_refused(ledger: Ledger) -> None:
+    with pytest.raises(InvalidArgument):
+        ledger.record("a" * 64, one(), kind="gift")
