@@ -20,12 +20,14 @@ def read_csv_task(
     text_column: str = "text",
     label_column: str = "",
     answer_column: str = "",
+    person_column: str = "",
     limits: ReaderLimits = ReaderLimits(),
 ) -> TaskData:
     """One record per row: text from `text_column`, optional gold labels/answers from the others.
 
     Blank rows are skipped; a row with an empty text, or with more or fewer fields than the
-    header, is an error naming its line.
+    header, is an error naming its line. With `person_column`, every row names its person (the
+    privacy unit becomes the person, see docs/privacy.md).
     """
     text = read_utf8(path, max_bytes=limits.max_file_bytes)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
@@ -35,10 +37,13 @@ def read_csv_task(
             raise InvalidArgument(f"task file {path} is empty")
         if len(set(header)) != len(header):
             raise InvalidArgument(f"{path}: the header names a column twice: {header}")
-        positions = _columns(path, header, text=text_column, label=label_column, answer=answer_column)
+        positions = _columns(
+            path, header, text=text_column, label=label_column, answer=answer_column, person=person_column
+        )
         texts: list[str] = []
         labels: list[str | None] = []
         answers: list[str | None] = []
+        persons: list[str] = []
         for row in reader:
             if not any(cell.strip() for cell in row):
                 continue
@@ -53,13 +58,18 @@ def read_csv_task(
             texts.append(text)
             labels.append(_cell(row, positions.get("label")))
             answers.append(_cell(row, positions.get("answer")))
+            if person_column:
+                person = _cell(row, positions["person"])
+                if person is None:
+                    raise InvalidArgument(f"{where}: column {person_column!r} (the person) is empty")
+                persons.append(person)
             if len(texts) > limits.max_records:
                 raise InvalidArgument(f"{path} has more than {limits.max_records} records")
     except csv.Error as exc:
         raise InvalidArgument(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
     if not texts:
         raise InvalidArgument(f"{path} holds a header but no records")
-    return TaskData(texts=tuple(texts), labels=tuple(labels), answers=tuple(answers))
+    return TaskData(texts=tuple(texts), labels=tuple(labels), answers=tuple(answers), persons=tuple(persons))
 
 
 def _columns(path: Path, header: list[str], **wanted: str) -> dict[str, int]:

@@ -41,17 +41,18 @@ def read_task_file(
     text_column: str = "text",
     label_column: str = "",
     answer_column: str = "",
+    person_column: str = "",
     min_records: int = 1,
     limits: ReaderLimits = ReaderLimits(),
 ) -> TaskData:
-    """Read `path`; JSONL files use their "text", "label" and "answer" fields."""
+    """Read `path`; JSONL files use their "text", "label", "answer" and "person" fields."""
     kind = detect_format(path, format)
     check_text_encoding(path)
     if kind == "jsonl":
-        if text_column != "text" or label_column or answer_column:
+        if text_column != "text" or label_column or answer_column or person_column:
             raise InvalidArgument(
                 "column choice applies to CSV/TSV files; JSONL records use the fields "
-                '"text", "label" and "answer"'
+                '"text", "label", "answer" and "person"'
             )
         task = read_task(path, limits=limits)
     elif kind == "text":
@@ -63,6 +64,7 @@ def read_task_file(
             text_column=text_column,
             label_column=label_column,
             answer_column=answer_column,
+            person_column=person_column,
             limits=limits,
         )
     if len(task.texts) < min_records:

@@ -66,7 +66,9 @@ def publish(address: str, packages: list[Path]) -> None:
             client.upload(package)
 
 
-def write_config(folder: Path, *, market: str, market_extra: str = "", extra: str = "") -> Path:
+def write_config(
+    folder: Path, *, market: str, market_extra: str = "", extra: str = "", budget_epsilon: float = 8.0
+) -> Path:
     """A daemon config for tests: everything under `folder`, APIs on free loopback ports.
 
     `market_extra` goes into [market]; `extra` after [api] (more [api] keys, [[tasks]]).
@@ -92,7 +94,7 @@ max_bytes = "64MiB"
 
 [privacy]
 epsilon = 2.0
-budget_epsilon = 8.0
+budget_epsilon = {budget_epsilon}
 min_records = 20
 
 [runtime]

@@ -208,3 +208,41 @@ def test_one_connection_serves_many_requests_and_refusals_close_it(tmp_path: Pat
         assert response.status == 401 and response.getheader("Connection") == "close"
         response.read()
         connection.close()
+
+
+def test_an_exhausted_budget_sends_nothing(
+    packages: list[Path], tmp_path: Path, profile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    medical, _ = _task_files(tmp_path)
+    with embedded_market(tmp_path / "market", profile=profile) as (address, _):
+        publish(address, packages)
+        config = write_config(tmp_path, market=address, budget_epsilon=3.0)  # one search of 2 fits
+        with running(config) as daemon:
+            first = _add(config, "triage", medical, capsys=capsys)
+            # the composed epsilon at the budget's delta (1e-5): at most the release's own 2
+            assert first["state"] == "ready" and 0 < first["budget_spent"] <= 2.0
+            ledger = daemon.preparer.ledger
+            assert len(ledger.entries()) == 1
+
+            # another release of the same records would exceed the cap: refused, nothing sent
+            args = [
+                "task",
+                "add",
+                "again",
+                "--data",
+                str(medical),
+                "--epsilon",
+                "1.5",
+                "--config",
+                str(config),
+            ]
+            assert cli.main(args) == 2
+            assert "budget" in capsys.readouterr().err.lower()
+            refused = daemon.registry.get("again")
+            assert refused.state == "failed" and refused.bytes_sent == 0
+            assert len(ledger.entries()) == 1
+
+            # the same release again is re-sent from the ledger at no further cost
+            same = _add(config, "same", medical, capsys=capsys)
+            assert same["state"] == "ready" and same["learnware_id"] == first["learnware_id"]
+            assert len(ledger.entries()) == 1 and same["budget_spent"] == first["budget_spent"]

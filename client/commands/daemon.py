@@ -173,6 +173,7 @@ def _settings(args: argparse.Namespace) -> Any:
         text_column=args.text_column,
         label_column=args.label_column,
         answer_column=args.answer_column,
+        person_column=args.person_column,
         epsilon=args.epsilon or 0.0,
         delta=args.delta or 0.0,
         top_k=args.top_k,
@@ -195,6 +196,8 @@ def _print_task(record: Any, as_json: bool, *, http: str = "") -> None:
         if record.epsilon_spent
         else "no privacy spent (pinned learnware, no search)"
     )
+    if record.budget_spent:
+        privacy += f"; this data set has spent epsilon={record.budget_spent:.3g} in all"
     privacy += f"; {record.bytes_sent} bytes sent to the market (no text, no embeddings)"
     print(
         f"task {record.name} is ready: learnware {record.learnware_id} ({record.kind}) by {record.publisher}"
@@ -292,6 +295,9 @@ def register(sub: Any) -> None:
     p.add_argument("--text-column", default="text", help="CSV column holding the text (default: text)")
     p.add_argument("--label-column", default="", help="CSV column holding gold labels (optional)")
     p.add_argument("--answer-column", default="", help="CSV column holding gold answers (optional)")
+    p.add_argument(
+        "--person-column", default="", help="CSV column naming each record's person: the privacy unit"
+    )
     p.add_argument("--epsilon", type=float, help="privacy budget of the search (default: privacy.epsilon)")
     p.add_argument("--delta", type=float, help="delta of the search (default: privacy.delta)")
     p.add_argument("--top-k", type=int, default=5, help="learnwares to rank (the best is pulled)")

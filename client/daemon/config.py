@@ -138,6 +138,7 @@ class PrivacySettings:
     budget_epsilon: float = 3.0  # cap per dataset, over all its releases
     budget_delta: float = 1e-5
     ledger: str = ""  # default <cache.dir>/ledger.jsonl, the file `lmdock search` uses too
+    ledger_anchor: str = ""  # where the ledger's head is anchored; default <ledger>.head
     min_records: int = 50  # fewer records: the spec would be mostly noise (sigma grows as 1/n)
 
     def __post_init__(self) -> None:
@@ -208,6 +209,7 @@ class TaskSettings:
     text_column: str = "text"  # CSV/JSONL field holding the text
     label_column: str = ""  # optional gold labels (classification)
     answer_column: str = ""  # optional gold answers (generation)
+    person_column: str = ""  # optional: whose record it is; makes the person the privacy unit
     epsilon: float = 0.0  # 0: privacy.epsilon
     delta: float = 0.0  # 0: privacy.delta
     top_k: int = 5
@@ -301,7 +303,7 @@ _SECTIONS: dict[str, type] = {
 }
 #: Keys holding file system paths, resolved against the config file's folder.
 _PATH_KEYS = {"state_dir", "log_file", "tls_ca", "client_cert", "client_key", "api_key_file", "dir"}
-_PATH_KEYS |= {"ledger", "token_file", "data"}
+_PATH_KEYS |= {"ledger", "ledger_anchor", "token_file", "data"}
 _SIZE_KEYS = {"max_bytes", "max_request_bytes"}
 
 

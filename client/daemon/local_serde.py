@@ -55,6 +55,7 @@ def task_to_pb(record: TaskRecord) -> pb.LocalTask:
         epsilon_spent=record.epsilon_spent,
         delta_spent=record.delta_spent,
         bytes_sent=record.bytes_sent,
+        budget_spent=record.budget_spent,
         error=record.error,
         updated_at=record.updated_at,
     )
@@ -75,6 +76,7 @@ def task_from_pb(message: pb.LocalTask) -> TaskRecord:
         epsilon_spent=message.epsilon_spent,
         delta_spent=message.delta_spent,
         bytes_sent=message.bytes_sent,
+        budget_spent=message.budget_spent,
         error=message.error,
         updated_at=message.updated_at,
     )

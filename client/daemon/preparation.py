@@ -1,16 +1,16 @@
 """Preparing a task: read its data, release its DP spec, search, pull the best learnware.
 
 Only the spec leaves the machine. The privacy parameters come from the task (or the
-`[privacy]` defaults); `_search` is the one place a release happens, so the privacy ledger
-plugs in there. After preparation the task is served from the cache: `verified` re-checks a
-cached learnware before every load and, when it fails, evicts it and downloads it again —
-a damaged file is never loaded.
+`[privacy]` defaults); `_search` is the one place a release happens, and it goes through the
+client's privacy ledger with the configured budget per data set. After preparation the task
+is served from the cache: `verified` re-checks a cached learnware before every load and, when
+it fails, evicts it and downloads it again — a damaged file is never loaded.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 from lmdock.client.cache import AdapterCache
@@ -18,8 +18,11 @@ from lmdock.client.connection import MarketClient, WireRecorder
 from lmdock.client.daemon.config import DaemonConfig, TaskSettings
 from lmdock.client.daemon.market_link import connect, fetch_learnware
 from lmdock.client.daemon.registry import TaskRecord, TaskRegistry
+from lmdock.client.ledger import Ledger, dataset_id
 from lmdock.client.operations import search_task
+from lmdock.client.readers import TaskData
 from lmdock.client.task_files import read_task_file
+from lmdock.common.accounting import Budget
 from lmdock.common.errors import FailedPrecondition, IntegrityError, InvalidArgument, LmdockError, NotFound
 from lmdock.common.package import Manifest
 from lmdock.common.records import SearchResult
@@ -40,6 +43,12 @@ class Preparer:
         self.config = config
         self.registry = registry
         self.cache = cache
+        privacy = config.privacy
+        self.ledger = Ledger(
+            config.ledger_path,
+            anchor=Path(privacy.ledger_anchor) if privacy.ledger_anchor else None,
+            budget=Budget(epsilon=privacy.budget_epsilon, delta=privacy.budget_delta),
+        )
         self.repairs = 0  # cached learnwares that failed verification and were downloaded again
 
     def prepare(self, name: str, progress: StageProgress | None = None) -> TaskRecord:
@@ -68,11 +77,11 @@ class Preparer:
             chosen = settings.learnware  # pinned by the user: no search, nothing released
         else:
             progress("reading", 0, 1)
-            texts = self._read(settings)
-            self.registry.update(name, stage="embedding", records=len(texts))
-            progress("embedding", 0, len(texts))
+            task = self._read(settings)
+            self.registry.update(name, stage="embedding", records=len(task.texts))
+            progress("embedding", 0, len(task.texts))
             with connect(self.config.market, recorder=recorder) as client:
-                spec, result = self._search(client, texts, settings, progress)
+                spec, result = self._search(client, task, settings, progress)
             if not result.matches:
                 raise NotFound("the market has no learnware to offer for this task")
             chosen = result.matches[0].learnware_id
@@ -80,6 +89,7 @@ class Preparer:
                 "matches": tuple((m.learnware_id, m.score) for m in result.matches),
                 "epsilon_spent": spec.privacy.epsilon,
                 "delta_spent": spec.privacy.delta,
+                "budget_spent": self.ledger.spent(dataset_id(task.texts)).epsilon,
             }
         self.registry.update(name, stage="downloading", learnware_id=chosen, **changes)
         manifest = self._fetch(chosen, recorder, lambda done, total: progress("downloading", done, total))
@@ -98,21 +108,27 @@ class Preparer:
             bytes_sent=recorder.bytes_sent,
         )
 
-    def _read(self, settings: TaskSettings) -> Sequence[str]:
-        task = read_task_file(
+    def _read(self, settings: TaskSettings) -> TaskData:
+        return read_task_file(
             Path(settings.data),
             format=settings.format,
             text_column=settings.text_column,
             label_column=settings.label_column,
             answer_column=settings.answer_column,
+            person_column=settings.person_column,
             min_records=self.config.privacy.min_records,
         )
-        return task.texts
 
     def _search(
-        self, client: MarketClient, texts: Sequence[str], settings: TaskSettings, progress: StageProgress
+        self, client: MarketClient, task: TaskData, settings: TaskSettings, progress: StageProgress
     ) -> tuple[Spec, SearchResult]:
-        """The task's one release: its DP spec, computed here, is all that is sent."""
+        """The task's one release: its DP spec, computed here, is all that is sent.
+
+        The ledger debits the data set before anything is sent and refuses a release over its
+        budget (BudgetExceeded: no request leaves); a release already made for the same records
+        and parameters is re-sent from the ledger at no cost. A person column makes the person
+        the privacy unit.
+        """
         epsilon = settings.epsilon or self.config.privacy.epsilon
         delta = settings.delta or self.config.privacy.delta
 
@@ -122,7 +138,14 @@ class Preparer:
                 progress("searching", 0, 1)
 
         spec, result = search_task(
-            client, texts, epsilon=epsilon, delta=delta, top_k=settings.top_k, progress=embedding
+            client,
+            task.texts,
+            epsilon=epsilon,
+            delta=delta,
+            top_k=settings.top_k,
+            progress=embedding,
+            ledger=self.ledger,
+            persons=task.persons,
         )
         privacy = spec.privacy
         log.info(

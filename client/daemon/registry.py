@@ -40,6 +40,7 @@ class TaskRecord:
     matches: tuple[tuple[str, float], ...] = ()  # (learnware id, score) as the market ranked them
     epsilon_spent: float = 0.0
     delta_spent: float = 0.0
+    budget_spent: float = 0.0  # epsilon the task's data set has spent in all, per the ledger
     bytes_sent: int = 0  # request bytes the last preparation sent to the market (spec included)
     error: str = ""
     updated_at: float = field(default_factory=time.time)

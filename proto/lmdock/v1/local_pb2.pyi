@@ -83,7 +83,7 @@ class CompleteResponse(_message.Message):
     def __init__(self, model: _Optional[str] = ..., learnware_id: _Optional[str] = ..., kind: _Optional[str] = ..., choices: _Optional[_Iterable[_Union[Choice, _Mapping]]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
 
 class TaskSource(_message.Message):
-    __slots__ = ("name", "data", "format", "text_column", "label_column", "answer_column", "epsilon", "delta", "top_k", "learnware")
+    __slots__ = ("name", "data", "format", "text_column", "label_column", "answer_column", "epsilon", "delta", "top_k", "learnware", "person_column")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
@@ -94,6 +94,7 @@ class TaskSource(_message.Message):
     DELTA_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     LEARNWARE_FIELD_NUMBER: _ClassVar[int]
+    PERSON_COLUMN_FIELD_NUMBER: _ClassVar[int]
     name: str
     data: str
     format: str
@@ -104,7 +105,8 @@ class TaskSource(_message.Message):
     delta: float
     top_k: int
     learnware: str
-    def __init__(self, name: _Optional[str] = ..., data: _Optional[str] = ..., format: _Optional[str] = ..., text_column: _Optional[str] = ..., label_column: _Optional[str] = ..., answer_column: _Optional[str] = ..., epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., top_k: _Optional[int] = ..., learnware: _Optional[str] = ...) -> None: ...
+    person_column: str
+    def __init__(self, name: _Optional[str] = ..., data: _Optional[str] = ..., format: _Optional[str] = ..., text_column: _Optional[str] = ..., label_column: _Optional[str] = ..., answer_column: _Optional[str] = ..., epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., top_k: _Optional[int] = ..., learnware: _Optional[str] = ..., person_column: _Optional[str] = ...) -> None: ...
 
 class TaskMatch(_message.Message):
     __slots__ = ("learnware_id", "score")
@@ -115,7 +117,7 @@ class TaskMatch(_message.Message):
     def __init__(self, learnware_id: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
 
 class LocalTask(_message.Message):
-    __slots__ = ("source", "state", "stage", "learnware_id", "kind", "labels", "base_model", "publisher", "records", "matches", "epsilon_spent", "delta_spent", "error", "updated_at", "bytes_sent")
+    __slots__ = ("source", "state", "stage", "learnware_id", "kind", "labels", "base_model", "publisher", "records", "matches", "epsilon_spent", "delta_spent", "error", "updated_at", "bytes_sent", "budget_spent")
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
@@ -131,6 +133,7 @@ class LocalTask(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_SPENT_FIELD_NUMBER: _ClassVar[int]
     source: TaskSource
     state: str
     stage: str
@@ -146,7 +149,8 @@ class LocalTask(_message.Message):
     error: str
     updated_at: float
     bytes_sent: int
-    def __init__(self, source: _Optional[_Union[TaskSource, _Mapping]] = ..., state: _Optional[str] = ..., stage: _Optional[str] = ..., learnware_id: _Optional[str] = ..., kind: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., base_model: _Optional[str] = ..., publisher: _Optional[str] = ..., records: _Optional[int] = ..., matches: _Optional[_Iterable[_Union[TaskMatch, _Mapping]]] = ..., epsilon_spent: _Optional[float] = ..., delta_spent: _Optional[float] = ..., error: _Optional[str] = ..., updated_at: _Optional[float] = ..., bytes_sent: _Optional[int] = ...) -> None: ...
+    budget_spent: float
+    def __init__(self, source: _Optional[_Union[TaskSource, _Mapping]] = ..., state: _Optional[str] = ..., stage: _Optional[str] = ..., learnware_id: _Optional[str] = ..., kind: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., base_model: _Optional[str] = ..., publisher: _Optional[str] = ..., records: _Optional[int] = ..., matches: _Optional[_Iterable[_Union[TaskMatch, _Mapping]]] = ..., epsilon_spent: _Optional[float] = ..., delta_spent: _Optional[float] = ..., error: _Optional[str] = ..., updated_at: _Optional[float] = ..., bytes_sent: _Optional[int] = ..., budget_spent: _Optional[float] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
