@@ -108,7 +108,7 @@ def test_add_search_pull_answer_then_market_down(
                 assert isinstance(reply["choices"][0]["message"]["content"], str)
                 assert 1 <= reply["usage"]["completion_tokens"] <= 5
             logged = caplog.text  # everything from task add to answers, at debug level
-            assert "released a spec with epsilon=2" in logged
+            assert "released a spec: epsilon=2 delta=1e-06" in logged and "task triage: spec sent" in logged
             assert "POST /v1/completions model=triage -> 200" in logged
             private = [
                 *PROMPTS,
@@ -232,7 +232,7 @@ def test_an_exhausted_budget_sends_nothing(
                 "--data",
                 str(medical),
                 "--epsilon",
-                "1.5",
+                "4",
                 "--config",
                 str(config),
             ]

@@ -27,6 +27,16 @@ def test_csv_with_chosen_columns(tmp_path: Path) -> None:
     assert task.labels == ("cardio", "pulmo") and task.has_labels and not task.has_answers
 
 
+def test_a_person_column_makes_the_person_the_privacy_unit(tmp_path: Path) -> None:
+    path = _file(tmp_path, "visits.csv", "patient,note\np1,fever\np2,cough\np1,rash\n")
+    task = read_task_file(path, text_column="note", person_column="patient")
+    assert task.persons == ("p1", "p2", "p1")
+    with pytest.raises(InvalidArgument, match="column 'patient' \\(the person\\) is empty"):
+        read_task_file(
+            _file(tmp_path, "gap.csv", "patient,note\n,fever\n"), text_column="note", person_column="patient"
+        )
+
+
 def test_tsv_and_text_and_jsonl(tmp_path: Path) -> None:
     tsv = read_task_file(_file(tmp_path, "a.tsv", "text\tanswer\nwhat is 2+2\t4\n"), answer_column="answer")
     assert tsv.texts == ("what is 2+2",) and tsv.answers == ("4",)

@@ -147,15 +147,11 @@ class Preparer:
             ledger=self.ledger,
             persons=task.persons,
         )
-        privacy = spec.privacy
         log.info(
-            "task %s: released a spec with epsilon=%g delta=%g (sigma=%.4g, size bucket %s); %d bytes sent",
+            "task %s: spec sent (%d bytes so far), %d learnware(s) ranked",
             settings.name,
-            privacy.epsilon,
-            privacy.delta,
-            privacy.sigma,
-            privacy.size_bucket,
             client.bytes_sent,
+            len(result.matches),
         )
         return spec, result
 
