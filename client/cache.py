@@ -3,11 +3,13 @@
 Layout under ROOT:
     partial/<sha256>.tar      downloads in progress (resumed from their current size)
     learnwares/<id>/          unpacked and verified package (manifest.json, signature.json, ...)
-    learnwares/<id>.sha256    sha256 of the package it came from
+    learnwares/<id>.sha256    sha256 of the package it came from; its mtime is the last use
     publishers.json           publisher -> pinned public key (trust on first pull)
 
 Everything is re-verified when loaded (every file's sha256 and the publisher signature against
-the pinned key), so loading needs no market and a tampered cache is never used.
+the pinned key), so loading needs no market and a tampered cache is never used. Small files are
+written atomically (temp + fsync + rename); packages appear only once verified (see
+`unpack_package`). `enforce_cap` evicts the least recently used learnwares above a size cap.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
+from lmdock.client.files import atomic_write_text
 from lmdock.common.errors import IntegrityError, NotFound
 from lmdock.common.package import Manifest, unpack_package, verify_folder
 from lmdock.common.records import LearnwareInfo
 
-__all__ = ["AdapterCache", "default_cache_dir"]
+__all__ = ["AdapterCache", "CachedLearnware", "default_cache_dir"]
 
 
 def default_cache_dir() -> Path:
@@ -29,6 +33,13 @@ def default_cache_dir() -> Path:
         return Path(os.environ["LMDOCK_HOME"]).expanduser()
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return base / "lmdock"
+
+
+@dataclass(frozen=True)
+class CachedLearnware:
+    learnware_id: str
+    size: int  # bytes on disk
+    last_used: float  # POSIX time of the last install or load
 
 
 class AdapterCache:
@@ -54,16 +65,19 @@ class AdapterCache:
     def _read_pins(self) -> dict[str, str]:
         if not self._pins.exists():
             return {}
-        data = json.loads(self._pins.read_text())
+        try:
+            data = json.loads(self._pins.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise IntegrityError(
+                f"{self._pins} is damaged: publisher keys cannot be checked; "
+                "remove the cache folder and pull again"
+            ) from None
         return {str(k): str(v) for k, v in data.items()}
 
     def _pin(self, publisher: str, public_key: str) -> None:
         pins = self._read_pins()
         pins[publisher] = public_key
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self._pins.with_suffix(".tmp")
-        tmp.write_text(json.dumps(pins, indent=2, sort_keys=True))
-        tmp.replace(self._pins)
+        atomic_write_text(self._pins, json.dumps(pins, indent=2, sort_keys=True))
 
     def install(self, info: LearnwareInfo, archive: Path) -> Manifest:
         """Verify the downloaded `archive` against `info` and the pinned key, then unpack it."""
@@ -76,7 +90,7 @@ class AdapterCache:
             )
         if trusted is None:
             self._pin(info.publisher, signature.public_key)
-        self._sidecar(info.id).write_text(info.package_sha256)
+        atomic_write_text(self._sidecar(info.id), info.package_sha256)
         archive.unlink(missing_ok=True)
         return manifest
 
@@ -97,13 +111,53 @@ class AdapterCache:
             )
         manifest, signature = verify_folder(folder)
         trusted = self.pinned_key(manifest.publisher)
-        if trusted is not None and trusted != signature.public_key:
+        if trusted is None:
+            raise IntegrityError(
+                f"no key is pinned for publisher {manifest.publisher!r} of cached {learnware_id!r} "
+                f"({self._pins} was lost or edited); pull the learnware again"
+            )
+        if trusted != signature.public_key:
             raise IntegrityError(
                 f"cached {learnware_id!r} is signed by a key other than the one pinned "
                 f"for {manifest.publisher!r}"
             )
+        if self._sidecar(learnware_id).is_file():
+            os.utime(self._sidecar(learnware_id))  # recency for LRU eviction
         return manifest
 
     def evict(self, learnware_id: str) -> None:
         shutil.rmtree(self.folder(learnware_id), ignore_errors=True)
         self._sidecar(learnware_id).unlink(missing_ok=True)
+
+    def entries(self) -> list[CachedLearnware]:
+        """Every cached learnware with its size and last use, least recently used first."""
+        if not self._learnwares.is_dir():
+            return []
+        out = []
+        for folder in self._learnwares.iterdir():
+            if not folder.is_dir() or folder.name.startswith("."):
+                continue
+            sidecar = self._sidecar(folder.name)
+            size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+            last_used = (sidecar if sidecar.is_file() else folder).stat().st_mtime
+            out.append(CachedLearnware(folder.name, size, last_used))
+        return sorted(out, key=lambda e: (e.last_used, e.learnware_id))
+
+    def enforce_cap(self, max_bytes: int, *, keep: frozenset[str] = frozenset()) -> list[str]:
+        """Evict least recently used learnwares, except those in `keep`, until the total fits.
+
+        Returns the evicted ids. Learnwares in `keep` are never evicted, so the total can stay
+        above the cap when they alone exceed it.
+        """
+        entries = self.entries()
+        total = sum(e.size for e in entries)
+        evicted: list[str] = []
+        for entry in entries:
+            if total <= max_bytes:
+                break
+            if entry.learnware_id in keep:
+                continue
+            self.evict(entry.learnware_id)
+            total -= entry.size
+            evicted.append(entry.learnware_id)
+        return evicted

@@ -1,91 +1,272 @@
-"""Local inference: base model + PEFT adapter, on cuda when available, else mps, else cpu.
+"""Local inference: one base model in memory serving several PEFT adapters.
 
-* classification learnwares: encoder + LoRA + trained head -> one label per text;
-* generation learnwares: causal LM + LoRA -> greedy continuation per prompt;
-* the base model alone answers classification tasks zero-shot: each text goes to the label
-  whose name embeds closest (mean-pooled, cosine), the baseline a learnware must beat.
+* `SharedBase` loads a base model once and attaches adapters to it with peft's
+  `load_adapter`; each call selects its adapter with `set_adapter` under a lock, so requests
+  for different learnwares on the same base never mix. Inputs run in batches.
+* classification learnwares (encoder + LoRA + trained head) answer with a label and the
+  softmax score of every label; generation learnwares (causal LM + LoRA) continue prompts,
+  greedily unless a temperature is given.
+* `load_learnware` is the one-adapter case used by `lmdock run`;
+  `zero_shot_classify` is the base model's own answer, the baseline a learnware must beat:
+  each text goes to the label whose name embeds closest (mean-pooled, cosine).
 """
 
 from __future__ import annotations
 
+import itertools
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from lmdock.client.device import pick_device
+from lmdock.client.answers import Classification, Generation, GenerationOptions
+from lmdock.client.device import pick_device, pick_dtype
 from lmdock.client.embedder import mean_pool
 from lmdock.client.models import resolve_base_model
+from lmdock.common.errors import InvalidArgument
 from lmdock.common.package import TaskInfo
 from peft import PeftModel
 from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-__all__ = ["LoadedLearnware", "load_learnware", "zero_shot_classify"]
+__all__ = [
+    "Classification",
+    "Generation",
+    "GenerationOptions",
+    "LoadedLearnware",
+    "SharedBase",
+    "load_learnware",
+    "zero_shot_classify",
+]
+
+
+class SharedBase:
+    """A base model shared by adapters of one task kind (and, for classifiers, one label count).
+
+    Classifier heads are saved with each adapter (`modules_to_save`), so heads with different
+    label counts cannot share a base; callers group learnwares by `SharedBase.key_for`.
+    """
+
+    def __init__(
+        self,
+        base_model: str,
+        *,
+        kind: str,
+        num_labels: int = 0,
+        device: str = "auto",
+        dtype: str = "auto",
+        max_input_tokens: int = 512,
+    ) -> None:
+        folder = resolve_base_model(base_model)
+        self.base_model = base_model
+        self.kind = kind
+        self.num_labels = num_labels
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        self.max_input_tokens = max_input_tokens
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        if kind == "classification":
+            self._base = AutoModelForSequenceClassification.from_pretrained(
+                folder, num_labels=num_labels, dtype=self.dtype
+            )
+        else:
+            # Prompts are padded and truncated on the left, so every row ends where generation starts.
+            self.tokenizer.padding_side = "left"
+            self.tokenizer.truncation_side = "left"
+            if self.tokenizer.pad_token_id is None:
+                self.tokenizer.pad_token = self.tokenizer.eos_token
+            self._base = AutoModelForCausalLM.from_pretrained(folder, dtype=self.dtype)
+        self._base.to(self.device).eval()
+        self._eos_ids = _eos_ids(self._base, self.tokenizer)
+        self._model: Any = None  # the PeftModel, once the first adapter is attached
+        self._adapters: dict[str, tuple[str, TaskInfo]] = {}  # learnware name -> (peft name, task)
+        self._numbers = itertools.count()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key_for(base_model: str, task: TaskInfo) -> tuple[str, str, int]:
+        return (base_model, task.kind, len(task.labels) if task.kind == "classification" else 0)
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.base_model, self.kind, self.num_labels)
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._adapters)
+
+    @property
+    def peft_model(self) -> Any:
+        """The base with its adapters (None until the first `add`)."""
+        return self._model
+
+    def add(self, name: str, adapter_dir: Path, task: TaskInfo) -> None:
+        """Attach the adapter in `adapter_dir` (PEFT format) under `name`."""
+        if self.key_for(self.base_model, task) != self.key:
+            raise InvalidArgument(f"learnware {name!r} does not fit base {self.key}")
+        with self._lock:
+            if name in self._adapters:
+                return
+            # peft adapter names become module keys: no dots, so number them.
+            peft_name = f"adapter{next(self._numbers)}"
+            if self._model is None:
+                self._model = PeftModel.from_pretrained(
+                    self._base, adapter_dir, adapter_name=peft_name, torch_device=str(self.device)
+                ).eval()
+            else:
+                self._model.load_adapter(adapter_dir, adapter_name=peft_name, torch_device=str(self.device))
+            self._adapters[name] = (peft_name, task)
+
+    def remove(self, name: str) -> None:
+        """Detach an adapter; the base stays loaded (drop the SharedBase to free it)."""
+        with self._lock:
+            peft_name, _ = self._adapters.pop(name)
+            if self._adapters:
+                self._model.delete_adapter(peft_name)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, truncation=True, max_length=self.max_input_tokens)["input_ids"])
+
+    def chat_prompt(self, messages: Sequence[dict[str, str]]) -> str:
+        """The prompt for a chat: the tokenizer's chat template, or plain "role: content" lines."""
+        if getattr(self.tokenizer, "chat_template", None):
+            return str(
+                self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+            )
+        lines = [f"{m['role']}: {m['content']}" for m in messages]
+        return "\n".join([*lines, "assistant:"])
+
+    @torch.inference_mode()
+    def classify(self, name: str, texts: Sequence[str], *, batch_size: int = 32) -> list[Classification]:
+        task = self._task(name, "classification")
+        out: list[Classification] = []
+        with self._lock:
+            self._select(name)
+            for start in range(0, len(texts), batch_size):
+                batch = self._encode(texts[start : start + batch_size])
+                probabilities = self._model(**batch).logits.float().softmax(-1).cpu()
+                for row in probabilities.tolist():
+                    best = max(range(len(row)), key=row.__getitem__)
+                    out.append(Classification(task.labels[best], dict(zip(task.labels, row, strict=True))))
+        return out
+
+    @torch.inference_mode()
+    def generate(
+        self, name: str, prompts: Sequence[str], options: GenerationOptions, *, batch_size: int = 8
+    ) -> list[Generation]:
+        self._task(name, "generation")
+        out: list[Generation] = []
+        with self._lock:
+            self._select(name)
+            for start in range(0, len(prompts), batch_size):
+                out.extend(self._generate_batch(prompts[start : start + batch_size], options))
+        return out
+
+    def _generate_batch(self, prompts: Sequence[str], options: GenerationOptions) -> list[Generation]:
+        batch = self._encode(prompts)
+        sampling: dict[str, Any] = {"do_sample": False}
+        if options.temperature > 0:
+            sampling = {"do_sample": True, "temperature": options.temperature, "top_p": options.top_p}
+        generated = self._model.generate(
+            **batch,
+            max_new_tokens=options.max_new_tokens,
+            pad_token_id=self.tokenizer.pad_token_id,
+            **sampling,
+        )
+        prompt_length = batch["input_ids"].shape[1]
+        prompt_tokens = batch["attention_mask"].sum(-1).tolist()
+        results = []
+        for row, used in zip(generated[:, prompt_length:].tolist(), prompt_tokens, strict=True):
+            finish = "length"
+            ends = [i for i, token in enumerate(row) if token in self._eos_ids]
+            if ends:
+                row, finish = row[: ends[0]], "stop"
+            text = str(self.tokenizer.decode(row, skip_special_tokens=True))
+            cut = min((i for i in (text.find(s) for s in options.stop) if i >= 0), default=-1)
+            if cut >= 0:
+                text, finish = text[:cut], "stop"
+            results.append(Generation(text.strip(), int(used), len(row), finish))
+        return results
+
+    def _encode(self, texts: Sequence[str]) -> Any:
+        return self.tokenizer(
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=self.max_input_tokens,
+            return_tensors="pt",
+            return_token_type_ids=self.kind == "classification",
+        ).to(self.device)
+
+    def _task(self, name: str, kind: str) -> TaskInfo:
+        if name not in self._adapters:
+            raise InvalidArgument(f"learnware {name!r} is not loaded on base {self.base_model!r}")
+        task = self._adapters[name][1]
+        if task.kind != kind:
+            raise InvalidArgument(f"learnware {name!r} does {task.kind}, not {kind}")
+        return task
+
+    def _select(self, name: str) -> None:
+        self._model.set_adapter(self._adapters[name][0])
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    """Tokens that end a generation: the model's generation config, else the tokenizer's."""
+    config = getattr(model, "generation_config", None)
+    ids = getattr(config, "eos_token_id", None)
+    if ids is None:
+        ids = tokenizer.eos_token_id
+    if ids is None:
+        return frozenset()
+    return frozenset([ids] if isinstance(ids, int) else ids)
 
 
 @dataclass
 class LoadedLearnware:
-    task: TaskInfo
-    model: Any
-    tokenizer: Any
-    device: torch.device
-    max_tokens: int = 128
+    """One learnware on its own base model (what `lmdock run` uses)."""
 
-    @torch.inference_mode()
+    host: SharedBase
+    name: str
+    task: TaskInfo
+
+    @property
+    def model(self) -> Any:
+        """The PeftModel (e.g. for `with loaded.model.disable_adapter():`, the base alone)."""
+        return self.host.peft_model
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.host.tokenizer
+
     def predict(self, texts: Sequence[str], *, batch_size: int = 32, max_new_tokens: int = 32) -> list[str]:
         if self.task.kind == "classification":
-            return self._classify(texts, batch_size)
-        return [self._generate(t, max_new_tokens) for t in texts]
-
-    def _classify(self, texts: Sequence[str], batch_size: int) -> list[str]:
-        out: list[str] = []
-        for start in range(0, len(texts), batch_size):
-            batch = self.tokenizer(
-                list(texts[start : start + batch_size]),
-                padding=True,
-                truncation=True,
-                max_length=self.max_tokens,
-                return_tensors="pt",
-            ).to(self.device)
-            logits = self.model(**batch).logits
-            out.extend(self.task.labels[i] for i in logits.argmax(-1).tolist())
-        return out
-
-    def _generate(self, prompt: str, max_new_tokens: int) -> str:
-        batch = self.tokenizer(prompt, return_tensors="pt", return_token_type_ids=False).to(self.device)
-        pad = (
-            self.tokenizer.pad_token_id
-            if self.tokenizer.pad_token_id is not None
-            else self.tokenizer.eos_token_id
-        )
-        generated = self.model.generate(
-            **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad
-        )
-        new_tokens = generated[0, batch["input_ids"].shape[1] :]
-        return str(self.tokenizer.decode(new_tokens, skip_special_tokens=True)).strip()
+            return [c.label for c in self.host.classify(self.name, texts, batch_size=batch_size)]
+        options = GenerationOptions(max_new_tokens=max_new_tokens)
+        return [g.text for g in self.host.generate(self.name, texts, options, batch_size=batch_size)]
 
 
 def load_learnware(
-    adapter_dir: Path, *, base_model: str, task: TaskInfo, device: str = "auto", dtype: str = "float32"
+    adapter_dir: Path,
+    *,
+    base_model: str,
+    task: TaskInfo,
+    device: str = "auto",
+    dtype: str = "float32",
+    max_input_tokens: int = 128,
 ) -> LoadedLearnware:
     """Base model (from local files) + the adapter in `adapter_dir`, ready for `predict`."""
-    folder = resolve_base_model(base_model)
-    target = pick_device(device)
-    torch_dtype = getattr(torch, dtype)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    if task.kind == "classification":
-        base = AutoModelForSequenceClassification.from_pretrained(
-            folder,
-            num_labels=len(task.labels),
-            id2label=dict(enumerate(task.labels)),
-            label2id={name: i for i, name in enumerate(task.labels)},
-            dtype=torch_dtype,
-        )
-    else:
-        base = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype)
-    model = PeftModel.from_pretrained(base, adapter_dir).to(target).eval()
-    return LoadedLearnware(task=task, model=model, tokenizer=tokenizer, device=target)
+    _, kind, num_labels = SharedBase.key_for(base_model, task)
+    host = SharedBase(
+        base_model,
+        kind=kind,
+        num_labels=num_labels,
+        device=device,
+        dtype=dtype,
+        max_input_tokens=max_input_tokens,
+    )
+    host.add("learnware", adapter_dir, task)
+    return LoadedLearnware(host=host, name="learnware", task=task)
 
 
 @torch.inference_mode()

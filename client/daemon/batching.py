@@ -1,0 +1,114 @@
+"""Micro-batching: requests for one base model queue up and run together.
+
+One worker thread per loaded base model takes the first waiting job, waits up to `wait_s` for
+more (at most `max_batch` texts), and runs jobs that ask the same adapter the same thing as one
+batch. The single worker also serializes `set_adapter`, so jobs for different adapters on the
+same base never interleave.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from lmdock.client.answers import GenerationOptions
+from lmdock.client.runtime import SharedBase
+
+__all__ = ["Batcher"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Job:
+    name: str
+    options: GenerationOptions | None  # None: classification
+    inputs: list[str]
+    future: Future[list[Any]] = field(default_factory=Future)
+
+    @property
+    def key(self) -> tuple[str, GenerationOptions | None]:
+        return (self.name, self.options)
+
+
+class Batcher:
+    def __init__(self, host: SharedBase, *, max_batch: int, wait_s: float) -> None:
+        self.host = host
+        self.max_batch = max_batch
+        self.wait_s = wait_s
+        self.batches_run = 0
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name=f"batcher-{host.base_model}", daemon=True)
+        self._thread.start()
+
+    def submit(
+        self, name: str, inputs: Sequence[str], options: GenerationOptions | None
+    ) -> Future[list[Any]]:
+        """Queue `inputs` for adapter `name`: classification when `options` is None, else generation."""
+        job = _Job(name, options, list(inputs))
+        self._queue.put(job)
+        return job.future
+
+    def close(self) -> None:
+        """Finish the jobs already queued, then stop the worker."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            jobs, stop = self._gather(first)
+            for group in _group(jobs):
+                self._run(group)
+            if stop:
+                return
+
+    def _gather(self, first: _Job) -> tuple[list[_Job], bool]:
+        jobs, size = [first], len(first.inputs)
+        deadline = time.monotonic() + self.wait_s
+        while size < self.max_batch:
+            remaining = deadline - time.monotonic()
+            try:
+                job = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                return jobs, True
+            jobs.append(job)
+            size += len(job.inputs)
+        return jobs, False
+
+    def _run(self, group: list[_Job]) -> None:
+        name, options = group[0].key
+        inputs = [text for job in group for text in job.inputs]
+        try:
+            if options is None:
+                results: list[Any] = self.host.classify(name, inputs, batch_size=self.max_batch)
+            else:
+                results = self.host.generate(name, inputs, options, batch_size=self.max_batch)
+        except Exception as exc:
+            log.exception("inference failed on base %s (%s)", self.host.base_model, type(exc).__name__)
+            for job in group:
+                job.future.set_exception(exc)
+            return
+        self.batches_run += 1
+        start = 0
+        for job in group:
+            job.future.set_result(results[start : start + len(job.inputs)])
+            start += len(job.inputs)
+
+
+def _group(jobs: list[_Job]) -> list[list[_Job]]:
+    """Jobs with the same adapter and options together, in order of first arrival."""
+    groups: dict[tuple[str, GenerationOptions | None], list[_Job]] = {}
+    for job in jobs:
+        groups.setdefault(job.key, []).append(job)
+    return list(groups.values())

@@ -1,0 +1,229 @@
+"""The daemon's operations, shared by its HTTP and gRPC front ends.
+
+`Daemon` owns the task registry, the adapter cache, the preparer and the model pool. The
+front ends decode a request, call one method here and encode the answer; every method raises
+lmdock's typed errors, which each front end maps once to its status codes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+
+from lmdock.client.answers import Classification, Generation, GenerationOptions
+from lmdock.client.cache import AdapterCache
+from lmdock.client.daemon.batching import Batcher
+from lmdock.client.daemon.config import DaemonConfig, TaskSettings
+from lmdock.client.daemon.pool import ModelPool
+from lmdock.client.daemon.preparation import Preparer, StageProgress
+from lmdock.client.daemon.registry import TaskRecord, TaskRegistry
+from lmdock.client.daemon.types import ChatMessage, Completion, DaemonStatus
+from lmdock.common.errors import FailedPrecondition, InvalidArgument, LmdockError, ResourceExhausted
+
+__all__ = ["Daemon"]
+
+log = logging.getLogger(__name__)
+CHAT_ROLES = ("system", "user", "assistant", "tool", "developer")
+
+
+class Daemon:
+    def __init__(self, config: DaemonConfig) -> None:
+        self.config = config
+        self.cache = AdapterCache(config.cache_dir)
+        self.registry = TaskRegistry(config.state_dir / "tasks.json")
+        self.preparer = Preparer(config, self.registry, self.cache)
+        self.pool = ModelPool(config.runtime, base_models=config.base_models)
+        self.started_at = time.time()
+        self.http_address = ""
+        self.grpc_address = ""
+        self._in_flight = threading.BoundedSemaphore(config.api.max_concurrent)
+        self._preparing: set[str] = set()
+        self._preparing_lock = threading.Lock()
+        self._stopping = threading.Event()
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Register the config's tasks and prepare, in the background, those not ready yet.
+
+        A task whose preparation failed stays failed until `retry_task` (no budget is spent
+        again on its own); an interrupted one (daemon stopped while preparing) starts over. Ready
+        tasks are checked against the market's key revocations first, when it answers.
+        """
+        for settings in self.config.tasks:
+            old = self._find(settings.name)
+            if old is None or old.settings != settings:
+                self.registry.add(settings, replace=True)
+        pending = [r.name for r in self.registry.all() if r.state in ("registered", "preparing")]
+        # A daemon thread: stopping never waits for a long download; an interrupted task is
+        # left "preparing" and starts over at the next start (downloads resume).
+        threading.Thread(target=self._background, args=(pending,), name="prepare", daemon=True).start()
+
+    def _background(self, names: list[str]) -> None:
+        """Check revocations for the ready tasks (when the market answers), then prepare `names`."""
+        for name in self.preparer.refresh_revocations():
+            self.pool.unload(self.registry.get(name).learnware_id)
+        for name in names:
+            if self._stopping.is_set():
+                return
+            with contextlib.suppress(LmdockError):  # recorded as failed in the registry, and logged
+                self.prepare_task(name)
+
+    def close(self) -> None:
+        self._stopping.set()
+        self.pool.close()
+
+    # -- tasks ----------------------------------------------------------------------------
+
+    def add_task(
+        self, settings: TaskSettings, *, replace: bool = False, progress: StageProgress | None = None
+    ) -> TaskRecord:
+        with self._preparing_lock:
+            if settings.name in self._preparing:
+                raise FailedPrecondition(f"task {settings.name!r} is being prepared; wait for it to finish")
+            old = self._find(settings.name)
+            self.registry.add(settings, replace=replace)
+        if old is not None:
+            self._unload_unused(old.learnware_id)
+        return self.prepare_task(settings.name, progress)
+
+    def retry_task(self, name: str, progress: StageProgress | None = None) -> TaskRecord:
+        record = self.registry.get(name)
+        if record.state == "ready":
+            raise FailedPrecondition(f"task {name!r} is ready; to search again, add it with --replace")
+        return self.prepare_task(name, progress)
+
+    def prepare_task(self, name: str, progress: StageProgress | None = None) -> TaskRecord:
+        with self._preparing_lock:
+            if name in self._preparing:
+                raise FailedPrecondition(f"task {name!r} is being prepared already")
+            self._preparing.add(name)
+        try:
+            return self.preparer.prepare(name, progress)
+        finally:
+            with self._preparing_lock:
+                self._preparing.discard(name)
+
+    def remove_task(self, name: str) -> TaskRecord:
+        with self._preparing_lock:
+            if name in self._preparing:
+                raise FailedPrecondition(f"task {name!r} is being prepared; remove it once that is done")
+            record = self.registry.remove(name)
+        self._unload_unused(record.learnware_id)
+        return record
+
+    def tasks(self) -> list[TaskRecord]:
+        return self.registry.all()
+
+    def _find(self, name: str) -> TaskRecord | None:
+        return next((r for r in self.registry.all() if r.name == name), None)
+
+    def _unload_unused(self, learnware_id: str) -> None:
+        if learnware_id and learnware_id not in self.preparer.in_use():
+            self.pool.unload(learnware_id)
+
+    # -- inference --------------------------------------------------------------------------
+
+    def models(self) -> list[TaskRecord]:
+        """The tasks that can answer now (the OpenAI API's models)."""
+        return [r for r in self.registry.all() if r.state == "ready"]
+
+    def complete(self, model: str, prompts: Sequence[str], options: GenerationOptions) -> Completion:
+        if not prompts:
+            raise InvalidArgument("prompt is empty")
+        if len(prompts) > self.config.api.max_prompts:
+            raise InvalidArgument(
+                f"at most {self.config.api.max_prompts} prompts per request (api.max_prompts)"
+            )
+        record = self._ready(model)
+        limit = self.config.runtime.max_new_tokens
+        if record.kind == "generation" and not 1 <= options.max_new_tokens <= limit:
+            raise InvalidArgument(f"max_tokens must be between 1 and {limit} (runtime.max_new_tokens)")
+        if not self._in_flight.acquire(blocking=False):
+            raise ResourceExhausted(
+                f"{self.config.api.max_concurrent} requests are in flight (api.max_concurrent); retry shortly"
+            )
+        try:
+            batcher = self._loaded(record)
+            job = None if record.kind == "classification" else options
+            choices: list[Classification | Generation] = batcher.submit(
+                record.learnware_id, prompts, job
+            ).result()
+        finally:
+            self._in_flight.release()
+        if record.kind == "classification":
+            prompt_tokens, completion_tokens = sum(batcher.host.count_tokens(p) for p in prompts), 0
+        else:
+            generations = [c for c in choices if isinstance(c, Generation)]
+            prompt_tokens = sum(g.prompt_tokens for g in generations)
+            completion_tokens = sum(g.completion_tokens for g in generations)
+        return Completion(
+            model, record.learnware_id, record.kind, tuple(choices), prompt_tokens, completion_tokens
+        )
+
+    def chat(self, model: str, messages: Sequence[ChatMessage], options: GenerationOptions) -> Completion:
+        """A chat turn; a classifier labels the last user message."""
+        if not messages:
+            raise InvalidArgument("messages is empty")
+        for message in messages:
+            if message.role not in CHAT_ROLES:
+                raise InvalidArgument(
+                    f"message role must be one of {', '.join(CHAT_ROLES)}, not {message.role!r}"
+                )
+        record = self._ready(model)
+        if record.kind == "classification":
+            user = [m.content for m in messages if m.role == "user"]
+            if not user:
+                raise InvalidArgument("a classifier labels the last user message; the chat has none")
+            return self.complete(model, [user[-1]], options)
+        prompt = self._loaded(record).host.chat_prompt(
+            [{"role": m.role, "content": m.content} for m in messages]
+        )
+        return self.complete(model, [prompt], options)
+
+    def _ready(self, model: str) -> TaskRecord:
+        record = self.registry.get(model)
+        if record.state != "ready":
+            detail = f" ({record.stage})" if record.stage else (f": {record.error}" if record.error else "")
+            hint = (
+                "try again when it is ready"
+                if record.state != "failed"
+                else f"see `lmdock task show {model}`"
+            )
+            raise FailedPrecondition(f"task {model!r} is {record.state}{detail}; {hint}")
+        return record
+
+    def _loaded(self, record: TaskRecord) -> Batcher:
+        """The batcher serving the task's learnware, loading (and verifying) it first if needed."""
+        for _ in range(2):  # another base's load can unload this one in between: load it again once
+            if not self.pool.is_loaded(record.learnware_id):
+                manifest = self.preparer.verified(record.learnware_id)
+                self.pool.load(record.learnware_id, self.cache.folder(record.learnware_id), manifest)
+            try:
+                return self.pool.batcher(record.learnware_id)
+            except KeyError:
+                continue
+        raise ResourceExhausted("models keep replacing each other in memory; raise runtime.max_loaded_bases")
+
+    # -- status ------------------------------------------------------------------------------
+
+    def status(self) -> DaemonStatus:
+        entries = self.cache.entries()
+        return DaemonStatus(
+            pid=os.getpid(),
+            started_at=self.started_at,
+            market=self.config.market.address,
+            http_address=self.http_address,
+            grpc_address=self.grpc_address,
+            cache_dir=str(self.cache.root),
+            cache_bytes=sum(e.size for e in entries),
+            cache_max_bytes=self.config.cache.max_bytes,
+            cached_learnwares=len(entries),
+            repairs=self.preparer.repairs,
+            tasks=tuple(self.registry.all()),
+            loaded=tuple(self.pool.describe()),
+        )

@@ -1,0 +1,57 @@
+"""Small file helpers for the client: atomic writes and owner-only secrets."""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+from lmdock.common.errors import FailedPrecondition
+
+__all__ = ["atomic_write_text", "check_owner_only", "read_secret"]
+
+
+def atomic_write_text(path: Path, text: str, *, mode: int = 0o644) -> None:
+    """Write `text` so that `path` holds either the old or the new content, never a mix.
+
+    temp file in the same folder -> write -> fsync -> rename over `path` -> fsync the folder.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def check_owner_only(path: Path) -> None:
+    """Refuse a secret file that users other than its owner can read or write (as ssh does)."""
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise FailedPrecondition(
+            f"{path} is accessible by other users (mode {stat.S_IMODE(mode):o}); "
+            f"run `chmod 600 {path}` and start again"
+        )
+
+
+def read_secret(path: Path, *, what: str) -> str:
+    """The stripped content of an owner-only secret file (a token, an API key)."""
+    if not path.is_file():
+        raise FailedPrecondition(f"the {what} file {path} does not exist")
+    check_owner_only(path)
+    secret = path.read_text(encoding="utf-8").strip()
+    if not secret:
+        raise FailedPrecondition(f"the {what} file {path} is empty")
+    return secret

@@ -1,0 +1,93 @@
+"""Reading task data from CSV or TSV with a header row; the user chooses the columns."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from lmdock.client.readers import ReaderLimits, TaskData
+from lmdock.client.textfile import read_utf8
+from lmdock.common.errors import InvalidArgument
+
+__all__ = ["read_csv_task"]
+
+
+def read_csv_task(
+    path: Path,
+    *,
+    delimiter: str = ",",
+    text_column: str = "text",
+    label_column: str = "",
+    answer_column: str = "",
+    person_column: str = "",
+    limits: ReaderLimits = ReaderLimits(),
+) -> TaskData:
+    """One record per row: text from `text_column`, optional gold labels/answers from the others.
+
+    Blank rows are skipped; a row with an empty text, or with more or fewer fields than the
+    header, is an error naming its line. With `person_column`, every row names its person (the
+    privacy unit becomes the person, see docs/privacy.md).
+    """
+    text = read_utf8(path, max_bytes=limits.max_file_bytes)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise InvalidArgument(f"task file {path} is empty")
+        if len(set(header)) != len(header):
+            raise InvalidArgument(f"{path}: the header names a column twice: {header}")
+        positions = _columns(
+            path, header, text=text_column, label=label_column, answer=answer_column, person=person_column
+        )
+        texts: list[str] = []
+        labels: list[str | None] = []
+        answers: list[str | None] = []
+        persons: list[str] = []
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue
+            where = f"{path}:{reader.line_num}"
+            if len(row) != len(header):
+                raise InvalidArgument(f"{where}: row has {len(row)} fields, the header has {len(header)}")
+            text = row[positions["text"]]
+            if not text.strip():
+                raise InvalidArgument(f"{where}: column {text_column!r} is empty")
+            if len(text) > limits.max_text_chars:
+                raise InvalidArgument(f"{where}: text longer than {limits.max_text_chars} characters")
+            texts.append(text)
+            labels.append(_cell(row, positions.get("label")))
+            answers.append(_cell(row, positions.get("answer")))
+            if person_column:
+                person = _cell(row, positions["person"])
+                if person is None:
+                    raise InvalidArgument(f"{where}: column {person_column!r} (the person) is empty")
+                persons.append(person)
+            if len(texts) > limits.max_records:
+                raise InvalidArgument(f"{path} has more than {limits.max_records} records")
+    except csv.Error as exc:
+        raise InvalidArgument(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
+    if not texts:
+        raise InvalidArgument(f"{path} holds a header but no records")
+    return TaskData(texts=tuple(texts), labels=tuple(labels), answers=tuple(answers), persons=tuple(persons))
+
+
+def _columns(path: Path, header: list[str], **wanted: str) -> dict[str, int]:
+    positions: dict[str, int] = {}
+    for role, column in wanted.items():
+        if not column:
+            continue
+        if column not in header:
+            raise InvalidArgument(
+                f"column {column!r} is not in {path} (columns: {', '.join(header)}); "
+                f"choose the {role} column with --{role}-column"
+            )
+        positions[role] = header.index(column)
+    return positions
+
+
+def _cell(row: list[str], position: int | None) -> str | None:
+    if position is None:
+        return None
+    value = row[position].strip()
+    return value or None
