@@ -78,6 +78,10 @@ def _serve(args: argparse.Namespace) -> int:
         if args.metrics_port is not None
         else None
     )
+    # Handlers first: a supervisor may send SIGTERM as soon as it reads the "listening" line.
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     server.start()
     log.info(
         "market listening on %s:%d (%s, profile %s, %d learnwares, anonymous: %s)",
@@ -92,9 +96,6 @@ def _serve(args: argparse.Namespace) -> int:
     if metrics is not None:
         ready["metrics"] = f"http://{args.metrics_address}:{metrics.server_port}/metrics"
     print(json.dumps(ready), flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     log.info("shutting down: draining streams for up to %ss", args.grace)
     server.stop(grace=args.grace).wait()
