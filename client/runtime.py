@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from lmdock.client.device import pick_device
 from lmdock.client.embedder import mean_pool
+from lmdock.client.heads import classification_logits
 from lmdock.client.models import resolve_base_model
 from lmdock.common.package import TaskInfo
 from peft import PeftModel
@@ -48,7 +49,7 @@ class LoadedLearnware:
                 max_length=self.max_tokens,
                 return_tensors="pt",
             ).to(self.device)
-            logits = self.model(**batch).logits
+            logits = classification_logits(self.model, batch, self.task.pooling)
             out.extend(self.task.labels[i] for i in logits.argmax(-1).tolist())
         return out
 
