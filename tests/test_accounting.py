@@ -85,7 +85,8 @@ def test_k_gaussian_releases_compose_to_one_with_sigma_over_root_k() -> None:
     """Closed form: k Gaussian steps of multiplier z are one Gaussian of multiplier z / sqrt(k)."""
     z = 2.0
     for k in (1, 4, 9):
-        exact = epsilon_at(lambda e: analytic_delta(sigma=z / math.sqrt(k), sensitivity=1.0, epsilon=e), 1e-5)
+        sigma = z / math.sqrt(k)
+        exact = epsilon_at(lambda e, s=sigma: analytic_delta(sigma=s, sensitivity=1.0, epsilon=e), 1e-5)
         release = Release(epsilon=50.0, delta=1e-6, noise_multiplier=z, steps=k)
         assert pld_epsilon([release], delta=1e-5) == pytest.approx(exact, abs=1e-3)
         assert pld_epsilon([release], delta=1e-5) >= exact - 1e-9  # an upper bound
