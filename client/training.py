@@ -124,8 +124,8 @@ def train_adapter(
         target_modules=config.target_modules,
     )
     tm.model.train()
-    total = math.ceil(len(texts) / config.batch_size) * config.epochs
-    scheduler_of: Callable[[torch.optim.Optimizer], Any] | None = None
+    started = time.perf_counter()
+    scheduler = None
     if task.pooling == "mean":
         module, loss_of, optimiser = linear_probe(tm, texts, targets, learning_rate=config.learning_rate)
     else:
@@ -133,15 +133,13 @@ def train_adapter(
         optimiser = torch.optim.AdamW(
             [p for p in tm.model.parameters() if p.requires_grad], lr=config.learning_rate
         )
+        total = math.ceil(len(texts) / config.batch_size) * config.epochs
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: 1.0 - s / max(total, 1))
 
-        def loss_of(idx: list[int]) -> torch.Tensor:
+        def lora_loss(idx: list[int]) -> torch.Tensor:
             return tm.loss([texts[i] for i in idx], [targets[i] for i in idx])
 
-        def scheduler_of(opt: torch.optim.Optimizer) -> Any:
-            return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / max(total, 1))
-
-    started = time.perf_counter()
-    scheduler = scheduler_of(optimiser) if scheduler_of is not None else None
+        loss_of = lora_loss
     final_loss, report = _run_epochs(
         module,
         optimiser,

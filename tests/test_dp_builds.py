@@ -171,3 +171,30 @@ def test_the_ledger_refuses_a_training_release_over_the_cap(tmp_path: Path) -> N
     with pytest.raises(BudgetExceeded, match="Nothing was trained or written"):
         ledger.record("d" * 64, plan.release(), kind="training")
     assert ledger.entries() == ()
+
+
+def test_pooling_is_part_of_the_task_and_old_manifests_keep_their_bytes() -> None:
+    assert TaskInfo(kind="classification", labels=("a", "b")).to_dict() == {
+        "kind": "classification",
+        "labels": ["a", "b"],
+    }  # no "pooling" key: manifests signed before it existed still verify
+    assert TaskInfo.from_dict(PROBE.to_dict()) == PROBE and PROBE.to_dict()["pooling"] == "mean"
+    with pytest.raises(InvalidArgument, match="pooling"):
+        TaskInfo(kind="generation", pooling="mean")
+    with pytest.raises(InvalidArgument, match="pooling"):
+        TaskInfo(kind="classification", labels=("a", "b"), pooling="max")
+
+
+def test_mean_pooling_needs_a_linear_classifier_over_the_hidden_states() -> None:
+    from lmdock.client.heads import check_mean_pooling
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        RobertaConfig,
+        RobertaForSequenceClassification,
+    )
+
+    small = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+    check_mean_pooling(BertForSequenceClassification(BertConfig(vocab_size=100, **small)))
+    with pytest.raises(InvalidArgument, match="single linear layer"):  # RoBERTa's head is dense + out_proj
+        check_mean_pooling(RobertaForSequenceClassification(RobertaConfig(vocab_size=100, **small)))
