@@ -16,21 +16,24 @@ import json
 import random
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from lmdock.client.dp_sgd import DPConfig
+from lmdock.client.ledger import Ledger, dataset_id
 from lmdock.client.model_card import render_model_card
+from lmdock.client.models import resolve_base_model
 from lmdock.client.operations import score_predictions
 from lmdock.client.readers import TaskData, read_task
 from lmdock.client.runtime import load_learnware, zero_shot_classify
-from lmdock.client.training import Progress, TrainingConfig, train_adapter
+from lmdock.client.training import PROBE_TRAINING, Progress, TrainingConfig, dp_plan_for, train_adapter
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.hashing import sha256_file
 from lmdock.common.package import TaskInfo
 
-__all__ = ["BUILD_FILE", "BuildInfo", "build_learnware", "infer_task"]
+__all__ = ["BUILD_FILE", "BuildInfo", "build_learnware", "infer_task", "training_config"]
 
 BUILD_FILE = "build.json"
 BUILD_FORMAT = "lmdock-build/1"
@@ -49,7 +52,7 @@ class BuildInfo:
         return {
             "format": BUILD_FORMAT,
             "base_model": self.base_model,
-            "task": {"kind": self.task.kind, "labels": list(self.task.labels)},
+            "task": self.task.to_dict(),
             "data": self.data,
             "training": self.training,
             "eval_scores": self.eval_scores,
@@ -67,10 +70,9 @@ class BuildInfo:
             data = json.loads(path.read_text(encoding="utf-8"))
             if data.get("format") != BUILD_FORMAT:
                 raise InvalidArgument(f"{path} is not a {BUILD_FORMAT} file")
-            task = data["task"]
             return cls(
                 base_model=str(data["base_model"]),
-                task=TaskInfo(kind=str(task["kind"]), labels=tuple(task["labels"])),
+                task=TaskInfo.from_dict(data["task"]),
                 data=dict(data["data"]),
                 training=dict(data["training"]),
                 eval_scores={str(k): float(v) for k, v in data["eval_scores"].items()},
@@ -136,24 +138,49 @@ def _evaluate(
     }
 
 
+def training_config(task: TaskInfo, settings: Mapping[str, Any] | None = None) -> TrainingConfig:
+    """The recipe's defaults (a linear probe for mean-pooled classifiers, else LoRA) + `settings`."""
+    base = PROBE_TRAINING if task.pooling == "mean" else TrainingConfig()
+    try:
+        return replace(base, **dict(settings or {}))
+    except TypeError as exc:
+        raise InvalidArgument(f"unknown training setting: {exc}") from None
+
+
 def build_learnware(
     *,
     base_model: str,
     data_path: Path,
     out: Path,
     task_kind: str | None = None,
-    config: TrainingConfig | None = None,
+    settings: Mapping[str, Any] | None = None,
     dp: DPConfig | None = None,
     eval_fraction: float = 0.1,
     progress: Progress | None = None,
+    ledger: Ledger | None = None,
 ) -> BuildInfo:
-    """Train, evaluate and write the build folder `out` (which must not exist or be empty)."""
+    """Train, evaluate and write the build folder `out` (which must not exist or be empty).
+
+    `settings` overrides the recipe's TrainingConfig defaults. With `dp`, a classifier is a
+    linear probe on mean-pooled states (`lmdock.client.probe`), and the run is debited from
+    `ledger` (data set: every text of the data file; the split is a function of the file)
+    before training starts: over the budget, BudgetExceeded and nothing is trained or written.
+    """
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InvalidArgument(f"{out} already exists and is not an empty folder: choose another --out")
     data = read_task(data_path)
     task = infer_task(data, task_kind)
+    if dp is not None and task.kind == "classification":
+        task = replace(task, pooling="mean")
+    config = training_config(task, settings)
     targets = [str(t) for t in (data.labels if task.kind == "classification" else data.answers)]
-    train, held_out = _split(len(data.texts), eval_fraction, (config or TrainingConfig()).seed)
+    train, held_out = _split(len(data.texts), eval_fraction, config.seed)
+    plan = dp_plan_for(dp, records=len(train), config=config)
+    resolve_base_model(base_model)  # a missing base model fails before anything is debited
+    if plan is not None and ledger is not None:
+        ledger.record(
+            dataset_id(data.texts), plan.release(), kind="training", destination=f"build {out.resolve()}"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
     try:
@@ -163,8 +190,8 @@ def build_learnware(
             texts=[data.texts[i] for i in train],
             targets=[targets[i] for i in train],
             out_dir=staging,
-            config=config or TrainingConfig(),
-            dp=dp,
+            config=config,
+            dp=plan,
             progress=progress,
         )
         scores = (

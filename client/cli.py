@@ -8,13 +8,20 @@ import os
 import sys
 import warnings
 
-from lmdock.client.commands import daemon, demo, ledger, market, publish
+from lmdock.client.commands import daemon, demo, keys, ledger, market, publish
 from lmdock.common.errors import LmdockError
 
 __all__ = ["build_parser", "main"]
 
 #: Each area of the CLI registers its subcommands here.
-REGISTRARS = (market.register, ledger.register, publish.register, daemon.register, demo.register)
+REGISTRARS = (
+    market.register,
+    ledger.register,
+    publish.register,
+    keys.register,
+    daemon.register,
+    demo.register,
+)
 
 
 def _quiet_libraries() -> None:

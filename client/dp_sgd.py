@@ -1,17 +1,20 @@
-"""DP-SGD for adapter training with Opacus: Poisson sampling, per-example clipping, Gaussian noise.
+"""DP-SGD with Opacus: Poisson sampling, per-example clipping, Gaussian noise, replace-one accounting.
 
 Each step samples every training record independently with probability q = 1 / steps_per_epoch
 (Poisson sampling, which the accountant's subsampling amplification assumes), clips each
-record's gradient g_i to norm C, and releases (Σ_i clip(g_i) + N(0, σ²C²I)) / (qn). Opacus
-picks the noise multiplier σ so that `epochs` epochs spend the target (ε, δ); its accountant
-(PRV by default: the tightest, see docs) reports the ε actually spent after training. The
-privacy unit is one training record (add/remove neighbours, as Opacus' accountants assume).
+record's gradient g_i to norm C, and releases (Σ_i clip(g_i) + N(0, z²C²I)) / (qn).
 
-Only LoRA matrices and task heads train; Opacus' hooks sit on those nn.Linear layers alone
-(frozen layers, embeddings included, get none), attached without wrapping the peft model.
-Sampling and noise come from a dedicated torch.Generator seeded from the OS's CSPRNG, never
-torch's global RNG. (Opacus' `secure_mode` would need torchcsprng, which has no build for
-current torch.)
+The privacy unit is one training record and the relation lmdock's ledger uses, replace-one
+(docs/privacy.md): `plan_dp_sgd` picks the smallest noise multiplier z at which the whole run
+(`epochs` epochs of 1/q steps) is (ε, δ)-DP for replace-one neighbours, by dp_accounting's
+PLD accountant (`lmdock.common.accounting.dp_sgd_noise_multiplier`). The plan is known
+before training starts, so the ledger can debit it write-ahead. Opacus' own PRV accountant,
+which covers add/remove neighbours, is kept for reference (`epsilon_add_remove`).
+
+Only trainable layers (LoRA matrices, task heads) get Opacus' per-sample hooks, attached
+without wrapping the peft model. Sampling and noise come from a dedicated torch.Generator
+seeded from the OS's CSPRNG, never torch's global RNG. (Opacus' `secure_mode` would need
+torchcsprng, which has no build for current torch.)
 """
 
 from __future__ import annotations
@@ -21,17 +24,17 @@ import secrets
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
+from lmdock.common.accounting import Release, dp_sgd_noise_multiplier, pld_epsilon
 from lmdock.common.errors import InvalidArgument
 from torch.utils.data import DataLoader, TensorDataset
 
-__all__ = ["ACCOUNTANTS", "DPConfig", "DPReport", "PrivateTraining"]
+__all__ = ["DPConfig", "DPPlan", "DPReport", "PrivateTraining", "plan_dp_sgd"]
 
-ACCOUNTANTS = ("prv", "rdp")
-#: Beyond this the guarantee is void in practice, and Opacus' noise search stops converging.
+#: Beyond this the guarantee is void in practice, and the noise search stops converging.
 MAX_EPSILON = 100.0
 
 
@@ -40,7 +43,6 @@ class DPConfig:
     epsilon: float
     delta: float
     max_grad_norm: float = 1.0
-    accountant: str = "prv"
 
     def __post_init__(self) -> None:
         if not 0 < self.epsilon <= MAX_EPSILON:
@@ -49,8 +51,6 @@ class DPConfig:
             raise InvalidArgument(f"--dp-delta must be in (0, 1), got {self.delta}")
         if not math.isfinite(self.max_grad_norm) or self.max_grad_norm <= 0:
             raise InvalidArgument(f"the clipping norm must be positive, got {self.max_grad_norm}")
-        if self.accountant not in ACCOUNTANTS:
-            raise InvalidArgument(f"accountant must be one of {ACCOUNTANTS}, got {self.accountant!r}")
 
     def check_records(self, records: int) -> None:
         """δ must be well below 1/n, or releasing one whole record would fit inside the guarantee."""
@@ -62,28 +62,70 @@ class DPConfig:
 
 
 @dataclass(frozen=True)
+class DPPlan:
+    """A DP-SGD run fixed before it starts: what the ledger debits, and what training follows."""
+
+    config: DPConfig
+    records: int
+    batch_size: int  # expected (Poisson) batch size
+    steps_per_epoch: int
+    steps: int
+    noise_multiplier: float
+    epsilon: float  # replace-one epsilon of the whole run at config.delta (<= config.epsilon)
+
+    @property
+    def sample_rate(self) -> float:
+        return 1.0 / self.steps_per_epoch
+
+    def release(self) -> Release:
+        """The run as the privacy ledger books it."""
+        return Release(
+            epsilon=self.epsilon,
+            delta=self.config.delta,
+            noise_multiplier=self.noise_multiplier,
+            sample_rate=self.sample_rate,
+            steps=self.steps,
+            sensitivity="add-remove",
+        )
+
+
+def plan_dp_sgd(config: DPConfig, *, records: int, batch_size: int, epochs: int) -> DPPlan:
+    """q = 1 / ceil(n / batch_size), epochs / q steps, and the smallest z that fits (ε, δ)."""
+    config.check_records(records)
+    steps_per_epoch = math.ceil(records / batch_size)
+    steps = steps_per_epoch * epochs
+    z = dp_sgd_noise_multiplier(
+        epsilon=config.epsilon, delta=config.delta, sample_rate=1.0 / steps_per_epoch, steps=steps
+    )
+    plan = DPPlan(config, records, batch_size, steps_per_epoch, steps, z, epsilon=config.epsilon)
+    return replace(plan, epsilon=min(pld_epsilon([plan.release()], delta=config.delta), config.epsilon))
+
+
+@dataclass(frozen=True)
 class DPReport:
     """What one DP training run spent, for the manifest, `--json` and the privacy ledger."""
 
-    epsilon: float  # spent, from the accountant after training
+    epsilon: float  # replace-one, dp_accounting PLD, for the steps actually made
     delta: float
     target_epsilon: float
+    epsilon_add_remove: float  # Opacus' PRV accountant, add/remove neighbours (for reference)
     noise_multiplier: float
     sample_rate: float
     steps: int
     max_grad_norm: float
-    accountant: str
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "epsilon": self.epsilon,
             "delta": self.delta,
             "target_epsilon": self.target_epsilon,
+            "epsilon_add_remove": self.epsilon_add_remove,
             "noise_multiplier": self.noise_multiplier,
             "sample_rate": self.sample_rate,
             "steps": self.steps,
             "max_grad_norm": self.max_grad_norm,
-            "accountant": self.accountant,
+            "accountant": "pld",
+            "neighbouring": "replace-one",
             "sampling": "poisson",
         }
 
@@ -95,47 +137,38 @@ def _opacus_quiet() -> Iterator[None]:
         warnings.filterwarnings("ignore", message="Secure RNG turned off")
         warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        warnings.filterwarnings("ignore", message="divide by zero", category=RuntimeWarning)  # PRV at q = 1
         yield
 
 
 class PrivateTraining:
     """Opacus' PrivacyEngine around a model, its optimiser and a loader of record indices."""
 
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        optimiser: torch.optim.Optimizer,
-        *,
-        records: int,
-        batch_size: int,
-        config: DPConfig,
-        epochs: int,
-    ) -> None:
+    def __init__(self, model: torch.nn.Module, optimiser: torch.optim.Optimizer, plan: DPPlan) -> None:
         from opacus import PrivacyEngine
         from opacus.data_loader import DPDataLoader
 
-        self.config = config
+        self.plan = plan
         generator = torch.Generator().manual_seed(secrets.randbits(63))
         # Poisson sampling (q = 1 / ceil(n / batch_size)) of record indices with our generator;
         # make_private then keeps this loader as it is
-        indices = DataLoader(TensorDataset(torch.arange(records)), batch_size=batch_size)
+        indices = DataLoader(TensorDataset(torch.arange(plan.records)), batch_size=plan.batch_size)
         poisson = DPDataLoader.from_data_loader(indices, generator=generator)
+        if len(poisson) != plan.steps_per_epoch:
+            raise AssertionError("Poisson loader and plan disagree on the steps per epoch")
         with _opacus_quiet():
-            self.engine = PrivacyEngine(accountant=config.accountant)
-            self.hooks, self.optimiser, self.loader = self.engine.make_private_with_epsilon(
+            self.engine = PrivacyEngine(accountant="prv")
+            self.hooks, self.optimiser, self.loader = self.engine.make_private(
                 module=model,
                 optimizer=optimiser,
                 data_loader=poisson,
-                target_epsilon=config.epsilon,
-                target_delta=config.delta,
-                epochs=epochs,
-                max_grad_norm=config.max_grad_norm,
+                noise_multiplier=plan.noise_multiplier,
+                max_grad_norm=plan.config.max_grad_norm,
                 poisson_sampling=False,
                 noise_generator=generator,
                 wrap_model=False,
             )
         self.hooks.forbid_grad_accumulation()
-        self.sample_rate = 1 / len(poisson)
         self._params = [p for p in model.parameters() if p.requires_grad]
 
     def batches(self) -> Iterator[list[int]]:
@@ -154,18 +187,21 @@ class PrivateTraining:
         self.optimiser.step()
 
     def report(self) -> DPReport:
-        with _opacus_quiet():
-            spent = float(self.engine.get_epsilon(self.config.delta))
+        plan = self.plan
         steps = sum(n for _, _, n in self.engine.accountant.history)
+        if steps != plan.steps:
+            raise AssertionError(f"DP-SGD made {steps} steps, its plan (and the ledger) {plan.steps}")
+        with _opacus_quiet():
+            add_remove = float(self.engine.get_epsilon(plan.config.delta))
         return DPReport(
-            epsilon=spent,
-            delta=self.config.delta,
-            target_epsilon=self.config.epsilon,
-            noise_multiplier=float(self.optimiser.noise_multiplier),
-            sample_rate=self.sample_rate,
+            epsilon=plan.epsilon,
+            delta=plan.config.delta,
+            target_epsilon=plan.config.epsilon,
+            epsilon_add_remove=add_remove,
+            noise_multiplier=plan.noise_multiplier,
+            sample_rate=plan.sample_rate,
             steps=steps,
-            max_grad_norm=self.config.max_grad_norm,
-            accountant=self.config.accountant,
+            max_grad_norm=plan.config.max_grad_norm,
         )
 
     def close(self) -> None:

@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 __all__ = ["DEFAULT_BUDGET", "Entry", "Ledger", "LedgerState", "dataset_id", "default_ledger_path"]
 
 GENESIS = "0" * 64
-KINDS = ("spec", "training")
+KINDS = ("spec", "training")  # a released spec; a DP training run (DP-SGD, `client.dp_sgd`)
 #: A cap for users who set none: a handful of searches at epsilon = 1, delta = 1e-6.
 DEFAULT_BUDGET = Budget(epsilon=3.0, delta=1e-5)
 
@@ -243,7 +243,7 @@ class Ledger:
         A cached release of these parameters is free. Otherwise the check uses the noise
         multiplier of a release calibrated to (epsilon, delta/2): `release` never pays more than
         delta/2 for its grid and sampler, so its own noise multiplier is at most this one and
-        its PRV cost at least as high; whatever this refuses, `record_spec` would refuse too.
+        its PLD cost at least as high; whatever this refuses, `record_spec` would refuse too.
         """
         if self.has_release(dataset, epsilon=epsilon, delta=delta, unit=unit):
             return
@@ -254,7 +254,7 @@ class Ledger:
         """What `dataset` would have spent after `release`; BudgetExceeded if over the cap."""
         return self._check(self.entries(), dataset, release)
 
-    def _check(self, entries: Sequence[Entry], dataset: str, release: Release) -> Spent:
+    def _check(self, entries: Sequence[Entry], dataset: str, release: Release, kind: str = "spec") -> Spent:
         before = [e.release for e in entries if e.dataset == dataset]
         after = compose([*before, release], delta=self.budget.delta)
         if not after.within(self.budget):
@@ -264,7 +264,7 @@ class Ledger:
                 f"have spent epsilon={spent.epsilon:.4g} (at delta={self.budget.delta:g}); this "
                 f"release (epsilon={release.epsilon:g}, delta={release.delta:g}) would bring it to "
                 f"epsilon={after.epsilon:.4g}, over the cap epsilon={self.budget.epsilon:g}. "
-                "Nothing was sent."
+                + ("Nothing was trained or written." if kind == "training" else "Nothing was sent.")
             )
         return after
 
@@ -323,7 +323,7 @@ class Ledger:
                 state, cut_to = self._state()
                 if cut_to is not None:
                     self._finish_interrupted(state, cut_to)
-                self._check(state.entries, dataset, release)
+                self._check(state.entries, dataset, release, kind)
                 seq = len(state.entries) + 1
                 data: dict[str, Any] = {
                     "seq": seq,

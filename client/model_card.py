@@ -16,7 +16,7 @@ def describe_dp(training: dict[str, Any]) -> str:
     if training.get("dp"):
         return (
             f"trained with DP-SGD: epsilon={float(training['epsilon']):.3g}, "
-            f"delta={float(training['delta']):.3g} (per training record)"
+            f"delta={float(training['delta']):.3g} (per training record, replace-one)"
         )
     return "trained WITHOUT differential privacy: the adapter may reveal records it was trained on"
 
@@ -35,8 +35,13 @@ def render_model_card(build: BuildInfo, card: LearnwareCard | None = None, *, sp
             f"- publisher: {card.publisher}",
         ]
     labels = f" ({', '.join(build.task.labels)})" if build.task.labels else ""
+    adapter = (
+        "a linear head on its mean-pooled states (base model frozen)"
+        if build.task.pooling == "mean"
+        else f"LoRA (r={build.training.get('rank')})"
+    )
     lines += [
-        f"- base model: {build.base_model} + LoRA (r={build.training.get('rank')})",
+        f"- base model: {build.base_model} + {adapter}",
         f"- task: {build.task.kind}{labels}",
         f"- training data: {build.data['train_records']} records; "
         f"held out for evaluation: {build.data['eval_records']}",

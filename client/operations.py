@@ -11,7 +11,7 @@ from lmdock.client.connection import MarketClient
 from lmdock.client.ledger import Ledger, dataset_id
 from lmdock.client.readers import TaskData
 from lmdock.client.runtime import load_learnware
-from lmdock.client.specs import Progress, private_spec
+from lmdock.client.specs import Progress, debited_spec, private_spec
 from lmdock.common.calibration import validate_privacy
 from lmdock.common.errors import IntegrityError, InvalidArgument
 from lmdock.common.package import Manifest
@@ -49,16 +49,22 @@ def search_task(
     if ledger is not None:
         ledger.check_spec_budget(dataset, epsilon=epsilon, delta=delta, unit=unit)
     profile = client.profile()
-    if ledger is not None:
-        cached = ledger.cached_spec(
-            dataset, profile_id=profile.profile_id, epsilon=epsilon, delta=delta, unit=unit
+    if ledger is None:
+        spec = private_spec(texts, profile, epsilon=epsilon, delta=delta, persons=persons, progress=progress)
+    else:
+        spec, fresh = debited_spec(  # durable in the ledger before the send
+            texts,
+            profile,
+            epsilon=epsilon,
+            delta=delta,
+            ledger=ledger,
+            destination=client.address,
+            persons=persons,
+            progress=progress,
         )
-        if cached is not None:
+        if not fresh:
             log.info("re-sending the spec already released for this data set (no new privacy cost)")
-            return cached, client.search(cached, top_k=top_k)
-    spec = private_spec(texts, profile, epsilon=epsilon, delta=delta, persons=persons, progress=progress)
-    if ledger is not None:
-        ledger.record_spec(dataset, spec, profile, destination=client.address)  # durable before the send
+            return spec, client.search(spec, top_k=top_k)
     p = spec.privacy  # parameters only in logs: never a text, never a vector
     log.info(
         "released a spec: epsilon=%g delta=%g sigma=%.4g size bucket %d per %s",

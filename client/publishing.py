@@ -21,10 +21,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from lmdock.client.building import BuildInfo
 from lmdock.client.connection import MarketClient
 from lmdock.client.embedder import Embedder
+from lmdock.client.ledger import Ledger, dataset_id
 from lmdock.client.model_card import render_model_card
 from lmdock.client.readers import read_task
-from lmdock.client.specs import Progress, private_spec, public_spec
-from lmdock.common.errors import InvalidArgument, NotFound
+from lmdock.client.specs import Progress, debited_spec, private_spec, public_spec
+from lmdock.common.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
 from lmdock.common.hashing import sha256_file
 from lmdock.common.package import REQUIRED_FILES, Manifest, TaskInfo, unpack_package, write_package
 from lmdock.common.profile import SpecProfile
@@ -34,6 +41,7 @@ from lmdock.common.signing import Signature
 __all__ = [
     "LearnwareCard",
     "adapter_base_model",
+    "check_publisher",
     "load_build",
     "load_card",
     "package_build",
@@ -143,23 +151,36 @@ def package_learnware(
     model_card: str | None = None,
     embedder: Embedder | None = None,
     progress: Progress | None = None,
+    ledger: Ledger | None = None,
 ) -> Manifest:
     """Write a v1 package for the adapter in `adapter_dir` to `out` (signed when `key` is given).
 
     The spec is the kernel mean of `spec_texts` (the training data) under the market's
-    `profile`: exact when `spec_epsilon` is None, else (spec_epsilon, spec_delta)-DP.
+    `profile`: exact when `spec_epsilon` is None, else (spec_epsilon, spec_delta)-DP, and then
+    debited from `ledger` before the package is written (a spec released before for the same
+    texts, parameters and profile is reused at no cost).
     """
     missing = [f for f in REQUIRED_FILES if not (adapter_dir / f).is_file()]
     if missing:
         raise InvalidArgument(f"{adapter_dir} lacks {', '.join(missing)}: is it a PEFT adapter folder?")
     _check_base(adapter_dir, base_model)
-    spec = (
-        public_spec(spec_texts, profile, embedder=embedder)
-        if spec_epsilon is None
-        else private_spec(
+    if spec_epsilon is None:
+        spec = public_spec(spec_texts, profile, embedder=embedder)
+    elif ledger is None:
+        spec = private_spec(
             spec_texts, profile, epsilon=spec_epsilon, delta=spec_delta, embedder=embedder, progress=progress
         )
-    )
+    else:
+        spec, _fresh = debited_spec(
+            spec_texts,
+            profile,
+            epsilon=spec_epsilon,
+            delta=spec_delta,
+            ledger=ledger,
+            destination=f"package {out.resolve()}",
+            embedder=embedder,
+            progress=progress,
+        )
     files = {f: adapter_dir / f for f in REQUIRED_FILES}
     with tempfile.TemporaryDirectory() as tmp:
         if model_card is not None:
@@ -209,8 +230,10 @@ def package_build(
     base_model: str | None = None,
     embedder: Embedder | None = None,
     progress: Progress | None = None,
+    ledger: Ledger | None = None,
 ) -> Manifest:
-    """An unsigned package of the build in `build_dir`, its spec computed from the training data."""
+    """An unsigned package of the build in `build_dir`, its spec computed from the training data
+    (a DP spec is debited from `ledger`: the same data set as a DP build of the same file)."""
     build = load_build(build_dir, base_model=base_model)
     source = data_path or Path(build.data["path"])
     if data_path is None and (not source.is_file() or sha256_file(source) != build.data["sha256"]):
@@ -219,6 +242,8 @@ def package_build(
             "the spec should summarise"
         )
     texts = read_task(source).texts
+    if spec_epsilon is not None and ledger is not None:  # refuse early, before embedding
+        ledger.check_spec_budget(dataset_id(texts), epsilon=spec_epsilon, delta=spec_delta, unit="record")
     if spec_epsilon is None:
         spec_line = f"exact kernel mean of {len(texts)} training texts (discloses a summary of them)"
     else:
@@ -246,6 +271,7 @@ def package_build(
         model_card=render_model_card(build, card, spec_line=spec_line),
         embedder=embedder,
         progress=progress,
+        ledger=ledger,
     )
 
 
@@ -259,12 +285,54 @@ def verify_package(package: Path, *, trusted_key: str | None = None) -> tuple[Ma
     return manifest, signature
 
 
+def check_publisher(client: MarketClient, manifest: Manifest, signature: Signature) -> None:
+    """Refuse, before a byte is uploaded, what the market would refuse for who is publishing:
+    no credentials on a market that needs them, a consumer key, a manifest naming another
+    publisher than the caller, a signing key that is revoked or not registered for it."""
+    market, publisher = client.address, manifest.publisher
+    try:
+        caller = client.whoami()
+    except Unauthenticated:
+        raise Unauthenticated(
+            f"{market} requires credentials: publishing needs a publisher API key from its operator "
+            f"(`lmdock-market keys create --principal {publisher} --role publisher`), "
+            "passed in $LMDOCK_API_KEY or with --api-key"
+        ) from None
+    anonymous = caller.authenticated_by == "anonymous"
+    if not anonymous and caller.role == "consumer":
+        raise PermissionDenied(
+            f"{market} knows you as consumer {caller.principal!r}: publishing needs a publisher API key"
+        )
+    if not anonymous and caller.role == "publisher" and caller.principal != publisher:
+        raise PermissionDenied(
+            f"the package's manifest names publisher {publisher!r}, but {market} knows you as "
+            f'{caller.principal!r}: set publisher = "{caller.principal}" in the card, then package '
+            "and sign again"
+        )
+    keys = {k.key_id: k for k in client.signing_keys(publisher)}
+    key = keys.get(signature.key_id)
+    if key is not None and key.revoked:
+        raise PermissionDenied(
+            f"the package is signed by key {key.key_id}, revoked on {market} at {key.revoked_at}: "
+            "sign it with a registered key (`lmdock sign --key ...`)"
+        )
+    if key is None and (keys or not anonymous):  # an open market accepts a publisher's first key
+        admin = f" --publisher {publisher}" if caller.role == "admin" else ""
+        raise FailedPrecondition(
+            f"the package is signed by key {signature.key_id}, which is not registered with {market} "
+            f"for publisher {publisher!r}, so the market would refuse it: register it first with "
+            f"`lmdock keys register --market {market}{admin}` (as {publisher}, with its publisher API key)"
+        )
+
+
 def publish_package(client: MarketClient, package: Path) -> tuple[LearnwareInfo, bool]:
     """Upload a verified package; (info, False) when it is already published with the same bytes.
 
-    A failed upload leaves nothing on the market, so running this again is always safe.
+    The package is checked locally (`verify_package`) and against the market (`check_publisher`)
+    first. A failed upload leaves nothing on the market, so running this again is always safe.
     """
-    manifest, _signature = verify_package(package)
+    manifest, signature = verify_package(package)
+    check_publisher(client, manifest, signature)
     digest = sha256_file(package)
     try:
         existing = client.get(manifest.id)

@@ -24,6 +24,7 @@ import torch
 from lmdock.client.answers import Classification, Generation, GenerationOptions
 from lmdock.client.device import pick_device, pick_dtype
 from lmdock.client.embedder import mean_pool
+from lmdock.client.heads import classification_logits
 from lmdock.client.models import resolve_base_model
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.package import TaskInfo
@@ -145,7 +146,8 @@ class SharedBase:
             self._select(name)
             for start in range(0, len(texts), batch_size):
                 batch = self._encode(texts[start : start + batch_size])
-                probabilities = self._model(**batch).logits.float().softmax(-1).cpu()
+                logits = classification_logits(self._model, batch, task.pooling)
+                probabilities = logits.float().softmax(-1).cpu()
                 for row in probabilities.tolist():
                     best = max(range(len(row)), key=row.__getitem__)
                     out.append(Classification(task.labels[best], dict(zip(task.labels, row, strict=True))))

@@ -7,12 +7,13 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import numpy.typing as npt
 from lmdock.client.embedder import Embedder
+from lmdock.client.ledger import Ledger, dataset_id
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.features import build_feature_map
 from lmdock.common.profile import SpecProfile
 from lmdock.common.spec import Spec, exact_spec, person_means, release
 
-__all__ = ["features_of", "private_spec", "public_spec"]
+__all__ = ["debited_spec", "features_of", "private_spec", "public_spec"]
 
 Progress = Callable[[int, int], None]
 
@@ -52,6 +53,35 @@ def private_spec(
     if persons:
         return release(person_means(features, persons), profile, epsilon=epsilon, delta=delta, unit="person")
     return release(features, profile, epsilon=epsilon, delta=delta)
+
+
+def debited_spec(
+    texts: Sequence[str],
+    profile: SpecProfile,
+    *,
+    epsilon: float,
+    delta: float,
+    ledger: Ledger,
+    destination: str,
+    persons: Sequence[str] = (),
+    embedder: Embedder | None = None,
+    progress: Progress | None = None,
+) -> tuple[Spec, bool]:
+    """(spec, fresh): the spec already released for these texts, parameters and profile (free:
+    re-sending published output is post-processing), else a new `private_spec`, debited from
+    `ledger` durably before it is returned (BudgetExceeded, and no spec, over the cap)."""
+    unit = "person" if persons else "record"
+    dataset = dataset_id(texts)
+    cached = ledger.cached_spec(
+        dataset, profile_id=profile.profile_id, epsilon=epsilon, delta=delta, unit=unit
+    )
+    if cached is not None:
+        return cached, False
+    spec = private_spec(
+        texts, profile, epsilon=epsilon, delta=delta, persons=persons, embedder=embedder, progress=progress
+    )
+    ledger.record_spec(dataset, spec, profile, destination=destination)
+    return spec, True
 
 
 def public_spec(texts: Sequence[str], profile: SpecProfile, *, embedder: Embedder | None = None) -> Spec:

@@ -1,9 +1,10 @@
-"""LoRA fine-tuning of a learnware's adapter with peft: one plain torch loop, optionally DP-SGD.
+"""Training a learnware's adapter with peft: one plain torch loop, optionally DP-SGD.
 
 `train_adapter` trains a classification or a generation adapter (see `training_tasks` for the
 models and losses) and saves it as adapter_config.json + adapter_model.safetensors, nothing
-else. With a `DPConfig` the same loop runs under Opacus DP-SGD (see `dp_sgd`) and the report
-carries the (ε, δ) actually spent.
+else: LoRA and the task head, or, for a mean-pooled classifier, the head alone (`probe`).
+With a `DPConfig` (or a `DPPlan`) the same loop runs under Opacus DP-SGD (see `dp_sgd`) and
+the report carries the (ε, δ) spent.
 """
 
 from __future__ import annotations
@@ -18,16 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lmdock.client.dp_sgd import DPConfig, DPReport, PrivateTraining
+from lmdock.client.dp_sgd import DPConfig, DPPlan, DPReport, PrivateTraining, plan_dp_sgd
 from lmdock.client.models import resolve_base_model
+from lmdock.client.probe import linear_probe
 from lmdock.client.training_tasks import load_task_model
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.package import TaskInfo
 
 __all__ = [
+    "PROBE_TRAINING",
     "ClassifierTraining",
     "TrainingConfig",
     "TrainingReport",
+    "dp_plan_for",
     "tidy_adapter_folder",
     "train_adapter",
     "train_classifier",
@@ -61,6 +65,10 @@ class TrainingConfig:
 #: The name lab/reference.py trains its classifiers with.
 ClassifierTraining = TrainingConfig
 
+#: Defaults of a linear probe (a mean-pooled classifier: what DP classification builds train),
+#: measured with benchmarks/dp_training.py (docs/publishing.md).
+PROBE_TRAINING = TrainingConfig(epochs=10, learning_rate=0.1, batch_size=128)
+
 
 @dataclass(frozen=True)
 class TrainingReport:
@@ -87,12 +95,14 @@ def train_adapter(
     targets: Sequence[str],
     out_dir: Path,
     config: TrainingConfig = TrainingConfig(),
-    dp: DPConfig | None = None,
+    dp: DPConfig | DPPlan | None = None,
     progress: Progress | None = None,
 ) -> TrainingReport:
-    """Train a LoRA adapter for `task` on (text, target) pairs and save it to `out_dir`.
+    """Train a LoRA adapter (or, for a mean-pooled classifier, its head alone: see `probe`) for
+    `task` on (text, target) pairs and save it to `out_dir`.
 
-    Targets are labels (classification, each in task.labels) or answers (generation).
+    Targets are labels (classification, each in task.labels) or answers (generation). `dp` is a
+    DPConfig, or the DPPlan a caller already debited from its privacy ledger.
     """
     if len(texts) != len(targets) or not texts:
         raise InvalidArgument("need as many targets as texts, and at least one of each")
@@ -100,8 +110,7 @@ def train_adapter(
         unknown = sorted(set(targets) - set(task.labels))
         if unknown:
             raise InvalidArgument(f"labels not in the label set: {unknown[:5]}")
-    if dp is not None:
-        dp.check_records(len(texts))
+    plan = dp_plan_for(dp, records=len(texts), config=config)
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     tm = load_task_model(
@@ -115,23 +124,74 @@ def train_adapter(
         target_modules=config.target_modules,
     )
     tm.model.train()
-    params = [p for p in tm.model.parameters() if p.requires_grad]
-    optimiser: torch.optim.Optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
-    steps_per_epoch = math.ceil(len(texts) / config.batch_size)
-    total = steps_per_epoch * config.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: 1.0 - s / max(total, 1))
-    private, batches = None, _shuffled_batches(len(texts), config.batch_size, config.seed)
-    if dp is not None:
-        private = PrivateTraining(
-            tm.model,
-            optimiser,
-            records=len(texts),
-            batch_size=config.batch_size,
-            config=dp,
-            epochs=config.epochs,
+    started = time.perf_counter()
+    scheduler = None
+    if task.pooling == "mean":
+        module, loss_of, optimiser = linear_probe(tm, texts, targets, learning_rate=config.learning_rate)
+    else:
+        module = tm.model
+        optimiser = torch.optim.AdamW(
+            [p for p in tm.model.parameters() if p.requires_grad], lr=config.learning_rate
         )
+        total = math.ceil(len(texts) / config.batch_size) * config.epochs
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: 1.0 - s / max(total, 1))
+
+        def lora_loss(idx: list[int]) -> torch.Tensor:
+            return tm.loss([texts[i] for i in idx], [targets[i] for i in idx])
+
+        loss_of = lora_loss
+    final_loss, report = _run_epochs(
+        module,
+        optimiser,
+        loss_of,
+        records=len(texts),
+        config=config,
+        plan=plan,
+        scheduler=scheduler,
+        progress=progress,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tm.model.save_pretrained(str(out_dir), safe_serialization=True)
+    tidy_adapter_folder(out_dir)
+    return TrainingReport(
+        seconds=time.perf_counter() - started,
+        final_loss=final_loss,
+        records=len(texts),
+        config=config,
+        dp=report,
+    )
+
+
+def dp_plan_for(dp: DPConfig | DPPlan | None, *, records: int, config: TrainingConfig) -> DPPlan | None:
+    """The DP-SGD plan of a run with these settings (a given plan must match them)."""
+    if dp is None:
+        return None
+    if isinstance(dp, DPConfig):
+        return plan_dp_sgd(dp, records=records, batch_size=config.batch_size, epochs=config.epochs)
+    epochs = dp.steps // dp.steps_per_epoch
+    if (dp.records, dp.batch_size, epochs) != (records, config.batch_size, config.epochs):
+        raise InvalidArgument("the DP-SGD plan was made for other training data or settings")
+    return dp
+
+
+def _run_epochs(
+    module: torch.nn.Module,
+    optimiser: torch.optim.Optimizer,
+    loss_of: Callable[[list[int]], torch.Tensor],
+    *,
+    records: int,
+    config: TrainingConfig,
+    plan: DPPlan | None,
+    scheduler: Any,
+    progress: Progress | None,
+) -> tuple[float, DPReport | None]:
+    """The training loop, plain or under DP-SGD: (running loss at the end, what DP spent)."""
+    private, batches = None, _shuffled_batches(records, config.batch_size, config.seed)
+    if plan is not None:
+        private = PrivateTraining(module, optimiser, plan)
         optimiser, batches = private.optimiser, private.batches
-    started, step, running = time.perf_counter(), 0, 0.0
+    total = math.ceil(records / config.batch_size) * config.epochs
+    step, running = 0, 0.0
     try:
         for _epoch in range(config.epochs):
             for idx in batches():
@@ -139,7 +199,7 @@ def train_adapter(
                 if private is not None and not idx:
                     private.noise_only_step()
                 else:
-                    loss = tm.loss([texts[i] for i in idx], [targets[i] for i in idx])
+                    loss = loss_of(idx)
                     if private is not None:
                         private.backward(loss)
                     else:
@@ -147,24 +207,15 @@ def train_adapter(
                     optimiser.step()
                     value = float(loss.detach())
                     running = 0.9 * running + 0.1 * value if step > 0 else value
-                scheduler.step()
+                if scheduler is not None:
+                    scheduler.step()
                 step += 1
                 if progress is not None:
                     progress(step, total, running)
-        report = private.report() if private is not None else None
+        return running, private.report() if private is not None else None
     finally:
         if private is not None:
             private.close()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tm.model.save_pretrained(str(out_dir), safe_serialization=True)
-    tidy_adapter_folder(out_dir)
-    return TrainingReport(
-        seconds=time.perf_counter() - started,
-        final_loss=running,
-        records=len(texts),
-        config=config,
-        dp=report,
-    )
 
 
 def _shuffled_batches(records: int, batch_size: int, seed: int) -> Callable[[], Iterator[list[int]]]:

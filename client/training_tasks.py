@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lmdock.client.heads import check_mean_pooling, classification_logits
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.package import TaskInfo
 from peft import LoraConfig, TaskType, get_peft_model
@@ -65,7 +66,7 @@ class TaskModel:
         batch = self.tokenizer(
             list(texts), padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
         )
-        logits = self.model(**batch).logits
+        logits = classification_logits(self.model, batch, self.task.pooling)
         return torch.nn.functional.cross_entropy(logits, torch.tensor([index[y] for y in labels]))
 
     def _generation_loss(self, prompts: Sequence[str], answers: Sequence[str]) -> torch.Tensor:
@@ -102,7 +103,11 @@ def load_task_model(
     dropout: float,
     target_modules: Sequence[str] = (),
 ) -> TaskModel:
-    """The base model in `folder` with a fresh LoRA adapter for `task` (only LoRA and heads train)."""
+    """The base model in `folder` with a fresh LoRA adapter for `task` (only LoRA and heads train).
+
+    A mean-pooled classifier (`task.pooling == "mean"`) keeps only `classifier` as its head:
+    the [CLS] pooler is not used (see `lmdock.client.heads`).
+    """
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if task.kind == "classification":
         model = AutoModelForSequenceClassification.from_pretrained(
@@ -113,6 +118,9 @@ def load_task_model(
         )
         present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
         heads = [name for name in _HEAD_NAMES if name in present]
+        if task.pooling == "mean":
+            check_mean_pooling(model)
+            heads = ["classifier"]
         task_type = TaskType.SEQ_CLS
     else:
         model = AutoModelForCausalLM.from_pretrained(folder)

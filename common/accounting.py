@@ -1,34 +1,47 @@
-"""What a data set's releases cost together: composition with Opacus' accountants.
+"""What a data set's releases cost together, for replace-one neighbours (one stated relation).
 
-Every release (a spec, a DP training run) is a (possibly subsampled, repeated) Gaussian
-mechanism, recorded as Opacus records it: a noise multiplier z = sigma / Delta, a sample rate
-q and a number of steps, together with the (epsilon_i, delta_i) it was calibrated to and the
-total variation tv_i by which its implementation may differ from that ideal mechanism. The
+Every release (a spec, a DP-SGD training run) is a possibly subsampled, repeated Gaussian
+mechanism: a noise multiplier z, a sample rate q (Poisson sampling; 1 = every record) and a
+number of steps, together with the (epsilon_i, delta_i) it was calibrated to and the total
+variation tv_i by which its implementation may differ from that ideal mechanism. lmdock's
+neighbouring relation is **replace-one** (two data sets of the same size differing in one
+unit; docs/privacy.md). What z is relative to depends on how the release was calibrated:
+
+* `sensitivity="replace-one"` (specs): z = sigma / Delta, Delta the largest distance between
+  the outputs' means for replace-one neighbours.
+* `sensitivity="add-remove"` (DP-SGD, as Opacus records it): z = sigma / C, C the largest
+  contribution of one record (the clipping norm). Replacing a record moves the clipped sum by
+  up to 2C: per step the pair of outputs is dominated by
+      P = (1 - q) N(0, z^2) + q N(+1, z^2),   Q = (1 - q) N(0, z^2) + q N(-1, z^2)
+  (Poisson subsampling under substitution: Zhu, Dong & Wang, AISTATS 2022), which
+  dp_accounting's PLD accountant composes exactly (`NeighboringRelation.REPLACE_ONE`).
+
+In dp_accounting's convention a record moves the output by 2 units under replace-one, so a
+replace-one-calibrated release enters with multiplier 2z and an add-remove one with z. The
 releases i = 1..k of one data set are booked at a target delta (the budget's):
 
     eps_sum = sum_i epsilon_i           if sum_i delta_i <= delta, else infinity   (basic)
-    eps_prv = PRV(z_i, q_i, steps_i; delta - (1 + e^G) sum_i tv_i),  kept if <= G   (PRV)
-    epsilon = min(eps_sum, eps_prv)
+    eps_pld = PLD(z_i, q_i, steps_i; delta - (1 + e^G) sum_i tv_i), kept if <= G   (PLD)
+    epsilon = min(eps_sum, eps_pld)
 
-where G is a public guess (first sum_i epsilon_i, then twice the PRV value). Both are valid
-(epsilon, delta) guarantees, so their minimum is too. Basic composition: each release is
-(epsilon_i, delta_i)-DP as implemented (its tv is paid inside delta_i), so k of them are
-(sum epsilon_i, sum delta_i)-DP. PRV: Opacus' PRVAccountant (Gopi, Lee & Wutschitz 2021)
-returns an upper bound on the epsilon of the composed ideal Gaussian mechanisms at the delta
-it is given; the implemented releases are within TV sum tv_i of them, which costs
-(1 + e^eps_prv) sum tv_i <= (1 + e^G) sum tv_i of delta.
+where G is a public guess (first sum_i epsilon_i, then twice the PLD value). Both are valid
+(epsilon, delta) guarantees for replace-one neighbours, so their minimum is too. Basic
+composition: each release is (epsilon_i, delta_i)-DP as implemented, so k of them are
+(sum epsilon_i, sum delta_i)-DP; this needs each DP-SGD release's epsilon_i to be its
+replace-one epsilon (`dp_sgd_noise_multiplier` calibrates it so). PLD: the pessimistic
+privacy loss distribution (Koskela et al. 2020; Doroshenko et al. 2022, "connect the dots")
+bounds the epsilon of the composed ideal mechanisms from above at the delta it is given; the
+implemented releases are within TV sum tv_i of them, which costs (1 + e^G) sum tv_i of delta.
 
-Why both: alone, an analytically calibrated epsilon = 1, delta = 1e-6 spec costs exactly 1 at
-delta = 1e-6 by basic composition, while PRV books it as 1.010 (Opacus' RDP accountant: 1.078),
-so a cap of epsilon = 1 still allows it; from the second release on PRV is much tighter than
-the sum (two such releases at delta = 2e-6: 1.413 instead of 2). Booking at a fixed delta keeps
-the booked epsilon from ever going down when a release is added.
+Known values (tests/test_accounting.py): an analytically calibrated epsilon = 1, delta = 1e-6
+spec books exactly 1 (basic; PLD: 0.9999); two of them 1.455 at delta = 1e-6, five 2.124 at
+1e-5; Opacus' PRV accountant gave 1.010, 1.465 and 2.134. Booking at a fixed delta keeps the
+booked epsilon from ever going down when a release is added.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,10 +50,23 @@ from typing import Any
 from lmdock.common.calibration import validate_privacy
 from lmdock.common.errors import InvalidArgument
 
-__all__ = ["Budget", "Release", "Spent", "compose", "prv_epsilon"]
+__all__ = [
+    "SENSITIVITIES",
+    "Budget",
+    "Release",
+    "Spent",
+    "compose",
+    "dp_sgd_noise_multiplier",
+    "pld_epsilon",
+]
 
-#: Accuracy asked of the PRV accountant; it returns an upper bound within this of the truth.
-PRV_EPS_ERROR = 0.01
+#: What a release's noise multiplier is relative to (module docstring).
+SENSITIVITIES = ("replace-one", "add-remove")
+#: Width of the privacy-loss grid; the pessimistic PLD stays an upper bound at any width, and
+#: at this one it is within 1e-4 of the 1e-4 grid on the values above (50 ms per run).
+PLD_DISCRETIZATION = 1e-3
+#: dp_sgd_noise_multiplier's answer is at most this much (relative) above the smallest z.
+NOISE_TOLERANCE = 1e-3
 
 
 def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
@@ -63,6 +89,7 @@ class Release:
     sample_rate: float = 1.0
     steps: int = 1
     tv_slack: float = 0.0
+    sensitivity: str = "replace-one"
 
     def __post_init__(self) -> None:
         validate_privacy(epsilon=self.epsilon, delta=self.delta)
@@ -72,6 +99,13 @@ class Release:
             raise InvalidArgument(f"sample_rate must be in (0, 1], got {self.sample_rate!r}")
         if not (isinstance(self.steps, int) and self.steps >= 1):
             raise InvalidArgument(f"steps must be a positive integer, got {self.steps!r}")
+        if self.sensitivity not in SENSITIVITIES:
+            raise InvalidArgument(f"sensitivity must be one of {SENSITIVITIES}, got {self.sensitivity!r}")
+
+    @property
+    def replace_one_multiplier(self) -> float:
+        """The noise multiplier in dp_accounting's replace-one convention (one record = 2 units)."""
+        return 2.0 * self.noise_multiplier if self.sensitivity == "replace-one" else self.noise_multiplier
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,6 +115,7 @@ class Release:
             "sample_rate": self.sample_rate,
             "steps": self.steps,
             "tv_slack": self.tv_slack,
+            "sensitivity": self.sensitivity,
         }
 
     @classmethod
@@ -93,6 +128,7 @@ class Release:
                 sample_rate=float(data.get("sample_rate", 1.0)),
                 steps=int(data.get("steps", 1)),
                 tv_slack=float(data.get("tv_slack", 0.0)),
+                sensitivity=str(data.get("sensitivity", "replace-one")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, InvalidArgument):
@@ -118,7 +154,7 @@ class Spent:
     epsilon: float
     delta: float
     releases: int
-    method: str  # "none", "basic" or "prv": which bound gave epsilon
+    method: str  # "none", "basic" or "pld": which bound gave epsilon
 
     def within(self, budget: Budget) -> bool:
         # a hair of tolerance: basic composition sums floats
@@ -133,25 +169,28 @@ class Spent:
         }
 
 
-def prv_epsilon(releases: Sequence[Release], *, delta: float) -> float:
-    """Opacus' PRV upper bound on the epsilon of the composed ideal mechanisms at `delta`."""
+def pld_epsilon(releases: Sequence[Release], *, delta: float) -> float:
+    """dp_accounting's pessimistic PLD bound on the replace-one epsilon of the composed ideal
+    mechanisms at `delta` (module docstring); infinity outside its numerical range."""
     if not releases:
         return 0.0
     if not 0 < delta < 1:
         return math.inf
-    from opacus.accountants import PRVAccountant
+    import dp_accounting
+    from dp_accounting.pld import PLDAccountant
 
     steps: Counter[tuple[float, float]] = Counter()
     for r in releases:
-        steps[(r.noise_multiplier, r.sample_rate)] += r.steps
-    accountant = PRVAccountant()
-    accountant.history = [(z, q, n) for (z, q), n in steps.items()]
+        steps[(r.replace_one_multiplier, r.sample_rate)] += r.steps
+    accountant = PLDAccountant(
+        neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE,
+        value_discretization_interval=PLD_DISCRETIZATION,
+    )
+    for (z, q), count in steps.items():
+        event = dp_accounting.GaussianDpEvent(z)
+        accountant.compose(event if q == 1 else dp_accounting.PoissonSampledDpEvent(q, event), count)
     try:
-        with warnings.catch_warnings():
-            # q = 1 (no subsampling) makes Opacus take log(0) = -inf on purpose, and its domain
-            # bound warns about RDP orders; neither is actionable, and the CLI must stay readable
-            warnings.simplefilter("ignore")
-            return float(accountant.get_epsilon(delta, eps_error=PRV_EPS_ERROR))
+        return float(accountant.get_epsilon(delta))
     except (ValueError, ArithmeticError):  # outside the accountant's numerical range
         return math.inf
 
@@ -166,14 +205,45 @@ def compose(releases: Sequence[Release], *, delta: float) -> Spent:
         eps_sum = math.inf
     tv = math.fsum(r.tv_slack for r in releases)
     guess = math.fsum(r.epsilon for r in releases)
-    eps_prv = math.inf
+    eps_pld = math.inf
     for _ in range(2):
         paid = (1.0 + math.exp(min(guess, 700.0))) * tv
-        candidate = prv_epsilon(releases, delta=delta - paid)
+        candidate = pld_epsilon(releases, delta=delta - paid)
         if candidate <= guess:
-            eps_prv = candidate
+            eps_pld = candidate
             break
         guess = 2.0 * candidate
-    if eps_prv < eps_sum:
-        return Spent(epsilon=eps_prv, delta=delta, releases=len(releases), method="prv")
+    if eps_pld < eps_sum:
+        return Spent(epsilon=eps_pld, delta=delta, releases=len(releases), method="pld")
     return Spent(epsilon=eps_sum, delta=delta, releases=len(releases), method="basic")
+
+
+def dp_sgd_noise_multiplier(*, epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
+    """The smallest z (to NOISE_TOLERANCE) at which `steps` Poisson-sampled Gaussian steps at
+    `sample_rate`, z relative to one record's clipped contribution, are (epsilon, delta)-DP for
+    replace-one neighbours (by `pld_epsilon`); bisection on log z."""
+    validate_privacy(epsilon=epsilon, delta=delta)
+
+    def spent(z: float) -> float:
+        release = Release(
+            epsilon=epsilon,
+            delta=delta,
+            noise_multiplier=z,
+            sample_rate=sample_rate,
+            steps=steps,
+            sensitivity="add-remove",
+        )
+        return pld_epsilon([release], delta=delta)
+
+    hi = 1.0
+    while spent(hi) > epsilon:
+        hi *= 2.0
+        if hi > 1e6:
+            raise InvalidArgument(f"no noise level reaches epsilon={epsilon:g} at delta={delta:g}")
+    lo = hi / 2.0
+    while spent(lo) <= epsilon and lo > 1e-3:
+        hi, lo = lo, lo / 2.0
+    while hi / lo > 1 + NOISE_TOLERANCE:
+        mid = math.sqrt(lo * hi)
+        lo, hi = (lo, mid) if spent(mid) <= epsilon else (mid, hi)
+    return hi

@@ -43,6 +43,7 @@ from lmdock.common.spec import Spec
 
 __all__ = [
     "FORMAT",
+    "POOLINGS",
     "REQUIRED_FILES",
     "FileEntry",
     "Manifest",
@@ -64,6 +65,10 @@ MODEL_CARD = "README.md"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _ID = re.compile(r"^[a-z0-9][a-z0-9._-]{2,63}$")
 TASK_KINDS = ("classification", "generation")
+#: How a classifier reads the encoder: "cls" = the architecture's own sequence-classification
+#: head (BERT: pooler over [CLS], then `classifier`); "mean" = `classifier` over the
+#: attention-masked mean of the last hidden states (DP builds: a linear probe).
+POOLINGS = ("cls", "mean")
 
 
 @dataclass(frozen=True)
@@ -84,14 +89,32 @@ class FileEntry:
 class TaskInfo:
     kind: str
     labels: tuple[str, ...] = ()
+    pooling: str = "cls"  # classification only (see POOLINGS)
 
     def __post_init__(self) -> None:
         if self.kind not in TASK_KINDS:
             raise InvalidArgument(f"task kind must be one of {TASK_KINDS}, got {self.kind!r}")
+        if self.pooling not in POOLINGS or (self.pooling != "cls" and self.kind != "classification"):
+            raise InvalidArgument(f"task pooling must be one of {POOLINGS} (classification only)")
         if self.kind == "classification" and len(self.labels) < 2:
             raise InvalidArgument("a classification task needs at least 2 labels")
         if len(set(self.labels)) != len(self.labels):
             raise InvalidArgument("task labels must be distinct")
+
+    def to_dict(self) -> dict[str, Any]:
+        """`pooling` only when not the default, so manifests written before it stay byte-identical."""
+        out: dict[str, Any] = {"kind": self.kind, "labels": list(self.labels)}
+        if self.pooling != "cls":
+            out["pooling"] = self.pooling
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any) -> TaskInfo:
+        return cls(
+            kind=str(data["kind"]),
+            labels=tuple(str(x) for x in data.get("labels", [])),
+            pooling=str(data.get("pooling", "cls")),
+        )
 
 
 @dataclass(frozen=True)
@@ -152,7 +175,7 @@ class Manifest:
             "licence": self.licence,
             "publisher": self.publisher,
             "base_model": self.base_model,
-            "task": {"kind": self.task.kind, "labels": list(self.task.labels)},
+            "task": self.task.to_dict(),
             "spec": self.spec.to_dict(),
             "training": dict(self.training),
             "eval_scores": dict(self.eval_scores),
@@ -181,7 +204,7 @@ class Manifest:
                 licence=str(data["licence"]),
                 publisher=str(data["publisher"]),
                 base_model=str(data["base_model"]),
-                task=TaskInfo(kind=str(task["kind"]), labels=tuple(str(x) for x in task.get("labels", []))),
+                task=TaskInfo.from_dict(task),
                 spec=Spec.from_dict(data["spec"]),
                 training=dict(data.get("training", {})),
                 eval_scores={str(k): float(v) for k, v in dict(data.get("eval_scores", {})).items()},

@@ -103,7 +103,6 @@ def test_dp_settings_are_validated() -> None:
         {"epsilon": 1.0, "delta": 0.0},
         {"epsilon": 1.0, "delta": 1.0},
         {"epsilon": 1.0, "delta": 1e-6, "max_grad_norm": 0.0},
-        {"epsilon": 1.0, "delta": 1e-6, "accountant": "moments"},
     ):
         with pytest.raises(InvalidArgument):
             DPConfig(**bad)

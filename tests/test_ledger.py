@@ -78,7 +78,7 @@ def test_a_cap_of_one_allows_the_first_epsilon_one_release_and_refuses_the_secon
 
 
 def test_check_spec_budget_refuses_before_anything_is_computed(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "l.jsonl", budget=Budget(epsilon=1.2, delta=1e-5))  # two cost 1.287
+    ledger = Ledger(tmp_path / "l.jsonl", budget=Budget(epsilon=1.2, delta=1e-5))  # two cost 1.277
     ledger.check_spec_budget("f" * 64, epsilon=1.0, delta=1e-6, unit="record")
     ledger.record("f" * 64, one(), kind="spec")
     with pytest.raises(BudgetExceeded):

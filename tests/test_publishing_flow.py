@@ -266,11 +266,14 @@ def test_dp_build_is_recorded_verified_and_listed(
         "4",
         "--dp-delta",
         "1e-5",
+        "--budget-epsilon",
+        "8",
     )
     assert built["task"] == "generation"
     assert built["privacy"]["dp"] is True and 0 < built["privacy"]["epsilon"] <= 4.0 * 1.01
     assert built["privacy"]["delta"] == 1e-5
-    assert built["training"]["dp_sgd"]["accountant"] == "prv" and built["training"]["dp_sgd"]["steps"] > 0
+    assert built["training"]["dp_sgd"]["accountant"] == "pld" and built["training"]["dp_sgd"]["steps"] > 0
+    assert built["training"]["dp_sgd"]["neighbouring"] == "replace-one"
     assert set(built["eval_scores"]) == {"exact_match", "base_exact_match"}
     assert "trained with DP-SGD: epsilon=" in (tmp_path / "b" / "README.md").read_text()
 
@@ -295,6 +298,8 @@ def test_dp_build_is_recorded_verified_and_listed(
             str(package),
             "--spec-epsilon",
             "1",
+            "--budget-epsilon",
+            "8",
         )
         assert packaged["spec"]["dp"] is True and packaged["spec"]["epsilon"] == 1.0
         assert packaged["training"] == built["privacy"]

@@ -29,8 +29,8 @@ def add_market(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-server-name", help="name to verify in the market's certificate, if not its host")
 
 
-def market_client(args: argparse.Namespace) -> Any:
-    """A MarketClient for the --market/--api-key/--tls-* options of `args`."""
+def market_client(args: argparse.Namespace, *, recorder: Any = None) -> Any:
+    """A MarketClient for the --market/--api-key/--tls-* options of `args` (and a wire recorder)."""
     from lmdock.client.connection import MarketClient, TlsOptions
 
     tls = None
@@ -47,7 +47,7 @@ def market_client(args: argparse.Namespace) -> Any:
             server_name=args.tls_server_name or "",
         )
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
-    return MarketClient(args.market, timeout=args.timeout, tls=tls, api_key=api_key)
+    return MarketClient(args.market, timeout=args.timeout, tls=tls, api_key=api_key, recorder=recorder)
 
 
 def add_json(p: argparse.ArgumentParser) -> None:

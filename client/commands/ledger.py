@@ -9,7 +9,7 @@ from typing import Any
 
 from lmdock.client.commands.common import add_json
 
-__all__ = ["add_ledger_options", "ledger_from", "register"]
+__all__ = ["add_ledger_options", "ledger_from", "register", "spent_dict", "spent_line"]
 
 
 def add_ledger_options(p: argparse.ArgumentParser) -> None:
@@ -53,6 +53,15 @@ def spent_dict(ledger: Any, dataset: str) -> dict[str, Any]:
     }
 
 
+def spent_line(ledger: Any, spent: dict[str, Any]) -> str:
+    """One line on what a data set has spent (`spent` from `spent_dict`)."""
+    total = "unbounded" if spent["epsilon"] is None else f"{spent['epsilon']:.4g}"
+    return (
+        f"data set {spent['dataset'][:12]}: {spent['releases']} release(s), epsilon={total} spent at "
+        f"delta={ledger.budget.delta:g} (cap {ledger.budget.epsilon:g}); ledger {ledger.path}"
+    )
+
+
 def _show(args: argparse.Namespace) -> int:
     from lmdock.client.output import emit_json, table
 
@@ -68,6 +77,8 @@ def _show(args: argparse.Namespace) -> int:
             "epsilon": e.release.epsilon,
             "delta": e.release.delta,
             "noise_multiplier": e.release.noise_multiplier,
+            "sample_rate": e.release.sample_rate,
+            "steps": e.release.steps,
             "destination": e.data["destination"],
             "digest": e.digest,
         }

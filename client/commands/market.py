@@ -14,7 +14,7 @@ __all__ = ["register"]
 
 
 def _search(args: argparse.Namespace) -> int:
-    from lmdock.client.commands.ledger import ledger_from, spent_dict
+    from lmdock.client.commands.ledger import ledger_from, spent_dict, spent_line
     from lmdock.client.ledger import dataset_id
     from lmdock.client.operations import search_task
     from lmdock.client.output import emit_json, progress_bar, table
@@ -65,11 +65,7 @@ def _search(args: argparse.Namespace) -> int:
         f"\nprivacy: {what}: epsilon={privacy.epsilon:g} delta={privacy.delta:g} per {privacy.unit} "
         f"(sigma={privacy.sigma:.4g}, size bucket {privacy.size_bucket}); {sent} bytes sent"
     )
-    total = "unbounded" if spent["epsilon"] is None else f"{spent['epsilon']:.4g}"
-    print(
-        f"data set {spent['dataset'][:12]}: {spent['releases']} release(s), epsilon={total} spent at "
-        f"delta={ledger.budget.delta:g} (cap {ledger.budget.epsilon:g}); ledger {ledger.path}"
-    )
+    print(spent_line(ledger, spent))
     return 0
 
 

@@ -7,29 +7,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lmdock.client.commands.common import add_json, add_market
+from lmdock.client.commands.common import add_json, add_market, market_client
+from lmdock.client.commands.keys import add_key_option, load_signing_key
+from lmdock.client.commands.ledger import add_ledger_options
 
 __all__ = ["register"]
-
-
-def _default_key() -> Path:
-    from lmdock.client.cache import default_cache_dir
-
-    return default_cache_dir() / "keys" / "publisher.key"
-
-
-def _key_path(args: argparse.Namespace) -> Path:
-    return Path(args.key).expanduser() if args.key else _default_key()
-
-
-def _load_key(args: argparse.Namespace) -> Any:
-    from lmdock.common.errors import FailedPrecondition
-    from lmdock.common.signing import load_private_key
-
-    path = _key_path(args)
-    if not path.exists():
-        raise FailedPrecondition(f"no signing key at {path}: create one with `lmdock keys gen`")
-    return load_private_key(path)
 
 
 def _say(args: argparse.Namespace, text: str) -> None:
@@ -45,52 +27,54 @@ def _dp_summary(training: Any) -> dict[str, Any]:
 
 def _build(args: argparse.Namespace) -> int:
     from lmdock.client.building import build_learnware
+    from lmdock.client.commands.ledger import ledger_from, spent_dict, spent_line
     from lmdock.client.dp_sgd import DPConfig
+    from lmdock.client.ledger import dataset_id
     from lmdock.client.model_card import describe_dp
     from lmdock.client.output import emit_json, progress_bar
-    from lmdock.client.training import TrainingConfig
+    from lmdock.client.readers import read_task
     from lmdock.common.errors import InvalidArgument
 
     if (args.dp_epsilon is None) != (args.dp_delta is None):
         raise InvalidArgument("--dp-epsilon and --dp-delta go together")
     dp = None
     if args.dp_epsilon is not None:
-        dp = DPConfig(
-            epsilon=args.dp_epsilon,
-            delta=args.dp_delta,
-            max_grad_norm=args.dp_max_grad_norm,
-            accountant=args.dp_accountant,
-        )
-    config = TrainingConfig(
-        epochs=args.epochs,
-        learning_rate=args.learning_rate,
-        batch_size=args.batch_size,
-        max_tokens=args.max_tokens,
-        rank=args.rank,
-        seed=args.seed,
-        target_modules=tuple(m for m in args.target_modules.split(",") if m),
-    )
+        dp = DPConfig(epsilon=args.dp_epsilon, delta=args.dp_delta, max_grad_norm=args.dp_max_grad_norm)
+    given = {
+        "epochs": args.epochs,
+        "learning_rate": args.learning_rate,
+        "batch_size": args.batch_size,
+        "max_tokens": args.max_tokens,
+        "rank": args.rank,
+        "seed": args.seed,
+        "target_modules": tuple(m for m in args.target_modules.split(",") if m) or None,
+    }
+    ledger = ledger_from(args) if dp is not None else None
     info = build_learnware(
         base_model=args.base,
         data_path=Path(args.data),
         out=Path(args.out),
         task_kind=args.task,
-        config=config,
+        settings={k: v for k, v in given.items() if v is not None},
         dp=dp,
         eval_fraction=args.eval_fraction,
         progress=progress_bar("training", enabled=not args.json),
+        ledger=ledger,
     )
+    spent = spent_dict(ledger, dataset_id(read_task(Path(args.data)).texts)) if ledger else None
     if args.json:
         emit_json(
             {
                 "out": str(Path(args.out).resolve()),
                 "base_model": info.base_model,
                 "task": info.task.kind,
+                "pooling": info.task.pooling,
                 "labels": list(info.task.labels),
                 "records": info.data,
                 "eval_scores": info.eval_scores,
                 "privacy": _dp_summary(info.training),
                 "training": info.training,
+                "ledger": None if ledger is None else {"path": str(ledger.path), "spent": spent},
             }
         )
         return 0
@@ -98,11 +82,13 @@ def _build(args: argparse.Namespace) -> int:
     for name, value in sorted(info.eval_scores.items()):
         print(f"  {name}: {value:.4f} (held-out, {info.data['eval_records']} records)")
     print(f"  {describe_dp(info.training)}")
+    if ledger is not None and spent is not None:
+        print(f"  {spent_line(ledger, spent)}")
     return 0
 
 
 def _package(args: argparse.Namespace) -> int:
-    from lmdock.client.connection import MarketClient
+    from lmdock.client.commands.ledger import ledger_from
     from lmdock.client.output import emit_json, progress_bar
     from lmdock.client.publishing import load_build, load_card, package_build
 
@@ -120,7 +106,7 @@ def _package(args: argparse.Namespace) -> int:
             "version": args.version,
         },
     )
-    with MarketClient(args.market, timeout=args.timeout) as client:
+    with market_client(args) as client:
         profile = client.profile()
     out = Path(args.out) if args.out else Path(f"{card.id}.tar")
     if args.spec_epsilon is None:
@@ -139,6 +125,7 @@ def _package(args: argparse.Namespace) -> int:
         data_path=Path(args.data) if args.data else None,
         base_model=args.base,
         progress=progress_bar("embedding", enabled=not args.json),
+        ledger=ledger_from(args) if args.spec_epsilon is not None else None,
     )
     privacy = manifest.spec.privacy
     spec = (
@@ -162,30 +149,6 @@ def _package(args: argparse.Namespace) -> int:
     return 0
 
 
-def _keys_gen(args: argparse.Namespace) -> int:
-    from lmdock.common.errors import AlreadyExists
-    from lmdock.common.signing import generate_key, save_private_key
-
-    path = _key_path(args)
-    if path.exists() and not args.force:
-        raise AlreadyExists(f"{path} already exists; pass --force to replace it (its signatures stay valid)")
-    save_private_key(generate_key(), path)
-    return _keys_show(args)
-
-
-def _keys_show(args: argparse.Namespace) -> int:
-    from lmdock.client.output import emit_json
-    from lmdock.common.signing import key_id, public_key_to_b64
-
-    path = _key_path(args)
-    public = public_key_to_b64(_load_key(args).public_key())
-    if args.json:
-        emit_json({"path": str(path), "key_id": key_id(public), "public_key": public})
-    else:
-        print(f"key {key_id(public)} at {path}\npublic key (base64): {public}")
-    return 0
-
-
 def _sign(args: argparse.Namespace) -> int:
     from lmdock.client.output import emit_json
     from lmdock.common.errors import InvalidArgument
@@ -194,7 +157,7 @@ def _sign(args: argparse.Namespace) -> int:
     package = Path(args.package)
     if not package.is_file():
         raise InvalidArgument(f"package {package} does not exist")
-    manifest, signature = sign_package(package, _load_key(args))
+    manifest, signature = sign_package(package, load_signing_key(args))
     if args.json:
         emit_json({"package": args.package, "id": manifest.id, "key_id": signature.key_id})
     else:
@@ -237,7 +200,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _publish(args: argparse.Namespace) -> int:
-    from lmdock.client.connection import MarketClient, WireRecorder
+    from lmdock.client.connection import WireRecorder
     from lmdock.client.output import emit_json, progress_bar
     from lmdock.client.publishing import publish_package
 
@@ -250,7 +213,7 @@ def _publish(args: argparse.Namespace) -> int:
             super()._record(request)
             draw(min(self.bytes_sent, size), size)
 
-    with MarketClient(args.market, timeout=args.timeout, recorder=UploadProgress()) as client:
+    with market_client(args, recorder=UploadProgress()) as client:
         info, uploaded = publish_package(client, package)
     if args.json:
         emit_json(
@@ -268,6 +231,18 @@ def _publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unpublish(args: argparse.Namespace) -> int:
+    from lmdock.client.output import emit_json
+
+    with market_client(args) as client:
+        removed = client.unpublish(args.learnware_id)
+    if args.json:
+        emit_json({"id": removed, "unpublished": True})
+    else:
+        print(f"unpublished {removed} from {args.market}")
+    return 0
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("build", help="fine-tune a LoRA adapter on your data (optionally with DP-SGD)")
     add_json(p)
@@ -277,9 +252,11 @@ def register(sub: Any) -> None:
     p.add_argument("--data", required=True, help="training data, JSONL with 'text' and 'label' or 'answer'")
     p.add_argument("--out", required=True, help="build folder to create")
     p.add_argument("--task", choices=("classification", "generation"), help="default: from the data")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--batch-size", type=int, default=16, help="expected batch size under DP (Poisson)")
+    p.add_argument("--epochs", type=int, help="default 3 (LoRA), 10 (DP classification: linear probe)")
+    p.add_argument("--learning-rate", type=float, help="default 1e-3 (LoRA, AdamW), 0.1 (probe, SGD)")
+    p.add_argument(
+        "--batch-size", type=int, help="default 16 (LoRA), 128 (probe); the expected batch size under DP"
+    )
     p.add_argument("--max-tokens", type=int, default=64, help="tokens kept per text")
     p.add_argument("--rank", type=int, default=8, help="LoRA rank")
     p.add_argument("--target-modules", default="", help="comma-separated; default: attention query/value")
@@ -288,7 +265,7 @@ def register(sub: Any) -> None:
     p.add_argument("--dp-epsilon", type=float, help="train with DP-SGD to this epsilon")
     p.add_argument("--dp-delta", type=float, help="delta of DP-SGD (below 1/records)")
     p.add_argument("--dp-max-grad-norm", type=float, default=1.0, help="per-record gradient clipping norm")
-    p.add_argument("--dp-accountant", choices=("prv", "rdp"), default="prv")
+    add_ledger_options(p)
     p.set_defaults(func=_build)
 
     p = sub.add_parser("package", help="compute the learnware's spec and write an unsigned package")
@@ -304,26 +281,13 @@ def register(sub: Any) -> None:
     p.add_argument("--spec-delta", type=float, default=1e-6)
     p.add_argument("--data", help="texts the spec summarises (default: the build's training data)")
     p.add_argument("--base", help="refuse unless the build's base model is this one")
+    add_ledger_options(p)
     p.set_defaults(func=_package)
-
-    keys = sub.add_parser("keys", help="publisher signing keys (Ed25519)").add_subparsers(
-        dest="keys_command", required=True
-    )
-    for name, func, text in (
-        ("gen", _keys_gen, "create a signing key"),
-        ("show", _keys_show, "print a key's id and public key"),
-    ):
-        p = keys.add_parser(name, help=text)
-        add_json(p)
-        p.add_argument("--key", help="key file (default $LMDOCK_HOME/keys/publisher.key)")
-        if name == "gen":
-            p.add_argument("--force", action="store_true", help="replace an existing key")
-        p.set_defaults(func=func)
 
     p = sub.add_parser("sign", help="sign a package (its manifest lists every file's sha256)")
     add_json(p)
     p.add_argument("package")
-    p.add_argument("--key", help="key file (default $LMDOCK_HOME/keys/publisher.key)")
+    add_key_option(p)
     p.set_defaults(func=_sign)
 
     p = sub.add_parser("verify", help="check a package's hashes, signature and base model")
@@ -337,3 +301,9 @@ def register(sub: Any) -> None:
     add_json(p)
     p.add_argument("package")
     p.set_defaults(func=_publish)
+
+    p = sub.add_parser("unpublish", help="remove your learnware from a market (admins: any)")
+    add_market(p)
+    add_json(p)
+    p.add_argument("learnware_id")
+    p.set_defaults(func=_unpublish)
