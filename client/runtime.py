@@ -17,6 +17,7 @@ import torch
 from lmdock.client.device import pick_device
 from lmdock.client.embedder import mean_pool
 from lmdock.client.models import resolve_base_model
+from lmdock.common.errors import InvalidArgument
 from lmdock.common.package import TaskInfo
 from peft import PeftModel
 from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
@@ -33,12 +34,24 @@ class LoadedLearnware:
     max_tokens: int = 128
 
     @torch.inference_mode()
-    def predict(self, texts: Sequence[str], *, batch_size: int = 32, max_new_tokens: int = 32) -> list[str]:
+    def predict(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int = 32,
+        max_new_tokens: int = 32,
+        labels: Sequence[str] | None = None,
+    ) -> list[str]:
+        """One answer per text; a classifier given `labels` answers only with those of its labels."""
         if self.task.kind == "classification":
-            return self._classify(texts, batch_size)
+            return self._classify(texts, batch_size, labels)
         return [self._generate(t, max_new_tokens) for t in texts]
 
-    def _classify(self, texts: Sequence[str], batch_size: int) -> list[str]:
+    def _classify(self, texts: Sequence[str], batch_size: int, labels: Sequence[str] | None) -> list[str]:
+        allowed = torch.tensor([labels is None or name in labels for name in self.task.labels])
+        if not bool(allowed.any()):
+            raise InvalidArgument(f"the learnware answers none of the labels {sorted(labels or [])[:5]}")
+        allowed = allowed.to(self.device)
         out: list[str] = []
         for start in range(0, len(texts), batch_size):
             batch = self.tokenizer(
@@ -48,7 +61,7 @@ class LoadedLearnware:
                 max_length=self.max_tokens,
                 return_tensors="pt",
             ).to(self.device)
-            logits = self.model(**batch).logits
+            logits = self.model(**batch).logits.masked_fill(~allowed, float("-inf"))
             out.extend(self.task.labels[i] for i in logits.argmax(-1).tolist())
         return out
 
