@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,13 +102,13 @@ class CachingEmbedder(Embedder):
         return out
 
 
-def publisher_key(workdir: Path) -> Any:
-    """The reference publisher's signing key, created on first use."""
+def publisher_key(workdir: Path) -> Path:
+    """The file of the reference publisher's signing key, created on first use."""
     path = workdir / "publisher.key"
     if not path.exists():
         workdir.mkdir(parents=True, exist_ok=True)
         save_private_key(generate_key(), path)
-    return load_private_key(path)
+    return path
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -194,31 +197,74 @@ def _build(
     }
 
 
+def _paths(recipe: Recipe, folder: Path, profile: SpecProfile) -> tuple[Path, Path]:
+    package = folder / f"{recipe.learnware_id}-{recipe.fingerprint(profile)}.tar"
+    return package, package.with_suffix(".json")
+
+
+def _build_into(
+    folder: Path, recipe: Recipe, *, profile: SpecProfile, key_file: Path, embedder: CachingEmbedder, log: Log
+) -> None:
+    package, sidecar = _paths(recipe, folder, profile)
+    partial = package.with_suffix(".tar.partial")
+    key = load_private_key(key_file)
+    stats = _build(recipe, partial, profile=profile, key=key, embedder=embedder, log=log)
+    partial.replace(package)  # the package first: a missing sidecar only rebuilds
+    _write_json(sidecar, stats)
+    for stale in folder.glob(f"{recipe.learnware_id}-*"):
+        fingerprint = stale.name[len(recipe.learnware_id) + 1 :].split(".")[0]
+        if stale not in (package, sidecar) and len(fingerprint) == 16:  # not a longer id's file
+            stale.unlink()
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _worker(folder: Path, recipe: Recipe, profile: SpecProfile, key_file: Path, threads: int) -> str:
+    """One build in a worker process (spawned: nothing is shared with the parent)."""
+    import torch
+    from lmdock.client.cli import _quiet_libraries
+
+    _quiet_libraries()
+    torch.set_num_threads(threads)
+    _build_into(
+        folder, recipe, profile=profile, key_file=key_file, embedder=CachingEmbedder(profile), log=_stderr
+    )
+    return recipe.learnware_id
+
+
 def build_packages(
     recipes: Sequence[Recipe],
     folder: Path,
     *,
     profile: SpecProfile,
-    key: Any,
+    key_file: Path,
     log: Log = print,
     embedder: CachingEmbedder | None = None,
+    jobs: int = 1,
 ) -> list[Built]:
-    """Every recipe's signed package (and its build stats), building only what is missing."""
+    """Every recipe's signed package (and its build stats), building only what is missing.
+
+    With jobs > 1 the missing ones are built in that many worker processes, each with as many
+    torch threads as this process has.
+    """
     folder.mkdir(parents=True, exist_ok=True)
+    missing = [r for r in recipes if not all(p.exists() for p in _paths(r, folder, profile))]
+    if jobs > 1 and len(missing) > 1:
+        import torch
+
+        threads = torch.get_num_threads()
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_worker, folder, r, profile, key_file, threads) for r in missing]
+            for future in as_completed(futures):
+                future.result()
+    else:
+        for recipe in missing:
+            embedder = embedder or CachingEmbedder(profile)
+            _build_into(folder, recipe, profile=profile, key_file=key_file, embedder=embedder, log=log)
     built = []
     for recipe in recipes:
-        package = folder / f"{recipe.learnware_id}-{recipe.fingerprint(profile)}.tar"
-        sidecar = package.with_suffix(".json")
-        if not (package.exists() and sidecar.exists()):
-            embedder = embedder or CachingEmbedder(profile)
-            partial = package.with_suffix(".tar.partial")
-            stats = _build(recipe, partial, profile=profile, key=key, embedder=embedder, log=log)
-            partial.replace(package)  # the package first: a missing sidecar only rebuilds
-            _write_json(sidecar, stats)
-            for stale in folder.glob(f"{recipe.learnware_id}-*.*"):
-                if stale not in (package, sidecar) and stale.name.startswith(f"{recipe.learnware_id}-"):
-                    stale_fp = stale.name[len(recipe.learnware_id) + 1 :].split(".")[0]
-                    if len(stale_fp) == 16:  # another build of this learnware, not a longer id
-                        stale.unlink()
+        package, sidecar = _paths(recipe, folder, profile)
         built.append(Built(recipe, package, json.loads(sidecar.read_text(encoding="utf-8"))))
     return built

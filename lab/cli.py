@@ -61,7 +61,9 @@ def _eval(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("results/quick" if args.quick else "results")
     docs = None if args.quick and not args.docs else Path(args.docs or "docs/results.md")
     readme = None if args.quick or not Path("README.md").exists() else Path("README.md")
-    results = evaluate(data_root=_data_root(args), workdir=_workdir(args), settings=settings, log=_log)
+    results = evaluate(
+        data_root=_data_root(args), workdir=_workdir(args), settings=settings, log=_log, jobs=args.jobs
+    )
     written = write_report(results, out, docs=docs, readme=readme)
     overall = results["reuse"]["selection"]["all"]["labels"]
     base = results["reuse"]["baselines"]["all"]
@@ -98,7 +100,12 @@ def _build(args: argparse.Namespace) -> int:
     ):
         profile = client.profile()  # the profile a new market chooses; specs are computed under it
     built = build_packages(
-        market.recipes, workdir / "packages", profile=profile, key=publisher_key(workdir), log=_log
+        market.recipes,
+        workdir / "packages",
+        profile=profile,
+        key_file=publisher_key(workdir),
+        log=_log,
+        jobs=args.jobs,
     )
     rows = [
         {"id": b.recipe.learnware_id, "package": str(b.package), "eval_accuracy": b.stats["eval_accuracy"]}
@@ -125,7 +132,12 @@ def _serve(args: argparse.Namespace) -> int:
         with MarketClient(address) as client:
             profile = client.profile()
             built = build_packages(
-                market.recipes, workdir / "packages", profile=profile, key=publisher_key(workdir), log=_log
+                market.recipes,
+                workdir / "packages",
+                profile=profile,
+                key_file=publisher_key(workdir),
+                log=_log,
+                jobs=args.jobs,
             )
             present = {lw.id for lw in client.list()}
             for b in built:
@@ -185,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
             type=_positive,
             default=1,
             help="torch CPU threads (default 1: on a shared machine more threads mostly wait on each other)",
+        )
+        p.add_argument(
+            "--jobs",
+            type=_positive,
+            default=1,
+            help="learnwares built in parallel (worker processes; default 1)",
         )
         p.set_defaults(func=func)
         return p

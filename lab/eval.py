@@ -102,7 +102,9 @@ def _curve(
         return str(exc)
 
 
-def evaluate(*, data_root: Path, workdir: Path, settings: Settings, log: Log = print) -> dict[str, Any]:
+def evaluate(
+    *, data_root: Path, workdir: Path, settings: Settings, log: Log = print, jobs: int = 1
+) -> dict[str, Any]:
     """Everything the report needs, as plain data."""
     started = time.perf_counter()
     catalogue = QUICK if settings.quick else FULL
@@ -119,9 +121,10 @@ def evaluate(*, data_root: Path, workdir: Path, settings: Settings, log: Log = p
             market.recipes,
             workdir / "packages",
             profile=profile,
-            key=publisher_key(workdir),
+            key_file=publisher_key(workdir),
             log=log,
             embedder=embedder,
+            jobs=jobs,
         )
         upload_seconds = _publish(address, built)
         log(f"published {len(built)} learnwares on {address} (profile {profile.profile_id})")

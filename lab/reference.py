@@ -57,5 +57,5 @@ def build_reference(
     """Paths of the signed reference packages, building the missing ones."""
     packages = workdir / ("packages-quick" if quick else "packages")
     recipes = [_recipe(ref, quick) for ref in sets]
-    built = build_packages(recipes, packages, profile=profile, key=publisher_key(workdir), log=log)
+    built = build_packages(recipes, packages, profile=profile, key_file=publisher_key(workdir), log=log)
     return [b.package for b in built]
