@@ -49,7 +49,6 @@ def measure_cost(
     upload_seconds: Sequence[float],
     repeats: int = 3,
     searches: int = 30,
-    pulls: int = 3,
 ) -> dict[str, Any]:
     """Cost figures for a task of `texts` against the market at `address`."""
     embedder, load_seconds = _timed(lambda: Embedder(profile))
@@ -69,7 +68,7 @@ def measure_cost(
             search_times.append(seconds)
             search_bytes.append(client.bytes_sent - before)
         pull_times, pull_bytes = [], []
-        for b in list(built)[:pulls]:
+        for b in list(built)[:repeats]:
             with tempfile.TemporaryDirectory() as tmp:
                 started = time.perf_counter()
                 pull(client, AdapterCache(Path(tmp)), b.recipe.learnware_id)

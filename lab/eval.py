@@ -61,6 +61,21 @@ FULL_SETTINGS = Settings(
 QUICK_SETTINGS = Settings(quick=True, epsilons=(0.5, 1.0, math.inf), sizes=(25, 100), repeats=3)
 
 
+class _Clock:
+    """Seconds spent in each step of the run (printed as it goes)."""
+
+    def __init__(self, log: Log) -> None:
+        self.log = log
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 1)
+        self._last = now
+        self.log(f"[{name}: {self.laps[name]} s]")
+
+
 def _publish(address: str, built: list[Built]) -> list[float]:
     seconds = []
     with MarketClient(address) as publisher:
@@ -107,6 +122,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Everything the report needs, as plain data."""
     started = time.perf_counter()
+    clock = _Clock(log)
     catalogue = QUICK if settings.quick else FULL
     market = materialize(catalogue, data_root, quick=settings.quick)
     log(f"{catalogue.name}: {len(market.recipes)} learnwares, {len(market.tasks)} user tasks")
@@ -126,7 +142,9 @@ def evaluate(
             embedder=embedder,
             jobs=jobs,
         )
+        clock.lap("build")
         upload_seconds = _publish(address, built)
+        clock.lap("publish")
         log(f"published {len(built)} learnwares on {address} (profile {profile.profile_id})")
         scores = compute_scores(
             built,
@@ -137,6 +155,7 @@ def evaluate(
             workdir=workdir,
             log=log,
         )
+        clock.lap("scores")
         log("scores ready; drawing private specs")
         features = {t.id: features_of(t.texts, profile, embedder=embedder) for t in market.tasks}
         means = {b.recipe.learnware_id: b.mean_embedding for b in built}
@@ -161,6 +180,7 @@ def evaluate(
             else _curve(client, market, features, profile, settings, epsilon=settings.epsilon, n=n)
             for n in settings.sizes
         }
+        clock.lap("specs_and_searches")
         log("measuring cost")
         cost = measure_cost(
             address,
@@ -170,7 +190,9 @@ def evaluate(
             epsilon=settings.epsilon,
             delta=settings.delta,
             upload_seconds=upload_seconds,
+            repeats=1 if settings.quick else 3,
         )
+        clock.lap("cost")
     cost["run"] = {
         "seconds_median": round(float(np.median(scores.run_seconds)), 3) if scores.run_seconds else None
     }
@@ -181,9 +203,7 @@ def evaluate(
         return selection_summary(market.tasks, scores, rankings)
 
     return {
-        "settings": {
-            k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in asdict(settings).items()
-        }
+        "settings": asdict(settings)
         | {"epsilons": [None if math.isinf(e) else e for e in settings.epsilons]},
         "profile": profile.to_dict() | {"profile_id": profile.profile_id, "centre": len(profile.centre)},
         "market": _market_table(market, built),
@@ -211,6 +231,7 @@ def evaluate(
         },
         "cost": cost,
         "seconds": round(time.perf_counter() - started, 1),
+        "timings": clock.laps,
     }
 
 

@@ -58,7 +58,8 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {
         "market.json": {
-            k: results[k] for k in ("settings", "profile", "market", "tasks", "licences", "seconds")
+            k: results[k]
+            for k in ("settings", "profile", "market", "tasks", "licences", "seconds", "timings")
         },
         "scores.json": _rounded(results["scores"]),
         "reuse.json": {
