@@ -16,7 +16,7 @@ from pathlib import Path
 from lmdock.client.training import ClassifierTraining
 from lmdock.common.errors import InvalidArgument
 from lmdock.lab.building import Recipe
-from lmdock.lab.datasets import Record, Selection, load_records, select
+from lmdock.lab.datasets import Record, Selection, load_records, position, select
 
 __all__ = ["Catalogue", "LearnwareDef", "Market", "TaskDef", "UserTask", "materialize"]
 
@@ -104,7 +104,8 @@ class _Data:
 
 
 def _recipe(definition: LearnwareDef, data: _Data, licences: dict[str, str], quick: bool) -> Recipe:
-    pairs = data.pairs(definition.data)
+    # in split order across all selections, so a multi-source learnware evaluates on every source
+    pairs = sorted(data.pairs(definition.data), key=lambda p: position(p[0].dataset, p[0].id))
     n_eval = math.ceil(definition.eval_fraction * len(pairs))
     evaluation, train = pairs[:n_eval], pairs[n_eval:]
     labels = tuple(sorted({label for _, label in train}))
