@@ -87,6 +87,16 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from lmdock.lab.report import load_results, render
+
+    out = Path(args.out or "results")
+    readme = Path("README.md") if Path("README.md").exists() and not args.no_readme else None
+    written = render(load_results(out), out, docs=Path(args.docs or "docs/results.md"), readme=readme)
+    print(json.dumps([str(p) for p in written]) if args.json else "\n".join(str(p) for p in written))
+    return 0
+
+
 def _build(args: argparse.Namespace) -> int:
     from lmdock.client.connection import MarketClient
     from lmdock.lab.building import build_packages, publisher_key
@@ -182,28 +192,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def command(name: str, help_: str, func: Any) -> argparse.ArgumentParser:
+    def command(name: str, help_: str, func: Any, *, data: bool = True, build: bool = True) -> Any:
         p = sub.add_parser(name, help=help_)
-        p.add_argument(
-            "--data", help="data root (default $LMDOCK_DATA or ../shared/data; --quick: the shipped samples)"
-        )
-        p.add_argument(
-            "--quick", action="store_true", help="the small CI slice: shipped samples, tiny training"
-        )
-        p.add_argument("--workdir", help="build cache (default ~/.cache/lmdock/reference[-quick])")
         p.add_argument("--json", action="store_true", help="machine-readable output")
-        p.add_argument(
-            "--threads",
-            type=_positive,
-            default=1,
-            help="torch CPU threads (default 1: on a shared machine more threads mostly wait on each other)",
-        )
-        p.add_argument(
-            "--jobs",
-            type=_positive,
-            default=1,
-            help="learnwares built in parallel (worker processes; default 1)",
-        )
+        if data:
+            p.add_argument(
+                "--data",
+                help="data root (default $LMDOCK_DATA or ../shared/data; --quick: the shipped samples)",
+            )
+            p.add_argument(
+                "--quick", action="store_true", help="the small CI slice: shipped samples, tiny training"
+            )
+        if build:
+            p.add_argument("--workdir", help="build cache (default ~/.cache/lmdock/reference[-quick])")
+            p.add_argument(
+                "--threads",
+                type=_positive,
+                default=1,
+                help="torch CPU threads (default 1: on a shared machine more threads mostly wait)",
+            )
+            p.add_argument(
+                "--jobs",
+                type=_positive,
+                default=1,
+                help="learnwares built in parallel (worker processes; default 1)",
+            )
         p.set_defaults(func=func)
         return p
 
@@ -213,10 +226,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--repeats", type=_positive, help="private searches per task and point (default 20; quick 3)"
     )
+    r = command(
+        "report",
+        "render the plots, docs/results.md and the README table again from results/*.json",
+        _report,
+        data=False,
+        build=False,
+    )
+    r.add_argument("--out", help="results folder (default results/)")
+    r.add_argument("--docs", help="markdown report (default docs/results.md)")
+    r.add_argument("--no-readme", action="store_true", help="leave README.md alone")
     command("build", "build (or read back) the reference learnwares", _build)
     s = command("serve", "publish the reference learnwares into a market and serve it", _serve)
     s.add_argument("--market-dir", help="the market's data folder (default: a new temporary folder)")
-    t = command("tasks", "write the user tasks as JSONL task files (text, label)", _tasks)
+    t = command("tasks", "write the user tasks as JSONL task files (text, label)", _tasks, build=False)
     t.add_argument("--out", required=True, help="folder for <task>.jsonl")
     return parser
 
@@ -226,9 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     from lmdock.client.cli import _quiet_libraries
 
     _quiet_libraries()
-    import torch
+    if getattr(args, "threads", None):
+        import torch
 
-    torch.set_num_threads(args.threads)
+        torch.set_num_threads(args.threads)
     try:
         return int(args.func(args))
     except LmdockError as exc:

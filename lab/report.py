@@ -7,10 +7,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lmdock.common.errors import FailedPrecondition
 from lmdock.lab.plots import write_plots
 from lmdock.lab.results_doc import headline_table, results_markdown
 
-__all__ = ["README_BEGIN", "README_END", "write_report"]
+__all__ = ["README_BEGIN", "README_END", "load_results", "render", "write_report"]
 
 README_BEGIN = "<!-- lmdock-lab:headline:begin -->"
 README_END = "<!-- lmdock-lab:headline:end -->"
@@ -85,7 +86,31 @@ def write_report(
     for name, data in files.items():
         _json(out_dir / name, data)
         written.append(out_dir / name)
-    written += write_plots(results, out_dir)
+    return written + render(results, out_dir, docs=docs, readme=readme)
+
+
+def load_results(out_dir: Path) -> dict[str, Any]:
+    """The results as `write_report` wrote them (enough to render the plots and markdown again)."""
+
+    def read(name: str) -> Any:
+        path = out_dir / f"{name}.json"
+        if not path.is_file():
+            raise FailedPrecondition(f"{path} is missing: run `lmdock-lab eval` first")
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    reuse = read("reuse")
+    return read("market") | {
+        "scores": read("scores"),
+        "reuse": {"baselines": reuse["baselines"], "selection": reuse["selection"]},
+        "per_task": reuse["per_task"],
+        "privacy": read("privacy"),
+        "cost": read("cost"),
+    }
+
+
+def render(results: dict[str, Any], out_dir: Path, *, docs: Path | None, readme: Path | None) -> list[Path]:
+    """The plots, the markdown report and the README block, from the results."""
+    written = write_plots(results, out_dir)
     if docs is not None:
         _atomic_write(docs, results_markdown(results, plots_from=os.path.relpath(out_dir, docs.parent)))
         written.append(docs)

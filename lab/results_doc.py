@@ -72,10 +72,10 @@ def _timing(results: dict[str, Any]) -> str:
     laps = results.get("timings", {})
     steps = ", ".join(f"{name.replace('_', ' ')} {_minutes(seconds)}" for name, seconds in laps.items())
     return (
-        f"This run took {_minutes(results['seconds'])} on 2 shared CPU cores ({steps}); training the "
-        f"{len(results['market'])} learnwares from scratch takes "
-        f"{_minutes(results['cost']['training']['seconds_total'])} of training time in all "
-        "(`--jobs 2` trains two at once), later runs read them back from the cache."
+        f"This run took {_minutes(results['seconds'])} on 2 CPU cores shared with other jobs ({steps}); "
+        f"the {len(results['market'])} learnwares' training times add up to "
+        f"{_minutes(results['cost']['training']['seconds_total'])} (measured two at a time with `--jobs 2`, "
+        "so each ran slower than alone); later runs read them back from the cache."
     )
 
 
@@ -132,6 +132,17 @@ def _privacy_rows(points: list[dict[str, Any]], key: str) -> list[list[str]]:
             ]
         )
     return rows
+
+
+def _unavailable_note(results: dict[str, Any]) -> str:
+    if not any("unavailable" in p for p in results["privacy"]["epsilon"]):
+        return ""
+    return (
+        "A point marked *not releasable* is refused by the spec release itself "
+        f"(`lmdock.common.spec.release`): at δ = {results['settings']['delta']:g} the allowance for the "
+        "sampler's floating-point error, (1 + e^ε)·D·2^-40, would exceed δ/2 for "
+        f"D = {results['profile']['feature_dim']}. It is a guard of the privacy layer, not of this harness.\n"
+    )
 
 
 def _miss_lines(results: dict[str, Any]) -> list[str]:
@@ -195,6 +206,20 @@ def results_markdown(results: dict[str, Any], *, plots_from: str) -> str:
         "CSPRNG noise each); everything else is seeded and deterministic. 'selected' takes the best-ranked "
         "learnware that shares a label with the task (spec + labels, see below).\n",
         f"![reuse per domain]({plots_from}/reuse.png)\n",
+        "More baselines: *random (can answer)* draws only among the learnwares that share a label with "
+        "the task; *spec only* takes the first-ranked learnware whatever its labels.\n",
+        _table(
+            ["domain", "random (can answer)", "selected, spec only", "LoraRetriever-style, spec only"],
+            [
+                [
+                    group,
+                    _p(b["random_eligible"]),
+                    _pm(results["reuse"]["selection"][group]["spec_only"]["selected"]),
+                    _p(b["retriever_spec_only"]),
+                ]
+                for group, b in results["reuse"]["baselines"].items()
+            ],
+        ),
         "## Method\n",
         METHOD,
         f"Spec profile: `{results['profile']['profile_id']}` ({results['profile']['kernel']} kernel, "
@@ -250,6 +275,7 @@ def results_markdown(results: dict[str, Any], *, plots_from: str) -> str:
             ["ε", "selected", "selected / oracle", "top-1", "top-1 (spec only)"],
             _privacy_rows(results["privacy"]["epsilon"], "epsilon"),
         ),
+        _unavailable_note(results),
         "Against the task size n at ε = 1 (each repeat a seeded random subset of n texts; a task with "
         "fewer texts uses all of them; the selected learnware is scored on the whole task):\n",
         _table(
