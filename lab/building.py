@@ -128,7 +128,7 @@ def _build(
     with tempfile.TemporaryDirectory() as tmp:
         adapter = Path(tmp) / "adapter"
         log(f"  training {recipe.learnware_id} on {len(recipe.train_texts)} records ({config.epochs} epochs)")
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         train_classifier(
             base_model=DEFAULT_EMBEDDER,
             texts=recipe.train_texts,
@@ -138,6 +138,7 @@ def _build(
             config=config,
         )
         train_seconds = time.perf_counter() - started
+        train_cpu_seconds = time.process_time() - cpu_started
         model = load_learnware(adapter, base_model=DEFAULT_EMBEDDER, task=task)
         eval_texts, gold = list(recipe.eval_texts), list(recipe.eval_labels)
         accuracy = score_predictions(model.predict(eval_texts), gold) or 0.0
@@ -187,6 +188,7 @@ def _build(
     mean = embedder.embed(recipe.summarised_texts).astype(np.float64).mean(axis=0)
     return {
         "train_seconds": round(train_seconds, 2),
+        "train_cpu_seconds": round(train_cpu_seconds, 2),
         "package_seconds": round(package_seconds, 2),
         "eval_accuracy": accuracy,
         "eval_base_accuracy": base,

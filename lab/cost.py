@@ -75,6 +75,7 @@ def measure_cost(
                 pull_times.append(time.perf_counter() - started)
             pull_bytes.append(b.package.stat().st_size)
     train = [float(b.stats["train_seconds"]) for b in built]
+    cpu = [float(b.stats["train_cpu_seconds"]) for b in built if "train_cpu_seconds" in b.stats]
     return {
         "task_records": len(texts),
         "embedder_load_seconds": round(load_seconds, 3),
@@ -96,6 +97,7 @@ def measure_cost(
         "training": {
             "seconds_median": _median(train),
             "seconds_total": round(sum(train), 1),
+            "cpu_seconds_total": round(sum(cpu), 1) if len(cpu) == len(train) else None,
             "package_bytes_median": int(statistics.median(b.stats["package_bytes"] for b in built)),
         },
     }
