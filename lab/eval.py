@@ -66,14 +66,14 @@ class _Clock:
 
     def __init__(self, log: Log) -> None:
         self.log = log
-        self.laps: dict[str, float] = {}
+        self.laps: list[dict[str, Any]] = []  # a list: JSON objects lose their order
         self._last = time.perf_counter()
 
     def lap(self, name: str) -> None:
         now = time.perf_counter()
-        self.laps[name] = round(now - self._last, 1)
+        self.laps.append({"step": name, "seconds": round(now - self._last, 1)})
         self._last = now
-        self.log(f"[{name}: {self.laps[name]} s]")
+        self.log(f"[{name}: {self.laps[-1]['seconds']} s]")
 
 
 def _publish(address: str, built: list[Built]) -> list[float]:

@@ -70,17 +70,18 @@ def _minutes(seconds: float) -> str:
 
 def _cpu(results: dict[str, Any]) -> str:
     cpu = results["cost"]["training"].get("cpu_seconds_total")
-    return f" ({_minutes(cpu)} of CPU time)" if cpu else ""
+    return f" of wall time and {_minutes(cpu)} of CPU time" if cpu else " of wall time"
 
 
 def _timing(results: dict[str, Any]) -> str:
-    laps = results.get("timings", {})
-    steps = ", ".join(f"{name.replace('_', ' ')} {_minutes(seconds)}" for name, seconds in laps.items())
+    steps = ", ".join(
+        f"{lap['step'].replace('_', ' ')} {_minutes(lap['seconds'])}" for lap in results["timings"]
+    )
     return (
         f"This run took {_minutes(results['seconds'])} on 2 CPU cores shared with other jobs ({steps}); "
         f"the {len(results['market'])} learnwares' training times add up to "
-        f"{_minutes(results['cost']['training']['seconds_total'])}{_cpu(results)} (measured two at a time "
-        "with `--jobs 2`, so each ran slower than alone); later runs read them back from the cache."
+        f"{_minutes(results['cost']['training']['seconds_total'])}{_cpu(results)}, two at a time with "
+        "`--jobs 2`; later runs read them back from the cache."
     )
 
 

@@ -56,6 +56,10 @@ def test_quick_eval_runs_the_whole_harness_and_keeps_the_direction(tmp_path: Pat
     assert 0 < cost["spec"]["bytes"] < 8 * 1024 and cost["pull"]["package_bytes_median"] > 0
     doc = (tmp_path / "results.md").read_text()
     assert "| **all** |" in doc and "## Privacy" in doc and "## Data and licences" in doc
+    # the report renders again from the JSON alone, to the same markdown
+    (tmp_path / "results.md").unlink()
+    assert main(["report", "--out", str(results), "--docs", str(tmp_path / "results.md"), "--no-readme"]) == 0
+    assert (tmp_path / "results.md").read_text() == doc
 
 
 def test_update_readme_replaces_only_the_marked_block(tmp_path: Path) -> None:
