@@ -241,9 +241,21 @@ class LoadedLearnware:
     def tokenizer(self) -> Any:
         return self.host.tokenizer
 
-    def predict(self, texts: Sequence[str], *, batch_size: int = 32, max_new_tokens: int = 32) -> list[str]:
+    def predict(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int = 32,
+        max_new_tokens: int = 32,
+        labels: Sequence[str] | None = None,
+    ) -> list[str]:
+        """One answer per text; a classifier given `labels` answers only with those of its labels."""
         if self.task.kind == "classification":
-            return [c.label for c in self.host.classify(self.name, texts, batch_size=batch_size)]
+            allowed = [name for name in self.task.labels if labels is None or name in labels]
+            if not allowed:
+                raise InvalidArgument(f"the learnware answers none of the labels {sorted(labels or [])[:5]}")
+            answers = self.host.classify(self.name, texts, batch_size=batch_size)
+            return [max(allowed, key=answer.scores.__getitem__) for answer in answers]
         options = GenerationOptions(max_new_tokens=max_new_tokens)
         return [g.text for g in self.host.generate(self.name, texts, options, batch_size=batch_size)]
 

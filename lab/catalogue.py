@@ -1,0 +1,183 @@
+"""What a reference market is made of: learnware and user-task definitions, and their data.
+
+A `LearnwareDef` names the records a learnware trains on (one or more `Selection`s) and how;
+a `TaskDef` names a user task's records and which learnwares count as *right* for it.
+`materialize` reads the data and turns them into training recipes and user tasks, checking
+that no user-task text occurs in any learnware's training or evaluation data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmdock.client.training import ClassifierTraining
+from lmdock.common.errors import InvalidArgument
+from lmdock.lab.building import Recipe
+from lmdock.lab.datasets import Record, Selection, load_records, position, select
+
+__all__ = ["Catalogue", "LearnwareDef", "Market", "TaskDef", "UserTask", "materialize"]
+
+
+@dataclass(frozen=True)
+class LearnwareDef:
+    id: str
+    name: str
+    domain: str
+    description: str
+    data: tuple[Selection, ...]
+    tags: tuple[str, ...] = ()
+    max_tokens: int = 64
+    #: None: about EXAMPLES_SEEN training examples in all (3 to 8 epochs).
+    epochs: int | None = None
+    eval_fraction: float = 0.15
+
+
+@dataclass(frozen=True)
+class TaskDef:
+    id: str
+    domain: str
+    description: str
+    data: tuple[Selection, ...]
+    right: tuple[str, ...]  # learnwares that count as the right answer for identification
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    name: str
+    learnwares: tuple[LearnwareDef, ...]
+    tasks: tuple[TaskDef, ...]
+    licences: dict[str, str]  # data set -> licence and attribution
+
+
+@dataclass(frozen=True)
+class UserTask:
+    id: str
+    domain: str
+    description: str
+    texts: tuple[str, ...]
+    labels: tuple[str, ...]
+    right: tuple[str, ...]
+    datasets: tuple[str, ...]
+
+    @property
+    def label_set(self) -> tuple[str, ...]:
+        return tuple(sorted(set(self.labels)))
+
+
+@dataclass(frozen=True)
+class Market:
+    """A materialized catalogue: recipes to build, tasks to evaluate, and where the data came from."""
+
+    name: str
+    recipes: tuple[Recipe, ...]
+    tasks: tuple[UserTask, ...]
+    licences: dict[str, str]
+    learnware_datasets: dict[str, tuple[str, ...]]
+
+
+EXAMPLES_SEEN = 1800
+
+
+def _epochs(definition: LearnwareDef, n_train: int) -> int:
+    if definition.epochs is not None:
+        return definition.epochs
+    return min(8, max(3, math.ceil(EXAMPLES_SEEN / max(n_train, 1))))
+
+
+class _Data:
+    """Loads each data set once."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._cache: dict[str, list[Record]] = {}
+
+    def pairs(self, selections: Sequence[Selection]) -> list[tuple[Record, str]]:
+        out = []
+        for s in selections:
+            if s.dataset not in self._cache:
+                self._cache[s.dataset] = load_records(self.root, s.dataset)
+            out.extend(select(self._cache[s.dataset], s))
+        return out
+
+
+def _recipe(definition: LearnwareDef, data: _Data, licences: dict[str, str], quick: bool) -> Recipe:
+    # in split order across all selections, so a multi-source learnware evaluates on every source
+    pairs = sorted(data.pairs(definition.data), key=lambda p: position(p[0].dataset, p[0].id))
+    n_eval = math.ceil(definition.eval_fraction * len(pairs))
+    evaluation, train = pairs[:n_eval], pairs[n_eval:]
+    labels = tuple(sorted({label for _, label in train}))
+    if len(labels) < 2 or not evaluation:
+        raise InvalidArgument(f"learnware {definition.id}: too little data ({len(pairs)} records)")
+    config = ClassifierTraining(epochs=_epochs(definition, len(train)), max_tokens=definition.max_tokens)
+    if quick:
+        config = ClassifierTraining(epochs=3, max_tokens=32)
+    datasets = sorted({s.dataset for s in definition.data})
+    return Recipe(
+        learnware_id=definition.id,
+        name=definition.name,
+        domain=definition.domain,
+        licence=" + ".join(sorted({licences[d].split(";")[0] for d in datasets})),
+        description=definition.description,
+        tags=definition.tags,
+        labels=labels,
+        train_texts=tuple(r.text for r, _ in train),
+        train_labels=tuple(label for _, label in train),
+        eval_texts=tuple(r.text for r, _ in evaluation),
+        eval_labels=tuple(label for _, label in evaluation),
+        training=config,
+    )
+
+
+def _task(definition: TaskDef, data: _Data) -> tuple[UserTask, list[Record]]:
+    pairs = data.pairs(definition.data)
+    if len(pairs) < 20:
+        raise InvalidArgument(f"task {definition.id}: only {len(pairs)} records")
+    task = UserTask(
+        id=definition.id,
+        domain=definition.domain,
+        description=definition.description,
+        texts=tuple(r.text for r, _ in pairs),
+        labels=tuple(label for _, label in pairs),
+        right=definition.right,
+        datasets=tuple(sorted({s.dataset for s in definition.data})),
+    )
+    return task, [r for r, _ in pairs]
+
+
+def _normal(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def materialize(catalogue: Catalogue, root: Path, *, quick: bool = False) -> Market:
+    """Read the data under `root` and build every recipe and task of `catalogue`."""
+    data = _Data(root)
+    ids = [d.id for d in catalogue.learnwares]
+    if len(set(ids)) != len(ids):
+        raise InvalidArgument("learnware ids must be unique")
+    used_ids: set[tuple[str, str]] = set()
+    used_texts: set[str] = set()
+    for d in catalogue.learnwares:
+        for r, _ in data.pairs(d.data):
+            used_ids.add((r.dataset, r.id))
+            used_texts.add(_normal(r.text))
+    recipes = tuple(_recipe(d, data, catalogue.licences, quick) for d in catalogue.learnwares)
+    tasks = []
+    for definition in catalogue.tasks:
+        unknown = set(definition.right) - set(ids)
+        if unknown:
+            raise InvalidArgument(f"task {definition.id}: unknown right learnwares {sorted(unknown)}")
+        task, records = _task(definition, data)
+        leaked = [r for r in records if (r.dataset, r.id) in used_ids or _normal(r.text) in used_texts]
+        if leaked:
+            raise InvalidArgument(f"task {definition.id} shares {len(leaked)} records with learnware data")
+        tasks.append(task)
+    return Market(
+        name=catalogue.name,
+        recipes=recipes,
+        tasks=tuple(tasks),
+        licences=catalogue.licences,
+        learnware_datasets={d.id: tuple(sorted({s.dataset for s in d.data})) for d in catalogue.learnwares},
+    )

@@ -1,0 +1,267 @@
+"""`lmdock-lab`: the reference market and its evaluation.
+
+lmdock-lab eval  [--quick] [--data DIR] ...   build, publish, evaluate, write results
+lmdock-lab build [--quick] [--data DIR]       build (or read back) the reference learnwares
+lmdock-lab serve [--quick] [--data DIR]       serve the reference market until interrupted
+lmdock-lab tasks --out DIR [--data DIR]       write the user tasks as JSONL task files
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from lmdock.common.errors import LmdockError
+
+__all__ = ["main"]
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _data_root(args: argparse.Namespace) -> Path:
+    if args.data:
+        return Path(args.data).expanduser()
+    if args.quick:
+        from lmdock.lab.refdata import DATA_DIR
+
+        return DATA_DIR
+    return Path(os.environ.get("LMDOCK_DATA", "../shared/data")).expanduser()
+
+
+def _workdir(args: argparse.Namespace) -> Path:
+    if args.workdir:
+        return Path(args.workdir).expanduser()
+    from lmdock.client.cache import default_cache_dir
+
+    return default_cache_dir() / ("reference-quick" if args.quick else "reference")
+
+
+def _market(args: argparse.Namespace) -> Any:
+    from lmdock.lab.catalogue import materialize
+    from lmdock.lab.reference_market import FULL, QUICK
+
+    return materialize(QUICK if args.quick else FULL, _data_root(args), quick=args.quick)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from lmdock.lab.eval import FULL_SETTINGS, QUICK_SETTINGS, evaluate
+    from lmdock.lab.report import write_report
+
+    settings = QUICK_SETTINGS if args.quick else FULL_SETTINGS
+    if args.repeats:
+        settings = type(settings)(**{**settings.__dict__, "repeats": args.repeats})
+    out = Path(args.out) if args.out else Path("results/quick" if args.quick else "results")
+    docs = None if args.quick and not args.docs else Path(args.docs or "docs/results.md")
+    readme = None if args.quick or not Path("README.md").exists() else Path("README.md")
+    results = evaluate(
+        data_root=_data_root(args), workdir=_workdir(args), settings=settings, log=_log, jobs=args.jobs
+    )
+    written = write_report(results, out, docs=docs, readme=readme)
+    overall = results["reuse"]["selection"]["all"]["labels"]
+    base = results["reuse"]["baselines"]["all"]
+    summary = {
+        "selected": overall["selected"]["mean"],
+        "ratio_to_oracle": overall["ratio_to_oracle"]["mean"],
+        "ties": overall["ties"]["mean"],
+        "top1": overall["top1"]["mean"],
+        "base": base["base"],
+        "random": base["random"],
+        "oracle": base["oracle"],
+        "seconds": results["seconds"],
+        "written": [str(p) for p in written],
+    }
+    print(json.dumps(summary, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in summary.items()))
+    if args.quick and not (
+        summary["selected"] > summary["random"] and summary["selected"] >= summary["base"]
+    ):
+        _log("lmdock-lab: quick check failed: expected selected > random and selected >= base")
+        return 1
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from lmdock.lab.report import load_results, render
+
+    out = Path(args.out or "results")
+    readme = Path("README.md") if Path("README.md").exists() and not args.no_readme else None
+    written = render(load_results(out), out, docs=Path(args.docs or "docs/results.md"), readme=readme)
+    print(json.dumps([str(p) for p in written]) if args.json else "\n".join(str(p) for p in written))
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    from lmdock.client.connection import MarketClient
+    from lmdock.lab.building import build_packages, publisher_key
+    from lmdock.lab.embedded import embedded_market
+
+    market, workdir = _market(args), _workdir(args)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        embedded_market(Path(tmp) / "market") as (address, _),
+        MarketClient(address) as client,
+    ):
+        profile = client.profile()  # the profile a new market chooses; specs are computed under it
+    built = build_packages(
+        market.recipes,
+        workdir / "packages",
+        profile=profile,
+        key_file=publisher_key(workdir),
+        log=_log,
+        jobs=args.jobs,
+    )
+    rows = [
+        {"id": b.recipe.learnware_id, "package": str(b.package), "eval_accuracy": b.stats["eval_accuracy"]}
+        for b in built
+    ]
+    if args.json:
+        print(json.dumps({"profile_id": profile.profile_id, "learnwares": rows}, indent=2))
+    else:
+        for row in rows:
+            print(f"{row['id']:34s} held-out accuracy {row['eval_accuracy']:.3f}  {row['package']}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from lmdock.client.connection import MarketClient
+    from lmdock.lab.building import build_packages, publisher_key
+    from lmdock.lab.embedded import embedded_market
+
+    market, workdir = _market(args), _workdir(args)
+    market_dir = (
+        Path(args.market_dir) if args.market_dir else Path(tempfile.mkdtemp(prefix="lmdock-reference-"))
+    )
+    with embedded_market(market_dir) as (address, _):
+        with MarketClient(address) as client:
+            profile = client.profile()
+            built = build_packages(
+                market.recipes,
+                workdir / "packages",
+                profile=profile,
+                key_file=publisher_key(workdir),
+                log=_log,
+                jobs=args.jobs,
+            )
+            present = {lw.id for lw in client.list()}
+            for b in built:
+                if b.recipe.learnware_id not in present:
+                    client.upload(b.package)
+        info = {"address": address, "market_dir": str(market_dir), "learnwares": len(built)}
+        print(
+            json.dumps(info)
+            if args.json
+            else f"reference market on {address} ({len(built)} learnwares); Ctrl-C stops it",
+            flush=True,
+        )
+        while True:
+            time.sleep(3600)
+
+
+def _tasks(args: argparse.Namespace) -> int:
+    market = _market(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for t in market.tasks:
+        lines = (
+            json.dumps({"text": x, "label": y}, ensure_ascii=False)
+            for x, y in zip(t.texts, t.labels, strict=True)
+        )
+        (out / f"{t.id}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    listing = [{"task": t.id, "n": len(t.texts), "right": list(t.right)} for t in market.tasks]
+    print(json.dumps(listing, indent=2) if args.json else f"wrote {len(listing)} task files to {out}")
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lmdock-lab", description="The lmdock reference market and its evaluation."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help_: str, func: Any, *, data: bool = True, build: bool = True) -> Any:
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        if data:
+            p.add_argument(
+                "--data",
+                help="data root (default $LMDOCK_DATA or ../shared/data; --quick: the shipped samples)",
+            )
+            p.add_argument(
+                "--quick", action="store_true", help="the small CI slice: shipped samples, tiny training"
+            )
+        if build:
+            p.add_argument("--workdir", help="build cache (default ~/.cache/lmdock/reference[-quick])")
+            p.add_argument(
+                "--threads",
+                type=_positive,
+                default=1,
+                help="torch CPU threads (default 1: on a shared machine more threads mostly wait)",
+            )
+            p.add_argument(
+                "--jobs",
+                type=_positive,
+                default=1,
+                help="learnwares built in parallel (worker processes; default 1)",
+            )
+        p.set_defaults(func=func)
+        return p
+
+    e = command("eval", "build, publish and evaluate; write results/, plots, docs/results.md", _eval)
+    e.add_argument("--out", help="results folder (default results/, or results/quick with --quick)")
+    e.add_argument("--docs", help="markdown report (default docs/results.md; none with --quick unless given)")
+    e.add_argument(
+        "--repeats", type=_positive, help="private searches per task and point (default 20; quick 3)"
+    )
+    r = command(
+        "report",
+        "render the plots, docs/results.md and the README table again from results/*.json",
+        _report,
+        data=False,
+        build=False,
+    )
+    r.add_argument("--out", help="results folder (default results/)")
+    r.add_argument("--docs", help="markdown report (default docs/results.md)")
+    r.add_argument("--no-readme", action="store_true", help="leave README.md alone")
+    command("build", "build (or read back) the reference learnwares", _build)
+    s = command("serve", "publish the reference learnwares into a market and serve it", _serve)
+    s.add_argument("--market-dir", help="the market's data folder (default: a new temporary folder)")
+    t = command("tasks", "write the user tasks as JSONL task files (text, label)", _tasks, build=False)
+    t.add_argument("--out", required=True, help="folder for <task>.jsonl")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from lmdock.client.cli import _quiet_libraries
+
+    _quiet_libraries()
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        return int(args.func(args))
+    except LmdockError as exc:
+        print(f"lmdock-lab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lmdock-lab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

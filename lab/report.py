@@ -1,0 +1,121 @@
+"""Writing the evaluation out: results/*.json, PNG plots, docs/results.md and the README table."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from lmdock.common.errors import FailedPrecondition
+from lmdock.lab.plots import write_plots
+from lmdock.lab.results_doc import headline_table, results_markdown
+
+__all__ = ["README_BEGIN", "README_END", "load_results", "render", "write_report"]
+
+README_BEGIN = "<!-- lmdock-lab:headline:begin -->"
+README_END = "<!-- lmdock-lab:headline:end -->"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    tmp.replace(path)
+
+
+def _json(path: Path, data: Any) -> None:
+    _atomic_write(path, json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def _rounded(scores: dict[str, Any]) -> dict[str, Any]:
+    out = dict(scores)
+    out["learnware"] = {
+        t: {lw: round(v, 4) for lw, v in row.items() if v} for t, row in scores["learnware"].items()
+    }
+    out["base"] = {t: round(v, 4) for t, v in scores["base"].items()}
+    out["run_seconds"] = len(scores["run_seconds"])  # how many runs; the median is in cost.json
+    return out
+
+
+def update_readme(readme: Path, block: str) -> bool:
+    """Replace the text between the README markers with `block`; False when there are no markers."""
+    text = readme.read_text(encoding="utf-8")
+    if README_BEGIN not in text or README_END not in text:
+        return False
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    _atomic_write(readme, f"{head}{README_BEGIN}\n{block}{README_END}{tail}")
+    return True
+
+
+def write_report(
+    results: dict[str, Any], out_dir: Path, *, docs: Path | None, readme: Path | None
+) -> list[Path]:
+    """Write every output; returns the paths written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {
+        "market.json": {
+            k: results[k]
+            for k in ("settings", "profile", "market", "tasks", "licences", "seconds", "timings")
+        },
+        "scores.json": _rounded(results["scores"]),
+        "reuse.json": {
+            "baselines": results["reuse"]["baselines"],
+            "selection": results["reuse"]["selection"],
+            "per_task": results["per_task"],
+        },
+        "identification.json": {
+            group: {
+                rule: {k: entry[rule][k] for k in ("top1", "top3", "ties")}
+                for rule in ("labels", "spec_only")
+            }
+            | {
+                "retriever_top1": results["reuse"]["baselines"][group]["retriever_top1"],
+                "retriever_top1_spec_only": results["reuse"]["baselines"][group]["retriever_top1_spec_only"],
+            }
+            for group, entry in results["reuse"]["selection"].items()
+        },
+        "privacy.json": results["privacy"],
+        "cost.json": results["cost"],
+    }
+    written = []
+    for name, data in files.items():
+        _json(out_dir / name, data)
+        written.append(out_dir / name)
+    return written + render(results, out_dir, docs=docs, readme=readme)
+
+
+def load_results(out_dir: Path) -> dict[str, Any]:
+    """The results as `write_report` wrote them (enough to render the plots and markdown again)."""
+
+    def read(name: str) -> Any:
+        path = out_dir / f"{name}.json"
+        if not path.is_file():
+            raise FailedPrecondition(f"{path} is missing: run `lmdock-lab eval` first")
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    reuse = read("reuse")
+    return read("market") | {
+        "scores": read("scores"),
+        "reuse": {"baselines": reuse["baselines"], "selection": reuse["selection"]},
+        "per_task": reuse["per_task"],
+        "privacy": read("privacy"),
+        "cost": read("cost"),
+    }
+
+
+def render(results: dict[str, Any], out_dir: Path, *, docs: Path | None, readme: Path | None) -> list[Path]:
+    """The plots, the markdown report and the README block, from the results."""
+    written = write_plots(results, out_dir)
+    if docs is not None:
+        _atomic_write(docs, results_markdown(results, plots_from=os.path.relpath(out_dir, docs.parent)))
+        written.append(docs)
+    if readme is not None and update_readme(
+        readme, headline_table(results, plot=os.path.relpath(out_dir, readme.parent))
+    ):
+        written.append(readme)
+    return written

@@ -1,0 +1,92 @@
+"""`lmdock-lab`: the quick evaluation end to end, the report's README block, and CLI errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from lmdock.client.runtime import load_learnware
+from lmdock.common.errors import InvalidArgument
+from lmdock.common.package import TaskInfo
+from lmdock.lab.cli import main
+from lmdock.lab.report import README_BEGIN, README_END, update_readme
+
+from tests.helpers import LABELS, make_adapter
+
+RESULT_FILES = ("market", "scores", "reuse", "identification", "privacy", "cost")
+
+
+@pytest.mark.slow
+def test_quick_eval_runs_the_whole_harness_and_keeps_the_direction(tmp_path: Path, capsys) -> None:
+    threads = torch.get_num_threads()
+    try:
+        code = main(
+            [
+                "eval",
+                "--quick",
+                "--json",
+                "--workdir",
+                str(tmp_path / "work"),
+                "--out",
+                str(tmp_path / "results"),
+                "--docs",
+                str(tmp_path / "results.md"),
+            ]
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["selected"] > summary["random"]
+    assert summary["selected"] >= summary["base"]
+    results = tmp_path / "results"
+    for name in RESULT_FILES:
+        assert json.loads((results / f"{name}.json").read_text())
+    for name in ("privacy_epsilon", "privacy_size", "reuse"):
+        png = (results / f"{name}.png").read_bytes()
+        assert png.startswith(b"\x89PNG") and len(png) < 200_000
+    reuse = json.loads((results / "reuse.json").read_text())
+    for domain, row in reuse["baselines"].items():
+        assert reuse["selection"][domain]["labels"]["selected"]["mean"] > row["random"], domain
+    privacy = json.loads((results / "privacy.json").read_text())
+    assert [p["epsilon"] for p in privacy["epsilon"]] == [0.5, 1.0, None]
+    cost = json.loads((results / "cost.json").read_text())
+    assert 0 < cost["spec"]["bytes"] < 8 * 1024 and cost["pull"]["package_bytes_median"] > 0
+    doc = (tmp_path / "results.md").read_text()
+    assert "| **all** |" in doc and "## Privacy" in doc and "## Data and licences" in doc
+    # the report renders again from the JSON alone, to the same markdown
+    (tmp_path / "results.md").unlink()
+    assert main(["report", "--out", str(results), "--docs", str(tmp_path / "results.md"), "--no-readme"]) == 0
+    assert (tmp_path / "results.md").read_text() == doc
+
+
+def test_update_readme_replaces_only_the_marked_block(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{README_BEGIN}\nold table\n{README_END}\noutro\n")
+    assert update_readme(readme, "new table\n")
+    assert readme.read_text() == f"intro\n{README_BEGIN}\nnew table\n{README_END}\noutro\n"
+    plain = tmp_path / "PLAIN.md"
+    plain.write_text("no markers\n")
+    assert not update_readme(plain, "x\n") and plain.read_text() == "no markers\n"
+
+
+def test_missing_data_is_a_clear_cli_error(tmp_path: Path, capsys) -> None:
+    assert main(["eval", "--data", str(tmp_path / "nowhere"), "--workdir", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lmdock-lab: error: data set") and "not found" in err
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "--repeats", "0"])
+    assert exc.value.code == 2
+
+
+def test_classifier_answers_only_with_the_labels_asked_for(tiny_bert: Path, tmp_path: Path) -> None:
+    adapter = make_adapter(tiny_bert, tmp_path / "adapter")
+    model = load_learnware(adapter, base_model=str(tiny_bert), task=TaskInfo("classification", LABELS))
+    texts = ["good", "bad", "fine", "poor"]
+    assert model.predict(texts, labels=["positive", "unknown"]) == ["positive"] * 4
+    assert model.predict(texts, labels=["negative"]) == ["negative"] * 4
+    assert set(model.predict(texts)) <= set(LABELS)
+    with pytest.raises(InvalidArgument, match="none of the labels"):
+        model.predict(texts, labels=["unknown"])
