@@ -29,10 +29,11 @@ TIE_TOLERANCE = 1e-9
 
 
 def groups(tasks: Sequence[UserTask]) -> dict[str, list[UserTask]]:
-    """'all' and then each domain in order of first appearance."""
+    """'all' and then each domain, alphabetically (the order results/*.json keep their keys in,
+    so a report rendered from the files matches the one rendered from the run)."""
     out: dict[str, list[UserTask]] = {"all": list(tasks)}
-    for t in tasks:
-        out.setdefault(t.domain, []).append(t)
+    for domain in sorted({t.domain for t in tasks}):
+        out[domain] = [t for t in tasks if t.domain == domain]
     return out
 
 
