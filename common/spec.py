@@ -22,7 +22,7 @@ about n that sigma reveals). sigma is the analytic-Gaussian calibration (Balle &
 variation tv between the sampled noise and the rounded continuous Gaussian (see `noise`). The
 grid g = 2^(floor(log2 sigma_0) - 20), with sigma_0 the calibration for 2R / b alone, depends
 on public parameters only and keeps s = sigma / g in [2^20, 2^21.1), where that distance is
-negligible (about D * 2^-40).
+negligible (at most D * (2^-44 + 0.1 * 2^-40)).
 
 Distances: the market ranks learnware l by d_l = ||s - mu_l||^2 - sigma^2 D - sigma_l^2 D.
 E||mu + z - mu_l||^2 = ||mu - mu_l||^2 + sigma^2 D, so subtracting the known noise energy makes

@@ -146,7 +146,7 @@ def _unavailable_note(results: dict[str, Any]) -> str:
     return (
         "A point marked *not releasable* is refused by the spec release itself "
         f"(`lmdock.common.spec.release`): at δ = {results['settings']['delta']:g} the allowance for the "
-        "sampler's floating-point error, (1 + e^ε)·D·2^-40, would exceed δ/2 for "
+        "sampler's floating-point error, (1 + e^ε)·D·tv per coordinate (`lmdock.common.noise`), would exceed δ/2 for "
         f"D = {results['profile']['feature_dim']}. It is a guard of the privacy layer, not of this harness.\n"
     )
 
