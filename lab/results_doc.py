@@ -77,11 +77,19 @@ def _timing(results: dict[str, Any]) -> str:
     steps = ", ".join(
         f"{lap['step'].replace('_', ' ')} {_minutes(lap['seconds'])}" for lap in results["timings"]
     )
+    build = next((lap["seconds"] for lap in results["timings"] if lap["step"] == "build"), 0.0)
+    training = results["cost"]["training"]["seconds_total"]
+    cached = (
+        "; it read the learnwares and their scores back from an earlier run's cache"
+        if build < 0.1 * training
+        else ""
+    )
     return (
-        f"This run took {_minutes(results['seconds'])} on 2 CPU cores shared with other jobs ({steps}); "
-        f"the {len(results['market'])} learnwares' training times add up to "
-        f"{_minutes(results['cost']['training']['seconds_total'])}{_cpu(results)}, two at a time with "
-        "`--jobs 2`; later runs read them back from the cache."
+        f"This run took {_minutes(results['seconds'])} on 2 CPU cores shared with other jobs "
+        f"({steps}){cached}. "
+        f"From an empty cache, the {len(results['market'])} learnwares' training times add up to "
+        f"{_minutes(training)}{_cpu(results)} (two at a time with `--jobs 2`), and scoring every "
+        "learnware on every task takes a few minutes more."
     )
 
 
@@ -146,7 +154,8 @@ def _unavailable_note(results: dict[str, Any]) -> str:
     return (
         "A point marked *not releasable* is refused by the spec release itself "
         f"(`lmdock.common.spec.release`): at δ = {results['settings']['delta']:g} the allowance for the "
-        "sampler's floating-point error, (1 + e^ε)·D·tv per coordinate (`lmdock.common.noise`), would exceed δ/2 for "
+        "sampler's floating-point error, (1 + e^ε)·D·tv per coordinate (`lmdock.common.noise`), "
+        "would exceed δ/2 for "
         f"D = {results['profile']['feature_dim']}. It is a guard of the privacy layer, not of this harness.\n"
     )
 
