@@ -80,6 +80,13 @@ def adapter_variant(
     return out
 
 
+def tar_member(name: str, kind: bytes = tarfile.REGTYPE, size: int = 0, link: str = "") -> tarfile.TarInfo:
+    """A tar header for a member of the given type, size and link target (hostile-package tests)."""
+    info = tarfile.TarInfo(name)
+    info.type, info.size, info.linkname = kind, size, link
+    return info
+
+
 def rewrite_tar(src: Path, dst: Path, *, change=None, add=None, drop=()) -> Path:
     """Copy a package tar, altering members: change={name: bytes}, add=[TarInfo, bytes|None]."""
     with tarfile.open(src) as tin, tarfile.open(dst, "w") as tout:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import grpc
@@ -234,9 +235,7 @@ def test_bad_input_at_every_rpc(stub, market, packages, profile) -> None:
                 iter(
                     [
                         pb.UploadRequest(
-                            header=pb.UploadHeader(
-                                sha256=__import__("hashlib").sha256(b"garbage").hexdigest(), size=7
-                            )
+                            header=pb.UploadHeader(sha256=hashlib.sha256(b"garbage").hexdigest(), size=7)
                         ),
                         pb.UploadRequest(chunk=b"garbage"),
                     ]

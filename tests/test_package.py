@@ -7,7 +7,7 @@ from lmdock.common.errors import IntegrityError, InvalidArgument
 from lmdock.common.package import unpack_package, verify_folder
 from lmdock.common.signing import generate_key, public_key_to_b64
 
-from tests.helpers import cluster_spec, make_adapter, make_package
+from tests.helpers import cluster_spec, make_adapter, make_package, tar_member
 from tests.helpers import rewrite_tar as rewrite
 
 
@@ -66,23 +66,17 @@ def test_wrong_pinned_key_is_refused(package: Path, tmp_path: Path) -> None:
         unpack_package(package, tmp_path / "out", trusted_key=other)
 
 
-def _member(name: str, kind: bytes = tarfile.REGTYPE, size: int = 0, link: str = "") -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type, info.size, info.linkname = kind, size, link
-    return info
-
-
 @pytest.mark.parametrize(
     ("member", "data", "message"),
     [
-        (_member("evil", tarfile.SYMTYPE, link="/etc/passwd"), None, "not a regular file"),
-        (_member("../escape.json", size=2), b"{}", "not allowed"),
-        (_member("sub/dir.json", size=2), b"{}", "not allowed"),
-        (_member("model.bin", size=4), b"\x80\x04K.", "not allowed"),
-        (_member("payload.py", size=4), b"pass", "not allowed"),
-        (_member("notes.txt", size=2), b"hi", "not allowed"),
-        (_member("extra.json", size=2), b"{}", "differ from the manifest"),
-        (_member("manifest.json", size=2), b"{}", "twice"),
+        (tar_member("evil", tarfile.SYMTYPE, link="/etc/passwd"), None, "not a regular file"),
+        (tar_member("../escape.json", size=2), b"{}", "not allowed"),
+        (tar_member("sub/dir.json", size=2), b"{}", "not allowed"),
+        (tar_member("model.bin", size=4), b"\x80\x04K.", "not allowed"),
+        (tar_member("payload.py", size=4), b"pass", "not allowed"),
+        (tar_member("notes.txt", size=2), b"hi", "not allowed"),
+        (tar_member("extra.json", size=2), b"{}", "differ from the manifest"),
+        (tar_member("manifest.json", size=2), b"{}", "twice"),
     ],
 )
 def test_forbidden_members_are_refused(package: Path, tmp_path: Path, member, data, message) -> None:

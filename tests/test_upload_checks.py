@@ -14,7 +14,14 @@ from lmdock.common.signing import generate_key
 from lmdock.server.auth import AccessPolicy
 from lmdock.server.market import MarketLimits
 
-from tests.helpers import adapter_variant, cluster_spec, make_adapter, make_package, rewrite_tar
+from tests.helpers import (
+    adapter_variant,
+    cluster_spec,
+    make_adapter,
+    make_package,
+    rewrite_tar,
+    tar_member,
+)
 from tests.market_helpers import TINY_BERT, running_market, status_of
 
 TINY_LLAMA = "tiny-llama"
@@ -138,21 +145,15 @@ def test_not_a_safetensors_file_is_refused(market, adapter: Path, tmp_path: Path
     assert "not a valid safetensors file" in outcome
 
 
-def _member(name: str, kind: bytes = tarfile.REGTYPE, size: int = 0, link: str = "") -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type, info.size, info.linkname = kind, size, link
-    return info
-
-
 @pytest.mark.parametrize(
     ("member", "data", "message"),
     [
-        (_member("adapter_model.bin", size=4), b"\x80\x04K.", "not allowed"),
-        (_member("loader.py", size=4), b"pass", "not allowed"),
-        (_member("inner.tar", size=4), b"tar!", "not allowed"),
-        (_member("../escape.json", size=2), b"{}", "not allowed"),
-        (_member("evil", tarfile.SYMTYPE, link="/etc/passwd"), None, "not a regular file"),
-        (_member("notes.md", size=2), b"hi", "not allowed"),
+        (tar_member("adapter_model.bin", size=4), b"\x80\x04K.", "not allowed"),
+        (tar_member("loader.py", size=4), b"pass", "not allowed"),
+        (tar_member("inner.tar", size=4), b"tar!", "not allowed"),
+        (tar_member("../escape.json", size=2), b"{}", "not allowed"),
+        (tar_member("evil", tarfile.SYMTYPE, link="/etc/passwd"), None, "not a regular file"),
+        (tar_member("notes.md", size=2), b"hi", "not allowed"),
     ],
 )
 def test_forbidden_files_are_refused(market, adapter, tmp_path: Path, profile, member, data, message) -> None:
