@@ -82,11 +82,7 @@ def _status(args: argparse.Namespace) -> int:
     if status.repairs:
         print(f"  repaired               {status.repairs} damaged cache entr(y/ies) re-downloaded")
     print()
-    print(
-        _task_table(status.tasks)
-        if status.tasks
-        else "no tasks yet: add one with `lmdock task add NAME --data FILE`"
-    )
+    print(_task_table(status.tasks))
     if status.loaded:
         print()
         rows = [
@@ -108,6 +104,8 @@ def _status_dict(status: Any) -> dict[str, Any]:
 def _task_table(tasks: Any) -> str:
     from lmdock.client.output import table
 
+    if not tasks:
+        return "no tasks yet: add one with `lmdock task add NAME --data FILE`"
     rows = []
     for t in tasks:
         state = f"{t.state} ({t.stage})" if t.stage else t.state
@@ -214,7 +212,7 @@ def _task_add(args: argparse.Namespace) -> int:
     settings = _settings(args)
     with _client(args) as client:
         record = client.add_task(settings, replace=args.replace, progress=_StageProgress(not args.json))
-        http = client.status().http_address
+        http = client.http_address
     _print_task(record, args.json, http=http)
     return 0
 
@@ -222,7 +220,7 @@ def _task_add(args: argparse.Namespace) -> int:
 def _task_retry(args: argparse.Namespace) -> int:
     with _client(args) as client:
         record = client.retry_task(args.name, progress=_StageProgress(not args.json))
-        http = client.status().http_address
+        http = client.http_address
     _print_task(record, args.json, http=http)
     return 0
 
@@ -235,9 +233,7 @@ def _task_list(args: argparse.Namespace) -> int:
     if args.json:
         emit_json([t.to_dict() for t in tasks])
     else:
-        print(
-            _task_table(tasks) if tasks else "no tasks yet: add one with `lmdock task add NAME --data FILE`"
-        )
+        print(_task_table(tasks))
     return 0
 
 
@@ -246,7 +242,7 @@ def _task_show(args: argparse.Namespace) -> int:
 
     with _client(args) as client:
         matches = [t for t in client.tasks() if t.name == args.name]
-        http = client.status().http_address
+        http = client.http_address
     if not matches:
         raise NotFound(f"no task named {args.name!r}; `lmdock task list` shows the tasks")
     _print_task(matches[0], args.json, http=http)

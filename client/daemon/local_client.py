@@ -24,8 +24,9 @@ Progress = Callable[[str, int, int], None]
 
 
 class LocalClient:
-    def __init__(self, address: str, token: str, *, timeout: float = 600.0) -> None:
+    def __init__(self, address: str, token: str, *, http_address: str = "", timeout: float = 600.0) -> None:
         self.address = address
+        self.http_address = http_address  # the daemon's HTTP API, when known from its run file
         self.timeout = timeout
         self._metadata = (("authorization", f"Bearer {token}"),)
         self._channel = grpc.insecure_channel(address)
@@ -37,7 +38,7 @@ class LocalClient:
     ) -> LocalClient:
         """Find the daemon that runs with `config` (its run file) and authenticate with its token."""
         info = read_runfile(config.state_dir, config_hint=config_hint)
-        return cls(info.grpc, read_token(config.token_file), timeout=timeout)
+        return cls(info.grpc, read_token(config.token_file), http_address=info.http, timeout=timeout)
 
     def __enter__(self) -> LocalClient:
         return self
