@@ -15,6 +15,7 @@ __all__ = ["Classification", "Generation", "GenerationOptions"]
 class Classification:
     label: str
     scores: dict[str, float]  # softmax probability of every label
+    prompt_tokens: int = 0  # input tokens read (after truncation), for usage reports
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ metadata, and only over TLS or to a loopback address.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import socket
 import ssl
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from lmdock.client.addresses import is_loopback
 from lmdock.common.errors import FailedPrecondition, IntegrityError, InvalidArgument
 
 __all__ = ["MAX_MESSAGE_BYTES", "TlsOptions", "WireRecorder", "certificate_sha256", "open_channel"]
@@ -126,15 +126,6 @@ def _split_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def certificate_sha256(address: str, tls: TlsOptions, *, timeout: float = 10.0) -> tuple[str, bytes]:
     """(sha256 hex of the DER certificate the market presents, that certificate as PEM).
 
@@ -219,7 +210,7 @@ def open_channel(
     ]
     host, _ = _split_address(address)
     if tls is None:
-        if api_key and not _is_loopback(host):
+        if api_key and not is_loopback(host):
             raise InvalidArgument(
                 f"refusing to send an API key to {address} without TLS; give the market's CA (--tls-ca)"
             )

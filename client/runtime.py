@@ -126,9 +126,6 @@ class SharedBase:
             if self._adapters:
                 self._model.delete_adapter(peft_name)
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, truncation=True, max_length=self.max_input_tokens)["input_ids"])
-
     def chat_prompt(self, messages: Sequence[dict[str, str]]) -> str:
         """The prompt for a chat: the tokenizer's chat template, or plain "role: content" lines."""
         if getattr(self.tokenizer, "chat_template", None):
@@ -148,9 +145,11 @@ class SharedBase:
                 batch = self._encode(texts[start : start + batch_size])
                 logits = classification_logits(self._model, batch, task.pooling)
                 probabilities = logits.float().softmax(-1).cpu()
-                for row in probabilities.tolist():
+                prompt_tokens = batch["attention_mask"].sum(-1).tolist()
+                for row, used in zip(probabilities.tolist(), prompt_tokens, strict=True):
                     best = max(range(len(row)), key=row.__getitem__)
-                    out.append(Classification(task.labels[best], dict(zip(task.labels, row, strict=True))))
+                    scores = dict(zip(task.labels, row, strict=True))
+                    out.append(Classification(task.labels[best], scores, used))
         return out
 
     @torch.inference_mode()

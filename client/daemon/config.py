@@ -9,7 +9,6 @@ folder, and the whole config round-trips through JSON (`to_dict` / `from_dict`),
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import re
 import tomllib
 import typing
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lmdock.client.addresses import is_loopback
 from lmdock.client.cache import default_cache_dir
 from lmdock.client.task_files import FORMATS
 from lmdock.common.errors import InvalidArgument
@@ -67,15 +67,6 @@ def parse_address(address: str, *, where: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise InvalidArgument(f"{where} must look like 127.0.0.1:8421, not {address!r}")
     return host, int(port)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)
@@ -190,7 +181,7 @@ class ApiSettings:
             if not address:
                 continue
             host, _ = parse_address(address, where=f"api.{key}")
-            if not self.allow_remote and not _is_loopback(host):
+            if not self.allow_remote and not is_loopback(host):
                 raise InvalidArgument(
                     f"api.{key} = {address!r} can be reached from other machines; listen on 127.0.0.1, "
                     "or set api.allow_remote = true if you mean it (and put TLS in front)"

@@ -14,6 +14,7 @@ from concurrent import futures
 from typing import Any, NoReturn
 
 import grpc
+from lmdock.client.channel import MAX_MESSAGE_BYTES
 from lmdock.client.daemon import local_serde as serde
 from lmdock.client.daemon.auth import bearer_matches
 from lmdock.client.daemon.openai_schema import COMPLETIONS_DEFAULT_MAX_TOKENS
@@ -25,7 +26,6 @@ from lmdock.v1 import local_pb2_grpc as pb_grpc
 __all__ = ["create_local_server"]
 
 log = logging.getLogger(__name__)
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
 class _BearerAuth(grpc.ServerInterceptor):
@@ -44,11 +44,11 @@ class _BearerAuth(grpc.ServerInterceptor):
         self._deny_stream = grpc.unary_stream_rpc_method_handler(deny)
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
-        header = dict(details.invocation_metadata).get("authorization")
-        if bearer_matches(header, self._token):
-            return continuation(details)
-        streaming = details.method.endswith(("/AddTask", "/RetryTask"))
-        return self._deny_stream if streaming else self._deny
+        handler = continuation(details)
+        if bearer_matches(dict(details.invocation_metadata).get("authorization"), self._token):
+            return handler
+        # refuse with a handler of the method's own kind, so streaming callers get the status too
+        return self._deny_stream if handler is not None and handler.unary_stream else self._deny
 
 
 def _abort(context: grpc.ServicerContext, exc: Exception) -> NoReturn:

@@ -20,16 +20,15 @@ from lmdock.client.daemon.config import TaskSettings
 from lmdock.client.files import atomic_write_text
 from lmdock.common.errors import AlreadyExists, IntegrityError, NotFound
 
-__all__ = ["STATES", "TaskRecord", "TaskRegistry"]
+__all__ = ["TaskRecord", "TaskRegistry"]
 
-STATES = ("registered", "preparing", "ready", "failed")
 _FILE_VERSION = 1
 
 
 @dataclass(frozen=True)
 class TaskRecord:
     settings: TaskSettings
-    state: str = "registered"
+    state: str = "registered"  # then preparing, and ready or failed
     stage: str = ""  # while preparing: reading, embedding, searching, downloading, verifying
     learnware_id: str = ""
     kind: str = ""  # classification or generation, once a learnware is chosen

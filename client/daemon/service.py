@@ -155,12 +155,8 @@ class Daemon:
             ).result()
         finally:
             self._in_flight.release()
-        if record.kind == "classification":
-            prompt_tokens, completion_tokens = sum(batcher.host.count_tokens(p) for p in prompts), 0
-        else:
-            generations = [c for c in choices if isinstance(c, Generation)]
-            prompt_tokens = sum(g.prompt_tokens for g in generations)
-            completion_tokens = sum(g.completion_tokens for g in generations)
+        prompt_tokens = sum(c.prompt_tokens for c in choices)
+        completion_tokens = sum(c.completion_tokens for c in choices if isinstance(c, Generation))
         return Completion(
             model, record.learnware_id, record.kind, tuple(choices), prompt_tokens, completion_tokens
         )
