@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lmdock.common.errors import FailedPrecondition
 
-__all__ = ["atomic_write_text", "check_owner_only", "read_secret"]
+__all__ = ["atomic_write_text", "check_owner_only", "fsync_dir", "read_secret"]
 
 
 def atomic_write_text(path: Path, text: str, *, mode: int = 0o644) -> None:
@@ -29,11 +29,16 @@ def atomic_write_text(path: Path, text: str, *, mode: int = 0o644) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new file in folder `path` durable."""
+    fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)
+        os.fsync(fd)
     finally:
-        os.close(dir_fd)
+        os.close(fd)
 
 
 def check_owner_only(path: Path) -> None:

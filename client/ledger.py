@@ -33,13 +33,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from lmdock.client.files import atomic_write_text, fsync_dir
 from lmdock.common.accounting import Budget, Release, Spent, compose
 from lmdock.common.calibration import analytic_sigma
 from lmdock.common.canonical import canonical_json, sha256_hex
@@ -117,14 +117,6 @@ def _parse(line: str, seq: int, prev: str) -> Entry:
     except InvalidArgument as exc:
         raise IntegrityError(f"entry {seq}: {exc}") from None
     return Entry(seq=seq, digest=sha256_hex(line.encode("utf-8")), data=data)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Ledger:
@@ -271,19 +263,8 @@ class Ledger:
     # -- writing -------------------------------------------------------------------------------
 
     def _write_anchor(self, *, count: int, head: str, pending: str | None) -> None:
-        self.anchor.parent.mkdir(parents=True, exist_ok=True)
-        body = json.dumps({"count": count, "head": head, "pending": pending}).encode()
-        fd, tmp = tempfile.mkstemp(dir=self.anchor.parent, prefix=".anchor-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(body)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self.anchor)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(self.anchor.parent)
+        body = json.dumps({"count": count, "head": head, "pending": pending})
+        atomic_write_text(self.anchor, body, mode=0o600)
 
     def _append(self, line: str, *, cut_to: int | None = None) -> None:
         with self.path.open("r+b" if self.path.exists() else "wb") as out:
@@ -293,7 +274,7 @@ class Ledger:
             out.write(line.encode("utf-8") + b"\n")
             out.flush()
             os.fsync(out.fileno())
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
 
     def _finish_interrupted(self, state: LedgerState, cut_to: int) -> None:
         """Write the pending entry out in full (if torn or missing) and commit it in the anchor."""
