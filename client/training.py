@@ -28,7 +28,6 @@ from lmdock.common.package import TaskInfo
 
 __all__ = [
     "PROBE_TRAINING",
-    "ClassifierTraining",
     "TrainingConfig",
     "TrainingReport",
     "dp_plan_for",
@@ -61,9 +60,6 @@ class TrainingConfig:
         if not 0 <= self.dropout < 1:
             raise InvalidArgument(f"LoRA dropout must be in [0, 1), got {self.dropout}")
 
-
-#: The name lab/reference.py trains its classifiers with.
-ClassifierTraining = TrainingConfig
 
 #: Defaults of a linear probe (a mean-pooled classifier: what DP classification builds train),
 #: measured with benchmarks/dp_training.py (docs/publishing.md).

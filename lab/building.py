@@ -28,7 +28,7 @@ from lmdock.client.embedder import Embedder
 from lmdock.client.operations import score_predictions
 from lmdock.client.publishing import package_learnware
 from lmdock.client.runtime import load_learnware, zero_shot_classify
-from lmdock.client.training import ClassifierTraining, train_classifier
+from lmdock.client.training import TrainingConfig, train_classifier
 from lmdock.common.canonical import canonical_json, sha256_hex
 from lmdock.common.embedders import DEFAULT_EMBEDDER
 from lmdock.common.package import FORMAT, TaskInfo
@@ -54,7 +54,7 @@ class Recipe:
     train_labels: tuple[str, ...]
     eval_texts: tuple[str, ...]
     eval_labels: tuple[str, ...]
-    training: ClassifierTraining
+    training: TrainingConfig
     #: What the spec summarises; empty means the training texts.
     spec_texts: tuple[str, ...] = ()
 

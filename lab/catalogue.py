@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmdock.client.training import ClassifierTraining
+from lmdock.client.training import TrainingConfig
 from lmdock.common.errors import InvalidArgument
 from lmdock.lab.building import Recipe
 from lmdock.lab.datasets import Record, Selection, load_records, position, select
@@ -111,9 +111,9 @@ def _recipe(definition: LearnwareDef, data: _Data, licences: dict[str, str], qui
     labels = tuple(sorted({label for _, label in train}))
     if len(labels) < 2 or not evaluation:
         raise InvalidArgument(f"learnware {definition.id}: too little data ({len(pairs)} records)")
-    config = ClassifierTraining(epochs=_epochs(definition, len(train)), max_tokens=definition.max_tokens)
+    config = TrainingConfig(epochs=_epochs(definition, len(train)), max_tokens=definition.max_tokens)
     if quick:
-        config = ClassifierTraining(epochs=3, max_tokens=32)
+        config = TrainingConfig(epochs=3, max_tokens=32)
     datasets = sorted({s.dataset for s in definition.data})
     return Recipe(
         learnware_id=definition.id,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from lmdock.client.training import ClassifierTraining
+from lmdock.client.training import TrainingConfig
 from lmdock.common.profile import SpecProfile
 from lmdock.lab.building import Log, Recipe, build_packages, publisher_key
 from lmdock.lab.refdata import REFERENCE_SETS, ReferenceSet, label_set, load_split
@@ -26,9 +26,9 @@ def _recipe(ref: ReferenceSet, quick: bool) -> Recipe:
     spec_texts = train_texts  # the spec always summarises the whole training split
     if quick:
         train_texts, train_labels = train_texts[:QUICK_RECORDS], train_labels[:QUICK_RECORDS]
-        config = ClassifierTraining(epochs=1, max_tokens=32)
+        config = TrainingConfig(epochs=1, max_tokens=32)
     else:
-        config = ClassifierTraining(epochs=ref.epochs, max_tokens=ref.max_tokens)
+        config = TrainingConfig(epochs=ref.epochs, max_tokens=ref.max_tokens)
     return Recipe(
         learnware_id=ref.learnware_id,
         name=ref.name,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from lmdock.client import cli
 from lmdock.client.runtime import load_learnware
-from lmdock.client.training import ClassifierTraining, train_classifier
+from lmdock.client.training import TrainingConfig, train_classifier
 from lmdock.common.package import TaskInfo
 from lmdock.common.signing import generate_key
 from lmdock.lab.embedded import embedded_market
@@ -29,7 +29,7 @@ def test_trained_classifier_changes_weights_and_learns(tiny_bert: Path, tmp_path
         labels=GOLD,
         label_names=LABELS,
         out_dir=adapter,
-        config=ClassifierTraining(epochs=8, learning_rate=5e-3, batch_size=8, max_tokens=16),
+        config=TrainingConfig(epochs=8, learning_rate=5e-3, batch_size=8, max_tokens=16),
     )
     assert sorted(p.name for p in adapter.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
     weights = load_file(adapter / "adapter_model.safetensors")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -64,16 +65,6 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _key_dict(info: Any) -> dict[str, Any]:
-    return {
-        "key_id": info.key_id,
-        "publisher": info.publisher,
-        "public_key": info.public_key,
-        "created_at": info.created_at,
-        "revoked_at": info.revoked_at,
-    }
-
-
 def _register(args: argparse.Namespace) -> int:
     """Register the key's public half for the caller (admins: for --publisher). Re-running is safe."""
     from lmdock.client.output import emit_json
@@ -91,7 +82,7 @@ def _register(args: argparse.Namespace) -> int:
                 raise
             info, fresh = known[0], False
     if args.json:
-        emit_json({**_key_dict(info), "registered": fresh})
+        emit_json({**asdict(info), "registered": fresh})
     else:
         verb = "registered" if fresh else "already registered"
         print(f"{verb}: signing key {info.key_id} for publisher {info.publisher!r} on {args.market}")
@@ -104,7 +95,7 @@ def _list(args: argparse.Namespace) -> int:
     with market_client(args) as client:
         keys = client.signing_keys(args.publisher)
     if args.json:
-        emit_json([_key_dict(k) for k in keys])
+        emit_json([asdict(k) for k in keys])
         return 0
     rows = [(k.key_id, k.publisher, k.created_at, k.revoked_at or "-") for k in keys]
     print(table(["key id", "publisher", "registered", "revoked"], rows))
@@ -117,7 +108,7 @@ def _revoke(args: argparse.Namespace) -> int:
     with market_client(args) as client:
         info = client.revoke_signing_key(args.key_id)
     if args.json:
-        emit_json(_key_dict(info))
+        emit_json(asdict(info))
     else:
         print(f"revoked signing key {info.key_id} of publisher {info.publisher!r} at {info.revoked_at}")
     return 0
