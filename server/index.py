@@ -37,11 +37,7 @@ MIXTURE_COMPONENTS = 4
 class SpecIndex:
     def __init__(self, learnwares: Iterable[LearnwareInfo] = ()) -> None:
         self._lock = threading.Lock()
-        self._items: list[LearnwareInfo] = []
-        self._matrix = np.zeros((0, 0), dtype=np.float32)
-        self._sigmas = np.zeros(0)
-        for lw in learnwares:
-            self.add(lw)
+        self._rebuild(list(learnwares))  # stacked once, not once per learnware
 
     def __len__(self) -> int:
         return len(self._items)
@@ -57,9 +53,8 @@ class SpecIndex:
     def _rebuild(self, items: list[LearnwareInfo]) -> None:
         # Searches read (items, matrix, sigmas) under the lock, then work on that snapshot.
         self._items = items
-        dim = items[0].spec.values.shape[0] if items else 0
-        self._matrix = np.stack([x.spec.values for x in items]) if items else np.zeros((0, dim), np.float32)
-        self._sigmas = np.array([x.spec.privacy.sigma for x in items])
+        self._matrix = np.stack([x.spec.values for x in items]) if items else np.zeros((0, 0), np.float32)
+        self._sigmas = np.array([x.spec.privacy.sigma for x in items], dtype=np.float64)
 
     def search(self, query: Spec, *, top_k: int, mixture: bool = False) -> SearchResult:
         with self._lock:
@@ -72,11 +67,12 @@ class SpecIndex:
         b = np.sum(matrix.astype(np.float64) ** 2, axis=1) - sigmas**2 * dim
         denom = np.maximum(a + b, 1e-12)
         scores = np.clip(1.0 - dist / denom, 0.0, 1.0)
-        order = np.argsort(dist, kind="stable")[:top_k]
+        ranked = np.argsort(dist, kind="stable")
+        order = ranked[:top_k]
         components: tuple[MixtureComponent, ...] = ()
         residual = 0.0
         if mixture:
-            near = np.argsort(dist, kind="stable")[:MIXTURE_CANDIDATES]
+            near = ranked[:MIXTURE_CANDIDATES]
             found = explain_as_mixture(
                 query.values,
                 query.privacy.sigma,
