@@ -17,12 +17,9 @@ from lmdock.server.limits import Limiter, RateLimits
 from lmdock.server.market import Market
 from lmdock.server.observability import Observer
 from lmdock.server.servicer import MarketServicer
-from lmdock.v1 import market_pb2 as pb
 from lmdock.v1 import market_pb2_grpc as pb_grpc
 
-__all__ = ["SERVICE_NAME", "ServerSettings", "ServerTLS", "create_server"]
-
-SERVICE_NAME = SERVICE
+__all__ = ["ServerSettings", "ServerTLS", "create_server"]
 
 
 @dataclass(frozen=True)
@@ -90,11 +87,10 @@ def create_server(
     pb_grpc.add_MarketServiceServicer_to_server(MarketServicer(market), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", SERVICE_NAME):
+    for name in ("", SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     if settings.reflection:
-        names = (pb.DESCRIPTOR.services_by_name["MarketService"].full_name, health.SERVICE_NAME)
-        reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
+        reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = server.add_secure_port(address, tls.credentials()) if tls else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {address}")

@@ -21,10 +21,11 @@ from lmdock.server.grpc_errors import abort_with
 from lmdock.server.identity import Identity
 from lmdock.server.limits import Limiter
 from lmdock.server.observability import Observer
+from lmdock.v1 import market_pb2 as pb
 
 __all__ = ["MarketInterceptor", "caller_of"]
 
-SERVICE = "lmdock.v1.MarketService"
+SERVICE = pb.DESCRIPTOR.services_by_name["MarketService"].full_name  # what the checks guard
 STREAMING = ("Download", "Upload")
 
 

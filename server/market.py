@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmdock.common.errors import AlreadyExists, InvalidArgument, PermissionDenied
-from lmdock.common.package import Manifest, PackageLimits, unpack_package
+from lmdock.common.package import TASK_KINDS, Manifest, PackageLimits, unpack_package
 from lmdock.common.profile import SpecProfile
 from lmdock.common.records import LearnwareInfo, PackageHeader, SearchResult, SigningKeyInfo
 from lmdock.common.signing import Signature
@@ -29,8 +29,6 @@ from lmdock.server.index import SpecIndex
 from lmdock.server.signing_keys import SigningKeys
 
 __all__ = ["Market", "MarketLimits"]
-
-TASK_KINDS = ("", "classification", "generation")
 
 
 @dataclass(frozen=True)
@@ -111,7 +109,7 @@ class Market:
     ) -> Page:
         if page_size < 0 or page_size > self.limits.max_page_size:
             raise InvalidArgument(f"page_size must be in 0..{self.limits.max_page_size}")
-        if task_kind not in TASK_KINDS:
+        if task_kind and task_kind not in TASK_KINDS:  # "" lists every kind
             raise InvalidArgument(f"task_kind must be classification or generation, got {task_kind!r}")
         return self.catalogue.list(
             page_size=page_size or self.limits.default_page_size,
