@@ -200,11 +200,11 @@ def compose(releases: Sequence[Release], *, delta: float) -> Spent:
     validate_privacy(epsilon=1.0, delta=delta)
     if not releases:
         return Spent(epsilon=0.0, delta=delta, releases=0, method="none")
-    eps_sum = math.fsum(r.epsilon for r in releases)
-    if math.fsum(r.delta for r in releases) > delta * (1 + 1e-12):  # float sums of equal deltas
-        eps_sum = math.inf
+    total = math.fsum(r.epsilon for r in releases)
+    deltas_fit = math.fsum(r.delta for r in releases) <= delta * (1 + 1e-12)  # float sums of equal deltas
+    eps_sum = total if deltas_fit else math.inf
     tv = math.fsum(r.tv_slack for r in releases)
-    guess = math.fsum(r.epsilon for r in releases)
+    guess = total
     eps_pld = math.inf
     for _ in range(2):
         paid = (1.0 + math.exp(min(guess, 700.0))) * tv

@@ -85,10 +85,12 @@ class SpecProfile:
         if unknown:
             raise InvalidArgument(f"unknown spec profile fields: {sorted(unknown)}")
         values = {k: v for k, v in data.items() if k in known}
-        missing = sorted(
-            {"embedder_id", "embedder_sha256", "embedding_dim", "feature_dim", "feature_map_sha256"}
-            - set(values)
-        )
+        required = {
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        }
+        missing = sorted(required - set(values))
         if missing:
             raise InvalidArgument(f"spec profile lacks {', '.join(missing)}")
         try:

@@ -47,7 +47,7 @@ class LearnwareInfo:
     def from_manifest(
         cls, manifest: Manifest, *, sha256: str, size: int, created_at: str, signing_key_id: str = ""
     ) -> LearnwareInfo:
-        eps = manifest.training.get("epsilon")
+        dp_budget = manifest.dp_budget
         return cls(
             id=manifest.id,
             name=manifest.name,
@@ -65,7 +65,7 @@ class LearnwareInfo:
             created_at=created_at,
             eval_scores=dict(manifest.eval_scores),
             dp_trained=manifest.dp_trained,
-            dp_epsilon=float(eps) if manifest.dp_trained and eps is not None else 0.0,
+            dp_epsilon=dp_budget[0] if dp_budget else 0.0,
             signing_key_id=signing_key_id,
             updated_at=created_at,
         )
