@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import multiprocessing
-import os
 import sys
 import tempfile
 import time
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from lmdock.client.embedder import Embedder
+from lmdock.client.files import atomic_write_text
 from lmdock.client.operations import score_predictions
 from lmdock.client.publishing import package_learnware
 from lmdock.client.runtime import load_learnware, zero_shot_classify
@@ -109,15 +109,6 @@ def publisher_key(workdir: Path) -> Path:
         workdir.mkdir(parents=True, exist_ok=True)
         save_private_key(generate_key(), path)
     return path
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    with tmp.open("w", encoding="utf-8") as out:
-        json.dump(data, out, indent=1, sort_keys=True)
-        out.flush()
-        os.fsync(out.fileno())
-    tmp.replace(path)
 
 
 def _build(
@@ -212,7 +203,7 @@ def _build_into(
     key = load_private_key(key_file)
     stats = _build(recipe, partial, profile=profile, key=key, embedder=embedder, log=log)
     partial.replace(package)  # the package first: a missing sidecar only rebuilds
-    _write_json(sidecar, stats)
+    atomic_write_text(sidecar, json.dumps(stats, indent=1, sort_keys=True))
     for stale in folder.glob(f"{recipe.learnware_id}-*"):
         fingerprint = stale.name[len(recipe.learnware_id) + 1 :].split(".")[0]
         if stale not in (package, sidecar) and len(fingerprint) == 16:  # not a longer id's file

@@ -103,9 +103,11 @@ class _Data:
         return out
 
 
-def _recipe(definition: LearnwareDef, data: _Data, licences: dict[str, str], quick: bool) -> Recipe:
+def _recipe(
+    definition: LearnwareDef, selected: list[tuple[Record, str]], licences: dict[str, str], quick: bool
+) -> Recipe:
     # in split order across all selections, so a multi-source learnware evaluates on every source
-    pairs = sorted(data.pairs(definition.data), key=lambda p: position(p[0].dataset, p[0].id))
+    pairs = sorted(selected, key=lambda p: position(p[0].dataset, p[0].id))
     n_eval = math.ceil(definition.eval_fraction * len(pairs))
     evaluation, train = pairs[:n_eval], pairs[n_eval:]
     labels = tuple(sorted({label for _, label in train}))
@@ -157,13 +159,10 @@ def materialize(catalogue: Catalogue, root: Path, *, quick: bool = False) -> Mar
     ids = [d.id for d in catalogue.learnwares]
     if len(set(ids)) != len(ids):
         raise InvalidArgument("learnware ids must be unique")
-    used_ids: set[tuple[str, str]] = set()
-    used_texts: set[str] = set()
-    for d in catalogue.learnwares:
-        for r, _ in data.pairs(d.data):
-            used_ids.add((r.dataset, r.id))
-            used_texts.add(_normal(r.text))
-    recipes = tuple(_recipe(d, data, catalogue.licences, quick) for d in catalogue.learnwares)
+    selected = {d.id: data.pairs(d.data) for d in catalogue.learnwares}
+    used_ids = {(r.dataset, r.id) for pairs in selected.values() for r, _ in pairs}
+    used_texts = {_normal(r.text) for pairs in selected.values() for r, _ in pairs}
+    recipes = tuple(_recipe(d, selected[d.id], catalogue.licences, quick) for d in catalogue.learnwares)
     tasks = []
     for definition in catalogue.tasks:
         unknown = set(definition.right) - set(ids)

@@ -9,6 +9,7 @@ lmdock-lab tasks --out DIR [--data DIR]       write the user tasks as JSONL task
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -57,7 +58,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     settings = QUICK_SETTINGS if args.quick else FULL_SETTINGS
     if args.repeats:
-        settings = type(settings)(**{**settings.__dict__, "repeats": args.repeats})
+        settings = dataclasses.replace(settings, repeats=args.repeats)
     out = Path(args.out) if args.out else Path("results/quick" if args.quick else "results")
     docs = None if args.quick and not args.docs else Path(args.docs or "docs/results.md")
     readme = None if args.quick or not Path("README.md").exists() else Path("README.md")
@@ -97,19 +98,12 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _build(args: argparse.Namespace) -> int:
-    from lmdock.client.connection import MarketClient
+def _packages(args: argparse.Namespace, market: Any, profile: Any) -> Any:
+    """The reference market's signed packages under `profile`, built into the cache if missing."""
     from lmdock.lab.building import build_packages, publisher_key
-    from lmdock.lab.embedded import embedded_market
 
-    market, workdir = _market(args), _workdir(args)
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        embedded_market(Path(tmp) / "market") as (address, _),
-        MarketClient(address) as client,
-    ):
-        profile = client.profile()  # the profile a new market chooses; specs are computed under it
-    built = build_packages(
+    workdir = _workdir(args)
+    return build_packages(
         market.recipes,
         workdir / "packages",
         profile=profile,
@@ -117,6 +111,13 @@ def _build(args: argparse.Namespace) -> int:
         log=_log,
         jobs=args.jobs,
     )
+
+
+def _build(args: argparse.Namespace) -> int:
+    from lmdock.common.profiles import make_profile
+
+    profile = make_profile()  # the profile a new market chooses; specs are computed under it
+    built = _packages(args, _market(args), profile)
     rows = [
         {"id": b.recipe.learnware_id, "package": str(b.package), "eval_accuracy": b.stats["eval_accuracy"]}
         for b in built
@@ -131,24 +132,15 @@ def _build(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from lmdock.client.connection import MarketClient
-    from lmdock.lab.building import build_packages, publisher_key
     from lmdock.lab.embedded import embedded_market
 
-    market, workdir = _market(args), _workdir(args)
+    market = _market(args)
     market_dir = (
         Path(args.market_dir) if args.market_dir else Path(tempfile.mkdtemp(prefix="lmdock-reference-"))
     )
     with embedded_market(market_dir) as (address, _):
         with MarketClient(address) as client:
-            profile = client.profile()
-            built = build_packages(
-                market.recipes,
-                workdir / "packages",
-                profile=profile,
-                key_file=publisher_key(workdir),
-                log=_log,
-                jobs=args.jobs,
-            )
+            built = _packages(args, market, client.profile())
             present = {lw.id for lw in client.list()}
             for b in built:
                 if b.recipe.learnware_id not in present:

@@ -60,7 +60,6 @@ def demo_report(workdir: Path, *, log: Any = print, quick: bool = False) -> dict
         log(
             f"hospital: DP spec of {len(texts)} questions sent ({bytes_sent} bytes in all); matched {matched}"
         )
-        matched_score = run_task(cache, matched, task).score or 0.0
         base_score = (
             score_predictions(zero_shot_classify(DEFAULT_EMBEDDER, texts, label_set(HOSPITAL_SAMPLE)), labels)
             or 0.0
@@ -71,6 +70,7 @@ def demo_report(workdir: Path, *, log: Any = print, quick: bool = False) -> dict
             for lw in evaluator.list():
                 pull(evaluator, cache, lw.id)
                 per_learnware[lw.id] = run_task(cache, lw.id, task).score or 0.0
+    matched_score = per_learnware[matched]  # every learnware was run once, the matched one too
     random_score = sum(per_learnware.values()) / len(per_learnware)
     return {
         "task": f"{HOSPITAL_SAMPLE} held-out questions",

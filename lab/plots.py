@@ -33,7 +33,6 @@ def _privacy(
     xs: list[float],
     ticks: list[str],
     xlabel: str,
-    log_x: bool,
     out: Path,
 ) -> None:
     ok = [(x, t, p) for x, t, p in zip(xs, ticks, points, strict=True) if "unavailable" not in p]
@@ -42,8 +41,7 @@ def _privacy(
     _curve(ax, xs, points, "labels", "ratio_to_oracle", "selected / oracle score (spec + labels)", "o-")
     _curve(ax, xs, points, "labels", "top1", "top-1 identification (spec + labels)", "s--")
     _curve(ax, xs, points, "spec_only", "top1", "top-1 identification (spec only)", "^:")
-    if log_x:
-        ax.set_xscale("log")
+    ax.set_xscale("log")  # epsilon and n both span decades
     ax.set_xticks(xs)
     ax.set_xticklabels(ticks)
     ax.minorticks_off()
@@ -90,7 +88,7 @@ def write_plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
     xs = [p["epsilon"] if p["epsilon"] is not None else top for p in eps_points]
     ticks = [f"{p['epsilon']:g}" if p["epsilon"] is not None else "∞" for p in eps_points]
     paths = [out_dir / "privacy_epsilon.png", out_dir / "privacy_size.png", out_dir / "reuse.png"]
-    _privacy(plt, eps_points, xs, ticks, "ε (δ = 1e-6, whole task)", True, paths[0])
+    _privacy(plt, eps_points, xs, ticks, "ε (δ = 1e-6, whole task)", paths[0])
     size_points = results["privacy"]["size"]
     ns = [float(p["n"]) for p in size_points]
     _privacy(
@@ -99,7 +97,6 @@ def write_plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
         ns,
         [str(p["n"]) for p in size_points],
         "task size n (ε = 1, δ = 1e-6)",
-        True,
         paths[1],
     )
     _reuse(plt, results, paths[2])

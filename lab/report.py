@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lmdock.client.files import atomic_write_text
 from lmdock.common.errors import FailedPrecondition
 from lmdock.lab.plots import write_plots
 from lmdock.lab.results_doc import headline_table, results_markdown
@@ -17,18 +18,8 @@ README_BEGIN = "<!-- lmdock-lab:headline:begin -->"
 README_END = "<!-- lmdock-lab:headline:end -->"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    tmp.replace(path)
-
-
 def _json(path: Path, data: Any) -> None:
-    _atomic_write(path, json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 def _rounded(scores: dict[str, Any]) -> dict[str, Any]:
@@ -48,7 +39,7 @@ def update_readme(readme: Path, block: str) -> bool:
         return False
     head, rest = text.split(README_BEGIN, 1)
     _, tail = rest.split(README_END, 1)
-    _atomic_write(readme, f"{head}{README_BEGIN}\n{block}{README_END}{tail}")
+    atomic_write_text(readme, f"{head}{README_BEGIN}\n{block}{README_END}{tail}")
     return True
 
 
@@ -112,7 +103,7 @@ def render(results: dict[str, Any], out_dir: Path, *, docs: Path | None, readme:
     """The plots, the markdown report and the README block, from the results."""
     written = write_plots(results, out_dir)
     if docs is not None:
-        _atomic_write(docs, results_markdown(results, plots_from=os.path.relpath(out_dir, docs.parent)))
+        atomic_write_text(docs, results_markdown(results, plots_from=os.path.relpath(out_dir, docs.parent)))
         written.append(docs)
     if readme is not None and update_readme(
         readme, headline_table(results, plot=os.path.relpath(out_dir, readme.parent))

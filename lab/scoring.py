@@ -21,6 +21,7 @@ from pathlib import Path
 
 from lmdock.client.cache import AdapterCache
 from lmdock.client.connection import MarketClient
+from lmdock.client.files import atomic_write_text
 from lmdock.client.operations import pull, score_predictions
 from lmdock.client.runtime import load_learnware, zero_shot_classify
 from lmdock.common.canonical import canonical_json, sha256_hex
@@ -111,7 +112,5 @@ def compute_scores(
         for t in tasks
     }
     scores = Scores(matrix, base, can, seconds)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(scores.to_dict(), sort_keys=True), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(scores.to_dict(), sort_keys=True))
     return scores
