@@ -59,7 +59,7 @@ class EmbeddedSet:
     embeddings: np.ndarray  # (n, d) float32 unit rows
 
 
-def _records(path: Path) -> list[dict[str, object]]:
+def read_records(path: Path) -> list[dict[str, object]]:
     # split on "\n" only: str.splitlines also splits on U+2028 inside JSON strings
     return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
 
@@ -67,7 +67,7 @@ def _records(path: Path) -> list[dict[str, object]]:
 def load_embedded(name: str, profile: SpecProfile) -> EmbeddedSet:
     """The data set's texts, labels and unit embeddings under `profile` (cached)."""
     path = data_dir() / name / "data.jsonl"
-    records = _records(path)
+    records = read_records(path)
     texts = tuple(str(r["text"]) for r in records)
     labels = tuple(None if r.get("label") is None else str(r["label"]) for r in records)
     key = f"{profile.embedder_sha256[:12]}-{profile.max_tokens}-{sha256_file(path)[:12]}"

@@ -30,7 +30,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from corpus import data_dir
+from corpus import data_dir, read_records
 from lmdock.client.dp_sgd import DPConfig
 from lmdock.client.runtime import load_learnware, zero_shot_classify
 from lmdock.client.training import PROBE_TRAINING, TrainingConfig, train_adapter
@@ -42,8 +42,7 @@ DELTA = 1e-6
 
 
 def split(name: str, train: int, test: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    path = data_dir() / TASKS[name] / "data.jsonl"
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+    records = read_records(data_dir() / TASKS[name] / "data.jsonl")
     random.Random(0).shuffle(records)
     return records[: min(train, len(records) - test)], records[-test:]
 

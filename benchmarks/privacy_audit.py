@@ -26,6 +26,7 @@ claim unless the mechanism is broken (`noise_scale` < 1 simulates a broken one i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import time
@@ -113,9 +114,7 @@ def audit(
         raise ValueError(f"n must be its own size bucket (e.g. 96), got {n}")
     calibration = calibrate(epsilon=epsilon, delta=delta, clip_radius=CLIP_RADIUS, bucket=n, dim=dim)
     if noise_scale != 1.0:  # a deliberately broken mechanism, to show the audit has teeth
-        calibration = Calibration(
-            **{**calibration.__dict__, "sigma": calibration.sigma * noise_scale}  # type: ignore[arg-type]
-        )
+        calibration = dataclasses.replace(calibration, sigma=calibration.sigma * noise_scale)
     mean_x, mean_x_prime = neighbours(n, dim)
     sigma = calibration.sigma
     shift = (mean_x[0] - mean_x_prime[0]) / sigma
