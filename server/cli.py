@@ -20,11 +20,12 @@ from lmdock.server.app import ServerSettings, ServerTLS, create_server
 from lmdock.server.auth import AccessPolicy
 from lmdock.server.base_models import BaseModels, parse_base_model_option
 from lmdock.server.config import load_or_create_profile
+from lmdock.server.database_options import add_database_options, database_url
 from lmdock.server.db import Database
 from lmdock.server.identity import Role
 from lmdock.server.keys_cli import add_keys_commands
 from lmdock.server.limits import RateLimits
-from lmdock.server.market import Market, MarketLimits, default_db_url
+from lmdock.server.market import Market, MarketLimits
 from lmdock.server.observability import Observer, serve_metrics
 
 log = logging.getLogger("lmdock.market")
@@ -106,27 +107,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    db = Database(_db_url(args))  # opening migrates
+    db = Database(database_url(args))  # opening migrates
     db.close()
     print(json.dumps({"migrated": True}))
     return 0
-
-
-def _db_url(args: argparse.Namespace) -> str:
-    if args.db_url:
-        return str(args.db_url)
-    data_dir = Path(args.data_dir).expanduser()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    return default_db_url(data_dir)
-
-
-def add_database_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", required=True, help="catalogue, blobs and profile live here")
-    p.add_argument(
-        "--db-url",
-        default="",
-        help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (default: SQLite in the data dir)",
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="bring the database schema up to date")
     add_database_options(migrate)
     migrate.set_defaults(func=_migrate)
-    add_keys_commands(sub, add_database_options, _db_url)
+    add_keys_commands(sub)
     return parser
 
 

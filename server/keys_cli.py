@@ -8,27 +8,31 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any
 
 from lmdock.server.apikeys import ApiKeys
+from lmdock.server.database_options import add_database_options, database_url
 from lmdock.server.db import Database
 from lmdock.server.identity import Role
 
 __all__ = ["add_keys_commands"]
 
 
-def _keys(args: argparse.Namespace) -> ApiKeys:
-    return ApiKeys(Database(args.db_url_of(args)))
+@contextmanager
+def _keys(args: argparse.Namespace) -> Iterator[ApiKeys]:
+    store = ApiKeys(Database(database_url(args)))
+    try:
+        yield store
+    finally:
+        store.db.close()
 
 
 def _create(args: argparse.Namespace) -> int:
-    store = _keys(args)
-    try:
+    with _keys(args) as store:
         info, key = store.create(args.principal, Role.parse(args.role), note=args.note)
-    finally:
-        store.db.close()
     if args.json:
         print(json.dumps({**asdict(info), "api_key": key}))
     else:
@@ -38,11 +42,8 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    store = _keys(args)
-    try:
+    with _keys(args) as store:
         keys = store.list()
-    finally:
-        store.db.close()
     if args.json:
         print(json.dumps([asdict(k) for k in keys]))
         return 0
@@ -53,11 +54,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    store = _keys(args)
-    try:
+    with _keys(args) as store:
         info = store.revoke(args.key_id)
-    finally:
-        store.db.close()
     print(
         json.dumps(asdict(info))
         if args.json
@@ -66,11 +64,7 @@ def _revoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_keys_commands(
-    sub: Any,
-    add_database_options: Callable[[argparse.ArgumentParser], None],
-    db_url_of: Callable[[argparse.Namespace], str],
-) -> None:
+def add_keys_commands(sub: Any) -> None:
     keys = sub.add_parser("keys", help="manage API keys")
     actions = keys.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="create a key and print it (once)")
@@ -86,4 +80,3 @@ def add_keys_commands(
     for p in (create, listing, revoke):
         add_database_options(p)
         p.add_argument("--json", action="store_true", help="machine-readable output")
-        p.set_defaults(db_url_of=db_url_of)
