@@ -90,7 +90,7 @@ def load_all(profile: SpecProfile) -> list[EmbeddedSet]:
 
 
 if __name__ == "__main__":
-    from lmdock.common.profiles import make_profile
+    from lmdock.common.profile_factory import make_profile
 
     for s in load_all(make_profile()):
         print(s.name, s.embeddings.shape)

@@ -24,9 +24,9 @@ from typing import Any
 from lmdock.client.connection import MarketClient
 from lmdock.client.daemon.app import RunningDaemon
 from lmdock.client.daemon.config import DaemonConfig, TaskSettings
-from lmdock.client.specs import public_spec
-from lmdock.client.training import tidy_adapter_folder
-from lmdock.common.embedders import DEFAULT_EMBEDDER, embedder_dir
+from lmdock.client.publish.training import tidy_adapter_folder
+from lmdock.client.spec_release import public_spec
+from lmdock.common.embedder_files import DEFAULT_EMBEDDER, embedder_dir
 from lmdock.common.package import TaskInfo, write_package
 from lmdock.common.signing import generate_key
 from lmdock.lab.embedded import embedded_market

@@ -4,7 +4,7 @@ For each task (MedQuAD question types, 15 labels; Twitter Financial News sentime
 labels; from the shared data, see `corpus`), the records are shuffled once (seed 0), the last
 `--test` are held out and up to `--train` of the others train. Each run goes through the code
 `lmdock build --dp-epsilon` runs: `train_adapter` with a mean-pooled classifier (a linear probe,
-`lmdock.client.probe`), DP-SGD calibrated for replace-one neighbours at delta = 1e-6 with the
+`lmdock.client.publish.probe`), DP-SGD calibrated for replace-one neighbours at delta = 1e-6 with the
 default recipe (`PROBE_TRAINING`), then `load_learnware(...).predict` on the held-out texts.
 DP noise is fresh in every run (OS CSPRNG), so each epsilon is run `--repeats` times.
 
@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from corpus import data_dir, read_records
-from lmdock.client.dp_sgd import DPConfig
+from lmdock.client.publish.dp_sgd import DPConfig
+from lmdock.client.publish.training import PROBE_TRAINING, TrainingConfig, train_adapter
 from lmdock.client.runtime import load_learnware, zero_shot_classify
-from lmdock.client.training import PROBE_TRAINING, TrainingConfig, train_adapter
 from lmdock.common.package import TaskInfo
 
 BASE = "sentence-transformers/all-MiniLM-L6-v2"

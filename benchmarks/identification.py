@@ -41,7 +41,7 @@ from corpus import EmbeddedSet, load_all
 from lmdock.common.features import build_feature_map
 from lmdock.common.mechanism import add_noise, calibrate
 from lmdock.common.profile import SpecProfile
-from lmdock.common.profiles import make_profile
+from lmdock.common.profile_factory import make_profile
 from lmdock.common.spec import size_bucket
 
 DELTA = 1e-6

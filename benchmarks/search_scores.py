@@ -12,10 +12,10 @@ import json
 
 import numpy as np
 from lmdock.client.embedder import Embedder
-from lmdock.client.specs import features_of
+from lmdock.client.spec_release import features_of
+from lmdock.common.market_types import LearnwareInfo
 from lmdock.common.package import TaskInfo
-from lmdock.common.profiles import make_profile
-from lmdock.common.records import LearnwareInfo
+from lmdock.common.profile_factory import make_profile
 from lmdock.common.spec import exact_spec, release
 from lmdock.lab.refdata import load_split
 from lmdock.server.index import SpecIndex

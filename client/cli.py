@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-import warnings
 
 from lmdock.client.commands import daemon, demo, keys, ledger, market, publish
+from lmdock.client.models import quiet_model_libraries
 from lmdock.common.errors import LmdockError
 
 __all__ = ["build_parser", "main"]
@@ -22,18 +21,6 @@ REGISTRARS = (
     daemon.register,
     demo.register,
 )
-
-
-def _quiet_libraries() -> None:
-    """Model libraries warn loudly about things a user cannot act on; keep the CLI readable."""
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"(peft|transformers|torch)\.")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    _quiet_libraries()
+    quiet_model_libraries()
     try:
         return int(args.func(args))
     except LmdockError as exc:

@@ -18,8 +18,8 @@ from lmdock.client.channel import TlsOptions, WireRecorder, open_channel
 from lmdock.common import serde
 from lmdock.common.errors import IntegrityError, InvalidArgument, LmdockError, error_for_status
 from lmdock.common.hashing import sha256_file
+from lmdock.common.market_types import Caller, LearnwareInfo, PackageHeader, SearchResult, SigningKeyInfo
 from lmdock.common.profile import SpecProfile
-from lmdock.common.records import Caller, LearnwareInfo, PackageHeader, SearchResult, SigningKeyInfo
 from lmdock.common.spec import Spec
 from lmdock.v1 import market_pb2 as pb
 from lmdock.v1 import market_pb2_grpc as pb_grpc

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import numpy.typing as npt
 import torch
-from lmdock.common.embedders import embedder_dir, embedder_sha256
+from lmdock.common.embedder_files import embedder_dir, embedder_sha256
 from lmdock.common.errors import ProfileMismatch
 from lmdock.common.profile import SpecProfile
 from transformers import AutoModel, AutoTokenizer

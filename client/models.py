@@ -1,13 +1,15 @@
-"""Resolving a base model name to local files (no model hub at run time)."""
+"""Model libraries as lmdock uses them: base models from local files only (no hub), quietly."""
 
 from __future__ import annotations
 
+import os
+import warnings
 from pathlib import Path
 
-from lmdock.common.embedders import embedder_dir
+from lmdock.common.embedder_files import embedder_dir
 from lmdock.common.errors import FailedPrecondition
 
-__all__ = ["resolve_base_model"]
+__all__ = ["quiet_model_libraries", "resolve_base_model"]
 
 
 def resolve_base_model(name: str) -> Path:
@@ -25,3 +27,15 @@ def resolve_base_model(name: str) -> Path:
             f"base model {name!r} is not available locally: pass a local checkpoint folder "
             "(e.g. a downloaded Qwen2.5 directory) or pre-download it into the Hugging Face cache"
         ) from None
+
+
+def quiet_model_libraries() -> None:
+    """Model libraries warn loudly about things a user cannot act on; keep the CLI readable."""
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(peft|transformers|torch)\.")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from lmdock.client.cache import AdapterCache
 from lmdock.client.connection import MarketClient
 from lmdock.client.ledger import Ledger, dataset_id
-from lmdock.client.readers import TaskData
 from lmdock.client.runtime import load_learnware
-from lmdock.client.specs import Progress, debited_spec, private_spec
+from lmdock.client.spec_release import Progress, debited_spec, private_spec
+from lmdock.client.task import TaskData
 from lmdock.common.calibration import validate_privacy
 from lmdock.common.errors import IntegrityError, InvalidArgument
+from lmdock.common.market_types import SearchResult
 from lmdock.common.package import Manifest
-from lmdock.common.records import SearchResult
 from lmdock.common.spec import Spec
 
 __all__ = ["RunResult", "pull", "run_task", "score_predictions", "search_task"]

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from lmdock.common.errors import InvalidArgument
-from lmdock.common.package import TaskInfo
-from lmdock.common.profile import SpecProfile
-from lmdock.common.records import (
+from lmdock.common.market_types import (
     LearnwareInfo,
     Match,
     MixtureComponent,
@@ -14,6 +12,8 @@ from lmdock.common.records import (
     SearchResult,
     SigningKeyInfo,
 )
+from lmdock.common.package import TaskInfo
+from lmdock.common.profile import SpecProfile
 from lmdock.common.spec import Privacy, Spec
 from lmdock.v1 import market_pb2 as pb
 

@@ -26,11 +26,11 @@ import numpy.typing as npt
 from lmdock.client.embedder import Embedder
 from lmdock.client.files import atomic_write_text
 from lmdock.client.operations import score_predictions
-from lmdock.client.publishing import package_learnware
+from lmdock.client.publish.package import package_learnware
+from lmdock.client.publish.training import TrainingConfig, train_classifier
 from lmdock.client.runtime import load_learnware, zero_shot_classify
-from lmdock.client.training import TrainingConfig, train_classifier
 from lmdock.common.canonical import canonical_json, sha256_hex
-from lmdock.common.embedders import DEFAULT_EMBEDDER
+from lmdock.common.embedder_files import DEFAULT_EMBEDDER
 from lmdock.common.package import FORMAT, TaskInfo
 from lmdock.common.profile import SpecProfile
 from lmdock.common.signing import generate_key, load_private_key, save_private_key
@@ -217,9 +217,9 @@ def _stderr(message: str) -> None:
 def _worker(folder: Path, recipe: Recipe, profile: SpecProfile, key_file: Path, threads: int) -> str:
     """One build in a worker process (spawned: nothing is shared with the parent)."""
     import torch
-    from lmdock.client.cli import _quiet_libraries
+    from lmdock.client.models import quiet_model_libraries
 
-    _quiet_libraries()
+    quiet_model_libraries()
     torch.set_num_threads(threads)
     _build_into(
         folder, recipe, profile=profile, key_file=key_file, embedder=CachingEmbedder(profile), log=_stderr

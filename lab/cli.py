@@ -46,7 +46,7 @@ def _workdir(args: argparse.Namespace) -> Path:
 
 
 def _market(args: argparse.Namespace) -> Any:
-    from lmdock.lab.catalogue import materialize
+    from lmdock.lab.definitions import materialize
     from lmdock.lab.reference_market import FULL, QUICK
 
     return materialize(QUICK if args.quick else FULL, _data_root(args), quick=args.quick)
@@ -114,7 +114,7 @@ def _packages(args: argparse.Namespace, market: Any, profile: Any) -> Any:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from lmdock.common.profiles import make_profile
+    from lmdock.common.profile_factory import make_profile
 
     profile = make_profile()  # the profile a new market chooses; specs are computed under it
     built = _packages(args, _market(args), profile)
@@ -238,9 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from lmdock.client.cli import _quiet_libraries
+    from lmdock.client.models import quiet_model_libraries
 
-    _quiet_libraries()
+    quiet_model_libraries()
     if getattr(args, "threads", None):
         import torch
 

@@ -18,7 +18,7 @@ from lmdock.client.cache import AdapterCache
 from lmdock.client.connection import MarketClient
 from lmdock.client.embedder import Embedder
 from lmdock.client.operations import pull
-from lmdock.client.specs import private_spec
+from lmdock.client.spec_release import private_spec
 from lmdock.common import serde
 from lmdock.common.profile import SpecProfile
 from lmdock.lab.building import Built

@@ -21,10 +21,10 @@ from typing import Any
 from lmdock.client.cache import AdapterCache, default_cache_dir
 from lmdock.client.connection import MarketClient
 from lmdock.client.operations import pull, run_task, score_predictions, search_task
-from lmdock.client.readers import TaskData
 from lmdock.client.runtime import zero_shot_classify
-from lmdock.common.embedders import DEFAULT_EMBEDDER
-from lmdock.common.profiles import make_profile
+from lmdock.client.task import TaskData
+from lmdock.common.embedder_files import DEFAULT_EMBEDDER
+from lmdock.common.profile_factory import make_profile
 from lmdock.lab.embedded import embedded_market
 from lmdock.lab.refdata import REFERENCE_SETS, label_set, load_split
 from lmdock.lab.reference import build_reference

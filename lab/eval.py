@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 from lmdock.client.cache import AdapterCache
 from lmdock.client.connection import MarketClient
-from lmdock.client.specs import features_of
+from lmdock.client.spec_release import features_of
 from lmdock.common.errors import InvalidArgument
 from lmdock.lab.building import Built, CachingEmbedder, build_packages, publisher_key
-from lmdock.lab.catalogue import Market, materialize
 from lmdock.lab.cost import measure_cost
+from lmdock.lab.definitions import MaterializedMarket, materialize
 from lmdock.lab.embedded import embedded_market
 from lmdock.lab.metrics import baselines, per_task, selection_summary
 from lmdock.lab.reference_market import FULL, QUICK
@@ -88,7 +88,7 @@ def _publish(address: str, built: list[Built]) -> list[float]:
 
 def _curve(
     client: MarketClient,
-    market: Market,
+    market: MaterializedMarket,
     features: dict[str, Any],
     profile: Any,
     settings: Settings,
@@ -235,7 +235,7 @@ def evaluate(
     }
 
 
-def _market_table(market: Market, built: list[Built]) -> list[dict[str, Any]]:
+def _market_table(market: MaterializedMarket, built: list[Built]) -> list[dict[str, Any]]:
     return [
         {
             "id": b.recipe.learnware_id,

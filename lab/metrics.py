@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from lmdock.lab.catalogue import UserTask
+from lmdock.lab.definitions import UserTask
 from lmdock.lab.scoring import Scores
 from lmdock.lab.selection import Ranking, pick, top
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from lmdock.client.training import TrainingConfig
+from lmdock.client.publish.training import TrainingConfig
 from lmdock.common.profile import SpecProfile
 from lmdock.lab.building import Log, Recipe, build_packages, publisher_key
 from lmdock.lab.refdata import REFERENCE_SETS, ReferenceSet, label_set, load_split

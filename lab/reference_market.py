@@ -8,8 +8,8 @@ labels. One task (medquad, consumer sources) comes from sources no learnware saw
 
 from __future__ import annotations
 
-from lmdock.lab.catalogue import Catalogue, LearnwareDef, TaskDef
 from lmdock.lab.datasets import Selection
+from lmdock.lab.definitions import LearnwareDef, MarketDef, TaskDef
 
 __all__ = ["FULL", "QUICK"]
 
@@ -347,7 +347,7 @@ def _tasks() -> list[TaskDef]:
     return out
 
 
-FULL = Catalogue(name="reference", learnwares=tuple(_learnwares()), tasks=tuple(_tasks()), licences=LICENCES)
+FULL = MarketDef(name="reference", learnwares=tuple(_learnwares()), tasks=tuple(_tasks()), licences=LICENCES)
 
 #: The quick slice: the four samples shipped in lmdock/lab/data, one learnware and one task each.
 _QUICK_SAMPLES = {
@@ -360,7 +360,7 @@ _QUICK_SAMPLES = {
     "medquad": ("medical", "Medical question type", "CC BY 4.0; MedQuAD, Ben Abacha & Demner-Fushman 2019"),
     "math_competition": ("math", "Math problem subject", "MIT; MATH, Hendrycks et al. 2021"),
 }
-QUICK = Catalogue(
+QUICK = MarketDef(
     name="quick",
     learnwares=tuple(
         LearnwareDef(

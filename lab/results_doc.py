@@ -381,8 +381,8 @@ def results_markdown(results: dict[str, Any], *, plots_from: str) -> str:
 METHOD = """\
 * **Base model.** all-MiniLM-L6-v2 (the only base with real pretrained weights available offline here).
   Every learnware is a LoRA adapter (r = 8 on query/value) plus a classification head, trained with
-  `lmdock.client.training.train_classifier`, packaged and signed with `package_learnware` (its own exact
-  spec of its training texts) and published with `MarketClient.upload` into a real market on 127.0.0.1.
+  `lmdock.client.publish.training.train_classifier`, packaged and signed with `package_learnware` (its own
+  exact spec of its training texts) and published with `MarketClient.upload` into a real market on 127.0.0.1.
 * **Split.** Each record sits at a fixed position u in [0, 1) (sha256 of data set and id). Records at
   u < 0.4 are reserved for user tasks, learnwares train on u ≥ 0.4; learnwares on the same data set
   take disjoint ranges or filters. The build checks that no user-task record (by id or text) occurs in any

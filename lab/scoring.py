@@ -25,10 +25,10 @@ from lmdock.client.files import atomic_write_text
 from lmdock.client.operations import pull, score_predictions
 from lmdock.client.runtime import load_learnware, zero_shot_classify
 from lmdock.common.canonical import canonical_json, sha256_hex
-from lmdock.common.embedders import DEFAULT_EMBEDDER
+from lmdock.common.embedder_files import DEFAULT_EMBEDDER
 from lmdock.common.profile import SpecProfile
 from lmdock.lab.building import Built
-from lmdock.lab.catalogue import UserTask
+from lmdock.lab.definitions import UserTask
 
 __all__ = ["SCORING_VERSION", "Scores", "compute_scores", "eligible"]
 

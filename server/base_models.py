@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lmdock.common.embedders import DEFAULT_EMBEDDER, embedder_dir
+from lmdock.common.embedder_files import DEFAULT_EMBEDDER, embedder_dir
 from lmdock.common.errors import FailedPrecondition, InvalidArgument
 
 __all__ = ["BaseModels", "parse_base_model_option"]

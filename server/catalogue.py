@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from lmdock.common.errors import AlreadyExists, InvalidArgument, NotFound
+from lmdock.common.market_types import LearnwareInfo
 from lmdock.common.package import TaskInfo
-from lmdock.common.records import LearnwareInfo
 from lmdock.common.spec import Privacy, Spec
 from lmdock.server.db import Database
 from lmdock.server.tables import LearnwareRow, TagRow

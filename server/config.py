@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lmdock.common.errors import FailedPrecondition
 from lmdock.common.profile import SpecProfile
-from lmdock.common.profiles import make_profile
+from lmdock.common.profile_factory import make_profile
 
 __all__ = ["load_or_create_profile"]
 

@@ -24,8 +24,8 @@ import threading
 from collections.abc import Iterable
 
 import numpy as np
+from lmdock.common.market_types import LearnwareInfo, Match, MixtureComponent, SearchResult
 from lmdock.common.mixture import explain_as_mixture
-from lmdock.common.records import LearnwareInfo, Match, MixtureComponent, SearchResult
 from lmdock.common.spec import Spec, debiased_sq_distance
 
 __all__ = ["SpecIndex"]

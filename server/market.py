@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmdock.common.errors import AlreadyExists, InvalidArgument, PermissionDenied
+from lmdock.common.market_types import LearnwareInfo, PackageHeader, SearchResult, SigningKeyInfo
 from lmdock.common.package import TASK_KINDS, Manifest, PackageLimits, unpack_package
 from lmdock.common.profile import SpecProfile
-from lmdock.common.records import LearnwareInfo, PackageHeader, SearchResult, SigningKeyInfo
 from lmdock.common.signing import Signature
 from lmdock.common.spec import Spec
 from lmdock.server.apikeys import ApiKeys

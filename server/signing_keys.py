@@ -8,7 +8,7 @@ refuse packages they signed; a revoked key can never be registered again.
 from __future__ import annotations
 
 from lmdock.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
-from lmdock.common.records import SigningKeyInfo
+from lmdock.common.market_types import SigningKeyInfo
 from lmdock.common.signing import Signature, key_id, public_key_from_b64
 from lmdock.server.db import Database, utc_now
 from lmdock.server.tables import SigningKeyRow

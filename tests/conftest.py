@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lmdock.common.embedders import DEFAULT_EMBEDDER, embedder_dir
+from lmdock.common.embedder_files import DEFAULT_EMBEDDER, embedder_dir
 from lmdock.common.profile import SpecProfile
-from lmdock.common.profiles import make_profile
+from lmdock.common.profile_factory import make_profile
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 

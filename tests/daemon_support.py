@@ -14,8 +14,8 @@ import pytest
 from lmdock.client.connection import MarketClient
 from lmdock.client.daemon.app import RunningDaemon
 from lmdock.client.daemon.config import load_config
-from lmdock.client.daemon.service import Daemon
-from lmdock.client.specs import public_spec
+from lmdock.client.daemon.core import Daemon
+from lmdock.client.spec_release import public_spec
 from lmdock.common.signing import generate_key
 from lmdock.lab.refdata import DATA_DIR
 

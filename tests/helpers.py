@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from lmdock.client.training import tidy_adapter_folder
+from lmdock.client.publish.training import tidy_adapter_folder
 from lmdock.common.package import Manifest, TaskInfo, write_package
 from lmdock.common.profile import SpecProfile
 from lmdock.common.spec import Spec, exact_spec

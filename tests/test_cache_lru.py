@@ -9,7 +9,7 @@ import pytest
 from lmdock.client.cache import AdapterCache
 from lmdock.common.errors import IntegrityError
 from lmdock.common.hashing import sha256_file
-from lmdock.common.records import LearnwareInfo
+from lmdock.common.market_types import LearnwareInfo
 from lmdock.common.signing import generate_key
 
 from tests.helpers import cluster_spec, make_adapter, make_package

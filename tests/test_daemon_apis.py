@@ -11,8 +11,8 @@ from lmdock.client import cli
 from lmdock.client.answers import Classification, GenerationOptions
 from lmdock.client.daemon.app import RunningDaemon
 from lmdock.client.daemon.config import load_config
+from lmdock.client.daemon.core import Daemon
 from lmdock.client.daemon.local_client import LocalClient
-from lmdock.client.daemon.service import Daemon
 from lmdock.client.daemon.types import ChatMessage
 from lmdock.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from lmdock.lab.embedded import embedded_market

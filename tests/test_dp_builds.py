@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from lmdock.client.dp_sgd import DPConfig, plan_dp_sgd
 from lmdock.client.ledger import Ledger, dataset_id
-from lmdock.client.readers import read_task
+from lmdock.client.publish.dp_sgd import DPConfig, plan_dp_sgd
+from lmdock.client.publish.training import PROBE_TRAINING, TrainingConfig, dp_plan_for, train_adapter
 from lmdock.client.runtime import load_learnware
-from lmdock.client.training import PROBE_TRAINING, TrainingConfig, dp_plan_for, train_adapter
+from lmdock.client.task.jsonl import read_jsonl_task
 from lmdock.common.accounting import Budget, pld_epsilon
 from lmdock.common.errors import BudgetExceeded, InvalidArgument
 from lmdock.common.package import TaskInfo
@@ -90,7 +90,7 @@ def test_dp_builds_are_debited_write_ahead_and_refused_over_budget(
     built = json.loads(out)
     assert built["pooling"] == "mean" and built["privacy"]["dp"] is True
     assert set(built["eval_scores"]) == {"accuracy", "base_zero_shot_accuracy", "majority_accuracy"}
-    dataset = dataset_id(read_task(data).texts)  # the whole file: the split is a function of it
+    dataset = dataset_id(read_jsonl_task(data).texts)  # the whole file: the split is a function of it
     assert built["ledger"]["spent"]["dataset"] == dataset and built["ledger"]["spent"]["releases"] == 1
     card = (tmp_path / "b" / "README.md").read_text()
     assert "linear head on its mean-pooled states" in card and "replace-one" in card

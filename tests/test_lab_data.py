@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from lmdock.common.errors import FailedPrecondition, InvalidArgument
-from lmdock.lab.catalogue import Catalogue, LearnwareDef, TaskDef, materialize
 from lmdock.lab.datasets import Selection, label_of, load_records, position, select
+from lmdock.lab.definitions import LearnwareDef, MarketDef, TaskDef, materialize
 from lmdock.lab.refdata import DATA_DIR
 from lmdock.lab.reference_market import BANKING_GROUPS, FULL, QUICK
 
@@ -78,10 +78,10 @@ def test_derived_labels() -> None:
     assert label_of(Record("medical/x", "3", "q", {}), "label") is None
 
 
-def _catalogue(task_part: tuple[float, float]) -> Catalogue:
+def _catalogue(task_part: tuple[float, float]) -> MarketDef:
     learnware = LearnwareDef("toy-lw", "Toy", "toy", "toy", (Selection("toy", "label", (0.4, 1.0)),))
     task = TaskDef("toy-task", "toy", "toy", (Selection("toy", "label", task_part),), ("toy-lw",))
-    return Catalogue("toy", (learnware,), (task,), {"toy": "CC0; toy"})
+    return MarketDef("toy", (learnware,), (task,), {"toy": "CC0; toy"})
 
 
 def test_materialize_holds_tasks_out_of_training_data(tmp_path: Path) -> None:

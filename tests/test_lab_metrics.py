@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from lmdock.lab.catalogue import UserTask
+from lmdock.lab.definitions import UserTask
 from lmdock.lab.metrics import baselines, per_task, selection_summary
 from lmdock.lab.scoring import Scores, eligible
 from lmdock.lab.selection import pick, retriever_ranking, top

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 from lmdock.client import cli
+from lmdock.client.publish.training import TrainingConfig, train_classifier
 from lmdock.client.runtime import load_learnware
-from lmdock.client.training import TrainingConfig, train_classifier
 from lmdock.common.package import TaskInfo
 from lmdock.common.signing import generate_key
 from lmdock.lab.embedded import embedded_market

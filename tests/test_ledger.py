@@ -18,7 +18,7 @@ from lmdock.common.accounting import Budget, Release, compose
 from lmdock.common.calibration import analytic_sigma
 from lmdock.common.errors import BudgetExceeded, IntegrityError, InvalidArgument
 from lmdock.common.features import build_feature_map
-from lmdock.common.profiles import make_profile
+from lmdock.common.profile_factory import make_profile
 from lmdock.common.spec import release
 
 from tests.helpers import random_unit_rows

@@ -8,8 +8,8 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from lmdock.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from lmdock.common.market_types import LearnwareInfo
 from lmdock.common.package import TaskInfo
-from lmdock.common.records import LearnwareInfo
 from lmdock.common.signing import generate_key, public_key_to_b64, sign_manifest
 from lmdock.server.apikeys import ApiKeys
 from lmdock.server.catalogue import Catalogue

@@ -15,9 +15,9 @@ from lmdock.client.connection import MarketClient, WireRecorder
 from lmdock.client.embedder import Embedder
 from lmdock.client.ledger import Ledger
 from lmdock.client.operations import pull, search_task
-from lmdock.client.specs import features_of, public_spec
+from lmdock.client.spec_release import features_of, public_spec
 from lmdock.common.errors import ProfileMismatch
-from lmdock.common.profiles import make_profile
+from lmdock.common.profile_factory import make_profile
 from lmdock.common.signing import generate_key
 from lmdock.lab.embedded import embedded_market
 from lmdock.lab.refdata import load_split

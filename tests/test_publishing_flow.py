@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from lmdock.client import cli
 from lmdock.client.connection import MarketClient
-from lmdock.client.publishing import LearnwareCard, package_build, package_learnware
+from lmdock.client.publish.package import LearnwareCard, package_build, package_learnware
 from lmdock.common.errors import IntegrityError, InvalidArgument
 from lmdock.common.package import TaskInfo, sign_package
 from lmdock.common.signing import generate_key

@@ -21,7 +21,7 @@ from lmdock.lab.refdata import load_split
 
 from tests.helpers import cluster_spec, make_adapter, make_package
 
-TEXTS = tuple(load_split("medquad", "task")[0][:48])
+TEXTS = tuple(load_split("medquad", "task")[0][:60])
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,9 @@ def test_person_level_specs_are_calibrated_to_the_number_of_persons(market: str,
         spec, _ = search_task(client, TEXTS, epsilon=1.0, delta=1e-6, ledger=ledger, persons=persons)
         record_level, _ = search_task(client, TEXTS, epsilon=1.0, delta=1e-6, ledger=ledger)
     assert spec.privacy.unit == "person" and spec.privacy.size_bucket == size_bucket(21) == 20
-    assert record_level.privacy.unit == "record" and record_level.privacy.size_bucket == size_bucket(48)
+    assert record_level.privacy.unit == "record" and record_level.privacy.size_bucket == size_bucket(
+        len(TEXTS)
+    )
     assert spec.privacy.sigma > 2 * record_level.privacy.sigma
     # both releases are of the same records: one data set, one budget
     assert ledger.spent(dataset_id(TEXTS)).releases == 2

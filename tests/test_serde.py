@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 from lmdock.common import serde
 from lmdock.common.errors import InvalidArgument
+from lmdock.common.market_types import LearnwareInfo, Match, MixtureComponent, PackageHeader, SearchResult
 from lmdock.common.package import TaskInfo
 from lmdock.common.profile import SpecProfile
-from lmdock.common.profiles import make_profile
-from lmdock.common.records import LearnwareInfo, Match, MixtureComponent, PackageHeader, SearchResult
+from lmdock.common.profile_factory import make_profile
 from lmdock.common.spec import release
 from lmdock.v1 import market_pb2 as pb
 

@@ -7,7 +7,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from lmdock.client.publishing import load_card
+from lmdock.client.publish.package import load_card
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.package import Manifest, TaskInfo, sign_package, unpack_package, write_package
 from lmdock.common.signing import generate_key, public_key_to_b64

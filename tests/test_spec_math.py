@@ -9,7 +9,7 @@ from lmdock.common.errors import InvalidArgument, ProfileMismatch
 from lmdock.common.features import build_feature_map
 from lmdock.common.mechanism import calibrate
 from lmdock.common.noise import SAMPLER_TV_PER_COORD, rounding_tv
-from lmdock.common.profiles import make_profile
+from lmdock.common.profile_factory import make_profile
 from lmdock.common.spec import (
     MIN_RECORDS,
     Spec,

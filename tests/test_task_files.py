@@ -6,8 +6,8 @@ import codecs
 from pathlib import Path
 
 import pytest
-from lmdock.client.readers import ReaderLimits
-from lmdock.client.task_files import detect_format, read_task_file
+from lmdock.client.task import ReaderLimits
+from lmdock.client.task.read import detect_format, read_task_file
 from lmdock.common.errors import InvalidArgument
 
 
@@ -85,3 +85,21 @@ def test_missing_and_oversized_files(tmp_path: Path) -> None:
         read_task_file(big, limits=ReaderLimits(max_records=10))
     with pytest.raises(InvalidArgument, match="longer than 3 characters"):
         read_task_file(_file(tmp_path, "long.txt", "abcd\n"), limits=ReaderLimits(max_text_chars=3))
+
+
+def test_the_cli_and_the_daemon_share_one_front_door_and_one_minimum(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`lmdock search` reads every format through `read_task_file`, and refuses what the daemon refuses."""
+    from lmdock.client.cli import main
+    from lmdock.client.daemon.config import PrivacySettings
+    from lmdock.client.task import MIN_SEARCH_RECORDS
+
+    assert PrivacySettings().min_records == MIN_SEARCH_RECORDS == 50
+    rows = "".join(f'{i},"note number {i}"\n' for i in range(MIN_SEARCH_RECORDS - 1))
+    path = _file(tmp_path, "notes.csv", "id,note\n" + rows)
+    # refused while reading, before any connection: the market address is never dialled
+    argv = ["search", "--market", "127.0.0.1:9", "--data", str(path), "--text-column", "note"]
+    assert main([*argv, "--epsilon", "1", "--ledger", str(tmp_path / "ledger.jsonl")]) == 2
+    assert f"has 49 records; a private search needs at least {MIN_SEARCH_RECORDS}" in capsys.readouterr().err
+    assert not (tmp_path / "ledger.jsonl").exists()

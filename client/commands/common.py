@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_cache", "add_json", "add_market", "cache_from", "market_client"]
+__all__ = ["add_cache", "add_json", "add_market", "add_task_file", "cache_from", "market_client", "task_from"]
 
 API_KEY_ENV = "LMDOCK_API_KEY"
 
@@ -62,3 +62,33 @@ def cache_from(args: argparse.Namespace) -> Any:
     from lmdock.client.cache import AdapterCache, default_cache_dir
 
     return AdapterCache(Path(args.cache).expanduser() if args.cache else default_cache_dir())
+
+
+def add_task_file(p: argparse.ArgumentParser, *, help: str) -> None:
+    """--data and how to read it: the options of every command that reads a user's task file."""
+    p.add_argument("--data", required=True, help=help + "; JSONL, CSV/TSV (with a header) or text")
+    p.add_argument("--format", default="auto", help="jsonl, csv, tsv or text (default: from the suffix)")
+    p.add_argument("--text-column", default="text", help="CSV/TSV column holding the text")
+    p.add_argument("--label-column", default="", help="CSV/TSV column holding gold labels")
+    p.add_argument("--answer-column", default="", help="CSV/TSV column holding gold answers")
+    p.add_argument(
+        "--person-field",
+        default="",
+        help="field (JSONL; default 'person') or column (CSV/TSV) naming the person behind each "
+        "record; when present, one person is the privacy unit",
+    )
+
+
+def task_from(args: argparse.Namespace, *, min_records: int = 1) -> Any:
+    """The task file of `add_task_file`'s options, through the one front door for task data."""
+    from lmdock.client.task import read_task_file
+
+    return read_task_file(
+        Path(args.data).expanduser(),
+        format=args.format,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        answer_column=args.answer_column,
+        person_column=args.person_field,
+        min_records=min_records,
+    )

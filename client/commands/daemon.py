@@ -36,7 +36,7 @@ def _client(args: argparse.Namespace) -> Any:
 
 
 def _daemon(args: argparse.Namespace) -> int:
-    from lmdock.client.output import emit_json
+    from lmdock.client.commands.output import emit_json
 
     config = _config(args)
     if args.check:
@@ -54,7 +54,7 @@ def _daemon(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from lmdock.client.output import emit_json, table
+    from lmdock.client.commands.output import emit_json, table
     from lmdock.common.errors import FailedPrecondition
 
     try:
@@ -102,7 +102,7 @@ def _status_dict(status: Any) -> dict[str, Any]:
 
 
 def _task_table(tasks: Any) -> str:
-    from lmdock.client.output import table
+    from lmdock.client.commands.output import table
 
     if not tasks:
         return "no tasks yet: add one with `lmdock task add NAME --data FILE`"
@@ -142,7 +142,7 @@ class _StageProgress:
     }
 
     def __init__(self, enabled: bool) -> None:
-        from lmdock.client.output import progress_bar
+        from lmdock.client.commands.output import progress_bar
 
         self.enabled = enabled
         self.stage = ""
@@ -180,7 +180,7 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _print_task(record: Any, as_json: bool, *, http: str = "") -> None:
-    from lmdock.client.output import emit_json
+    from lmdock.client.commands.output import emit_json
 
     if as_json:
         emit_json(record.to_dict())
@@ -226,7 +226,7 @@ def _task_retry(args: argparse.Namespace) -> int:
 
 
 def _task_list(args: argparse.Namespace) -> int:
-    from lmdock.client.output import emit_json
+    from lmdock.client.commands.output import emit_json
 
     with _client(args) as client:
         tasks = client.tasks()
@@ -250,7 +250,7 @@ def _task_show(args: argparse.Namespace) -> int:
 
 
 def _task_remove(args: argparse.Namespace) -> int:
-    from lmdock.client.output import emit_json
+    from lmdock.client.commands.output import emit_json
 
     with _client(args) as client:
         record = client.remove_task(args.name)

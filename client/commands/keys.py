@@ -54,7 +54,7 @@ def _gen(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from lmdock.client.output import emit_json
+    from lmdock.client.commands.output import emit_json
     from lmdock.common.signing import key_id
 
     path, public = _key_path(args), _public_key(args)
@@ -67,7 +67,7 @@ def _show(args: argparse.Namespace) -> int:
 
 def _register(args: argparse.Namespace) -> int:
     """Register the key's public half for the caller (admins: for --publisher). Re-running is safe."""
-    from lmdock.client.output import emit_json
+    from lmdock.client.commands.output import emit_json
     from lmdock.common.errors import AlreadyExists
     from lmdock.common.signing import key_id
 
@@ -90,7 +90,7 @@ def _register(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from lmdock.client.output import emit_json, table
+    from lmdock.client.commands.output import emit_json, table
 
     with market_client(args) as client:
         keys = client.signing_keys(args.publisher)
@@ -103,7 +103,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    from lmdock.client.output import emit_json
+    from lmdock.client.commands.output import emit_json
 
     with market_client(args) as client:
         info = client.revoke_signing_key(args.key_id)

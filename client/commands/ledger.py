@@ -63,7 +63,7 @@ def spent_line(ledger: Any, spent: dict[str, Any]) -> str:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from lmdock.client.output import emit_json, table
+    from lmdock.client.commands.output import emit_json, table
 
     ledger = ledger_from(args)
     state = ledger.state()
@@ -116,7 +116,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from lmdock.client.output import emit_json
+    from lmdock.client.commands.output import emit_json
     from lmdock.common.errors import IntegrityError
 
     ledger = ledger_from(args)

@@ -7,7 +7,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lmdock.client.commands.common import add_cache, add_json, add_market, cache_from, market_client
+from lmdock.client.commands.common import (
+    add_cache,
+    add_json,
+    add_market,
+    add_task_file,
+    cache_from,
+    market_client,
+    task_from,
+)
 from lmdock.client.commands.ledger import add_ledger_options
 
 __all__ = ["register"]
@@ -15,12 +23,12 @@ __all__ = ["register"]
 
 def _search(args: argparse.Namespace) -> int:
     from lmdock.client.commands.ledger import ledger_from, spent_dict, spent_line
+    from lmdock.client.commands.output import emit_json, progress_bar, table
     from lmdock.client.ledger import dataset_id
     from lmdock.client.operations import search_task
-    from lmdock.client.output import emit_json, progress_bar, table
-    from lmdock.client.readers import read_task
+    from lmdock.client.task import MIN_SEARCH_RECORDS
 
-    task = read_task(Path(args.data), person_field=args.person_field)
+    task = task_from(args, min_records=MIN_SEARCH_RECORDS)
     ledger = ledger_from(args)
     releases_before = len(ledger.entries())
     with market_client(args) as client:
@@ -70,8 +78,8 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _pull(args: argparse.Namespace) -> int:
+    from lmdock.client.commands.output import emit_json
     from lmdock.client.operations import pull
-    from lmdock.client.output import emit_json
 
     cache = cache_from(args)
     with market_client(args) as client:
@@ -93,11 +101,10 @@ def _pull(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from lmdock.client.commands.output import emit_json
     from lmdock.client.operations import run_task
-    from lmdock.client.output import emit_json
-    from lmdock.client.readers import read_task
 
-    result = run_task(cache_from(args), args.learnware_id, read_task(Path(args.data)), device=args.device)
+    result = run_task(cache_from(args), args.learnware_id, task_from(args), device=args.device)
     if args.out:
         out = Path(args.out)
         out.write_text("".join(json.dumps({"prediction": p}) + "\n" for p in result.predictions))
@@ -121,7 +128,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from lmdock.client.output import emit_json, table
+    from lmdock.client.commands.output import emit_json, table
 
     with market_client(args) as client:
         items = client.list(domain=args.domain)
@@ -161,15 +168,10 @@ def register(sub: Any) -> None:
     p = sub.add_parser("search", help="compute a DP spec of your task locally and find matching learnwares")
     add_market(p)
     add_json(p)
-    p.add_argument("--data", required=True, help="task file (JSONL with a 'text' field)")
+    add_task_file(p, help="your task data (it never leaves this machine)")
     p.add_argument("--epsilon", type=float, required=True, help="privacy budget of this release")
     p.add_argument("--delta", type=float, default=1e-6, help="delta of this release (default 1e-6)")
     p.add_argument("--top-k", type=int, default=5)
-    p.add_argument(
-        "--person-field",
-        default="person",
-        help="field naming the person behind each record; when present, one person is the privacy unit",
-    )
     add_ledger_options(p)
     p.set_defaults(func=_search)
 
@@ -184,7 +186,7 @@ def register(sub: Any) -> None:
     add_json(p)
     add_cache(p)
     p.add_argument("learnware_id")
-    p.add_argument("--data", required=True, help="task file (JSONL with 'text', optional 'label'/'answer')")
+    add_task_file(p, help="task file (optional gold 'label'/'answer' fields or columns)")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), or a torch device")
     p.add_argument("--out", help="write predictions as JSONL here")
     p.add_argument("--show", type=int, default=5, help="predictions to print")

@@ -26,13 +26,13 @@ def _dp_summary(training: Any) -> dict[str, Any]:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from lmdock.client.building import build_learnware
     from lmdock.client.commands.ledger import ledger_from, spent_dict, spent_line
-    from lmdock.client.dp_sgd import DPConfig
+    from lmdock.client.commands.output import emit_json, progress_bar
     from lmdock.client.ledger import dataset_id
-    from lmdock.client.model_card import describe_dp
-    from lmdock.client.output import emit_json, progress_bar
-    from lmdock.client.readers import read_task
+    from lmdock.client.publish.build import build_learnware
+    from lmdock.client.publish.dp_sgd import DPConfig
+    from lmdock.client.publish.model_card import describe_dp
+    from lmdock.client.task import read_task_file
     from lmdock.common.errors import InvalidArgument
 
     if (args.dp_epsilon is None) != (args.dp_delta is None):
@@ -61,7 +61,7 @@ def _build(args: argparse.Namespace) -> int:
         progress=progress_bar("training", enabled=not args.json),
         ledger=ledger,
     )
-    spent = spent_dict(ledger, dataset_id(read_task(Path(args.data)).texts)) if ledger else None
+    spent = spent_dict(ledger, dataset_id(read_task_file(Path(args.data)).texts)) if ledger else None
     if args.json:
         emit_json(
             {
@@ -89,8 +89,8 @@ def _build(args: argparse.Namespace) -> int:
 
 def _package(args: argparse.Namespace) -> int:
     from lmdock.client.commands.ledger import ledger_from
-    from lmdock.client.output import emit_json, progress_bar
-    from lmdock.client.publishing import load_build, load_card, package_build
+    from lmdock.client.commands.output import emit_json, progress_bar
+    from lmdock.client.publish.package import load_build, load_card, package_build
 
     load_build(Path(args.build_dir), base_model=args.base)  # refuse a wrong build before the network
     card = load_card(
@@ -150,7 +150,7 @@ def _package(args: argparse.Namespace) -> int:
 
 
 def _sign(args: argparse.Namespace) -> int:
-    from lmdock.client.output import emit_json
+    from lmdock.client.commands.output import emit_json
     from lmdock.common.errors import InvalidArgument
     from lmdock.common.package import sign_package
 
@@ -166,9 +166,9 @@ def _sign(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from lmdock.client.model_card import describe_dp
-    from lmdock.client.output import emit_json
-    from lmdock.client.publishing import verify_package
+    from lmdock.client.commands.output import emit_json
+    from lmdock.client.publish.model_card import describe_dp
+    from lmdock.client.publish.package import verify_package
 
     manifest, signature = verify_package(Path(args.package), trusted_key=args.trusted_key)
     privacy = manifest.spec.privacy
@@ -200,9 +200,9 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _publish(args: argparse.Namespace) -> int:
+    from lmdock.client.commands.output import emit_json, progress_bar
     from lmdock.client.connection import WireRecorder
-    from lmdock.client.output import emit_json, progress_bar
-    from lmdock.client.publishing import publish_package
+    from lmdock.client.publish.package import publish_package
 
     package = Path(args.package)
     size = package.stat().st_size if package.is_file() else 0
@@ -232,7 +232,7 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _unpublish(args: argparse.Namespace) -> int:
-    from lmdock.client.output import emit_json
+    from lmdock.client.commands.output import emit_json
 
     with market_client(args) as client:
         removed = client.unpublish(args.learnware_id)

@@ -13,10 +13,10 @@ from typing import IO, Any
 
 from lmdock.client.daemon.auth import load_or_create_token
 from lmdock.client.daemon.config import DaemonConfig
+from lmdock.client.daemon.core import Daemon
 from lmdock.client.daemon.http_api import OpenAIServer
 from lmdock.client.daemon.local_grpc import create_local_server
 from lmdock.client.daemon.runfile import RunInfo, hold_lock, remove_runfile, write_runfile
-from lmdock.client.daemon.service import Daemon
 from lmdock.common.errors import FailedPrecondition
 
 __all__ = ["RunningDaemon", "serve"]

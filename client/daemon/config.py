@@ -18,7 +18,7 @@ from typing import Any
 
 from lmdock.client.addresses import is_loopback
 from lmdock.client.cache import default_cache_dir
-from lmdock.client.task_files import FORMATS
+from lmdock.client.task import FORMATS, MIN_SEARCH_RECORDS
 from lmdock.common.errors import InvalidArgument
 
 __all__ = [
@@ -130,7 +130,7 @@ class PrivacySettings:
     budget_delta: float = 1e-5
     ledger: str = ""  # default <cache.dir>/ledger.jsonl, the file `lmdock search` uses too
     ledger_anchor: str = ""  # where the ledger's head is anchored; default <ledger>.head
-    min_records: int = 50  # fewer records: the spec would be mostly noise (sigma grows as 1/n)
+    min_records: int = MIN_SEARCH_RECORDS
 
     def __post_init__(self) -> None:
         _positive(self.epsilon, "privacy.epsilon")

@@ -23,7 +23,7 @@ from typing import Any
 from lmdock.client.daemon import openai_schema as schema
 from lmdock.client.daemon.auth import bearer_matches
 from lmdock.client.daemon.config import parse_address
-from lmdock.client.daemon.service import Daemon
+from lmdock.client.daemon.core import Daemon
 from lmdock.common.errors import InvalidArgument, LmdockError, NotFound
 
 __all__ = ["OpenAIServer"]

@@ -17,8 +17,8 @@ import grpc
 from lmdock.client.channel import MAX_MESSAGE_BYTES
 from lmdock.client.daemon import local_serde as serde
 from lmdock.client.daemon.auth import bearer_matches
+from lmdock.client.daemon.core import Daemon
 from lmdock.client.daemon.openai_schema import COMPLETIONS_DEFAULT_MAX_TOKENS
-from lmdock.client.daemon.service import Daemon
 from lmdock.common.errors import LmdockError
 from lmdock.v1 import local_pb2 as pb
 from lmdock.v1 import local_pb2_grpc as pb_grpc

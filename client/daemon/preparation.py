@@ -20,12 +20,12 @@ from lmdock.client.daemon.market_link import connect, fetch_learnware
 from lmdock.client.daemon.registry import TaskRecord, TaskRegistry
 from lmdock.client.ledger import Ledger, dataset_id
 from lmdock.client.operations import search_task
-from lmdock.client.readers import TaskData
-from lmdock.client.task_files import read_task_file
+from lmdock.client.task import TaskData
+from lmdock.client.task.read import read_task_file
 from lmdock.common.accounting import Budget
 from lmdock.common.errors import FailedPrecondition, IntegrityError, InvalidArgument, LmdockError, NotFound
+from lmdock.common.market_types import SearchResult
 from lmdock.common.package import Manifest
-from lmdock.common.records import SearchResult
 from lmdock.common.spec import Spec
 
 __all__ = ["Preparer", "StageProgress"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from lmdock.client.building import BuildInfo
-    from lmdock.client.publishing import LearnwareCard
+    from lmdock.client.publish.build import BuildInfo
+    from lmdock.client.publish.package import LearnwareCard
 
 __all__ = ["describe_dp", "render_model_card"]
 

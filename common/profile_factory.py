@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from lmdock.common.embedders import DEFAULT_EMBEDDER, embedder_sha256
+from lmdock.common.embedder_files import DEFAULT_EMBEDDER, embedder_sha256
 from lmdock.common.features import feature_map_sha256
 from lmdock.common.profile import SpecProfile
 

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from lmdock.client.building import BuildInfo
 from lmdock.client.connection import MarketClient
 from lmdock.client.embedder import Embedder
 from lmdock.client.ledger import Ledger, dataset_id
-from lmdock.client.model_card import render_model_card
-from lmdock.client.readers import read_task
-from lmdock.client.specs import Progress, debited_spec, private_spec, public_spec
+from lmdock.client.publish.build import BuildInfo
+from lmdock.client.publish.model_card import render_model_card
+from lmdock.client.spec_release import Progress, debited_spec, private_spec, public_spec
+from lmdock.client.task import read_task_file
 from lmdock.common.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -33,9 +33,9 @@ from lmdock.common.errors import (
     Unauthenticated,
 )
 from lmdock.common.hashing import sha256_file
+from lmdock.common.market_types import LearnwareInfo
 from lmdock.common.package import REQUIRED_FILES, Manifest, TaskInfo, unpack_package, write_package
 from lmdock.common.profile import SpecProfile
-from lmdock.common.records import LearnwareInfo
 from lmdock.common.signing import Signature
 
 __all__ = [
@@ -241,7 +241,7 @@ def package_build(
             f"the training data {source} is missing or changed since the build; pass --data with the file "
             "the spec should summarise"
         )
-    texts = read_task(source).texts
+    texts = read_task_file(source).texts
     if spec_epsilon is not None and ledger is not None:  # refuse early, before embedding
         ledger.check_spec_budget(dataset_id(texts), epsilon=spec_epsilon, delta=spec_delta, unit="record")
     if spec_epsilon is None:

@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmdock.client.training import TrainingConfig
+from lmdock.client.publish.training import TrainingConfig
 from lmdock.common.errors import InvalidArgument
 from lmdock.lab.building import Recipe
 from lmdock.lab.datasets import Record, Selection, load_records, position, select
 
-__all__ = ["Catalogue", "LearnwareDef", "Market", "TaskDef", "UserTask", "materialize"]
+__all__ = ["LearnwareDef", "MarketDef", "MaterializedMarket", "TaskDef", "UserTask", "materialize"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class TaskDef:
 
 
 @dataclass(frozen=True)
-class Catalogue:
+class MarketDef:
     name: str
     learnwares: tuple[LearnwareDef, ...]
     tasks: tuple[TaskDef, ...]
@@ -68,8 +68,8 @@ class UserTask:
 
 
 @dataclass(frozen=True)
-class Market:
-    """A materialized catalogue: recipes to build, tasks to evaluate, and where the data came from."""
+class MaterializedMarket:
+    """A materialized market definition: recipes to build, tasks to evaluate, and where the data came from."""
 
     name: str
     recipes: tuple[Recipe, ...]
@@ -153,7 +153,7 @@ def _normal(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def materialize(catalogue: Catalogue, root: Path, *, quick: bool = False) -> Market:
+def materialize(catalogue: MarketDef, root: Path, *, quick: bool = False) -> MaterializedMarket:
     """Read the data under `root` and build every recipe and task of `catalogue`."""
     data = _Data(root)
     ids = [d.id for d in catalogue.learnwares]
@@ -173,7 +173,7 @@ def materialize(catalogue: Catalogue, root: Path, *, quick: bool = False) -> Mar
         if leaked:
             raise InvalidArgument(f"task {definition.id} shares {len(leaked)} records with learnware data")
         tasks.append(task)
-    return Market(
+    return MaterializedMarket(
         name=catalogue.name,
         recipes=recipes,
         tasks=tuple(tasks),

@@ -6,8 +6,8 @@ import csv
 import io
 from pathlib import Path
 
-from lmdock.client.readers import ReaderLimits, TaskData
-from lmdock.client.textfile import read_utf8
+from lmdock.client.task.data import ReaderLimits, TaskData
+from lmdock.client.task.encoding import read_utf8
 from lmdock.common.errors import InvalidArgument
 
 __all__ = ["read_csv_task"]

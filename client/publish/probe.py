@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from lmdock.client.heads import mean_features
-from lmdock.client.training_tasks import TaskModel
+from lmdock.client.publish.objectives import TaskModel
 
 __all__ = ["FEATURE_BATCH", "MOMENTUM", "linear_probe"]
 

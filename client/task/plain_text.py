@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lmdock.client.readers import ReaderLimits, TaskData
-from lmdock.client.textfile import read_utf8
+from lmdock.client.task.data import ReaderLimits, TaskData
+from lmdock.client.task.encoding import read_utf8
 from lmdock.common.errors import InvalidArgument
 
 __all__ = ["read_text_task"]

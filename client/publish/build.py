@@ -21,14 +21,20 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from lmdock.client.dp_sgd import DPConfig
 from lmdock.client.ledger import Ledger, dataset_id
-from lmdock.client.model_card import render_model_card
 from lmdock.client.models import resolve_base_model
 from lmdock.client.operations import score_predictions
-from lmdock.client.readers import TaskData, read_task
+from lmdock.client.publish.dp_sgd import DPConfig
+from lmdock.client.publish.model_card import render_model_card
+from lmdock.client.publish.training import (
+    PROBE_TRAINING,
+    Progress,
+    TrainingConfig,
+    dp_plan_for,
+    train_adapter,
+)
 from lmdock.client.runtime import load_learnware, zero_shot_classify
-from lmdock.client.training import PROBE_TRAINING, Progress, TrainingConfig, dp_plan_for, train_adapter
+from lmdock.client.task import TaskData, read_task_file
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.hashing import sha256_file
 from lmdock.common.package import TaskInfo
@@ -162,13 +168,13 @@ def build_learnware(
     """Train, evaluate and write the build folder `out` (which must not exist or be empty).
 
     `settings` overrides the recipe's TrainingConfig defaults. With `dp`, a classifier is a
-    linear probe on mean-pooled states (`lmdock.client.probe`), and the run is debited from
+    linear probe on mean-pooled states (`lmdock.client.publish.probe`), and the run is debited from
     `ledger` (data set: every text of the data file; the split is a function of the file)
     before training starts: over the budget, BudgetExceeded and nothing is trained or written.
     """
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InvalidArgument(f"{out} already exists and is not an empty folder: choose another --out")
-    data = read_task(data_path)
+    data = read_task_file(data_path)
     task = infer_task(data, task_kind)
     if dp is not None and task.kind == "classification":
         task = replace(task, pooling="mean")

@@ -9,38 +9,17 @@ Errors name the file and line. Limits keep a wrong file from exhausting the mach
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
+from lmdock.client.task.data import ReaderLimits, TaskData
 from lmdock.common.errors import InvalidArgument
 
-__all__ = ["ReaderLimits", "TaskData", "read_task"]
+__all__ = ["read_jsonl_task"]
 
 
-@dataclass(frozen=True)
-class ReaderLimits:
-    max_file_bytes: int = 512 * 1024 * 1024
-    max_records: int = 200_000
-    max_text_chars: int = 100_000
-
-
-@dataclass(frozen=True)
-class TaskData:
-    texts: tuple[str, ...]
-    labels: tuple[str | None, ...]
-    answers: tuple[str | None, ...]
-    persons: tuple[str, ...] = ()  # one id per record when the file names a person column
-
-    @property
-    def has_labels(self) -> bool:
-        return all(label is not None for label in self.labels)
-
-    @property
-    def has_answers(self) -> bool:
-        return all(answer is not None for answer in self.answers)
-
-
-def read_task(path: Path, *, limits: ReaderLimits = ReaderLimits(), person_field: str = "person") -> TaskData:
+def read_jsonl_task(
+    path: Path, *, limits: ReaderLimits = ReaderLimits(), person_field: str = "person"
+) -> TaskData:
     if not path.is_file():
         raise InvalidArgument(f"task file {path} does not exist")
     if path.stat().st_size > limits.max_file_bytes:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lmdock.client.readers import ReaderLimits, TaskData, read_task
-from lmdock.client.readers_csv import read_csv_task
-from lmdock.client.readers_text import read_text_task
-from lmdock.client.textfile import check_text_encoding
+from lmdock.client.task.data import ReaderLimits, TaskData
+from lmdock.client.task.delimited import read_csv_task
+from lmdock.client.task.encoding import check_text_encoding
+from lmdock.client.task.jsonl import read_jsonl_task
+from lmdock.client.task.plain_text import read_text_task
 from lmdock.common.errors import InvalidArgument
 
 __all__ = ["FORMATS", "detect_format", "read_task_file"]
@@ -45,16 +46,17 @@ def read_task_file(
     min_records: int = 1,
     limits: ReaderLimits = ReaderLimits(),
 ) -> TaskData:
-    """Read `path`; JSONL files use their "text", "label", "answer" and "person" fields."""
+    """Read `path`; JSONL files use their "text", "label" and "answer" fields, and the person
+    field `person_column` (default "person")."""
     kind = detect_format(path, format)
     check_text_encoding(path)
     if kind == "jsonl":
-        if text_column != "text" or label_column or answer_column or person_column:
+        if text_column != "text" or label_column or answer_column:
             raise InvalidArgument(
                 "column choice applies to CSV/TSV files; JSONL records use the fields "
-                '"text", "label", "answer" and "person"'
+                '"text", "label" and "answer" (and a person field)'
             )
-        task = read_task(path, limits=limits)
+        task = read_jsonl_task(path, limits=limits, person_field=person_column or "person")
     elif kind == "text":
         task = read_text_task(path, limits=limits)
     else:

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lmdock.client.dp_sgd import DPConfig, DPPlan, DPReport, PrivateTraining, plan_dp_sgd
 from lmdock.client.models import resolve_base_model
-from lmdock.client.probe import linear_probe
-from lmdock.client.training_tasks import load_task_model
+from lmdock.client.publish.dp_sgd import DPConfig, DPPlan, DPReport, PrivateTraining, plan_dp_sgd
+from lmdock.client.publish.objectives import load_task_model
+from lmdock.client.publish.probe import linear_probe
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.package import TaskInfo
 
