@@ -10,7 +10,7 @@ from lmdock.client.commands import daemon, demo, keys, ledger, market, publish
 from lmdock.client.models import quiet_model_libraries
 from lmdock.common.errors import LmdockError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "run_handler"]
 
 #: Each area of the CLI registers its subcommands here.
 REGISTRARS = (
@@ -40,13 +40,18 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     quiet_model_libraries()
+    return run_handler("lmdock", args)
+
+
+def run_handler(prog: str, args: argparse.Namespace) -> int:
+    """Run the chosen subcommand: lmdock's errors become one readable line and exit status 2."""
     try:
         return int(args.func(args))
     except LmdockError as exc:
-        print(f"lmdock: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("lmdock: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
 
 

@@ -18,8 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lmdock.common.errors import LmdockError
-
 __all__ = ["main"]
 
 
@@ -238,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from lmdock.client.cli import run_handler
     from lmdock.client.models import quiet_model_libraries
 
     quiet_model_libraries()
@@ -245,14 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    try:
-        return int(args.func(args))
-    except LmdockError as exc:
-        print(f"lmdock-lab: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("lmdock-lab: interrupted", file=sys.stderr)
-        return 130
+    return run_handler("lmdock-lab", args)
 
 
 if __name__ == "__main__":
