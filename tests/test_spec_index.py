@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 import pytest
-from lmdock.common.market_types import LearnwareInfo
+from lmdock.common.market_types import LearnwareInfo, SearchResult
 from lmdock.common.package import TaskInfo
+from lmdock.common.profile import SpecProfile
 from lmdock.common.spec import EXACT, Spec, debiased_sq_distance
+from lmdock.server.blobs import LocalBlobStore
+from lmdock.server.db import Database
 from lmdock.server.index import SpecIndex
 from lmdock.server.index.exact import ExactIndex
+from lmdock.server.market import Market, default_db_url
+
+from tests.helpers import cluster_spec
 
 DIM = 16
 
@@ -123,3 +131,31 @@ def test_searches_during_uploads_see_whole_snapshots(mixture: bool) -> None:
         reader.join()
     assert errors == []
     assert len(index) == 300 - 6
+
+
+class _RecordingIndex(ExactIndex):
+    """An index of another kind, as far as the market can tell: it records what it is asked."""
+
+    def __init__(self, learnwares: Iterable[LearnwareInfo] = ()) -> None:
+        super().__init__(learnwares)
+        self.queries: list[Spec] = []
+
+    def search(self, query: Spec, *, top_k: int, mixture: bool = False) -> SearchResult:
+        self.queries.append(query)
+        return super().search(query, top_k=top_k, mixture=mixture)
+
+
+def test_the_market_searches_the_index_it_is_given(tmp_path: Path, profile: SpecProfile) -> None:
+    market = Market(
+        profile=profile,
+        db=Database(default_db_url(tmp_path)),
+        blobs=LocalBlobStore(tmp_path / "blobs"),
+        index=_RecordingIndex,
+    )
+    try:
+        assert isinstance(market.index, _RecordingIndex)
+        query = cluster_spec(profile, seed=1)
+        assert market.search(query).matches == ()
+        assert market.index.queries == [query]
+    finally:
+        market.close()
