@@ -18,7 +18,7 @@ from lmdock.common.package import TaskInfo
 from lmdock.common.profile_factory import make_profile
 from lmdock.common.spec import exact_spec, release
 from lmdock.lab.refdata import load_split
-from lmdock.server.index import SpecIndex
+from lmdock.server.index.exact import ExactIndex
 
 SAMPLES = ("tfns", "banking77", "medquad", "math_competition")
 N = 300
@@ -31,7 +31,7 @@ def main() -> None:
     def features(sample: str, split: str, n: int) -> np.ndarray:
         return features_of(load_split(sample, split)[0][:n], profile, embedder=embedder)
 
-    index = SpecIndex(
+    index = ExactIndex(
         LearnwareInfo(
             id=sample,
             name=sample,

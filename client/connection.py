@@ -7,16 +7,14 @@ Every call carries a deadline, and remote statuses come back as lmdock's typed e
 from __future__ import annotations
 
 import builtins
-import functools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
-import grpc
 from lmdock.client.channel import TlsOptions, WireRecorder, open_channel
 from lmdock.common import serde
 from lmdock.common.errors import IntegrityError, InvalidArgument, LmdockError, error_for_status
+from lmdock.common.grpc_errors import TypedErrorsInterceptor
 from lmdock.common.hashing import sha256_file
 from lmdock.common.market_types import Caller, LearnwareInfo, PackageHeader, SearchResult, SigningKeyInfo
 from lmdock.common.profile import SpecProfile
@@ -27,16 +25,10 @@ from lmdock.v1 import market_pb2_grpc as pb_grpc
 __all__ = ["MarketClient", "TlsOptions", "WireRecorder", "open_channel"]
 
 UPLOAD_CHUNK = 1024 * 1024
-T = TypeVar("T")
 
 
-def _typed(call: Callable[[], T]) -> T:
-    try:
-        return call()
-    except grpc.RpcError as exc:
-        code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-        details = exc.details() if hasattr(exc, "details") else str(exc)
-        raise error_for_status(code.name, f"market: {details}") from None
+def _market_error(status: str, details: str) -> LmdockError:
+    return error_for_status(status, f"market: {details}")
 
 
 class MarketClient:
@@ -54,7 +46,8 @@ class MarketClient:
         self.address = address
         self.timeout = timeout
         self.recorder = recorder or WireRecorder()
-        self._channel = open_channel(address, interceptors=(self.recorder,), tls=tls, api_key=api_key)
+        typed = TypedErrorsInterceptor(_market_error)  # first: the recorder sees plain gRPC
+        self._channel = open_channel(address, interceptors=(typed, self.recorder), tls=tls, api_key=api_key)
         self._stub = pb_grpc.MarketServiceStub(self._channel)
 
     def __enter__(self) -> MarketClient:
@@ -71,18 +64,16 @@ class MarketClient:
         return self.recorder.bytes_sent
 
     def profile(self) -> SpecProfile:
-        response = _typed(lambda: self._stub.GetSpecProfile(pb.GetSpecProfileRequest(), timeout=self.timeout))
+        response = self._stub.GetSpecProfile(pb.GetSpecProfileRequest(), timeout=self.timeout)
         return serde.profile_from_pb(response.profile)
 
     def search(self, spec: Spec, *, top_k: int = 0, mixture: bool = False) -> SearchResult:
         request = pb.SearchRequest(spec=serde.spec_to_pb(spec), top_k=top_k, mixture=mixture)
-        return serde.search_result_from_pb(_typed(lambda: self._stub.Search(request, timeout=self.timeout)))
+        return serde.search_result_from_pb(self._stub.Search(request, timeout=self.timeout))
 
     def get(self, learnware_id: str) -> LearnwareInfo:
         request = pb.GetLearnwareRequest(learnware_id=learnware_id)
-        return serde.learnware_from_pb(
-            _typed(lambda: self._stub.GetLearnware(request, timeout=self.timeout)).learnware
-        )
+        return serde.learnware_from_pb(self._stub.GetLearnware(request, timeout=self.timeout).learnware)
 
     def list(
         self,
@@ -107,9 +98,7 @@ class MarketClient:
                 base_model=base_model,
                 task_kind=task_kind,
             )
-            response: pb.ListLearnwaresResponse = _typed(
-                functools.partial(self._stub.ListLearnwares, request, timeout=self.timeout)
-            )
+            response: pb.ListLearnwaresResponse = self._stub.ListLearnwares(request, timeout=self.timeout)
             out.extend(serde.learnware_from_pb(m) for m in response.learnwares)
             token = response.next_page_token
             if not token:
@@ -144,7 +133,7 @@ class MarketClient:
             return header
 
         try:
-            header = _typed(run)
+            header = run()
         except LmdockError as exc:
             if exc.status == "INVALID_ARGUMENT" and offset:
                 dest.unlink(missing_ok=True)  # stale partial from another version: start over
@@ -166,34 +155,34 @@ class MarketClient:
                 while block := fh.read(UPLOAD_CHUNK):
                     yield pb.UploadRequest(chunk=block)
 
-        response = _typed(lambda: self._stub.Upload(requests(), timeout=stream_timeout))
+        response = self._stub.Upload(requests(), timeout=stream_timeout)
         return serde.learnware_from_pb(response.learnware)
 
     def unpublish(self, learnware_id: str) -> str:
         """Remove a learnware (publishers: their own; admins: any); returns its id."""
         request = pb.UnpublishRequest(learnware_id=learnware_id)
-        return _typed(lambda: self._stub.Unpublish(request, timeout=self.timeout)).learnware_id
+        return self._stub.Unpublish(request, timeout=self.timeout).learnware_id
 
     def register_signing_key(self, public_key: str, *, publisher: str = "") -> SigningKeyInfo:
         """Register a base64 Ed25519 public key for the caller (admins: for `publisher`)."""
         request = pb.RegisterSigningKeyRequest(public_key=public_key, publisher=publisher)
-        response = _typed(lambda: self._stub.RegisterSigningKey(request, timeout=self.timeout))
+        response = self._stub.RegisterSigningKey(request, timeout=self.timeout)
         return serde.signing_key_from_pb(response.key)
 
     def signing_keys(self, publisher: str = "") -> builtins.list[SigningKeyInfo]:
         """Registered signing keys, revoked ones included (public: needs no credentials)."""
         request = pb.ListSigningKeysRequest(publisher=publisher)
-        response = _typed(lambda: self._stub.ListSigningKeys(request, timeout=self.timeout))
+        response = self._stub.ListSigningKeys(request, timeout=self.timeout)
         return [serde.signing_key_from_pb(k) for k in response.keys]
 
     def revoke_signing_key(self, key_id: str) -> SigningKeyInfo:
         request = pb.RevokeSigningKeyRequest(key_id=key_id)
-        response = _typed(lambda: self._stub.RevokeSigningKey(request, timeout=self.timeout))
+        response = self._stub.RevokeSigningKey(request, timeout=self.timeout)
         return serde.signing_key_from_pb(response.key)
 
     def whoami(self) -> Caller:
         """Who the market takes this client for (principal = publisher name for publishers)."""
-        response = _typed(lambda: self._stub.WhoAmI(pb.WhoAmIRequest(), timeout=self.timeout))
+        response = self._stub.WhoAmI(pb.WhoAmIRequest(), timeout=self.timeout)
         return Caller(
             principal=response.principal, role=response.role, authenticated_by=response.authenticated_by
         )

@@ -1,7 +1,9 @@
 """Typed errors of lmdock.
 
-Domain code raises these; the gRPC layer maps each class once to a precise status code and
-the CLI prints the message. Messages say what was wrong and, where it helps, what to do.
+Domain code raises these; each class names its gRPC status (`status`), which the interceptors
+of `lmdock.common.grpc_errors` apply on every server and turn back into the class on every
+client (`error_for_status`); the CLI prints the message. Messages say what was wrong and,
+where it helps, what to do.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Builds the gRPC server: market service behind the auth/limits interceptor, standard health
-service, optional reflection, message-size limits, and TLS or mTLS when configured."""
+"""Builds the gRPC server: market service behind the error and auth/limits interceptors,
+standard health service, optional reflection, message-size limits, and TLS or mTLS."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from lmdock.common.errors import FailedPrecondition
+from lmdock.common.grpc_errors import ErrorStatusInterceptor
 from lmdock.server.auth import AccessPolicy, Authenticator
 from lmdock.server.interceptor import SERVICE, MarketInterceptor
 from lmdock.server.limits import Limiter, RateLimits
@@ -77,7 +78,8 @@ def create_server(
     )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers),
-        interceptors=[interceptor],
+        # errors first: it answers for the auth and limit checks too
+        interceptors=[ErrorStatusInterceptor("market"), interceptor],
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),

@@ -4,7 +4,9 @@ For each call, before the handler runs: authenticate (`auth.Authenticator`), che
 role (`auth.METHOD_ROLES`; an RPC missing there is refused), take a rate-limit token and, for
 streams, a stream slot (`limits.Limiter`). The handler then receives a context that carries
 the caller's `Identity` (read it with `caller_of`). After the call: one access-log line and
-the metrics (`observability.Observer`). Health and reflection pass through untouched.
+the metrics (`observability.Observer`). Health and reflection pass through untouched. Errors
+are raised, not answered: `lmdock.common.grpc_errors.ErrorStatusInterceptor`, installed
+before this one, turns them into statuses.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import grpc
-from lmdock.common.errors import LmdockError, PermissionDenied, Unauthenticated
+from lmdock.common.errors import PermissionDenied, Unauthenticated
+from lmdock.common.grpc_errors import status_of
 from lmdock.server.auth import METHOD_ROLES, Authenticator
-from lmdock.server.grpc_errors import abort_with
 from lmdock.server.identity import Identity
 from lmdock.server.limits import Limiter
 from lmdock.server.observability import Observer
@@ -91,18 +93,19 @@ class MarketInterceptor(grpc.ServerInterceptor):
     def _guard(self, method: str, context: grpc.ServicerContext) -> Iterator[_CallContext]:
         started = time.perf_counter()
         identity: Identity | None = None
+        code = grpc.StatusCode.OK
         try:
-            try:
-                identity = self._admit(method, context)
-                with self._stream_slot(method, _limit_key(identity, context)):
-                    yield _CallContext(context, identity)
-            except LmdockError as exc:
-                abort_with(context, exc)
+            identity = self._admit(method, context)
+            with self._stream_slot(method, _limit_key(identity, context)):
+                yield _CallContext(context, identity)
+        except Exception as exc:
+            # the status the error interceptor (installed before this one) will answer with
+            code = context.code() or status_of(exc)
+            raise
         finally:
-            code = getattr(context, "code", lambda: None)()
             self.observer.record(
                 method=method,
-                code=code.name if isinstance(code, grpc.StatusCode) else "OK",
+                code=code.name,
                 seconds=time.perf_counter() - started,
                 principal=identity.principal if identity else "",
                 role=identity.role.label if identity else "",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import builtins
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from lmdock.server.checks import check_package
 from lmdock.server.db import Database, utc_now
 from lmdock.server.identity import Identity
 from lmdock.server.index import SpecIndex
+from lmdock.server.index.exact import ExactIndex
 from lmdock.server.signing_keys import SigningKeys
 
 __all__ = ["Market", "MarketLimits"]
@@ -50,7 +51,9 @@ class Market:
         blobs: LocalBlobStore,
         limits: MarketLimits = MarketLimits(),
         base_models: BaseModels | None = None,
+        index: Callable[[Iterable[LearnwareInfo]], SpecIndex] = ExactIndex,
     ) -> None:
+        """`index` builds the search index from the catalogue's learnwares (the seam for ANN)."""
         self.profile = profile
         self.db = db
         self.catalogue = Catalogue(db)
@@ -59,7 +62,7 @@ class Market:
         self.blobs = blobs
         self.limits = limits
         self.base_models = base_models or BaseModels()
-        self.index = SpecIndex(self.catalogue.iter_all(profile_id=profile.profile_id))
+        self.index = index(self.catalogue.iter_all(profile_id=profile.profile_id))
 
     @classmethod
     def open(

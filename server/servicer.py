@@ -1,7 +1,8 @@
 """The MarketService servicer: decode request -> call `Market` -> encode response.
 
-The interceptor has already authenticated the caller and checked the RPC's role; handlers
-pass the caller on (`caller_of`) where ownership matters.
+The interceptors have already authenticated the caller and checked the RPC's role; handlers
+pass the caller on (`caller_of`) where ownership matters, and raise lmdock's typed errors,
+which `lmdock.common.grpc_errors.ErrorStatusInterceptor` answers with their statuses.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from collections.abc import Iterator
 import grpc
 from lmdock.common import serde
 from lmdock.common.errors import InvalidArgument
-from lmdock.server.grpc_errors import grpc_errors
 from lmdock.server.interceptor import caller_of
 from lmdock.server.market import Market
 from lmdock.v1 import market_pb2 as pb
@@ -24,13 +24,11 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
     def __init__(self, market: Market) -> None:
         self.market = market
 
-    @grpc_errors
     def GetSpecProfile(
         self, request: pb.GetSpecProfileRequest, context: grpc.ServicerContext
     ) -> pb.GetSpecProfileResponse:
         return pb.GetSpecProfileResponse(profile=serde.profile_to_pb(self.market.profile))
 
-    @grpc_errors
     def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
         if not request.HasField("spec"):
             raise InvalidArgument("SearchRequest.spec is required")
@@ -39,14 +37,12 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
         )
         return serde.search_result_to_pb(result)
 
-    @grpc_errors
     def GetLearnware(
         self, request: pb.GetLearnwareRequest, context: grpc.ServicerContext
     ) -> pb.GetLearnwareResponse:
         _require_id(request.learnware_id)
         return pb.GetLearnwareResponse(learnware=serde.learnware_to_pb(self.market.get(request.learnware_id)))
 
-    @grpc_errors
     def ListLearnwares(
         self, request: pb.ListLearnwaresRequest, context: grpc.ServicerContext
     ) -> pb.ListLearnwaresResponse:
@@ -63,7 +59,6 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
             learnwares=[serde.learnware_to_pb(lw) for lw in page.items], next_page_token=page.next_token
         )
 
-    @grpc_errors
     def Download(
         self, request: pb.DownloadRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.DownloadResponse]:
@@ -73,7 +68,6 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
         for chunk in chunks:
             yield pb.DownloadResponse(chunk=chunk)
 
-    @grpc_errors
     def Upload(
         self, request_iterator: Iterator[pb.UploadRequest], context: grpc.ServicerContext
     ) -> pb.UploadResponse:
@@ -92,13 +86,11 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
         info = self.market.upload(caller, sha256=header.sha256, size=header.size, chunks=chunks())
         return pb.UploadResponse(learnware=serde.learnware_to_pb(info))
 
-    @grpc_errors
     def Unpublish(self, request: pb.UnpublishRequest, context: grpc.ServicerContext) -> pb.UnpublishResponse:
         _require_id(request.learnware_id)
         removed = self.market.unpublish(caller_of(context), request.learnware_id)
         return pb.UnpublishResponse(learnware_id=removed.id)
 
-    @grpc_errors
     def RegisterSigningKey(
         self, request: pb.RegisterSigningKeyRequest, context: grpc.ServicerContext
     ) -> pb.RegisterSigningKeyResponse:
@@ -107,14 +99,12 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
         )
         return pb.RegisterSigningKeyResponse(key=serde.signing_key_to_pb(key))
 
-    @grpc_errors
     def ListSigningKeys(
         self, request: pb.ListSigningKeysRequest, context: grpc.ServicerContext
     ) -> pb.ListSigningKeysResponse:
         keys = self.market.signing_key_list(request.publisher)
         return pb.ListSigningKeysResponse(keys=[serde.signing_key_to_pb(k) for k in keys])
 
-    @grpc_errors
     def RevokeSigningKey(
         self, request: pb.RevokeSigningKeyRequest, context: grpc.ServicerContext
     ) -> pb.RevokeSigningKeyResponse:
@@ -123,7 +113,6 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
         key = self.market.revoke_signing_key(caller_of(context), request.key_id)
         return pb.RevokeSigningKeyResponse(key=serde.signing_key_to_pb(key))
 
-    @grpc_errors
     def WhoAmI(self, request: pb.WhoAmIRequest, context: grpc.ServicerContext) -> pb.WhoAmIResponse:
         caller = caller_of(context)
         return pb.WhoAmIResponse(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 from lmdock.client.answers import GenerationOptions
@@ -13,13 +13,13 @@ from lmdock.client.daemon.config import DaemonConfig, TaskSettings
 from lmdock.client.daemon.registry import TaskRecord
 from lmdock.client.daemon.runfile import read_runfile
 from lmdock.client.daemon.types import ChatMessage, Completion, DaemonStatus
-from lmdock.common.errors import FailedPrecondition, error_for_status
+from lmdock.common.errors import FailedPrecondition, LmdockError, error_for_status
+from lmdock.common.grpc_errors import TypedErrorsInterceptor
 from lmdock.v1 import local_pb2 as pb
 from lmdock.v1 import local_pb2_grpc as pb_grpc
 
 __all__ = ["LocalClient"]
 
-T = TypeVar("T")
 Progress = Callable[[str, int, int], None]
 
 
@@ -29,7 +29,9 @@ class LocalClient:
         self.http_address = http_address  # the daemon's HTTP API, when known from its run file
         self.timeout = timeout
         self._metadata = (("authorization", f"Bearer {token}"),)
-        self._channel = grpc.insecure_channel(address)
+        self._channel = grpc.intercept_channel(
+            grpc.insecure_channel(address), TypedErrorsInterceptor(self._error)
+        )
         self._stub = pb_grpc.LocalServiceStub(self._channel)
 
     @classmethod
@@ -46,20 +48,15 @@ class LocalClient:
     def __exit__(self, *exc: object) -> None:
         self._channel.close()
 
-    def _call(self, work: Callable[[], T]) -> T:
-        try:
-            return work()
-        except grpc.RpcError as exc:
-            code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-            details = exc.details() if hasattr(exc, "details") else str(exc)
-            if code == grpc.StatusCode.UNAVAILABLE:
-                raise FailedPrecondition(
-                    f"the daemon at {self.address} does not answer ({details}); is it still running?"
-                ) from None
-            raise error_for_status(code.name, str(details)) from None
+    def _error(self, status: str, details: str) -> LmdockError:
+        if status == "UNAVAILABLE":  # the user's to fix (start the daemon), not a passing outage
+            return FailedPrecondition(
+                f"the daemon at {self.address} does not answer ({details}); is it still running?"
+            )
+        return error_for_status(status, details)
 
     def _unary(self, method: Any, request: Any) -> Any:
-        return self._call(lambda: method(request, timeout=self.timeout, metadata=self._metadata))
+        return method(request, timeout=self.timeout, metadata=self._metadata)
 
     def status(self) -> DaemonStatus:
         return serde.status_from_pb(self._unary(self._stub.GetStatus, pb.GetStatusRequest()))
@@ -85,17 +82,14 @@ class LocalClient:
         return self._follow(self._stub.RetryTask, pb.RetryTaskRequest(name=name), progress)
 
     def _follow(self, method: Any, request: Any, progress: Progress | None) -> TaskRecord:
-        def run() -> TaskRecord:
-            # no deadline: a large task embeds for long, and its progress shows it is alive
-            events: Iterator[pb.TaskEvent] = method(request, metadata=self._metadata)
-            for event in events:
-                if progress is not None:
-                    progress(event.stage, event.done, event.total)
-                if event.HasField("task"):
-                    return serde.task_from_pb(event.task)
-            raise FailedPrecondition("the daemon ended the task's progress stream without an answer")
-
-        return self._call(run)
+        # no deadline: a large task embeds for long, and its progress shows it is alive
+        events: Iterator[pb.TaskEvent] = method(request, metadata=self._metadata)
+        for event in events:
+            if progress is not None:
+                progress(event.stage, event.done, event.total)
+            if event.HasField("task"):
+                return serde.task_from_pb(event.task)
+        raise FailedPrecondition("the daemon ended the task's progress stream without an answer")
 
     def complete(self, model: str, prompts: list[str], options: GenerationOptions) -> Completion:
         request = pb.CompleteRequest(model=model, prompts=prompts, params=serde.options_to_pb(options))

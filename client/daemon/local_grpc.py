@@ -1,17 +1,17 @@
 """The local gRPC API: the same operations as the HTTP API, plus tasks and status.
 
 An interceptor checks the bearer token before any handler runs; handlers decode, call one
-`Daemon` method and encode. lmdock's typed errors map to the gRPC code of the same name.
+`Daemon` method and encode. The typed errors they raise become the gRPC code of the same name
+(`lmdock.common.grpc_errors.ErrorStatusInterceptor`).
 """
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 from lmdock.client.channel import MAX_MESSAGE_BYTES
@@ -19,13 +19,12 @@ from lmdock.client.daemon import local_serde as serde
 from lmdock.client.daemon.auth import bearer_matches
 from lmdock.client.daemon.core import Daemon
 from lmdock.client.daemon.openai_schema import COMPLETIONS_DEFAULT_MAX_TOKENS
-from lmdock.common.errors import LmdockError
+from lmdock.common.errors import Unauthenticated
+from lmdock.common.grpc_errors import ErrorStatusInterceptor
 from lmdock.v1 import local_pb2 as pb
 from lmdock.v1 import local_pb2_grpc as pb_grpc
 
 __all__ = ["create_local_server"]
-
-log = logging.getLogger(__name__)
 
 
 class _BearerAuth(grpc.ServerInterceptor):
@@ -35,9 +34,8 @@ class _BearerAuth(grpc.ServerInterceptor):
         self._token = token
 
         def deny(request: Any, context: grpc.ServicerContext) -> None:
-            context.abort(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "missing or wrong bearer token: send 'authorization: Bearer <token>' (see api.token_file)",
+            raise Unauthenticated(
+                "missing or wrong bearer token: send 'authorization: Bearer <token>' (see api.token_file)"
             )
 
         self._deny = grpc.unary_unary_rpc_method_handler(deny)
@@ -51,58 +49,37 @@ class _BearerAuth(grpc.ServerInterceptor):
         return self._deny_stream if handler is not None and handler.unary_stream else self._deny
 
 
-def _abort(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
-    if isinstance(exc, LmdockError):
-        context.abort(getattr(grpc.StatusCode, exc.status, grpc.StatusCode.UNKNOWN), str(exc))
-    log.exception("internal error in a local API handler: %s", type(exc).__name__)
-    context.abort(grpc.StatusCode.INTERNAL, "internal error; see the daemon's log")
-    raise AssertionError("context.abort always raises")
-
-
 class LocalServicer(pb_grpc.LocalServiceServicer):
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
 
-    def _call(self, context: grpc.ServicerContext, work: Callable[[], Any]) -> Any:
-        try:
-            return work()
-        except Exception as exc:
-            _abort(context, exc)
-
     def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.ServicerContext
     ) -> pb.ListModelsResponse:
-        models = self._call(context, self.daemon.models)
-        return pb.ListModelsResponse(models=[serde.task_to_pb(r) for r in models])
+        return pb.ListModelsResponse(models=[serde.task_to_pb(r) for r in self.daemon.models()])
 
     def Complete(self, request: pb.CompleteRequest, context: grpc.ServicerContext) -> pb.CompleteResponse:
         options = serde.options_from_pb(request.params, default_max_tokens=COMPLETIONS_DEFAULT_MAX_TOKENS)
-        result = self._call(
-            context, lambda: self.daemon.complete(request.model, list(request.prompts), options)
-        )
-        return serde.completion_to_pb(result)
+        return serde.completion_to_pb(self.daemon.complete(request.model, list(request.prompts), options))
 
     def Chat(self, request: pb.ChatRequest, context: grpc.ServicerContext) -> pb.CompleteResponse:
         default = self.daemon.config.runtime.max_new_tokens
         options = serde.options_from_pb(request.params, default_max_tokens=default)
         messages = serde.messages_from_pb(list(request.messages))
-        return serde.completion_to_pb(
-            self._call(context, lambda: self.daemon.chat(request.model, messages, options))
-        )
+        return serde.completion_to_pb(self.daemon.chat(request.model, messages, options))
 
     def AddTask(self, request: pb.AddTaskRequest, context: grpc.ServicerContext) -> Iterator[pb.TaskEvent]:
-        settings = self._call(context, lambda: serde.settings_from_pb(request.task))
+        settings = serde.settings_from_pb(request.task)
         yield from self._events(
-            context,
             lambda progress: self.daemon.add_task(settings, replace=request.replace, progress=progress),
         )
 
     def RetryTask(
         self, request: pb.RetryTaskRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.TaskEvent]:
-        yield from self._events(context, lambda progress: self.daemon.retry_task(request.name, progress))
+        yield from self._events(lambda progress: self.daemon.retry_task(request.name, progress))
 
-    def _events(self, context: grpc.ServicerContext, work: Callable[[Any], Any]) -> Iterator[pb.TaskEvent]:
+    def _events(self, work: Callable[[Any], Any]) -> Iterator[pb.TaskEvent]:
         """Run `work(progress)` on a thread and stream its progress, then the task it returns."""
         events: queue.Queue[pb.TaskEvent | Exception] = queue.Queue()
 
@@ -121,7 +98,7 @@ class LocalServicer(pb_grpc.LocalServiceServicer):
         while True:
             event = events.get()
             if isinstance(event, Exception):
-                _abort(context, event)
+                raise event
             yield event
             if event.HasField("task"):
                 return
@@ -129,16 +106,13 @@ class LocalServicer(pb_grpc.LocalServiceServicer):
     def RemoveTask(
         self, request: pb.RemoveTaskRequest, context: grpc.ServicerContext
     ) -> pb.RemoveTaskResponse:
-        record = self._call(context, lambda: self.daemon.remove_task(request.name))
-        return pb.RemoveTaskResponse(task=serde.task_to_pb(record))
+        return pb.RemoveTaskResponse(task=serde.task_to_pb(self.daemon.remove_task(request.name)))
 
     def ListTasks(self, request: pb.ListTasksRequest, context: grpc.ServicerContext) -> pb.ListTasksResponse:
-        return pb.ListTasksResponse(
-            tasks=[serde.task_to_pb(r) for r in self._call(context, self.daemon.tasks)]
-        )
+        return pb.ListTasksResponse(tasks=[serde.task_to_pb(r) for r in self.daemon.tasks()])
 
     def GetStatus(self, request: pb.GetStatusRequest, context: grpc.ServicerContext) -> pb.GetStatusResponse:
-        return serde.status_to_pb(self._call(context, self.daemon.status))
+        return serde.status_to_pb(self.daemon.status())
 
 
 def create_local_server(
@@ -147,7 +121,8 @@ def create_local_server(
     """A not yet started server for `daemon` on `address`; returns it and its port."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="local-grpc"),
-        interceptors=[_BearerAuth(token)],
+        # errors first: it answers for the token check too
+        interceptors=[ErrorStatusInterceptor("daemon"), _BearerAuth(token)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -22,44 +22,79 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 from lmdock.common.market_types import LearnwareInfo, Match, MixtureComponent, SearchResult
 from lmdock.common.mixture import explain_as_mixture
 from lmdock.common.spec import Spec, debiased_sq_distance
 
-__all__ = ["SpecIndex"]
+__all__ = ["ExactIndex"]
 
 MIXTURE_CANDIDATES = 32
 MIXTURE_COMPONENTS = 4
 
 
-class SpecIndex:
+@dataclass(frozen=True)
+class _Snapshot:
+    """What one search reads: `items[i]` is row i of `matrix` and `sigmas`, for i < len(matrix).
+
+    `items` may run longer (later adds append to it), but rows below len(matrix) never change
+    while a snapshot holds them: adds write past them, removes build new arrays.
+    """
+
+    items: list[LearnwareInfo]
+    matrix: np.ndarray
+    sigmas: np.ndarray
+
+
+class ExactIndex:
+    """Every learnware scored on every search; rows kept in arrays that grow by doubling."""
+
     def __init__(self, learnwares: Iterable[LearnwareInfo] = ()) -> None:
         self._lock = threading.Lock()
-        self._rebuild(list(learnwares))  # stacked once, not once per learnware
+        self._items: list[LearnwareInfo] = []
+        self._rows = np.zeros((0, 0), np.float32)  # capacity >= len(self._items)
+        self._row_sigmas = np.zeros(0, np.float64)
+        self._snapshot = _Snapshot(self._items, self._rows, self._row_sigmas)
+        for lw in learnwares:
+            self.add(lw)
 
     def __len__(self) -> int:
         return len(self._items)
 
     def add(self, lw: LearnwareInfo) -> None:
         with self._lock:
-            self._rebuild([*self._items, lw])
+            n = len(self._items)
+            if n == len(self._rows):  # full: copy into twice the room (amortised O(1) per add)
+                rows = np.zeros((max(2 * n, 8), lw.spec.values.shape[0]), np.float32)
+                sigmas = np.zeros(len(rows), np.float64)
+                if n:
+                    rows[:n], sigmas[:n] = self._rows, self._row_sigmas
+                self._rows, self._row_sigmas = rows, sigmas
+            self._rows[n] = lw.spec.values
+            self._row_sigmas[n] = lw.spec.privacy.sigma
+            self._items.append(lw)
+            self._snapshot = _Snapshot(self._items, self._rows[: n + 1], self._row_sigmas[: n + 1])
 
     def remove(self, learnware_id: str) -> None:
         with self._lock:
-            self._rebuild([x for x in self._items if x.id != learnware_id])
-
-    def _rebuild(self, items: list[LearnwareInfo]) -> None:
-        # Searches read (items, matrix, sigmas) under the lock, then work on that snapshot.
-        self._items = items
-        self._matrix = np.stack([x.spec.values for x in items]) if items else np.zeros((0, 0), np.float32)
-        self._sigmas = np.array([x.spec.privacy.sigma for x in items], dtype=np.float64)
+            found = [i for i, x in enumerate(self._items) if x.id == learnware_id]
+            if not found:
+                return
+            # New arrays, not a shift in place: a search may still be reading the old rows.
+            # Later rows move up one, so ties keep their insertion order.
+            n, i = len(self._items), found[0]
+            self._items = [*self._items[:i], *self._items[i + 1 :]]
+            self._rows = np.delete(self._rows[:n], i, axis=0)
+            self._row_sigmas = np.delete(self._row_sigmas[:n], i)
+            self._snapshot = _Snapshot(self._items, self._rows, self._row_sigmas)
 
     def search(self, query: Spec, *, top_k: int, mixture: bool = False) -> SearchResult:
-        with self._lock:
-            items, matrix, sigmas = self._items, self._matrix, self._sigmas
-        if not items:
+        with self._lock:  # updates replace the snapshot whole; the search runs on the one it took
+            snapshot = self._snapshot
+        items, matrix, sigmas = snapshot.items, snapshot.matrix, snapshot.sigmas
+        if not len(matrix):
             return SearchResult(matches=())
         dist = debiased_sq_distance(query, matrix, sigmas)
         dim = matrix.shape[1]

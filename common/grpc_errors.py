@@ -1,0 +1,154 @@
+"""lmdock's typed errors on gRPC: one interceptor per side applies `lmdock.common.errors`' mapping.
+
+Server side, `ErrorStatusInterceptor` wraps every handler, unary or streaming: an LmdockError
+becomes its own status (`LmdockError.status`) with its message; a request stream that broke
+(the client went away) becomes CANCELLED; anything else is a bug and becomes INTERNAL, logged
+with its type and traceback, never with the message or the request. Client side,
+`TypedErrorsInterceptor` turns a failed call's RpcError back into the typed error for its
+status (`error_for_status`).
+
+The glue lives in common because both servers (market, daemon) and both clients need it and
+common is the one package server and client may both import; only the wire edges import this
+module, so the rest of common stays free of grpc.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
+
+import grpc
+from lmdock.common.errors import LmdockError, error_for_status
+
+__all__ = ["ErrorStatusInterceptor", "TypedErrorsInterceptor", "status_of"]
+
+log = logging.getLogger(__name__)
+_KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")  # a handler has one
+
+
+def status_of(exc: Exception) -> grpc.StatusCode:
+    """The status a handler's exception answers with."""
+    if isinstance(exc, LmdockError):
+        code: grpc.StatusCode = getattr(grpc.StatusCode, exc.status, grpc.StatusCode.UNKNOWN)
+        return code
+    if isinstance(exc, grpc.RpcError):  # reading the request stream failed: the client went away
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.INTERNAL
+
+
+class ErrorStatusInterceptor(grpc.ServerInterceptor):
+    """Answers every failed handler with the status of its exception (see `status_of`).
+
+    `server` names the program whose log holds an internal error's details ("market").
+    Install it first, so that it also answers for the errors of the interceptors after it.
+    """
+
+    def __init__(self, server: str) -> None:
+        self._internal = f"internal error; the {server}'s log has the details"
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None:
+            return None
+        kind = next(k for k in _KINDS if getattr(handler, k) is not None)
+        behavior = getattr(handler, kind)
+        wrap = self._stream if handler.response_streaming else self._unary
+        return getattr(grpc, f"{kind}_rpc_method_handler")(
+            wrap(behavior),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _unary(self, behavior: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        def call(request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                return behavior(request, context)
+            except Exception as exc:
+                self._abort(context, exc)
+
+        return call
+
+    def _stream(self, behavior: Callable[[Any, Any], Iterator[Any]]) -> Callable[[Any, Any], Iterator[Any]]:
+        def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            try:
+                yield from behavior(request, context)
+            except Exception as exc:
+                self._abort(context, exc)
+
+        return call
+
+    def _abort(self, context: grpc.ServicerContext, exc: Exception) -> NoReturn:
+        if context.code() is not None:  # the handler aborted with a status of its own: keep it
+            raise exc
+        code = status_of(exc)
+        if isinstance(exc, LmdockError):
+            context.abort(code, str(exc))
+        if code == grpc.StatusCode.CANCELLED:
+            log.info("client stream ended early (cancelled or past its deadline)")
+            context.abort(code, "the request stream was cancelled")
+        log.exception("internal error in handler: %s", type(exc).__name__)
+        context.abort(code, self._internal)
+        raise AssertionError("context.abort always raises")  # for type checkers: abort is untyped
+
+
+class TypedErrorsInterceptor(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Raises lmdock's typed error when a call fails: `to_error(status name, details)`.
+
+    Install it first on a channel (`grpc.intercept_channel`), so that the interceptors after it
+    see plain gRPC. Streamed responses raise the typed error while they are read.
+    """
+
+    def __init__(self, to_error: Callable[[str, str], LmdockError] = error_for_status) -> None:
+        self._to_error = to_error
+
+    def _typed(self, exc: grpc.RpcError) -> LmdockError:
+        code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+        details = exc.details() if hasattr(exc, "details") else str(exc)
+        return self._to_error(code.name, str(details))
+
+    def _response(self, outcome: Any) -> Any:
+        failure = outcome.exception()
+        if isinstance(failure, grpc.RpcError):
+            raise self._typed(failure) from None
+        return outcome
+
+    def _responses(self, call: Any) -> Any:
+        return _TypedStream(call, self._typed)
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return self._response(continuation(details, request))
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+        return self._response(continuation(details, request_iterator))
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return self._responses(continuation(details, request))
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+        return self._responses(continuation(details, request_iterator))
+
+
+class _TypedStream:
+    """A streaming call whose iteration raises typed errors; everything else is the call's."""
+
+    def __init__(self, call: Any, typed: Callable[[grpc.RpcError], LmdockError]) -> None:
+        self._call = call
+        self._typed = typed
+
+    def __iter__(self) -> _TypedStream:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return next(self._call)
+        except grpc.RpcError as exc:
+            raise self._typed(exc) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._call, name)

@@ -1,0 +1,161 @@
+"""The search index: incremental updates rank as a fresh index does, and searches never see half of one."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from lmdock.common.market_types import LearnwareInfo, SearchResult
+from lmdock.common.package import TaskInfo
+from lmdock.common.profile import SpecProfile
+from lmdock.common.spec import EXACT, Spec, debiased_sq_distance
+from lmdock.server.blobs import LocalBlobStore
+from lmdock.server.db import Database
+from lmdock.server.index import SpecIndex
+from lmdock.server.index.exact import ExactIndex
+from lmdock.server.market import Market, default_db_url
+
+from tests.helpers import cluster_spec
+
+DIM = 16
+
+
+def _learnware(i: int, values: np.ndarray, sigma: float = 0.0) -> LearnwareInfo:
+    privacy = dataclasses.replace(EXACT, sigma=sigma, epsilon=1.0, delta=1e-6) if sigma else EXACT
+    return LearnwareInfo(
+        id=f"lw-{i}",
+        name=f"learnware {i}",
+        domain="test",
+        base_model="-",
+        licence="-",
+        publisher="-",
+        task=TaskInfo("generation"),
+        spec=Spec(profile_id="p", values=values.astype(np.float32), privacy=privacy),
+        package_sha256="0" * 64,
+        package_size=1,
+    )
+
+
+def _learnwares(n: int, seed: int = 0) -> list[LearnwareInfo]:
+    """Every third learnware has its own spec; the others repeat one of five, so distances tie."""
+    rng = np.random.default_rng(seed)
+    shared = rng.standard_normal((5, DIM))
+    return [
+        _learnware(i, rng.standard_normal(DIM) if i % 3 == 0 else shared[i % 5], sigma=0.01 * (i % 2))
+        for i in range(n)
+    ]
+
+
+def _query(rng: np.random.Generator) -> Spec:
+    return Spec(profile_id="p", values=rng.standard_normal(DIM).astype(np.float32), privacy=EXACT)
+
+
+def test_incremental_updates_rank_as_a_fresh_index_does() -> None:
+    items = _learnwares(40)
+    index = ExactIndex()
+    kept: list[LearnwareInfo] = []
+    rng = np.random.default_rng(1)
+    for step, lw in enumerate(items):
+        index.add(lw)
+        kept.append(lw)
+        if step % 4 == 3:  # remove one from the middle now and then
+            gone = kept.pop(len(kept) // 2)
+            index.remove(gone.id)
+        fresh = ExactIndex(kept)
+        assert len(index) == len(fresh) == len(kept)
+        for mixture in (False, True):
+            query = _query(rng)
+            assert index.search(query, top_k=50, mixture=mixture) == fresh.search(
+                query, top_k=50, mixture=mixture
+            )
+
+
+def test_ties_keep_insertion_order() -> None:
+    same = np.ones(DIM)
+    index = ExactIndex([_learnware(i, same) for i in (3, 1, 2)])
+    index.remove("lw-1")
+    index.add(_learnware(0, same))
+    result = index.search(_query(np.random.default_rng(0)), top_k=10)
+    assert [m.learnware_id for m in result.matches] == ["lw-3", "lw-2", "lw-0"]
+
+
+def test_removing_an_unknown_id_changes_nothing() -> None:
+    index = ExactIndex(_learnwares(3))
+    index.remove("nope")
+    assert len(index) == 3
+
+
+def test_an_empty_index_finds_nothing() -> None:
+    index: SpecIndex = ExactIndex()
+    assert index.search(_query(np.random.default_rng(0)), top_k=5, mixture=True).matches == ()
+
+
+@pytest.mark.parametrize("mixture", [False, True])
+def test_searches_during_uploads_see_whole_snapshots(mixture: bool) -> None:
+    items = _learnwares(300, seed=2)
+    by_id = {lw.id: lw for lw in items}
+    index = ExactIndex()
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def search() -> None:
+        rng = np.random.default_rng(3)
+        seen = 0
+        try:
+            while not done.is_set():
+                query = _query(rng)
+                result = index.search(query, top_k=1000, mixture=mixture)
+                ids = [m.learnware_id for m in result.matches]
+                assert len(set(ids)) == len(ids) and len(ids) >= seen - 1  # only ever one removed
+                seen = len(ids)
+                for match in result.matches:  # each row still belongs to the learnware it names
+                    spec = by_id[match.learnware_id].spec
+                    expected = debiased_sq_distance(query, spec.values[None], np.array([spec.privacy.sigma]))
+                    assert match.distance == float(expected[0])
+        except BaseException as exc:
+            errors.append(exc)
+
+    readers = [threading.Thread(target=search) for _ in range(3)]
+    for reader in readers:
+        reader.start()
+    for i, lw in enumerate(items):
+        index.add(lw)
+        if i % 50 == 49:
+            index.remove(items[i - 1].id)
+    done.set()
+    for reader in readers:
+        reader.join()
+    assert errors == []
+    assert len(index) == 300 - 6
+
+
+class _RecordingIndex(ExactIndex):
+    """An index of another kind, as far as the market can tell: it records what it is asked."""
+
+    def __init__(self, learnwares: Iterable[LearnwareInfo] = ()) -> None:
+        super().__init__(learnwares)
+        self.queries: list[Spec] = []
+
+    def search(self, query: Spec, *, top_k: int, mixture: bool = False) -> SearchResult:
+        self.queries.append(query)
+        return super().search(query, top_k=top_k, mixture=mixture)
+
+
+def test_the_market_searches_the_index_it_is_given(tmp_path: Path, profile: SpecProfile) -> None:
+    market = Market(
+        profile=profile,
+        db=Database(default_db_url(tmp_path)),
+        blobs=LocalBlobStore(tmp_path / "blobs"),
+        index=_RecordingIndex,
+    )
+    try:
+        assert isinstance(market.index, _RecordingIndex)
+        query = cluster_spec(profile, seed=1)
+        assert market.search(query).matches == ()
+        assert market.index.queries == [query]
+    finally:
+        market.close()
