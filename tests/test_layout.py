@@ -111,3 +111,13 @@ def test_the_wings_exist_where_the_architecture_page_says() -> None:
     for room in rooms:
         assert (ROOT / room).is_dir(), room
         assert f"`{room}`" in page, f"docs/architecture.md does not describe {room}"
+
+
+def test_common_touches_grpc_only_at_its_wire_edge() -> None:
+    """common is the audited core: grpc enters it in one module, the error <-> status mapping."""
+    users = sorted(
+        str(path.relative_to(ROOT))
+        for path in _sources("common")
+        if any(module == "grpc" or module.startswith("grpc.") for module, _, _ in _imports(path))
+    )
+    assert users == ["common/grpc_errors.py"]
