@@ -21,10 +21,28 @@ from typing import Any, NoReturn
 import grpc
 from lmdock.common.errors import LmdockError, error_for_status
 
-__all__ = ["ErrorStatusInterceptor", "TypedErrorsInterceptor", "status_of"]
+__all__ = ["ErrorStatusInterceptor", "TypedErrorsInterceptor", "rewrap_handler", "status_of"]
 
 log = logging.getLogger(__name__)
 _KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")  # a handler has one
+
+
+def rewrap_handler(
+    handler: grpc.RpcMethodHandler,
+    *,
+    unary: Callable[[Callable[[Any, Any], Any]], Callable[[Any, Any], Any]],
+    stream: Callable[[Callable[[Any, Any], Iterator[Any]]], Callable[[Any, Any], Iterator[Any]]],
+) -> grpc.RpcMethodHandler:
+    """`handler` with its behaviour wrapped: by `stream` when it streams responses, else by
+    `unary`; its kind and (de)serializers are kept. What a server interceptor returns."""
+    kind = next(k for k in _KINDS if getattr(handler, k) is not None)
+    wrap = stream if handler.response_streaming else unary
+    rebuild: Callable[..., grpc.RpcMethodHandler] = getattr(grpc, f"{kind}_rpc_method_handler")
+    return rebuild(
+        wrap(getattr(handler, kind)),
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
 
 
 def status_of(exc: Exception) -> grpc.StatusCode:
@@ -49,16 +67,7 @@ class ErrorStatusInterceptor(grpc.ServerInterceptor):
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
-        if handler is None:
-            return None
-        kind = next(k for k in _KINDS if getattr(handler, k) is not None)
-        behavior = getattr(handler, kind)
-        wrap = self._stream if handler.response_streaming else self._unary
-        return getattr(grpc, f"{kind}_rpc_method_handler")(
-            wrap(behavior),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return None if handler is None else rewrap_handler(handler, unary=self._unary, stream=self._stream)
 
     def _unary(self, behavior: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
         def call(request: Any, context: grpc.ServicerContext) -> Any:

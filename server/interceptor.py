@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 from lmdock.common.errors import PermissionDenied, Unauthenticated
-from lmdock.common.grpc_errors import status_of
+from lmdock.common.grpc_errors import rewrap_handler, status_of
 from lmdock.server.auth import METHOD_ROLES, Authenticator
 from lmdock.server.identity import Identity
 from lmdock.server.limits import Limiter
@@ -62,28 +62,10 @@ class MarketInterceptor(grpc.ServerInterceptor):
         if handler is None or service != SERVICE:
             return handler
         guard = self._guard_factory(method)
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                _guarded(handler.unary_unary, guard),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                _guarded_stream(handler.unary_stream, guard),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                _guarded(handler.stream_unary, guard),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return grpc.stream_stream_rpc_method_handler(
-            _guarded_stream(handler.stream_stream, guard),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+        return rewrap_handler(
+            handler,
+            unary=lambda behavior: _guarded(behavior, guard),
+            stream=lambda behavior: _guarded_stream(behavior, guard),
         )
 
     def _guard_factory(self, method: str) -> Callable[[grpc.ServicerContext], Any]:
