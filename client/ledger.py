@@ -23,6 +23,11 @@ IntegrityError and no further release is made until the ledger is restored.
 
 A data set is the content hash of its records (`dataset_id`); each entry keeps the released
 spec, so a retry re-sends it at no cost (re-sending published output is post-processing).
+
+Reading verifies the whole file, so a command reads it once: `state()` is one verified
+`LedgerState` that answers what a data set has spent, whether a spec is cached and whether a
+release fits. `record` (and `book`, for a released spec) reads again under the exclusive lock,
+since another process may have booked in between, and returns a `Debit` with the new total.
 """
 
 from __future__ import annotations

@@ -89,7 +89,10 @@ def _package(args: argparse.Namespace) -> int:
     from lmdock.client.commands.ledger import ledger_from
     from lmdock.client.commands.output import emit_json, progress_bar
     from lmdock.client.publish.package import load_build, load_card, package_build
+    from lmdock.common.calibration import validate_privacy
 
+    if args.spec_epsilon is not None:
+        validate_privacy(epsilon=args.spec_epsilon, delta=args.spec_delta)
     load_build(Path(args.build_dir), base_model=args.base)  # refuse a wrong build before the network
     card = load_card(
         Path(args.card) if args.card else None,
