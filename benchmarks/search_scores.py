@@ -50,7 +50,7 @@ def main() -> None:
     users["medquad+tfns"] = np.vstack([features("medquad", "task", N // 2), features("tfns", "task", N // 2)])
     report = {}
     for name, rows in users.items():
-        spec = release(rows, profile, epsilon=1.0, delta=1e-6)
+        spec = release(rows, profile, epsilon=1.0, delta=1e-6).spec
         result = index.search(spec, top_k=len(SAMPLES), mixture=True)
         report[name] = {
             "matches": {

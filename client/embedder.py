@@ -6,19 +6,18 @@ limit, float32, then L2 normalisation — the recipe of all-MiniLM-L6-v2.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 import torch
+from lmdock.client.progress import Progress
 from lmdock.common.embedder_files import embedder_dir, embedder_sha256
 from lmdock.common.errors import ProfileMismatch
 from lmdock.common.profile import SpecProfile
 from transformers import AutoModel, AutoTokenizer
 
 __all__ = ["Embedder", "mean_pool"]
-
-Progress = Callable[[int, int], None]
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,11 @@ IntegrityError and no further release is made until the ledger is restored.
 
 A data set is the content hash of its records (`dataset_id`); each entry keeps the released
 spec, so a retry re-sends it at no cost (re-sending published output is post-processing).
+
+Reading verifies the whole file, so a command reads it once: `state()` is one verified
+`LedgerState` that answers what a data set has spent, whether a spec is cached and whether a
+release fits. `record` (and `book`, for a released spec) reads again under the exclusive lock,
+since another process may have booked in between, and returns a `Debit` with the new total.
 """
 
 from __future__ import annotations
@@ -41,15 +46,14 @@ from typing import Any
 
 from lmdock.client.files import atomic_write_text, fsync_dir
 from lmdock.common.accounting import Budget, Release, Spent, compose
-from lmdock.common.calibration import analytic_sigma
 from lmdock.common.canonical import canonical_json, sha256_hex
 from lmdock.common.errors import BudgetExceeded, IntegrityError, InvalidArgument
-from lmdock.common.profile import SpecProfile
-from lmdock.common.spec import Spec, release_calibration
+from lmdock.common.mechanism import least_cost
+from lmdock.common.spec import Spec, SpecRelease
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_BUDGET", "Entry", "Ledger", "LedgerState", "dataset_id", "default_ledger_path"]
+__all__ = ["DEFAULT_BUDGET", "Debit", "Entry", "Ledger", "LedgerState", "dataset_id", "default_ledger_path"]
 
 GENESIS = "0" * 64
 KINDS = ("spec", "training")  # a released spec; a DP training run (DP-SGD, `client.dp_sgd`)
@@ -94,9 +98,83 @@ class Entry:
 
 @dataclass(frozen=True)
 class LedgerState:
+    """One verified read of the ledger, and what it says about each data set under the budget."""
+
     entries: tuple[Entry, ...]
     head: str
     interrupted: bool  # the last entry was being written when its writer stopped; counted
+    budget: Budget
+
+    def _releases(self, dataset: str) -> list[Release]:
+        return [e.release for e in self.entries if e.dataset == dataset]
+
+    def spent(self, dataset: str) -> Spent:
+        """What `dataset` has spent, as epsilon at the budget's delta."""
+        return compose(self._releases(dataset), delta=self.budget.delta)
+
+    def check(self, dataset: str, release: Release, *, kind: str = "spec") -> Spent:
+        """What `dataset` would have spent after `release`; BudgetExceeded if over the cap."""
+        before = self._releases(dataset)
+        after = compose([*before, release], delta=self.budget.delta)
+        if not after.within(self.budget):
+            spent = compose(before, delta=self.budget.delta)
+            raise BudgetExceeded(
+                f"privacy budget of data set {dataset[:12]} exceeded: {spent.releases} release(s) "
+                f"have spent epsilon={spent.epsilon:.4g} (at delta={self.budget.delta:g}); this "
+                f"release (epsilon={release.epsilon:g}, delta={release.delta:g}) would bring it to "
+                f"epsilon={after.epsilon:.4g}, over the cap epsilon={self.budget.epsilon:g}. "
+                + ("Nothing was trained or written." if kind == "training" else "Nothing was sent.")
+            )
+        return after
+
+    def cached_spec(
+        self, dataset: str, *, profile_id: str, epsilon: float, delta: float, unit: str
+    ) -> Spec | None:
+        """The newest spec of `dataset` released under these parameters, if any: free to re-send."""
+        for entry in reversed(self.entries):
+            spec = entry.spec() if entry.dataset == dataset else None
+            if (
+                spec is not None
+                and spec.profile_id == profile_id
+                and spec.privacy.epsilon == epsilon
+                and spec.privacy.delta == delta
+                and spec.privacy.unit == unit
+            ):
+                return spec
+        return None
+
+    def has_release(self, dataset: str, *, epsilon: float, delta: float, unit: str) -> bool:
+        """Whether some spec of `dataset` was released with these parameters (any profile)."""
+        return any(
+            (spec := e.spec()) is not None
+            and (spec.privacy.epsilon, spec.privacy.delta, spec.privacy.unit) == (epsilon, delta, unit)
+            for e in self.entries
+            if e.dataset == dataset
+        )
+
+    def check_spec_budget(self, dataset: str, *, epsilon: float, delta: float, unit: str) -> None:
+        """Refuse early (before the market's profile is known) a spec release that cannot fit.
+
+        A cached release of these parameters is free. Otherwise the check books the least any
+        release at (epsilon, delta) can cost (`lmdock.common.mechanism.least_cost`): whatever
+        this refuses, booking the release itself would refuse too.
+        """
+        if not self.has_release(dataset, epsilon=epsilon, delta=delta, unit=unit):
+            self.check(dataset, least_cost(epsilon=epsilon, delta=delta))
+
+
+@dataclass(frozen=True)
+class Debit:
+    """What the ledger holds for one release: the data set's total with it, and the new entry
+    (None when it was booked before: a cached spec re-sent at no cost)."""
+
+    dataset: str
+    spent: Spent
+    entry: Entry | None = None
+
+    @property
+    def fresh(self) -> bool:
+        return self.entry is not None
 
 
 def _parse(line: str, seq: int, prev: str) -> Entry:
@@ -158,7 +236,7 @@ class Ledger:
         if anchor is None:
             if raw:
                 raise IntegrityError(f"its anchor {self.anchor} is missing")
-            return LedgerState(entries=(), head=GENESIS, interrupted=False), None
+            return LedgerState(entries=(), head=GENESIS, interrupted=False, budget=self.budget), None
         count, head, pending = anchor
         parts = raw.split(b"\n")  # parts[-1] follows the last newline: b"" unless torn
         if len(parts) - 1 < count:
@@ -180,11 +258,13 @@ class Ledger:
         if pending is None:
             if tail:
                 raise IntegrityError("it has bytes after the last entry its anchor names")
-            return LedgerState(entries=tuple(entries), head=head, interrupted=False), None
+            return LedgerState(entries=tuple(entries), head=head, interrupted=False, budget=self.budget), None
         # A write was under way: the pending line is authoritative and counts as spent.
         last = _parse(pending, count + 1, head)
         complete = tail == pending.encode("utf-8") + b"\n"
-        state = LedgerState(entries=(*entries, last), head=last.digest, interrupted=not complete)
+        state = LedgerState(
+            entries=(*entries, last), head=last.digest, interrupted=not complete, budget=self.budget
+        )
         return state, len(raw) - len(tail)
 
     def state(self) -> LedgerState:
@@ -196,69 +276,6 @@ class Ledger:
             raise IntegrityError(
                 f"privacy ledger {self.path} is damaged: {exc}; no release is made until it is restored"
             ) from None
-
-    def entries(self) -> tuple[Entry, ...]:
-        return self.state().entries
-
-    def spent(self, dataset: str) -> Spent:
-        """What `dataset` has spent, as epsilon at the budget's delta."""
-        return compose([e.release for e in self.entries() if e.dataset == dataset], delta=self.budget.delta)
-
-    def cached_spec(
-        self, dataset: str, *, profile_id: str, epsilon: float, delta: float, unit: str
-    ) -> Spec | None:
-        """The newest spec of `dataset` released under these parameters, if any: free to re-send."""
-        for entry in reversed(self.entries()):
-            spec = entry.spec() if entry.dataset == dataset else None
-            if (
-                spec is not None
-                and spec.profile_id == profile_id
-                and spec.privacy.epsilon == epsilon
-                and spec.privacy.delta == delta
-                and spec.privacy.unit == unit
-            ):
-                return spec
-        return None
-
-    def has_release(self, dataset: str, *, epsilon: float, delta: float, unit: str) -> bool:
-        """Whether some spec of `dataset` was released with these parameters (any profile)."""
-        return any(
-            (spec := e.spec()) is not None
-            and (spec.privacy.epsilon, spec.privacy.delta, spec.privacy.unit) == (epsilon, delta, unit)
-            for e in self.entries()
-            if e.dataset == dataset
-        )
-
-    def check_spec_budget(self, dataset: str, *, epsilon: float, delta: float, unit: str) -> None:
-        """Refuse early (before the market is contacted) a spec release that cannot fit the cap.
-
-        A cached release of these parameters is free. Otherwise the check uses the noise
-        multiplier of a release calibrated to (epsilon, delta/2): `release` never pays more than
-        delta/2 for its grid and sampler, so its own noise multiplier is at most this one and
-        its PLD cost at least as high; whatever this refuses, `record_spec` would refuse too.
-        """
-        if self.has_release(dataset, epsilon=epsilon, delta=delta, unit=unit):
-            return
-        lenient = analytic_sigma(epsilon=epsilon, delta=delta / 2, sensitivity=1.0)
-        self.check(dataset, Release(epsilon=epsilon, delta=delta, noise_multiplier=lenient))
-
-    def check(self, dataset: str, release: Release) -> Spent:
-        """What `dataset` would have spent after `release`; BudgetExceeded if over the cap."""
-        return self._check(self.entries(), dataset, release)
-
-    def _check(self, entries: Sequence[Entry], dataset: str, release: Release, kind: str = "spec") -> Spent:
-        before = [e.release for e in entries if e.dataset == dataset]
-        after = compose([*before, release], delta=self.budget.delta)
-        if not after.within(self.budget):
-            spent = compose(before, delta=self.budget.delta)
-            raise BudgetExceeded(
-                f"privacy budget of data set {dataset[:12]} exceeded: {spent.releases} release(s) "
-                f"have spent epsilon={spent.epsilon:.4g} (at delta={self.budget.delta:g}); this "
-                f"release (epsilon={release.epsilon:g}, delta={release.delta:g}) would bring it to "
-                f"epsilon={after.epsilon:.4g}, over the cap epsilon={self.budget.epsilon:g}. "
-                + ("Nothing was trained or written." if kind == "training" else "Nothing was sent.")
-            )
-        return after
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -295,7 +312,7 @@ class Ledger:
         unit: str = "record",
         spec: Spec | None = None,
         destination: str = "",
-    ) -> Entry:
+    ) -> Debit:
         """Debit `release` from `dataset`, durably, before anything is sent (see module doc)."""
         if kind not in KINDS:
             raise InvalidArgument(f"kind must be one of {KINDS}, got {kind!r}")
@@ -304,7 +321,7 @@ class Ledger:
                 state, cut_to = self._state()
                 if cut_to is not None:
                     self._finish_interrupted(state, cut_to)
-                self._check(state.entries, dataset, release, kind)
+                spent = state.check(dataset, release, kind=kind)
                 seq = len(state.entries) + 1
                 data: dict[str, Any] = {
                     "seq": seq,
@@ -329,20 +346,20 @@ class Ledger:
                     release.epsilon,
                     release.delta,
                 )
-                return Entry(seq=seq, digest=digest, data=data)
+                return Debit(dataset, spent, Entry(seq=seq, digest=digest, data=data))
         except IntegrityError as exc:
             raise IntegrityError(
                 f"privacy ledger {self.path} is damaged: {exc}; no release is made until it is restored, "
                 "nothing was sent"
             ) from None
 
-    def record_spec(self, dataset: str, spec: Spec, profile: SpecProfile, *, destination: str = "") -> Entry:
-        """Debit a released spec: its accounting comes from the same calibration `release` used."""
-        p = spec.privacy
-        if p.epsilon is None:
-            raise InvalidArgument("an exact spec is not a private release; nothing to debit")
-        cal = release_calibration(profile, epsilon=p.epsilon, delta=p.delta, size_bucket=p.size_bucket)
-        release = Release(
-            epsilon=p.epsilon, delta=p.delta, noise_multiplier=cal.noise_multiplier, tv_slack=cal.tv_slack
+    def book(self, dataset: str, released: SpecRelease, *, destination: str = "") -> Debit:
+        """Debit a released spec at the cost its release computed (see `record`)."""
+        return self.record(
+            dataset,
+            released.cost,
+            kind="spec",
+            unit=released.spec.privacy.unit,
+            spec=released.spec,
+            destination=destination,
         )
-        return self.record(dataset, release, kind="spec", unit=p.unit, spec=spec, destination=destination)

@@ -8,19 +8,26 @@ from dataclasses import dataclass
 
 from lmdock.client.cache import AdapterCache
 from lmdock.client.connection import MarketClient
-from lmdock.client.ledger import Ledger, dataset_id
+from lmdock.client.ledger import Debit, Ledger
+from lmdock.client.progress import Progress
 from lmdock.client.runtime import load_learnware
-from lmdock.client.spec_release import Progress, debited_spec, private_spec
+from lmdock.client.spec_release import SpecBooking, private_spec
 from lmdock.client.task import TaskData
-from lmdock.common.calibration import validate_privacy
 from lmdock.common.errors import IntegrityError, InvalidArgument
 from lmdock.common.market_types import SearchResult
 from lmdock.common.package import Manifest
 from lmdock.common.spec import Spec
 
-__all__ = ["RunResult", "pull", "run_task", "score_predictions", "search_task"]
+__all__ = ["RunResult", "SearchOutcome", "pull", "run_task", "score_predictions", "search_task"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    spec: Spec  # what was sent
+    result: SearchResult
+    debit: Debit | None  # what the ledger holds for it; None without a ledger
 
 
 def search_task(
@@ -33,38 +40,29 @@ def search_task(
     progress: Progress | None = None,
     ledger: Ledger | None = None,
     persons: Sequence[str] = (),
-) -> tuple[Spec, SearchResult]:
+) -> SearchOutcome:
     """Compute the DP spec of `texts` locally and send only it; return it with the ranking.
 
     With a `ledger` (the CLI and the daemon always pass one), the release is debited before it
     is sent: a release over the ledger's budget raises BudgetExceeded before any request leaves
-    (for a borderline case, after the profile request only), and a spec already released for
-    these texts, parameters and profile is re-sent from the ledger at no cost. Without one,
-    the caller accounts for the release itself. `persons` (one id per text) makes the person
-    the privacy unit.
+    (for a borderline case, after the profile request only, before embedding), and a spec
+    already released for these texts, parameters and profile is re-sent from the ledger at no
+    cost. Without one, the caller accounts for the release itself. `persons` (one id per text)
+    makes the person the privacy unit.
     """
-    validate_privacy(epsilon=epsilon, delta=delta)
-    unit = "person" if persons else "record"
-    dataset = dataset_id(texts)
-    if ledger is not None:
-        ledger.check_spec_budget(dataset, epsilon=epsilon, delta=delta, unit=unit)
-    profile = client.profile()
     if ledger is None:
-        spec = private_spec(texts, profile, epsilon=epsilon, delta=delta, persons=persons, progress=progress)
+        profile = client.profile()
+        spec = private_spec(
+            texts, profile, epsilon=epsilon, delta=delta, persons=persons, progress=progress
+        ).spec
+        debit = None
     else:
-        spec, fresh = debited_spec(  # durable in the ledger before the send
-            texts,
-            profile,
-            epsilon=epsilon,
-            delta=delta,
-            ledger=ledger,
-            destination=client.address,
-            persons=persons,
-            progress=progress,
-        )
-        if not fresh:
+        booking = SpecBooking.open(ledger, texts, epsilon=epsilon, delta=delta, persons=persons)
+        profile = client.profile()
+        spec, debit = booking.spec(profile, destination=client.address, progress=progress)
+        if not debit.fresh:
             log.info("re-sending the spec already released for this data set (no new privacy cost)")
-            return spec, client.search(spec, top_k=top_k)
+            return SearchOutcome(spec, client.search(spec, top_k=top_k), debit)
     p = spec.privacy  # parameters only in logs: never a text, never a vector
     log.info(
         "released a spec: epsilon=%g delta=%g sigma=%.4g size bucket %d per %s",
@@ -74,7 +72,7 @@ def search_task(
         p.size_bucket,
         p.unit,
     )
-    return spec, client.search(spec, top_k=top_k)
+    return SearchOutcome(spec, client.search(spec, top_k=top_k), debit)
 
 
 def pull(client: MarketClient, cache: AdapterCache, learnware_id: str) -> Manifest:

@@ -1,21 +1,21 @@
-"""From task texts to a released spec: embed -> feature map -> DP kernel mean."""
+"""From task texts to a released spec: embed -> feature map -> DP kernel mean, booked once."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from lmdock.client.embedder import Embedder
-from lmdock.client.ledger import Ledger, dataset_id
+from lmdock.client.ledger import Debit, Ledger, LedgerState, dataset_id
+from lmdock.client.progress import Progress
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.features import build_feature_map
 from lmdock.common.profile import SpecProfile
-from lmdock.common.spec import Spec, exact_spec, person_means, release
+from lmdock.common.spec import ReleasePlan, Spec, SpecRelease, exact_spec, person_means, plan_release
 
-__all__ = ["debited_spec", "features_of", "private_spec", "public_spec"]
-
-Progress = Callable[[int, int], None]
+__all__ = ["SpecBooking", "features_of", "private_spec", "public_spec"]
 
 
 def features_of(
@@ -31,6 +31,28 @@ def features_of(
     return feature_map(embedder.embed(texts, progress=progress))
 
 
+def _plan(
+    texts: Sequence[str], profile: SpecProfile, *, epsilon: float, delta: float, persons: Sequence[str]
+) -> ReleasePlan:
+    """The release of `texts`: one unit per text, or per person when `persons` names them."""
+    if persons and len(persons) != len(texts):
+        raise InvalidArgument(f"{len(persons)} person ids for {len(texts)} texts")
+    if persons:
+        return plan_release(profile, epsilon=epsilon, delta=delta, units=len(set(persons)), unit="person")
+    return plan_release(profile, epsilon=epsilon, delta=delta, units=len(texts))
+
+
+def _release(
+    plan: ReleasePlan,
+    texts: Sequence[str],
+    persons: Sequence[str],
+    embedder: Embedder | None,
+    progress: Progress | None,
+) -> SpecRelease:
+    features = features_of(texts, plan.profile, embedder=embedder, progress=progress)
+    return plan.release(person_means(features, persons) if persons else features)
+
+
 def private_spec(
     texts: Sequence[str],
     profile: SpecProfile,
@@ -40,48 +62,75 @@ def private_spec(
     persons: Sequence[str] = (),
     embedder: Embedder | None = None,
     progress: Progress | None = None,
-) -> Spec:
-    """An (epsilon, delta)-DP spec of `texts`.
+) -> SpecRelease:
+    """An (epsilon, delta)-DP spec of `texts`, with what it cost (for the caller to account).
 
     The privacy unit is one text, or, when `persons` names the person behind each text, one
     person: each person's features are averaged into one row before the release, so the noise
     is calibrated to the number of persons and covers everything a person contributed.
     """
-    if persons and len(persons) != len(texts):
-        raise InvalidArgument(f"{len(persons)} person ids for {len(texts)} texts")
-    features = features_of(texts, profile, embedder=embedder, progress=progress)
-    if persons:
-        return release(person_means(features, persons), profile, epsilon=epsilon, delta=delta, unit="person")
-    return release(features, profile, epsilon=epsilon, delta=delta)
+    plan = _plan(texts, profile, epsilon=epsilon, delta=delta, persons=persons)
+    return _release(plan, texts, persons, embedder, progress)
 
 
-def debited_spec(
-    texts: Sequence[str],
-    profile: SpecProfile,
-    *,
-    epsilon: float,
-    delta: float,
-    ledger: Ledger,
-    destination: str,
-    persons: Sequence[str] = (),
-    embedder: Embedder | None = None,
-    progress: Progress | None = None,
-) -> tuple[Spec, bool]:
-    """(spec, fresh): the spec already released for these texts, parameters and profile (free:
-    re-sending published output is post-processing), else a new `private_spec`, debited from
-    `ledger` durably before it is returned (BudgetExceeded, and no spec, over the cap)."""
-    unit = "person" if persons else "record"
-    dataset = dataset_id(texts)
-    cached = ledger.cached_spec(
-        dataset, profile_id=profile.profile_id, epsilon=epsilon, delta=delta, unit=unit
-    )
-    if cached is not None:
-        return cached, False
-    spec = private_spec(
-        texts, profile, epsilon=epsilon, delta=delta, persons=persons, embedder=embedder, progress=progress
-    )
-    ledger.record_spec(dataset, spec, profile, destination=destination)
-    return spec, True
+@dataclass(frozen=True)
+class SpecBooking:
+    """A private spec of one data set against one read of the ledger: refused early over the
+    budget, re-sent for free when released before, else released and booked write-ahead."""
+
+    ledger: Ledger
+    state: LedgerState
+    texts: Sequence[str]
+    dataset: str
+    epsilon: float
+    delta: float
+    persons: Sequence[str]
+
+    @classmethod
+    def open(
+        cls,
+        ledger: Ledger,
+        texts: Sequence[str],
+        *,
+        epsilon: float,
+        delta: float,
+        persons: Sequence[str] = (),
+    ) -> SpecBooking:
+        """Read the ledger once; BudgetExceeded for a release no profile could fit (before the
+        market is contacted)."""
+        booking = cls(ledger, ledger.state(), texts, dataset_id(texts), epsilon, delta, tuple(persons))
+        booking.state.check_spec_budget(booking.dataset, epsilon=epsilon, delta=delta, unit=booking.unit)
+        return booking
+
+    @property
+    def unit(self) -> str:
+        return "person" if self.persons else "record"
+
+    def spec(
+        self,
+        profile: SpecProfile,
+        *,
+        destination: str,
+        embedder: Embedder | None = None,
+        progress: Progress | None = None,
+    ) -> tuple[Spec, Debit]:
+        """(spec, debit): the spec already released for these texts, parameters and profile
+        (free: re-sending published output is post-processing), else a new release, checked at
+        its exact cost before anything is embedded and booked durably before it is returned
+        (BudgetExceeded, and no spec, over the cap)."""
+        cached = self.state.cached_spec(
+            self.dataset,
+            profile_id=profile.profile_id,
+            epsilon=self.epsilon,
+            delta=self.delta,
+            unit=self.unit,
+        )
+        if cached is not None:
+            return cached, Debit(self.dataset, self.state.spent(self.dataset))
+        plan = _plan(self.texts, profile, epsilon=self.epsilon, delta=self.delta, persons=self.persons)
+        self.state.check(self.dataset, plan.cost)
+        released = _release(plan, self.texts, self.persons, embedder, progress)
+        return released.spec, self.ledger.book(self.dataset, released, destination=destination)
 
 
 def public_spec(texts: Sequence[str], profile: SpecProfile, *, embedder: Embedder | None = None) -> Spec:

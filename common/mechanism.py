@@ -15,6 +15,12 @@ post-processing of the Gaussian mechanism on round(mu / g), whose sensitivity in
 at most Delta / g, so it is (epsilon, delta - (1 + e^epsilon) tv)-DP (Balle & Wang, Thm. 8);
 the sampled noise is within TV tv of Round(G) (see `noise`), which adds (1 + e^epsilon) tv.
 Every quantity above depends only on public parameters (epsilon, delta, R, b, D).
+
+The accountant books a calibrated release as `Calibration.cost`. Since sigma scales with Delta,
+its noise multiplier sigma / Delta is analytic_sigma(epsilon, delta - paid, 1), and `calibrate`
+refuses paid >= delta * MAX_TV_SHARE; so before R, b and D are known, `least_cost(epsilon,
+delta)`, whose multiplier is analytic_sigma(epsilon, delta * (1 - MAX_TV_SHARE), 1) and whose
+tv is 0, costs no more than any release `calibrate` allows at (epsilon, delta).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from lmdock.common.accounting import Release
 from lmdock.common.calibration import analytic_sigma, validate_privacy
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.noise import (
@@ -34,10 +41,12 @@ from lmdock.common.noise import (
     rounding_tv,
 )
 
-__all__ = ["GRID_BITS", "Calibration", "add_noise", "calibrate"]
+__all__ = ["GRID_BITS", "MAX_TV_SHARE", "Calibration", "add_noise", "calibrate", "least_cost"]
 
 #: The grid sits 2^GRID_BITS below the noise scale: fine enough that rounding costs nothing.
 GRID_BITS = 20
+#: At most this share of delta may pay for the grid and the sampler (the rest calibrates sigma).
+MAX_TV_SHARE = 0.5
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -58,6 +67,16 @@ class Calibration:
         """sigma / Delta: what Opacus' accountants call the noise multiplier."""
         return self.sigma / self.sensitivity
 
+    @property
+    def cost(self) -> Release:
+        """The release as the privacy accountant books it."""
+        return Release(
+            epsilon=self.epsilon,
+            delta=self.delta,
+            noise_multiplier=self.noise_multiplier,
+            tv_slack=self.tv_slack,
+        )
+
 
 def calibrate(*, epsilon: float, delta: float, clip_radius: float, bucket: int, dim: int) -> Calibration:
     """The grid, sensitivity and sigma of an (epsilon, delta)-DP kernel-mean release."""
@@ -71,7 +90,7 @@ def calibrate(*, epsilon: float, delta: float, clip_radius: float, bucket: int, 
     grid = 2.0 ** (math.floor(math.log2(sigma_0)) - GRID_BITS)
     tv = dim * (SAMPLER_TV_PER_COORD + rounding_tv(sigma_0 / grid))
     paid = (1.0 + math.exp(epsilon)) * tv
-    if paid >= delta / 2:
+    if paid >= delta * MAX_TV_SHARE:
         raise InvalidArgument(
             f"delta {delta:g} is too small for a {dim}-dimensional release at epsilon {epsilon:g}"
         )
@@ -80,6 +99,13 @@ def calibrate(*, epsilon: float, delta: float, clip_radius: float, bucket: int, 
     return Calibration(
         sigma=sigma, sensitivity=sensitivity, grid=grid, tv_slack=tv, epsilon=epsilon, delta=delta
     )
+
+
+def least_cost(*, epsilon: float, delta: float) -> Release:
+    """A lower bound on the cost of any release `calibrate` allows at (epsilon, delta), whatever
+    R, b and D (module docstring): to refuse early, before the market's profile is known."""
+    multiplier = analytic_sigma(epsilon=epsilon, delta=delta * (1 - MAX_TV_SHARE), sensitivity=1.0)
+    return Release(epsilon=epsilon, delta=delta, noise_multiplier=multiplier)
 
 
 def add_noise(

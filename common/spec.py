@@ -24,6 +24,10 @@ grid g = 2^(floor(log2 sigma_0) - 20), with sigma_0 the calibration for 2R / b a
 on public parameters only and keeps s = sigma / g in [2^20, 2^21.1), where that distance is
 negligible (at most D * (2^-44 + 0.1 * 2^-40)).
 
+All of that depends on public parameters only, so `plan_release` fixes it from the profile and
+the number of units before any data is embedded; the plan's `cost` is what a ledger checks,
+and the `SpecRelease` it makes carries the same cost to be booked.
+
 Distances: the market ranks learnware l by d_l = ||s - mu_l||^2 - sigma^2 D - sigma_l^2 D.
 E||mu + z - mu_l||^2 = ||mu - mu_l||^2 + sigma^2 D, so subtracting the known noise energy makes
 d_l an unbiased estimate of the squared MMD between the two data sets' feature means.
@@ -39,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from lmdock.common.accounting import Release
 from lmdock.common.calibration import validate_privacy
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.mechanism import Calibration, add_noise, calibrate
@@ -48,13 +53,15 @@ from lmdock.common.profile import SPEC_VERSION, SpecProfile
 __all__ = [
     "MIN_RECORDS",
     "Privacy",
+    "ReleasePlan",
     "Spec",
+    "SpecRelease",
     "debiased_sq_distance",
     "exact_spec",
     "kernel_mean",
     "person_means",
+    "plan_release",
     "release",
-    "release_calibration",
     "size_bucket",
 ]
 
@@ -200,17 +207,74 @@ def person_means(features: npt.ArrayLike, persons: Sequence[str]) -> FloatArray:
     return means
 
 
-def release_calibration(
-    profile: SpecProfile, *, epsilon: float, delta: float, size_bucket: int
-) -> Calibration:
-    """The calibration `release` uses for a spec of `size_bucket` units under `profile`."""
-    return calibrate(
-        epsilon=epsilon,
-        delta=delta,
-        clip_radius=profile.clip_radius,
-        bucket=size_bucket,
-        dim=profile.feature_dim,
+@dataclass(frozen=True)
+class SpecRelease:
+    """A released spec and what it cost: the privacy ledger books `cost` as it is."""
+
+    spec: Spec
+    cost: Release
+
+
+@dataclass(frozen=True)
+class ReleasePlan:
+    """A spec release fixed from public parameters before any data is embedded: the cost a
+    ledger checks is the calibration the noise then follows."""
+
+    profile: SpecProfile
+    unit: str
+    size_bucket: int
+    calibration: Calibration
+
+    @property
+    def cost(self) -> Release:
+        return self.calibration.cost
+
+    def release(self, features: npt.ArrayLike, *, uniform: UniformSource = os_uniform) -> SpecRelease:
+        """Release the kernel mean of `features` (rows = privacy units, as many as planned).
+
+        Each row must already satisfy ||row|| <= profile.clip_radius (the feature map ensures
+        it; a person-level row is the mean of that person's feature rows, which keeps the bound).
+        """
+        f = np.asarray(features, dtype=np.float64)
+        n = f.shape[0] if f.ndim == 2 else 0
+        if n == 0 or size_bucket(n) != self.size_bucket:
+            raise InvalidArgument(
+                f"the release was planned for size bucket {self.size_bucket}, not {n} {self.unit}s"
+            )
+        if f.shape[1] != self.profile.feature_dim:
+            raise InvalidArgument(
+                f"features have {f.shape[1]} dims, the profile has {self.profile.feature_dim}"
+            )
+        if np.any(np.linalg.norm(f, axis=1) > self.profile.clip_radius * (1 + 1e-9)):
+            raise ValueError("feature rows exceed the clip radius: apply the profile's feature map")
+        cal = self.calibration
+        values = add_noise(kernel_mean(f), cal, uniform=uniform).astype(np.float32)
+        privacy = Privacy(
+            epsilon=cal.epsilon,
+            delta=cal.delta,
+            sigma=cal.sigma,
+            size_bucket=self.size_bucket,
+            unit=self.unit,
+        )
+        return SpecRelease(
+            Spec(profile_id=self.profile.profile_id, values=values, privacy=privacy), self.cost
+        )
+
+
+def plan_release(
+    profile: SpecProfile, *, epsilon: float, delta: float, units: int, unit: str = "record"
+) -> ReleasePlan:
+    """Calibrate an (epsilon, delta)-DP release of the kernel mean of `units` privacy units."""
+    validate_privacy(epsilon=epsilon, delta=delta)
+    if unit not in UNITS:
+        raise InvalidArgument(f"privacy unit must be one of {UNITS}, got {unit!r}")
+    if units < MIN_RECORDS:
+        raise InvalidArgument(f"a private spec needs at least {MIN_RECORDS} {unit}s, got {units}")
+    bucket = size_bucket(units)
+    calibration = calibrate(
+        epsilon=epsilon, delta=delta, clip_radius=profile.clip_radius, bucket=bucket, dim=profile.feature_dim
     )
+    return ReleasePlan(profile=profile, unit=unit, size_bucket=bucket, calibration=calibration)
 
 
 def release(
@@ -221,28 +285,13 @@ def release(
     delta: float,
     unit: str = "record",
     uniform: UniformSource = os_uniform,
-) -> Spec:
-    """Release the kernel mean of `features` (rows = privacy units) with (epsilon, delta)-DP.
-
-    Each row must already satisfy ||row|| <= profile.clip_radius (the feature map ensures it;
-    a person-level row is the mean of that person's feature rows, which keeps the bound).
-    """
-    validate_privacy(epsilon=epsilon, delta=delta)
-    if unit not in UNITS:
-        raise InvalidArgument(f"privacy unit must be one of {UNITS}, got {unit!r}")
+) -> SpecRelease:
+    """Release the kernel mean of `features` (rows = privacy units) with (epsilon, delta)-DP:
+    `plan_release` for their number, then `ReleasePlan.release`."""
     f = np.asarray(features, dtype=np.float64)
     n = f.shape[0] if f.ndim == 2 else 0
-    if n < MIN_RECORDS:
-        raise InvalidArgument(f"a private spec needs at least {MIN_RECORDS} {unit}s, got {n}")
-    if f.shape[1] != profile.feature_dim:
-        raise InvalidArgument(f"features have {f.shape[1]} dims, the profile has {profile.feature_dim}")
-    if np.any(np.linalg.norm(f, axis=1) > profile.clip_radius * (1 + 1e-9)):
-        raise ValueError("feature rows exceed the clip radius: apply the profile's feature map")
-    bucket = size_bucket(n)
-    calibration = release_calibration(profile, epsilon=epsilon, delta=delta, size_bucket=bucket)
-    values = add_noise(kernel_mean(f), calibration, uniform=uniform).astype(np.float32)
-    privacy = Privacy(epsilon=epsilon, delta=delta, sigma=calibration.sigma, size_bucket=bucket, unit=unit)
-    return Spec(profile_id=profile.profile_id, values=values, privacy=privacy)
+    plan = plan_release(profile, epsilon=epsilon, delta=delta, units=n, unit=unit)
+    return plan.release(f, uniform=uniform)
 
 
 def exact_spec(features: npt.ArrayLike, profile: SpecProfile) -> Spec:

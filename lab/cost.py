@@ -56,7 +56,7 @@ def measure_cost(
     spec = None
     for _ in range(repeats):
         spec, seconds = _timed(
-            lambda: private_spec(texts, profile, epsilon=epsilon, delta=delta, embedder=embedder)
+            lambda: private_spec(texts, profile, epsilon=epsilon, delta=delta, embedder=embedder).spec
         )
         spec_times.append(seconds)
     assert spec is not None

@@ -53,7 +53,8 @@ def demo_report(workdir: Path, *, log: Any = print, quick: bool = False) -> dict
         log(f"market on {address}: {len(packages)} learnwares published")
         cache = AdapterCache(Path(tmp) / "hospital-cache")
         with MarketClient(address) as hospital:  # everything the hospital sends is counted
-            spec, result = search_task(hospital, task.texts, epsilon=EPSILON, delta=DELTA)
+            outcome = search_task(hospital, task.texts, epsilon=EPSILON, delta=DELTA)
+            spec, result = outcome.spec, outcome.result
             matched = result.matches[0].learnware_id
             pull(hospital, cache, matched)
             bytes_sent = hospital.bytes_sent

@@ -52,7 +52,7 @@ def draw_rankings(
         spec = (
             exact_spec(rows, profile)
             if math.isinf(epsilon)
-            else release(rows, profile, epsilon=epsilon, delta=delta)
+            else release(rows, profile, epsilon=epsilon, delta=delta).spec
         )
         result = client.search(spec, top_k=market_size)
         out.append([m.learnware_id for m in result.matches])

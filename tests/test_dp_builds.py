@@ -116,7 +116,7 @@ def test_dp_builds_are_debited_write_ahead_and_refused_over_budget(
         "ledger.jsonl.lock",
         "train.jsonl",
     ]
-    assert len(Ledger(ledger_path).entries()) == 1
+    assert len(Ledger(ledger_path).state().entries) == 1
 
     # the DP spec of the package is the same data set's release, composed with the training run
     cli_json(capsys, "keys", "gen", "--key", str(tmp_path / "k.key"))
@@ -133,10 +133,10 @@ def test_dp_builds_are_debited_write_ahead_and_refused_over_budget(
             "--out",
             str(tmp_path / "p.tar"),
         )
-        entries = Ledger(ledger_path).entries()
+        entries = Ledger(ledger_path).state().entries
         assert [e.data["kind"] for e in entries] == ["training", "spec"]
         assert {e.dataset for e in entries} == {dataset}
-        spent = Ledger(ledger_path, budget=Budget(epsilon=3.0, delta=1e-5)).spent(dataset)
+        spent = Ledger(ledger_path, budget=Budget(epsilon=3.0, delta=1e-5)).state().spent(dataset)
         assert built["ledger"]["spent"]["epsilon"] < spent.epsilon < 2 + 0.5
         # packaging again re-uses the spec already released: no new cost
         cli_json(
@@ -149,7 +149,7 @@ def test_dp_builds_are_debited_write_ahead_and_refused_over_budget(
             "--out",
             str(tmp_path / "q.tar"),
         )
-        assert len(Ledger(ledger_path).entries()) == 2
+        assert len(Ledger(ledger_path).state().entries) == 2
         # a spec that would not fit is refused before anything is embedded or written
         over = [*flags, "--spec-epsilon", "3", "--ledger", str(ledger_path), "--budget-epsilon", "3"]
         code, _, err = run_cli(
@@ -170,7 +170,7 @@ def test_the_ledger_refuses_a_training_release_over_the_cap(tmp_path: Path) -> N
     ledger = Ledger(tmp_path / "l.jsonl", budget=Budget(epsilon=3.0, delta=1e-5))
     with pytest.raises(BudgetExceeded, match="Nothing was trained or written"):
         ledger.record("d" * 64, plan.release(), kind="training")
-    assert ledger.entries() == ()
+    assert ledger.state().entries == ()
 
 
 def test_pooling_is_part_of_the_task_and_old_manifests_keep_their_bytes() -> None:

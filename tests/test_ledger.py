@@ -18,8 +18,9 @@ from lmdock.common.accounting import Budget, Release, compose
 from lmdock.common.calibration import analytic_sigma
 from lmdock.common.errors import BudgetExceeded, IntegrityError, InvalidArgument
 from lmdock.common.features import build_feature_map
+from lmdock.common.mechanism import least_cost
 from lmdock.common.profile_factory import make_profile
-from lmdock.common.spec import release
+from lmdock.common.spec import plan_release, release
 
 from tests.helpers import random_unit_rows
 
@@ -57,12 +58,12 @@ def test_entries_are_chained_and_composed_per_data_set(ledger: Ledger) -> None:
     ledger.record("a" * 64, one(), kind="spec")
     ledger.record("b" * 64, one(0.5), kind="training")
     ledger.record("a" * 64, one(), kind="spec", destination="market:1")
-    entries = ledger.entries()
+    entries = ledger.state().entries
     assert [e.seq for e in entries] == [1, 2, 3]
     assert entries[1].data["prev"] == entries[0].digest and entries[2].data["prev"] == entries[1].digest
-    assert ledger.spent("a" * 64) == compose([one(), one()], delta=ROOMY.delta)
-    assert ledger.spent("b" * 64).releases == 1
-    assert ledger.spent("c" * 64).epsilon == 0.0
+    assert ledger.state().spent("a" * 64) == compose([one(), one()], delta=ROOMY.delta)
+    assert ledger.state().spent("b" * 64).releases == 1
+    assert ledger.state().spent("c" * 64).epsilon == 0.0
     anchor = json.loads(ledger.anchor.read_text())
     assert anchor == {"count": 3, "head": entries[2].digest, "pending": None}
 
@@ -79,37 +80,45 @@ def test_a_cap_of_one_allows_the_first_epsilon_one_release_and_refuses_the_secon
 
 def test_check_spec_budget_refuses_before_anything_is_computed(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "l.jsonl", budget=Budget(epsilon=1.2, delta=1e-5))  # two cost 1.277
-    ledger.check_spec_budget("f" * 64, epsilon=1.0, delta=1e-6, unit="record")
+    ledger.state().check_spec_budget("f" * 64, epsilon=1.0, delta=1e-6, unit="record")
     ledger.record("f" * 64, one(), kind="spec")
     with pytest.raises(BudgetExceeded):
-        ledger.check_spec_budget("f" * 64, epsilon=1.0, delta=1e-6, unit="record")
+        ledger.state().check_spec_budget("f" * 64, epsilon=1.0, delta=1e-6, unit="record")
 
 
 def test_a_cached_spec_is_found_for_free_re_sends(ledger: Ledger, rng: np.random.Generator) -> None:
     profile = make_profile(embedder_hash="0" * 64)
     features = build_feature_map(profile)(random_unit_rows(rng, 40, 384))
-    spec = release(features, profile, epsilon=1.0, delta=1e-6)
-    entry = ledger.record_spec("g" * 64, spec, profile, destination="127.0.0.1:1")
+    released = release(features, profile, epsilon=1.0, delta=1e-6)
+    spec = released.spec
+    debit = ledger.book("g" * 64, released, destination="127.0.0.1:1")
+    entry = debit.entry
+    assert entry is not None and debit.fresh and debit.spent == ledger.state().spent("g" * 64)
+    # booked as released, and as planned from public parameters before any data
+    planned = plan_release(profile, epsilon=1.0, delta=1e-6, units=40).cost
+    assert entry.release == released.cost == planned
+    assert least_cost(epsilon=1.0, delta=1e-6).noise_multiplier >= planned.noise_multiplier
     assert entry.release.noise_multiplier == pytest.approx(Z, rel=1e-3)
     assert entry.release.tv_slack > 0
-    cached = ledger.cached_spec(
+    state = ledger.state()
+    cached = state.cached_spec(
         "g" * 64, profile_id=profile.profile_id, epsilon=1.0, delta=1e-6, unit="record"
     )
     assert (
         cached is not None and np.array_equal(cached.values, spec.values) and cached.privacy == spec.privacy
     )
     assert (
-        ledger.cached_spec("g" * 64, profile_id=profile.profile_id, epsilon=2.0, delta=1e-6, unit="record")
+        state.cached_spec("g" * 64, profile_id=profile.profile_id, epsilon=2.0, delta=1e-6, unit="record")
         is None
     )
     assert (
-        ledger.cached_spec("h" * 64, profile_id=profile.profile_id, epsilon=1.0, delta=1e-6, unit="record")
+        state.cached_spec("h" * 64, profile_id=profile.profile_id, epsilon=1.0, delta=1e-6, unit="record")
         is None
     )
-    assert ledger.has_release("g" * 64, epsilon=1.0, delta=1e-6, unit="record")
+    assert state.has_release("g" * 64, epsilon=1.0, delta=1e-6, unit="record")
     # a cached release passes the budget check even when the budget is spent
     tight = Ledger(ledger.path, budget=Budget(epsilon=0.5, delta=1e-6))
-    tight.check_spec_budget("g" * 64, epsilon=1.0, delta=1e-6, unit="record")
+    tight.state().check_spec_budget("g" * 64, epsilon=1.0, delta=1e-6, unit="record")
 
 
 @pytest.mark.parametrize(
@@ -158,7 +167,7 @@ def test_a_torn_entry_is_detected_and_counts_as_spent(
             ledger.record("a" * 64, one(0.5), kind="spec")
     state = Ledger(ledger.path, budget=ROOMY).state()  # a fresh process reads it
     assert state.interrupted and len(state.entries) == 2
-    assert ledger.spent("a" * 64) == compose([one(), one(0.5)], delta=ROOMY.delta)
+    assert ledger.state().spent("a" * 64) == compose([one(), one(0.5)], delta=ROOMY.delta)
     ledger.record("a" * 64, one(), kind="spec")  # repairs the tail, then appends
     after = ledger.state()
     assert not after.interrupted and [e.seq for e in after.entries] == [1, 2, 3]
@@ -183,7 +192,7 @@ def test_a_crash_before_the_anchor_commit_is_rolled_forward(
         with pytest.raises(SystemExit):
             ledger.record("a" * 64, one(), kind="spec")
     assert len(lines(ledger)) == 2 and json.loads(ledger.anchor.read_text())["count"] == 1
-    assert len(ledger.entries()) == 2 and not ledger.state().interrupted
+    assert len(ledger.state().entries) == 2 and not ledger.state().interrupted
     ledger.record("a" * 64, one(), kind="spec")
     assert json.loads(ledger.anchor.read_text())["count"] == 3
 
@@ -199,7 +208,7 @@ WRITER = textwrap.dedent(
     compose([release], delta=0.5)  # imports the accountant before the clock starts
     print("ready", flush=True)
     while True:
-        entry = ledger.record("k" * 64, release, kind="spec")
+        entry = ledger.record("k" * 64, release, kind="spec").entry
         print(entry.seq, flush=True)
     """
 )
@@ -243,7 +252,7 @@ def test_concurrent_writers_never_interleave(tmp_path: Path) -> None:
     )
     procs = [subprocess.Popen([sys.executable, "-c", script, str(path), c]) for c in "xy"]
     assert [p.wait() for p in procs] == [0, 0]
-    entries = Ledger(path, budget=ROOMY).entries()
+    entries = Ledger(path, budget=ROOMY).state().entries
     assert len(entries) == 16 and {e.dataset[0] for e in entries} == {"x", "y"}
 
 

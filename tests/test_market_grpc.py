@@ -92,7 +92,7 @@ def test_upload_search_download_verify(market, packages, tmp_path: Path, profile
     rng = np.random.default_rng(1)
     centre = rng.standard_normal(profile.feature_dim) * 0.6
     user = random_unit_rows(np.random.default_rng(99), 300, profile.feature_dim, centre)
-    spec = release(user, profile, epsilon=1.0, delta=1e-6)
+    spec = release(user, profile, epsilon=1.0, delta=1e-6).spec
     result = client.search(spec, top_k=3)
     assert result.matches[0].learnware_id == "learnware-1"
     assert [m.score for m in result.matches] == sorted((m.score for m in result.matches), reverse=True)

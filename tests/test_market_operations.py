@@ -164,7 +164,7 @@ def test_metrics_and_access_logs_without_spec_values(tmp_path: Path, profile, pa
         ):
             client.upload(package)
             rows = random_unit_rows(np.random.default_rng(5), 100, profile.feature_dim)
-            spec = release(rows, profile, epsilon=1.0, delta=1e-6)
+            spec = release(rows, profile, epsilon=1.0, delta=1e-6).spec
             with caplog.at_level(logging.DEBUG):
                 client.search(spec, mixture=True)
                 assert status_of(lambda: client.get("missing")) == "NOT_FOUND"

@@ -79,7 +79,7 @@ def test_search_says_when_data_mixes_two_learnwares(tmp_path: Path, tiny_bert: P
         user = np.vstack(
             [random_unit_rows(rng, 500, dim, centres[1]), random_unit_rows(rng, 500, dim, centres[3])]
         )
-        spec = release(user, profile, epsilon=1.0, delta=1e-6)
+        spec = release(user, profile, epsilon=1.0, delta=1e-6).spec
         result = client.search(spec, top_k=4, mixture=True)
         plain = client.search(spec, top_k=4)
     weights = {c.learnware_id: c.weight for c in result.mixture}

@@ -73,9 +73,10 @@ def test_only_the_noised_spec_leaves_the_client(real_market, caplog: pytest.LogC
     recorder = WireRecorder(keep=True)
     caplog.set_level(logging.DEBUG)
     with MarketClient(address, recorder=recorder) as client:
-        spec, result = search_task(
+        outcome = search_task(
             client, texts, epsilon=1.0, delta=1e-6, top_k=3, ledger=Ledger(root / "ledger.jsonl")
         )
+        spec, result = outcome.spec, outcome.result
         assert result.matches[0].learnware_id == "medical-questions"
         pull(client, AdapterCache(root / "cache"), result.matches[0].learnware_id)
     sent = b"".join(recorder.messages)
@@ -116,4 +117,4 @@ def test_a_profile_with_another_embedder_is_refused_before_any_spec(tmp_path: Pa
     ):
         search_task(client, texts[:40], epsilon=1.0, delta=1e-6, ledger=ledger)
     assert len(recorder.messages) == 1  # the profile request, and no spec
-    assert ledger.entries() == ()  # nothing released, nothing debited
+    assert ledger.state().entries == ()  # nothing released, nothing debited

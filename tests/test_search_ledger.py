@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -44,11 +45,11 @@ def market(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path, profile):
 def test_a_retry_re_sends_the_cached_release_at_no_cost(market: str, tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "ledger.jsonl", budget=Budget(epsilon=1.0, delta=1e-6))
     with MarketClient(market) as client:
-        first, _ = search_task(client, TEXTS, epsilon=1.0, delta=1e-6, ledger=ledger)
-        again, _ = search_task(client, TEXTS, epsilon=1.0, delta=1e-6, ledger=ledger, top_k=1)
+        first = search_task(client, TEXTS, epsilon=1.0, delta=1e-6, ledger=ledger).spec
+        again = search_task(client, TEXTS, epsilon=1.0, delta=1e-6, ledger=ledger, top_k=1).spec
     assert np.array_equal(first.values, again.values) and first.privacy == again.privacy
-    assert len(ledger.entries()) == 1 and ledger.spent(dataset_id(TEXTS)).epsilon == 1.0
-    assert ledger.entries()[0].data["destination"] == market
+    assert len(ledger.state().entries) == 1 and ledger.state().spent(dataset_id(TEXTS)).epsilon == 1.0
+    assert ledger.state().entries[0].data["destination"] == market
 
 
 def test_an_over_budget_search_sends_nothing(market: str, tmp_path: Path) -> None:
@@ -60,22 +61,22 @@ def test_an_over_budget_search_sends_nothing(market: str, tmp_path: Path) -> Non
         with pytest.raises(BudgetExceeded, match="Nothing was sent"):
             search_task(client, TEXTS, epsilon=0.5, delta=1e-6, ledger=ledger)
     assert len(recorder.messages) == sent  # not even the profile request
-    assert len(ledger.entries()) == 1
+    assert len(ledger.state().entries) == 1
 
 
 def test_person_level_specs_are_calibrated_to_the_number_of_persons(market: str, tmp_path: Path) -> None:
     persons = [f"patient-{i % 21}" for i in range(len(TEXTS))]  # 21 persons, 2-3 texts each
     ledger = Ledger(tmp_path / "ledger.jsonl")
     with MarketClient(market) as client:
-        spec, _ = search_task(client, TEXTS, epsilon=1.0, delta=1e-6, ledger=ledger, persons=persons)
-        record_level, _ = search_task(client, TEXTS, epsilon=1.0, delta=1e-6, ledger=ledger)
+        spec = search_task(client, TEXTS, epsilon=1.0, delta=1e-6, ledger=ledger, persons=persons).spec
+        record_level = search_task(client, TEXTS, epsilon=1.0, delta=1e-6, ledger=ledger).spec
     assert spec.privacy.unit == "person" and spec.privacy.size_bucket == size_bucket(21) == 20
     assert record_level.privacy.unit == "record" and record_level.privacy.size_bucket == size_bucket(
         len(TEXTS)
     )
     assert spec.privacy.sigma > 2 * record_level.privacy.sigma
     # both releases are of the same records: one data set, one budget
-    assert ledger.spent(dataset_id(TEXTS)).releases == 2
+    assert ledger.state().spent(dataset_id(TEXTS)).releases == 2
 
 
 def write_task(path: Path, *, persons: bool = False) -> Path:
@@ -128,3 +129,24 @@ def test_cli_search_prints_the_release_and_the_spent_budget(
     assert code == 2 and "damaged" in err
     code, _, err = run_cli(capsys, "search", *common, "--epsilon", "1")
     assert code == 2 and "damaged" in err and "no release is made" in err
+
+
+def test_one_search_reads_and_verifies_the_ledger_at_most_twice(
+    market: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once before the market is contacted (budget, cached spec), once under the write lock to
+    book a fresh release (another process may have booked meanwhile); a re-send only once."""
+    reads: list[int] = []
+    verify = Ledger._state
+
+    def counted(self: Ledger) -> Any:
+        reads.append(1)
+        return verify(self)
+
+    monkeypatch.setattr(Ledger, "_state", counted)
+    task = write_task(tmp_path / "task.jsonl")
+    common = ["--market", market, "--data", str(task), "--ledger", str(tmp_path / "ledger.jsonl")]
+    assert run_cli(capsys, "search", *common, "--epsilon", "1", "--json")[0] == 0
+    fresh, reads[:] = len(reads), []
+    assert run_cli(capsys, "search", *common, "--epsilon", "1", "--json")[0] == 0
+    assert (fresh, len(reads)) == (2, 1)

@@ -35,7 +35,7 @@ def test_profile_with_wrong_id_is_refused() -> None:
 
 def test_spec_round_trips(rng) -> None:
     profile = make_profile(embedder_hash="a" * 64)
-    spec = release(random_unit_rows(rng, 25, 384), profile, epsilon=0.5, delta=1e-7)
+    spec = release(random_unit_rows(rng, 25, 384), profile, epsilon=0.5, delta=1e-7).spec
     again = serde.spec_from_pb(pb.Spec.FromString(serde.spec_to_pb(spec).SerializeToString()))
     assert np.array_equal(again.values, spec.values)
     assert again.privacy == spec.privacy and again.profile_id == spec.profile_id

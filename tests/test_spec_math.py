@@ -74,7 +74,7 @@ def test_size_bucket_known_values() -> None:
 def test_release_noise_matches_the_formula(rng) -> None:
     profile = linear_profile()
     features = build_feature_map(profile)(random_unit_rows(rng, 300, 384))
-    spec = release(features, profile, epsilon=1.0, delta=1e-6)
+    spec = release(features, profile, epsilon=1.0, delta=1e-6).spec
     bucket = size_bucket(300)
     # recomputed by hand from the formula in lmdock.common.mechanism
     sigma_0 = analytic_sigma(epsilon=1.0, delta=1e-6, sensitivity=2.0 / bucket)
@@ -90,7 +90,7 @@ def test_release_noise_matches_the_formula(rng) -> None:
     # the empirical noise over many releases has the calibrated standard deviation
     mean = features.mean(axis=0)
     noise = np.concatenate(
-        [release(features, profile, epsilon=1.0, delta=1e-6).values - mean for _ in range(40)]
+        [release(features, profile, epsilon=1.0, delta=1e-6).spec.values - mean for _ in range(40)]
     )
     assert noise.std() == pytest.approx(spec.privacy.sigma, rel=0.03)
     assert abs(noise.mean()) < 4 * spec.privacy.sigma / math.sqrt(noise.size)
@@ -99,7 +99,7 @@ def test_release_noise_matches_the_formula(rng) -> None:
 def test_release_values_lie_on_the_public_grid(rng) -> None:
     profile = linear_profile()
     features = build_feature_map(profile)(random_unit_rows(rng, 40, 384))
-    spec = release(features, profile, epsilon=2.0, delta=1e-6)
+    spec = release(features, profile, epsilon=2.0, delta=1e-6).spec
     grid = calibrate(epsilon=2.0, delta=1e-6, clip_radius=1.0, bucket=size_bucket(40), dim=384).grid
     steps = spec.values.astype(np.float64) / grid
     # float32 keeps 24 bits of each multiple of the grid: within 2^-23 relative of an integer
@@ -123,7 +123,7 @@ def test_unknown_privacy_unit_is_refused(rng) -> None:
     features = build_feature_map(profile)(random_unit_rows(rng, 30, 384))
     with pytest.raises(InvalidArgument, match="unit"):
         release(features, profile, epsilon=1.0, delta=1e-6, unit="household")
-    data = release(features, profile, epsilon=1.0, delta=1e-6, unit="person").to_dict()
+    data = release(features, profile, epsilon=1.0, delta=1e-6, unit="person").spec.to_dict()
     assert Spec.from_dict(data).privacy.unit == "person"
     data["privacy"]["unit"] = "household"
     with pytest.raises(InvalidArgument, match="unit"):
@@ -146,7 +146,7 @@ def test_debiased_distance_is_unbiased(rng) -> None:
     truth = float(np.sum((user.mean(0) - other.values.astype(np.float64)) ** 2))
     estimates = [
         debiased_sq_distance(
-            release(user, profile, epsilon=1.0, delta=1e-6), other.values[None], np.zeros(1)
+            release(user, profile, epsilon=1.0, delta=1e-6).spec, other.values[None], np.zeros(1)
         )[0]
         for _ in range(60)
     ]
@@ -158,7 +158,7 @@ def test_spec_json_round_trip(rng) -> None:
     profile = linear_profile()
     spec = release(
         build_feature_map(profile)(random_unit_rows(rng, 30, 384)), profile, epsilon=1.0, delta=1e-6
-    )
+    ).spec
     again = Spec.from_dict(spec.to_dict())
     assert np.array_equal(again.values, spec.values) and again.privacy == spec.privacy
     exact = exact_spec(random_unit_rows(rng, 30, 384), profile)

@@ -41,8 +41,8 @@ def finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def spent_dict(ledger: Any, dataset: str) -> dict[str, Any]:
-    spent = ledger.spent(dataset)
+def spent_dict(ledger: Any, dataset: str, spent: Any) -> dict[str, Any]:
+    """What `dataset` has spent (a `Spent`), for `--json` and `spent_line`."""
     return {
         "dataset": dataset,
         "releases": spent.releases,
@@ -84,7 +84,9 @@ def _show(args: argparse.Namespace) -> int:
         }
         for e in state.entries
     ]
-    datasets = [spent_dict(ledger, d) for d in dict.fromkeys(e.dataset for e in state.entries)]
+    datasets = [
+        spent_dict(ledger, d, state.spent(d)) for d in dict.fromkeys(e.dataset for e in state.entries)
+    ]
     if args.json:
         emit_json(
             {

@@ -24,15 +24,15 @@ __all__ = ["register"]
 def _search(args: argparse.Namespace) -> int:
     from lmdock.client.commands.ledger import ledger_from, spent_dict, spent_line
     from lmdock.client.commands.output import emit_json, progress_bar, table
-    from lmdock.client.ledger import dataset_id
     from lmdock.client.operations import search_task
     from lmdock.client.task import MIN_SEARCH_RECORDS
+    from lmdock.common.calibration import validate_privacy
 
+    validate_privacy(epsilon=args.epsilon, delta=args.delta)
     task = task_from(args, min_records=MIN_SEARCH_RECORDS)
     ledger = ledger_from(args)
-    releases_before = len(ledger.entries())
     with market_client(args) as client:
-        spec, result = search_task(
+        outcome = search_task(
             client,
             task.texts,
             epsilon=args.epsilon,
@@ -43,9 +43,10 @@ def _search(args: argparse.Namespace) -> int:
             persons=task.persons,
         )
         sent = client.bytes_sent
-    privacy = spec.privacy
-    fresh = len(ledger.entries()) > releases_before
-    spent = spent_dict(ledger, dataset_id(task.texts))
+    privacy, result, debit = outcome.spec.privacy, outcome.result, outcome.debit
+    assert debit is not None  # a search with a ledger is always booked
+    fresh = debit.fresh
+    spent = spent_dict(ledger, debit.dataset, debit.spent)
     if args.json:
         emit_json(
             {

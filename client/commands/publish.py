@@ -28,11 +28,9 @@ def _dp_summary(training: Any) -> dict[str, Any]:
 def _build(args: argparse.Namespace) -> int:
     from lmdock.client.commands.ledger import ledger_from, spent_dict, spent_line
     from lmdock.client.commands.output import emit_json, progress_bar
-    from lmdock.client.ledger import dataset_id
     from lmdock.client.publish.build import build_learnware
     from lmdock.client.publish.dp_sgd import DPConfig
     from lmdock.client.publish.model_card import describe_dp
-    from lmdock.client.task import read_task_file
     from lmdock.common.errors import InvalidArgument
 
     if (args.dp_epsilon is None) != (args.dp_delta is None):
@@ -50,7 +48,7 @@ def _build(args: argparse.Namespace) -> int:
         "target_modules": tuple(m for m in args.target_modules.split(",") if m) or None,
     }
     ledger = ledger_from(args) if dp is not None else None
-    info = build_learnware(
+    info, debit = build_learnware(
         base_model=args.base,
         data_path=Path(args.data),
         out=Path(args.out),
@@ -61,7 +59,7 @@ def _build(args: argparse.Namespace) -> int:
         progress=progress_bar("training", enabled=not args.json),
         ledger=ledger,
     )
-    spent = spent_dict(ledger, dataset_id(read_task_file(Path(args.data)).texts)) if ledger else None
+    spent = None if debit is None else spent_dict(ledger, debit.dataset, debit.spent)
     if args.json:
         emit_json(
             {
@@ -91,7 +89,10 @@ def _package(args: argparse.Namespace) -> int:
     from lmdock.client.commands.ledger import ledger_from
     from lmdock.client.commands.output import emit_json, progress_bar
     from lmdock.client.publish.package import load_build, load_card, package_build
+    from lmdock.common.calibration import validate_privacy
 
+    if args.spec_epsilon is not None:
+        validate_privacy(epsilon=args.spec_epsilon, delta=args.spec_delta)
     load_build(Path(args.build_dir), base_model=args.base)  # refuse a wrong build before the network
     card = load_card(
         Path(args.card) if args.card else None,

@@ -19,9 +19,10 @@ from lmdock.client.cache import AdapterCache
 from lmdock.client.daemon.batching import Batcher
 from lmdock.client.daemon.config import DaemonConfig, TaskSettings
 from lmdock.client.daemon.pool import ModelPool
-from lmdock.client.daemon.preparation import Preparer, StageProgress
+from lmdock.client.daemon.preparation import Preparer
 from lmdock.client.daemon.registry import TaskRecord, TaskRegistry
 from lmdock.client.daemon.types import ChatMessage, Completion, DaemonStatus
+from lmdock.client.progress import StageProgress
 from lmdock.common.errors import FailedPrecondition, InvalidArgument, LmdockError, ResourceExhausted
 
 __all__ = ["Daemon"]

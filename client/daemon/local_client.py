@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -13,14 +13,13 @@ from lmdock.client.daemon.config import DaemonConfig, TaskSettings
 from lmdock.client.daemon.registry import TaskRecord
 from lmdock.client.daemon.runfile import read_runfile
 from lmdock.client.daemon.types import ChatMessage, Completion, DaemonStatus
+from lmdock.client.progress import StageProgress
 from lmdock.common.errors import FailedPrecondition, LmdockError, error_for_status
 from lmdock.common.grpc_errors import TypedErrorsInterceptor
 from lmdock.v1 import local_pb2 as pb
 from lmdock.v1 import local_pb2_grpc as pb_grpc
 
 __all__ = ["LocalClient"]
-
-Progress = Callable[[str, int, int], None]
 
 
 class LocalClient:
@@ -73,15 +72,15 @@ class LocalClient:
         return serde.task_from_pb(self._unary(self._stub.RemoveTask, pb.RemoveTaskRequest(name=name)).task)
 
     def add_task(
-        self, settings: TaskSettings, *, replace: bool = False, progress: Progress | None = None
+        self, settings: TaskSettings, *, replace: bool = False, progress: StageProgress | None = None
     ) -> TaskRecord:
         request = pb.AddTaskRequest(task=serde.settings_to_pb(settings), replace=replace)
         return self._follow(self._stub.AddTask, request, progress)
 
-    def retry_task(self, name: str, *, progress: Progress | None = None) -> TaskRecord:
+    def retry_task(self, name: str, *, progress: StageProgress | None = None) -> TaskRecord:
         return self._follow(self._stub.RetryTask, pb.RetryTaskRequest(name=name), progress)
 
-    def _follow(self, method: Any, request: Any, progress: Progress | None) -> TaskRecord:
+    def _follow(self, method: Any, request: Any, progress: StageProgress | None) -> TaskRecord:
         # no deadline: a large task embeds for long, and its progress shows it is alive
         events: Iterator[pb.TaskEvent] = method(request, metadata=self._metadata)
         for event in events:

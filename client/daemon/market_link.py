@@ -23,6 +23,7 @@ from lmdock.client.connection import MarketClient, TlsOptions, WireRecorder
 from lmdock.client.daemon.config import MarketSettings
 from lmdock.client.files import read_secret
 from lmdock.client.operations import pull
+from lmdock.client.progress import Progress
 from lmdock.common.errors import FailedPrecondition, LmdockError
 from lmdock.common.package import Manifest
 
@@ -30,7 +31,6 @@ __all__ = ["connect", "fetch_learnware", "retry_unavailable"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Progress = Callable[[int, int], None]
 MAX_BACKOFF_S = 30.0
 
 

@@ -10,7 +10,6 @@ it fails, evicts it and downloads it again — a damaged file is never loaded.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 from lmdock.client.cache import AdapterCache
@@ -18,20 +17,18 @@ from lmdock.client.connection import MarketClient, WireRecorder
 from lmdock.client.daemon.config import DaemonConfig, TaskSettings
 from lmdock.client.daemon.market_link import connect, fetch_learnware
 from lmdock.client.daemon.registry import TaskRecord, TaskRegistry
-from lmdock.client.ledger import Ledger, dataset_id
-from lmdock.client.operations import search_task
+from lmdock.client.ledger import Ledger
+from lmdock.client.operations import SearchOutcome, search_task
+from lmdock.client.progress import Progress, StageProgress
 from lmdock.client.task import TaskData
 from lmdock.client.task.read import read_task_file
 from lmdock.common.accounting import Budget
 from lmdock.common.errors import FailedPrecondition, IntegrityError, InvalidArgument, LmdockError, NotFound
-from lmdock.common.market_types import SearchResult
 from lmdock.common.package import Manifest
-from lmdock.common.spec import Spec
 
-__all__ = ["Preparer", "StageProgress"]
+__all__ = ["Preparer"]
 
 log = logging.getLogger(__name__)
-StageProgress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 def _quiet(stage: str, done: int, total: int) -> None:
@@ -81,7 +78,9 @@ class Preparer:
             self.registry.update(name, stage="embedding", records=len(task.texts))
             progress("embedding", 0, len(task.texts))
             with connect(self.config.market, recorder=recorder) as client:
-                spec, result = self._search(client, task, settings, progress)
+                outcome = self._search(client, task, settings, progress)
+            spec, result, debit = outcome.spec, outcome.result, outcome.debit
+            assert debit is not None  # the daemon always searches with its ledger
             if not result.matches:
                 raise NotFound("the market has no learnware to offer for this task")
             chosen = result.matches[0].learnware_id
@@ -89,7 +88,7 @@ class Preparer:
                 "matches": tuple((m.learnware_id, m.score) for m in result.matches),
                 "epsilon_spent": spec.privacy.epsilon,
                 "delta_spent": spec.privacy.delta,
-                "budget_spent": self.ledger.spent(dataset_id(task.texts)).epsilon,
+                "budget_spent": debit.spent.epsilon,
             }
         self.registry.update(name, stage="downloading", learnware_id=chosen, **changes)
         manifest = self._fetch(chosen, recorder, lambda done, total: progress("downloading", done, total))
@@ -121,7 +120,7 @@ class Preparer:
 
     def _search(
         self, client: MarketClient, task: TaskData, settings: TaskSettings, progress: StageProgress
-    ) -> tuple[Spec, SearchResult]:
+    ) -> SearchOutcome:
         """The task's one release: its DP spec, computed here, is all that is sent.
 
         The ledger debits the data set before anything is sent and refuses a release over its
@@ -137,7 +136,7 @@ class Preparer:
             if done >= total:
                 progress("searching", 0, 1)
 
-        spec, result = search_task(
+        outcome = search_task(
             client,
             task.texts,
             epsilon=epsilon,
@@ -151,9 +150,9 @@ class Preparer:
             "task %s: spec sent (%d bytes so far), %d learnware(s) ranked",
             settings.name,
             client.bytes_sent,
-            len(result.matches),
+            len(outcome.result.matches),
         )
-        return spec, result
+        return outcome
 
     def verified(self, learnware_id: str) -> Manifest:
         """The cached learnware, checked (sha256 + pinned signature, no market needed).
@@ -179,9 +178,7 @@ class Preparer:
         self.repairs += 1
         return self.cache.load(learnware_id)
 
-    def _fetch(
-        self, learnware_id: str, recorder: WireRecorder, progress: Callable[[int, int], None] | None = None
-    ) -> Manifest:
+    def _fetch(self, learnware_id: str, recorder: WireRecorder, progress: Progress | None = None) -> Manifest:
         market = self.config.market
         return fetch_learnware(
             lambda: connect(market, recorder=recorder),

@@ -21,14 +21,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from lmdock.client.ledger import Ledger, dataset_id
+from lmdock.client.ledger import Debit, Ledger, dataset_id
 from lmdock.client.models import resolve_base_model
 from lmdock.client.operations import score_predictions
+from lmdock.client.progress import TrainingProgress
 from lmdock.client.publish.dp_sgd import DPConfig
 from lmdock.client.publish.model_card import render_model_card
 from lmdock.client.publish.training import (
     PROBE_TRAINING,
-    Progress,
     TrainingConfig,
     dp_plan_for,
     train_adapter,
@@ -162,10 +162,11 @@ def build_learnware(
     settings: Mapping[str, Any] | None = None,
     dp: DPConfig | None = None,
     eval_fraction: float = 0.1,
-    progress: Progress | None = None,
+    progress: TrainingProgress | None = None,
     ledger: Ledger | None = None,
-) -> BuildInfo:
-    """Train, evaluate and write the build folder `out` (which must not exist or be empty).
+) -> tuple[BuildInfo, Debit | None]:
+    """Train, evaluate and write the build folder `out` (which must not exist or be empty);
+    return the build and the ledger's debit for it (None without DP or a ledger).
 
     `settings` overrides the recipe's TrainingConfig defaults. With `dp`, a classifier is a
     linear probe on mean-pooled states (`lmdock.client.publish.probe`), and the run is debited from
@@ -183,8 +184,9 @@ def build_learnware(
     train, held_out = _split(len(data.texts), eval_fraction, config.seed)
     plan = dp_plan_for(dp, records=len(train), config=config)
     resolve_base_model(base_model)  # a missing base model fails before anything is debited
+    debit = None
     if plan is not None and ledger is not None:
-        ledger.record(
+        debit = ledger.record(
             dataset_id(data.texts), plan.release(), kind="training", destination=f"build {out.resolve()}"
         )
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -229,4 +231,4 @@ def build_learnware(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return info
+    return info, debit

@@ -20,10 +20,11 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from lmdock.client.connection import MarketClient
 from lmdock.client.embedder import Embedder
-from lmdock.client.ledger import Ledger, dataset_id
+from lmdock.client.ledger import Ledger
+from lmdock.client.progress import Progress
 from lmdock.client.publish.build import BuildInfo
 from lmdock.client.publish.model_card import render_model_card
-from lmdock.client.spec_release import Progress, debited_spec, private_spec, public_spec
+from lmdock.client.spec_release import SpecBooking, private_spec, public_spec
 from lmdock.client.task import read_task_file
 from lmdock.common.errors import (
     FailedPrecondition,
@@ -169,17 +170,11 @@ def package_learnware(
     elif ledger is None:
         spec = private_spec(
             spec_texts, profile, epsilon=spec_epsilon, delta=spec_delta, embedder=embedder, progress=progress
-        )
+        ).spec
     else:
-        spec, _fresh = debited_spec(
-            spec_texts,
-            profile,
-            epsilon=spec_epsilon,
-            delta=spec_delta,
-            ledger=ledger,
-            destination=f"package {out.resolve()}",
-            embedder=embedder,
-            progress=progress,
+        booking = SpecBooking.open(ledger, spec_texts, epsilon=spec_epsilon, delta=spec_delta)
+        spec, _debit = booking.spec(
+            profile, destination=f"package {out.resolve()}", embedder=embedder, progress=progress
         )
     files = {f: adapter_dir / f for f in REQUIRED_FILES}
     with tempfile.TemporaryDirectory() as tmp:
@@ -233,7 +228,8 @@ def package_build(
     ledger: Ledger | None = None,
 ) -> Manifest:
     """An unsigned package of the build in `build_dir`, its spec computed from the training data
-    (a DP spec is debited from `ledger`: the same data set as a DP build of the same file)."""
+    (a DP spec is debited from `ledger`, refused over the budget before anything is embedded:
+    the same data set as a DP build of the same file)."""
     build = load_build(build_dir, base_model=base_model)
     source = data_path or Path(build.data["path"])
     if data_path is None and (not source.is_file() or sha256_file(source) != build.data["sha256"]):
@@ -242,8 +238,6 @@ def package_build(
             "the spec should summarise"
         )
     texts = read_task_file(source).texts
-    if spec_epsilon is not None and ledger is not None:  # refuse early, before embedding
-        ledger.check_spec_budget(dataset_id(texts), epsilon=spec_epsilon, delta=spec_delta, unit="record")
     if spec_epsilon is None:
         spec_line = f"exact kernel mean of {len(texts)} training texts (discloses a summary of them)"
     else:

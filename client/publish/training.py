@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from lmdock.client.models import resolve_base_model
+from lmdock.client.progress import TrainingProgress
 from lmdock.client.publish.dp_sgd import DPConfig, DPPlan, DPReport, PrivateTraining, plan_dp_sgd
 from lmdock.client.publish.objectives import load_task_model
 from lmdock.client.publish.probe import linear_probe
@@ -35,8 +36,6 @@ __all__ = [
     "train_adapter",
     "train_classifier",
 ]
-
-Progress = Callable[[int, int, float], None]  # step, total steps, running loss
 
 
 @dataclass(frozen=True)
@@ -92,7 +91,7 @@ def train_adapter(
     out_dir: Path,
     config: TrainingConfig = TrainingConfig(),
     dp: DPConfig | DPPlan | None = None,
-    progress: Progress | None = None,
+    progress: TrainingProgress | None = None,
 ) -> TrainingReport:
     """Train a LoRA adapter (or, for a mean-pooled classifier, its head alone: see `probe`) for
     `task` on (text, target) pairs and save it to `out_dir`.
@@ -179,7 +178,7 @@ def _run_epochs(
     config: TrainingConfig,
     plan: DPPlan | None,
     scheduler: Any,
-    progress: Progress | None,
+    progress: TrainingProgress | None,
 ) -> tuple[float, DPReport | None]:
     """The training loop, plain or under DP-SGD: (running loss at the end, what DP spent)."""
     private, batches = None, _shuffled_batches(records, config.batch_size, config.seed)
@@ -234,7 +233,7 @@ def train_classifier(
     label_names: Sequence[str],
     out_dir: Path,
     config: TrainingConfig = TrainingConfig(),
-    progress: Progress | None = None,
+    progress: TrainingProgress | None = None,
 ) -> dict[str, float]:
     """Train and save a LoRA classification adapter (no DP); returns {"seconds", "final_loss"}."""
     report = train_adapter(
