@@ -6,7 +6,7 @@ import codecs
 from pathlib import Path
 
 import pytest
-from lmdock.client.task import ReaderLimits
+from lmdock.client.task import Columns, ReaderLimits
 from lmdock.client.task.read import detect_format, read_task_file
 from lmdock.common.errors import InvalidArgument
 
@@ -22,23 +22,26 @@ def _file(tmp_path: Path, name: str, content: str | bytes) -> Path:
 
 def test_csv_with_chosen_columns(tmp_path: Path) -> None:
     path = _file(tmp_path, "notes.csv", 'id,note,dx\n1,"chest pain, at rest",cardio\n\n2,cough,pulmo\n')
-    task = read_task_file(path, text_column="note", label_column="dx")
+    task = read_task_file(path, columns=Columns(text="note", label="dx"))
     assert task.texts == ("chest pain, at rest", "cough")
     assert task.labels == ("cardio", "pulmo") and task.has_labels and not task.has_answers
 
 
 def test_a_person_column_makes_the_person_the_privacy_unit(tmp_path: Path) -> None:
     path = _file(tmp_path, "visits.csv", "patient,note\np1,fever\np2,cough\np1,rash\n")
-    task = read_task_file(path, text_column="note", person_column="patient")
+    task = read_task_file(path, columns=Columns(text="note", person="patient"))
     assert task.persons == ("p1", "p2", "p1")
     with pytest.raises(InvalidArgument, match="column 'patient' \\(the person\\) is empty"):
         read_task_file(
-            _file(tmp_path, "gap.csv", "patient,note\n,fever\n"), text_column="note", person_column="patient"
+            _file(tmp_path, "gap.csv", "patient,note\n,fever\n"),
+            columns=Columns(text="note", person="patient"),
         )
 
 
 def test_tsv_and_text_and_jsonl(tmp_path: Path) -> None:
-    tsv = read_task_file(_file(tmp_path, "a.tsv", "text\tanswer\nwhat is 2+2\t4\n"), answer_column="answer")
+    tsv = read_task_file(
+        _file(tmp_path, "a.tsv", "text\tanswer\nwhat is 2+2\t4\n"), columns=Columns(answer="answer")
+    )
     assert tsv.texts == ("what is 2+2",) and tsv.answers == ("4",)
     text = read_task_file(_file(tmp_path, "a.txt", "\ufefffirst line\r\n\n  second\u2028line \n"))
     assert text.texts == ("first line", "  second\u2028line ") and text.labels == (None, None)
@@ -55,16 +58,26 @@ def test_tsv_and_text_and_jsonl(tmp_path: Path) -> None:
         ("h.csv", "text\n\n", {}, "holds a header but no records"),
         ("b.txt", "\n \n", {}, "holds only blank lines"),
         ("c.csv", "note\nx\n", {}, "column 'text' is not in"),
-        ("c2.csv", "text\nx\n", {"label_column": "dx"}, "choose the label column with --label-column"),
-        ("r.csv", "text,dx\na,b,c\n", {"label_column": "dx"}, ":2: row has 3 fields, the header has 2"),
+        (
+            "c2.csv",
+            "text\nx\n",
+            {"columns": Columns(label="dx")},
+            "choose the label column with --label-column",
+        ),
+        (
+            "r.csv",
+            "text,dx\na,b,c\n",
+            {"columns": Columns(label="dx")},
+            ":2: row has 3 fields, the header has 2",
+        ),
         ("d.csv", "text,text\na,b\n", {}, "names a column twice"),
         ("q.csv", 'text\n"unclosed\n', {}, "malformed CSV"),
-        ("m.csv", "text,dx\n,x\n", {"label_column": "dx"}, ":2: column 'text' is empty"),
+        ("m.csv", "text,dx\n,x\n", {"columns": Columns(label="dx")}, ":2: column 'text' is empty"),
         ("l1.txt", "caf\xe9\n".encode("latin-1"), {}, "is not UTF-8: byte 0xe9 on line 1"),
         ("u16.csv", codecs.BOM_UTF16_LE + "text\nx\n".encode("utf-16-le"), {}, "is UTF-16 encoded"),
         ("bin.jsonl", b"\x00\x01\x02binary", {}, "looks like a binary file"),
         ("x.docx", "text\n", {}, "cannot tell the format"),
-        ("j.jsonl", '{"text": "a"}\n', {"text_column": "body"}, "column choice applies to CSV/TSV"),
+        ("j.jsonl", '{"text": "a"}\n', {"columns": Columns(text="body")}, "column choice applies to CSV/TSV"),
         ("few.txt", "a\nb\n", {"min_records": 3}, "has 2 records; a private search needs at least 3"),
     ],
 )

@@ -81,14 +81,11 @@ def add_task_file(p: argparse.ArgumentParser, *, help: str) -> None:
 
 def task_from(args: argparse.Namespace, *, min_records: int = 1) -> Any:
     """The task file of `add_task_file`'s options, through the one front door for task data."""
-    from lmdock.client.task import read_task_file
+    from lmdock.client.task import Columns, read_task_file
 
+    columns = Columns(
+        text=args.text_column, label=args.label_column, answer=args.answer_column, person=args.person_field
+    )
     return read_task_file(
-        Path(args.data).expanduser(),
-        format=args.format,
-        text_column=args.text_column,
-        label_column=args.label_column,
-        answer_column=args.answer_column,
-        person_column=args.person_field,
-        min_records=min_records,
+        Path(args.data).expanduser(), format=args.format, columns=columns, min_records=min_records
     )

@@ -20,7 +20,7 @@ from lmdock.client.daemon.registry import TaskRecord, TaskRegistry
 from lmdock.client.ledger import Ledger
 from lmdock.client.operations import SearchOutcome, search_task
 from lmdock.client.progress import Progress, StageProgress
-from lmdock.client.task import TaskData
+from lmdock.client.task import Columns, TaskData
 from lmdock.client.task.read import read_task_file
 from lmdock.common.accounting import Budget
 from lmdock.common.errors import FailedPrecondition, IntegrityError, InvalidArgument, LmdockError, NotFound
@@ -111,10 +111,12 @@ class Preparer:
         return read_task_file(
             Path(settings.data),
             format=settings.format,
-            text_column=settings.text_column,
-            label_column=settings.label_column,
-            answer_column=settings.answer_column,
-            person_column=settings.person_column,
+            columns=Columns(
+                text=settings.text_column,
+                label=settings.label_column,
+                answer=settings.answer_column,
+                person=settings.person_column,
+            ),
             min_records=self.config.privacy.min_records,
         )
 

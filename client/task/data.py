@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["MIN_SEARCH_RECORDS", "ReaderLimits", "TaskData"]
+__all__ = ["MIN_SEARCH_RECORDS", "Columns", "ReaderLimits", "TaskData"]
 
 #: Fewer records and a private search is mostly noise (the spec's sigma grows as 1/n): the
 #: CLI and the daemon (its `privacy.min_records` default) refuse smaller task files.
 MIN_SEARCH_RECORDS = 50
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which CSV/TSV column holds what; `person` names the person (field, for JSONL) that makes
+    one person, not one record, the privacy unit. Empty: no such column."""
+
+    text: str = "text"
+    label: str = ""
+    answer: str = ""
+    person: str = ""
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from pathlib import Path
 
-from lmdock.client.task.data import ReaderLimits, TaskData
+from lmdock.client.task.data import Columns, ReaderLimits, TaskData
 from lmdock.client.task.encoding import read_utf8
 from lmdock.common.errors import InvalidArgument
 
@@ -17,16 +18,13 @@ def read_csv_task(
     path: Path,
     *,
     delimiter: str = ",",
-    text_column: str = "text",
-    label_column: str = "",
-    answer_column: str = "",
-    person_column: str = "",
+    columns: Columns = Columns(),
     limits: ReaderLimits = ReaderLimits(),
 ) -> TaskData:
-    """One record per row: text from `text_column`, optional gold labels/answers from the others.
+    """One record per row: text from `columns.text`, optional gold labels/answers from the others.
 
     Blank rows are skipped; a row with an empty text, or with more or fewer fields than the
-    header, is an error naming its line. With `person_column`, every row names its person (the
+    header, is an error naming its line. With `columns.person`, every row names its person (the
     privacy unit becomes the person, see docs/privacy.md).
     """
     text = read_utf8(path, max_bytes=limits.max_file_bytes)
@@ -37,9 +35,7 @@ def read_csv_task(
             raise InvalidArgument(f"task file {path} is empty")
         if len(set(header)) != len(header):
             raise InvalidArgument(f"{path}: the header names a column twice: {header}")
-        positions = _columns(
-            path, header, text=text_column, label=label_column, answer=answer_column, person=person_column
-        )
+        positions = _columns(path, header, dataclasses.asdict(columns))
         texts: list[str] = []
         labels: list[str | None] = []
         answers: list[str | None] = []
@@ -52,16 +48,16 @@ def read_csv_task(
                 raise InvalidArgument(f"{where}: row has {len(row)} fields, the header has {len(header)}")
             text = row[positions["text"]]
             if not text.strip():
-                raise InvalidArgument(f"{where}: column {text_column!r} is empty")
+                raise InvalidArgument(f"{where}: column {columns.text!r} is empty")
             if len(text) > limits.max_text_chars:
                 raise InvalidArgument(f"{where}: text longer than {limits.max_text_chars} characters")
             texts.append(text)
             labels.append(_cell(row, positions.get("label")))
             answers.append(_cell(row, positions.get("answer")))
-            if person_column:
+            if columns.person:
                 person = _cell(row, positions["person"])
                 if person is None:
-                    raise InvalidArgument(f"{where}: column {person_column!r} (the person) is empty")
+                    raise InvalidArgument(f"{where}: column {columns.person!r} (the person) is empty")
                 persons.append(person)
             if len(texts) > limits.max_records:
                 raise InvalidArgument(f"{path} has more than {limits.max_records} records")
@@ -72,7 +68,7 @@ def read_csv_task(
     return TaskData(texts=tuple(texts), labels=tuple(labels), answers=tuple(answers), persons=tuple(persons))
 
 
-def _columns(path: Path, header: list[str], **wanted: str) -> dict[str, int]:
+def _columns(path: Path, header: list[str], wanted: dict[str, str]) -> dict[str, int]:
     positions: dict[str, int] = {}
     for role, column in wanted.items():
         if not column:

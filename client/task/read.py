@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lmdock.client.task.data import ReaderLimits, TaskData
+from lmdock.client.task.data import Columns, ReaderLimits, TaskData
 from lmdock.client.task.delimited import read_csv_task
 from lmdock.client.task.encoding import check_text_encoding
 from lmdock.client.task.jsonl import read_jsonl_task
@@ -39,34 +39,28 @@ def read_task_file(
     path: Path,
     *,
     format: str = "auto",
-    text_column: str = "text",
-    label_column: str = "",
-    answer_column: str = "",
-    person_column: str = "",
+    columns: Columns = Columns(),
     min_records: int = 1,
     limits: ReaderLimits = ReaderLimits(),
 ) -> TaskData:
     """Read `path`; JSONL files use their "text", "label" and "answer" fields, and the person
-    field `person_column` (default "person")."""
+    field `columns.person` (default "person")."""
     kind = detect_format(path, format)
     check_text_encoding(path)
     if kind == "jsonl":
-        if text_column != "text" or label_column or answer_column:
+        if (columns.text, columns.label, columns.answer) != ("text", "", ""):
             raise InvalidArgument(
                 "column choice applies to CSV/TSV files; JSONL records use the fields "
                 '"text", "label" and "answer" (and a person field)'
             )
-        task = read_jsonl_task(path, limits=limits, person_field=person_column or "person")
+        task = read_jsonl_task(path, limits=limits, person_field=columns.person or "person")
     elif kind == "text":
         task = read_text_task(path, limits=limits)
     else:
         task = read_csv_task(
             path,
             delimiter="\t" if kind == "tsv" else ",",
-            text_column=text_column,
-            label_column=label_column,
-            answer_column=answer_column,
-            person_column=person_column,
+            columns=columns,
             limits=limits,
         )
     if len(task.texts) < min_records:
