@@ -48,7 +48,7 @@ class SpecIndex:
 
     def remove(self, learnware_id: str) -> None:
         with self._lock:
-            self._rebuild([x for x in self._items if x.id != learnware_id])
+            self._rebuild([x for x in self._items if x.card.id != learnware_id])
 
     def _rebuild(self, items: list[LearnwareInfo]) -> None:
         # Searches read (items, matrix, sigmas) under the lock, then work on that snapshot.
@@ -81,7 +81,7 @@ class SpecIndex:
                 max_components=MIXTURE_COMPONENTS,
             )
             components = tuple(
-                MixtureComponent(learnware_id=items[int(near[i])].id, weight=w)
+                MixtureComponent(learnware_id=items[int(near[i])].card.id, weight=w)
                 for i, w in zip(found.indices, found.weights, strict=True)
             )
             residual = found.residual
@@ -90,9 +90,9 @@ class SpecIndex:
             mixture_residual=residual,
             matches=tuple(
                 Match(
-                    learnware_id=items[i].id,
-                    name=items[i].name,
-                    domain=items[i].domain,
+                    learnware_id=items[i].card.id,
+                    name=items[i].card.name,
+                    domain=items[i].card.domain,
                     distance=float(dist[i]),
                     score=float(scores[i]),
                 )
