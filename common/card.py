@@ -13,7 +13,7 @@ from typing import Any
 
 from lmdock.common.errors import InvalidArgument
 
-__all__ = ["Card"]
+__all__ = ["Card", "check_text_field"]
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9._-]{2,63}$")
 MAX_FIELD_CHARS = 256
@@ -31,7 +31,7 @@ class Card:
     version: str = "1.0.0"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.id, str) or not _ID.match(self.id):
+        if not _ID.match(self.id):
             raise InvalidArgument(f"learnware id {self.id!r} must be 3-64 chars of a-z, 0-9, '.', '_', '-'")
         for key in ("name", "domain", "licence", "publisher"):
             check_text_field(key, getattr(self, key))

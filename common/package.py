@@ -1,7 +1,7 @@
 """Learnware package, format v1: one uncompressed tar holding
 
-    manifest.json               what the learnware is (see `Manifest`), listing every other file
-                                with its sha256 and size
+    manifest.json               what the learnware is (see `Manifest`; its descriptive fields are
+                                the `Card`), listing every other file with its sha256 and size
     signature.json              Ed25519 signature of canonical_json(manifest) (see `signing`);
                                 absent from a package written unsigned, until `sign_package`
     adapter_config.json         PEFT adapter config

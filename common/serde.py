@@ -122,15 +122,8 @@ def spec_from_pb(m: pb.Spec) -> Spec:
 
 def learnware_to_pb(lw: LearnwareInfo) -> pb.Learnware:
     return pb.Learnware(
-        id=lw.card.id,
-        name=lw.card.name,
-        domain=lw.card.domain,
-        tags=list(lw.card.tags),
+        **lw.card.to_dict(),  # the card's fields are the message's, by the same names
         base_model=lw.base_model,
-        licence=lw.card.licence,
-        description=lw.card.description,
-        publisher=lw.card.publisher,
-        version=lw.card.version,
         task=pb.TaskInfo(kind=lw.task.kind, labels=list(lw.task.labels)),
         spec=spec_to_pb(lw.spec),
         package_sha256=lw.package_sha256,
