@@ -26,6 +26,7 @@ from lmdock.client.daemon.app import RunningDaemon
 from lmdock.client.daemon.config import DaemonConfig, TaskSettings
 from lmdock.client.publish.training import tidy_adapter_folder
 from lmdock.client.spec_release import public_spec
+from lmdock.common.card import Card
 from lmdock.common.embedder_files import DEFAULT_EMBEDDER, embedder_dir
 from lmdock.common.package import TaskInfo, write_package
 from lmdock.common.signing import generate_key
@@ -57,12 +58,14 @@ def build_package(folder: Path, profile: Any, texts: list[str], labels: tuple[st
         package,
         files={name: adapter / name for name in ("adapter_config.json", "adapter_model.safetensors")},
         key=generate_key(),
-        id=LEARNWARE,
-        name="Benchmark medical classifier",
-        domain="medical",
+        card=Card(
+            id=LEARNWARE,
+            name="Benchmark medical classifier",
+            domain="medical",
+            licence="MIT",
+            publisher="bench",
+        ),
         base_model=DEFAULT_EMBEDDER,
-        licence="MIT",
-        publisher="bench",
         task=TaskInfo("classification", labels),
         spec=public_spec(texts, profile),
     )

@@ -15,6 +15,7 @@ import json
 import time
 
 import numpy as np
+from lmdock.common.card import Card
 from lmdock.common.market_types import LearnwareInfo
 from lmdock.common.package import TaskInfo
 from lmdock.common.spec import EXACT, Spec
@@ -44,12 +45,8 @@ def _learnwares(n: int, dim: int) -> list[LearnwareInfo]:
     rng = np.random.default_rng(0)
     return [
         LearnwareInfo(
-            id=f"lw-{i}",
-            name=f"lw-{i}",
-            domain="bench",
+            card=Card(id=f"lw-{i}", name=f"lw-{i}", domain="bench", licence="-", publisher="-"),
             base_model="-",
-            licence="-",
-            publisher="-",
             task=TaskInfo("generation"),
             spec=Spec(profile_id="p", values=rng.standard_normal(dim).astype(np.float32), privacy=EXACT),
             package_sha256="0" * 64,

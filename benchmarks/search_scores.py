@@ -13,6 +13,7 @@ import json
 import numpy as np
 from lmdock.client.embedder import Embedder
 from lmdock.client.spec_release import features_of
+from lmdock.common.card import Card
 from lmdock.common.market_types import LearnwareInfo
 from lmdock.common.package import TaskInfo
 from lmdock.common.profile_factory import make_profile
@@ -33,12 +34,8 @@ def main() -> None:
 
     index = ExactIndex(
         LearnwareInfo(
-            id=sample,
-            name=sample,
-            domain=sample,
+            card=Card(id=sample, name=sample, domain=sample, licence="-", publisher="-"),
             base_model="-",
-            licence="-",
-            publisher="-",
             task=TaskInfo("generation"),
             spec=exact_spec(features(sample, "train", N), profile),
             package_sha256="0" * 64,

@@ -81,16 +81,18 @@ class AdapterCache:
 
     def install(self, info: LearnwareInfo, archive: Path) -> Manifest:
         """Verify the downloaded `archive` against `info` and the pinned key, then unpack it."""
-        trusted = self.pinned_key(info.publisher)
-        manifest, signature = unpack_package(archive, self.folder(info.id), trusted_key=trusted)
-        if manifest.id != info.id or manifest.publisher != info.publisher:
-            shutil.rmtree(self.folder(info.id), ignore_errors=True)
+        card = info.card
+        trusted = self.pinned_key(card.publisher)
+        manifest, signature = unpack_package(archive, self.folder(card.id), trusted_key=trusted)
+        claimed = manifest.card
+        if claimed.id != card.id or claimed.publisher != card.publisher:
+            shutil.rmtree(self.folder(card.id), ignore_errors=True)
             raise IntegrityError(
-                f"package claims to be {manifest.id!r} by {manifest.publisher!r}, not {info.id!r}"
+                f"package claims to be {claimed.id!r} by {claimed.publisher!r}, not {card.id!r}"
             )
         if trusted is None:
-            self._pin(info.publisher, signature.public_key)
-        atomic_write_text(self._sidecar(info.id), info.package_sha256)
+            self._pin(card.publisher, signature.public_key)
+        atomic_write_text(self._sidecar(card.id), info.package_sha256)
         archive.unlink(missing_ok=True)
         return manifest
 
@@ -110,16 +112,16 @@ class AdapterCache:
                 f"learnware {learnware_id!r} is not in the cache {self.root}; run `lmdock pull` first"
             )
         manifest, signature = verify_folder(folder)
-        trusted = self.pinned_key(manifest.publisher)
+        trusted = self.pinned_key(manifest.card.publisher)
         if trusted is None:
             raise IntegrityError(
-                f"no key is pinned for publisher {manifest.publisher!r} of cached {learnware_id!r} "
+                f"no key is pinned for publisher {manifest.card.publisher!r} of cached {learnware_id!r} "
                 f"({self._pins} was lost or edited); pull the learnware again"
             )
         if trusted != signature.public_key:
             raise IntegrityError(
                 f"cached {learnware_id!r} is signed by a key other than the one pinned "
-                f"for {manifest.publisher!r}"
+                f"for {manifest.card.publisher!r}"
             )
         if self._sidecar(learnware_id).is_file():
             os.utime(self._sidecar(learnware_id))  # recency for LRU eviction

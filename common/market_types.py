@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from lmdock.common.card import Card
 from lmdock.common.package import Manifest, TaskInfo
 from lmdock.common.spec import Spec
 
@@ -23,19 +24,12 @@ __all__ = [
 class LearnwareInfo:
     """What the market tells anyone about a published learnware."""
 
-    id: str
-    name: str
-    domain: str
+    card: Card
     base_model: str
-    licence: str
-    publisher: str
     task: TaskInfo
     spec: Spec
     package_sha256: str
     package_size: int
-    version: str = "1.0.0"
-    description: str = ""
-    tags: tuple[str, ...] = ()
     created_at: str = ""
     eval_scores: Mapping[str, float] = field(default_factory=dict)
     dp_trained: bool = False
@@ -49,19 +43,12 @@ class LearnwareInfo:
     ) -> LearnwareInfo:
         dp_budget = manifest.dp_budget
         return cls(
-            id=manifest.id,
-            name=manifest.name,
-            domain=manifest.domain,
+            card=manifest.card,
             base_model=manifest.base_model,
-            licence=manifest.licence,
-            publisher=manifest.publisher,
             task=manifest.task,
             spec=manifest.spec,
             package_sha256=sha256,
             package_size=size,
-            version=manifest.version,
-            description=manifest.description,
-            tags=manifest.tags,
             created_at=created_at,
             eval_scores=dict(manifest.eval_scores),
             dp_trained=manifest.dp_trained,

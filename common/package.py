@@ -1,7 +1,7 @@
 """Learnware package, format v1: one uncompressed tar holding
 
-    manifest.json               what the learnware is (see `Manifest`), listing every other file
-                                with its sha256 and size
+    manifest.json               what the learnware is (see `Manifest`; its descriptive fields are
+                                the `Card`), listing every other file with its sha256 and size
     signature.json              Ed25519 signature of canonical_json(manifest) (see `signing`);
                                 absent from a package written unsigned, until `sign_package`
     adapter_config.json         PEFT adapter config
@@ -36,6 +36,7 @@ from typing import Any, TypeGuard
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from lmdock.common.canonical import canonical_json
+from lmdock.common.card import Card, check_text_field
 from lmdock.common.errors import IntegrityError, InvalidArgument
 from lmdock.common.hashing import sha256_file
 from lmdock.common.signing import Signature, sign_manifest, verify_manifest
@@ -63,7 +64,6 @@ REQUIRED_FILES = ("adapter_config.json", "adapter_model.safetensors")
 ALLOWED_SUFFIXES = (".json", ".safetensors")
 MODEL_CARD = "README.md"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{2,63}$")
 TASK_KINDS = ("classification", "generation")
 #: How a classifier reads the encoder: "cls" = the architecture's own sequence-classification
 #: head (BERT: pooler over [CLS], then `classifier`); "mean" = `classifier` over the
@@ -119,18 +119,11 @@ class TaskInfo:
 
 @dataclass(frozen=True)
 class Manifest:
-    id: str
-    name: str
-    domain: str
+    card: Card
     base_model: str
-    licence: str
-    publisher: str
     task: TaskInfo
     spec: Spec
     files: Mapping[str, FileEntry]
-    version: str = "1.0.0"
-    description: str = ""
-    tags: tuple[str, ...] = ()
     training: Mapping[str, Any] = field(default_factory=dict)
     eval_scores: Mapping[str, float] = field(default_factory=dict)
     created_at: str = ""
@@ -139,17 +132,12 @@ class Manifest:
     def __post_init__(self) -> None:
         if self.format != FORMAT:
             raise InvalidArgument(f"package format {self.format!r} is not supported (need {FORMAT})")
-        if not _ID.match(self.id):
-            raise InvalidArgument(f"learnware id {self.id!r} must be 3-64 chars of a-z, 0-9, '.', '_', '-'")
         for name in (*REQUIRED_FILES,):
             if name not in self.files:
                 raise InvalidArgument(f"manifest lists no {name}")
         for name in self.files:
             _check_name(name)
-        for key in ("name", "domain", "base_model", "licence", "publisher"):
-            value = getattr(self, key)
-            if not isinstance(value, str) or not value.strip() or len(value) > 256:
-                raise InvalidArgument(f"manifest field {key!r} must be a non-empty string (<= 256 chars)")
+        check_text_field("base_model", self.base_model)
         _check_training(self.training)
 
     @property
@@ -166,14 +154,7 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": self.format,
-            "id": self.id,
-            "name": self.name,
-            "version": self.version,
-            "domain": self.domain,
-            "tags": list(self.tags),
-            "description": self.description,
-            "licence": self.licence,
-            "publisher": self.publisher,
+            **self.card.to_dict(),
             "base_model": self.base_model,
             "task": self.task.to_dict(),
             "spec": self.spec.to_dict(),
@@ -195,14 +176,7 @@ class Manifest:
             }
             return cls(
                 format=str(data.get("format", "")),
-                id=str(data["id"]),
-                name=str(data["name"]),
-                version=str(data.get("version", "1.0.0")),
-                domain=str(data["domain"]),
-                tags=tuple(str(t) for t in data.get("tags", [])),
-                description=str(data.get("description", "")),
-                licence=str(data["licence"]),
-                publisher=str(data["publisher"]),
+                card=Card.from_dict(data),
                 base_model=str(data["base_model"]),
                 task=TaskInfo.from_dict(task),
                 spec=Spec.from_dict(data["spec"]),
@@ -256,7 +230,13 @@ def write_package(
     *,
     files: Mapping[str, Path],
     key: Ed25519PrivateKey | None,
-    **manifest_fields: Any,
+    card: Card,
+    base_model: str,
+    task: TaskInfo,
+    spec: Spec,
+    training: Mapping[str, Any] | None = None,
+    eval_scores: Mapping[str, float] | None = None,
+    created_at: str = "",
 ) -> Manifest:
     """Hash `files`, build the manifest and write the package tar to `out` atomically.
 
@@ -267,7 +247,16 @@ def write_package(
     for name in files:
         _check_name(name)
     entries = {name: FileEntry(sha256=sha256_file(p), size=p.stat().st_size) for name, p in files.items()}
-    manifest = Manifest(files=entries, **manifest_fields)
+    manifest = Manifest(
+        card=card,
+        base_model=base_model,
+        task=task,
+        spec=spec,
+        files=entries,
+        training=dict(training or {}),
+        eval_scores=dict(eval_scores or {}),
+        created_at=created_at,
+    )
     manifest_dict = manifest.to_dict()
     signature = None if key is None else sign_manifest(manifest_dict, key)
     _write_tar(out, manifest_dict, signature, files)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from lmdock.common.card import Card
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.market_types import (
     LearnwareInfo,
@@ -121,15 +122,8 @@ def spec_from_pb(m: pb.Spec) -> Spec:
 
 def learnware_to_pb(lw: LearnwareInfo) -> pb.Learnware:
     return pb.Learnware(
-        id=lw.id,
-        name=lw.name,
-        domain=lw.domain,
-        tags=list(lw.tags),
+        **lw.card.to_dict(),  # the card's fields are the message's, by the same names
         base_model=lw.base_model,
-        licence=lw.licence,
-        description=lw.description,
-        publisher=lw.publisher,
-        version=lw.version,
         task=pb.TaskInfo(kind=lw.task.kind, labels=list(lw.task.labels)),
         spec=spec_to_pb(lw.spec),
         package_sha256=lw.package_sha256,
@@ -145,15 +139,17 @@ def learnware_to_pb(lw: LearnwareInfo) -> pb.Learnware:
 
 def learnware_from_pb(m: pb.Learnware) -> LearnwareInfo:
     return LearnwareInfo(
-        id=m.id,
-        name=m.name,
-        domain=m.domain,
-        tags=tuple(m.tags),
+        card=Card(
+            id=m.id,
+            name=m.name,
+            domain=m.domain,
+            tags=tuple(m.tags),
+            licence=m.licence,
+            description=m.description,
+            publisher=m.publisher,
+            version=m.version,
+        ),
         base_model=m.base_model,
-        licence=m.licence,
-        description=m.description,
-        publisher=m.publisher,
-        version=m.version,
         task=TaskInfo(kind=m.task.kind, labels=tuple(m.task.labels)),
         spec=spec_from_pb(m.spec),
         package_sha256=m.package_sha256,

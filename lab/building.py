@@ -30,6 +30,7 @@ from lmdock.client.publish.package import package_learnware
 from lmdock.client.publish.training import TrainingConfig, train_classifier
 from lmdock.client.runtime import load_learnware, zero_shot_classify
 from lmdock.common.canonical import canonical_json, sha256_hex
+from lmdock.common.card import Card
 from lmdock.common.embedder_files import DEFAULT_EMBEDDER
 from lmdock.common.package import FORMAT, TaskInfo
 from lmdock.common.profile import SpecProfile
@@ -43,12 +44,7 @@ Log = Callable[[str], None]
 
 @dataclass(frozen=True)
 class Recipe:
-    learnware_id: str
-    name: str
-    domain: str
-    licence: str
-    description: str
-    tags: tuple[str, ...]
+    card: Card
     labels: tuple[str, ...]
     train_texts: tuple[str, ...]
     train_labels: tuple[str, ...]
@@ -64,6 +60,14 @@ class Recipe:
 
     def fingerprint(self, profile: SpecProfile) -> str:
         data = dataclasses.asdict(self)
+        card = data.pop("card")
+        # Flat, as recipes were before they held a card, so cached packages keep their names; the
+        # publisher and version (always PUBLISHER's default then) count only where they differ.
+        data["learnware_id"] = card.pop("id")
+        for key, usual in (("publisher", PUBLISHER), ("version", Card.version)):
+            if card[key] == usual:
+                del card[key]
+        data.update(card)
         for key in ("train_texts", "train_labels", "eval_texts", "eval_labels", "spec_texts"):
             data[key] = sha256_hex(canonical_json(list(data[key])))
         return sha256_hex(canonical_json({"format": FORMAT, "profile": profile.profile_id, "recipe": data}))[
@@ -118,7 +122,7 @@ def _build(
     task = TaskInfo(kind="classification", labels=recipe.labels)
     with tempfile.TemporaryDirectory() as tmp:
         adapter = Path(tmp) / "adapter"
-        log(f"  training {recipe.learnware_id} on {len(recipe.train_texts)} records ({config.epochs} epochs)")
+        log(f"  training {recipe.card.id} on {len(recipe.train_texts)} records ({config.epochs} epochs)")
         started, cpu_started = time.perf_counter(), time.process_time()
         train_classifier(
             base_model=DEFAULT_EMBEDDER,
@@ -136,15 +140,15 @@ def _build(
         base = score_predictions(zero_shot_classify(DEFAULT_EMBEDDER, eval_texts, recipe.labels), gold) or 0.0
         majority = max(gold.count(label) for label in set(gold)) / len(gold)
         log(
-            f"  {recipe.learnware_id}: accuracy {accuracy:.3f} (base zero-shot {base:.3f}, "
+            f"  {recipe.card.id}: accuracy {accuracy:.3f} (base zero-shot {base:.3f}, "
             f"majority {majority:.3f}) in {train_seconds:.0f}s"
         )
         card = (
-            f"# {recipe.name}\n\n{recipe.description}\n\n"
+            f"# {recipe.card.name}\n\n{recipe.card.description}\n\n"
             f"Base model: {DEFAULT_EMBEDDER} + LoRA (r={config.rank}) and a {len(recipe.labels)}-way head.\n"
             f"Held-out accuracy {accuracy:.3f}; base model zero-shot {base:.3f}; "
             f"majority class {majority:.3f} ({len(gold)} records).\n\n"
-            f"Data licence: {recipe.licence} (see lmdock/lab/data/README.md and docs/results.md).\n"
+            f"Data licence: {recipe.card.licence} (see lmdock/lab/data/README.md and docs/results.md).\n"
         )
         started = time.perf_counter()
         package_learnware(
@@ -153,15 +157,9 @@ def _build(
             profile=profile,
             spec_texts=recipe.summarised_texts,
             key=key,
-            learnware_id=recipe.learnware_id,
-            name=recipe.name,
-            domain=recipe.domain,
+            card=recipe.card,
             base_model=DEFAULT_EMBEDDER,
-            licence=recipe.licence,
-            publisher=PUBLISHER,
             task=task,
-            description=recipe.description,
-            tags=recipe.tags,
             eval_scores={
                 "accuracy": accuracy,
                 "base_zero_shot_accuracy": base,
@@ -191,7 +189,7 @@ def _build(
 
 
 def _paths(recipe: Recipe, folder: Path, profile: SpecProfile) -> tuple[Path, Path]:
-    package = folder / f"{recipe.learnware_id}-{recipe.fingerprint(profile)}.tar"
+    package = folder / f"{recipe.card.id}-{recipe.fingerprint(profile)}.tar"
     return package, package.with_suffix(".json")
 
 
@@ -204,8 +202,8 @@ def _build_into(
     stats = _build(recipe, partial, profile=profile, key=key, embedder=embedder, log=log)
     partial.replace(package)  # the package first: a missing sidecar only rebuilds
     atomic_write_text(sidecar, json.dumps(stats, indent=1, sort_keys=True))
-    for stale in folder.glob(f"{recipe.learnware_id}-*"):
-        fingerprint = stale.name[len(recipe.learnware_id) + 1 :].split(".")[0]
+    for stale in folder.glob(f"{recipe.card.id}-*"):
+        fingerprint = stale.name[len(recipe.card.id) + 1 :].split(".")[0]
         if stale not in (package, sidecar) and len(fingerprint) == 16:  # not a longer id's file
             stale.unlink()
 
@@ -224,7 +222,7 @@ def _worker(folder: Path, recipe: Recipe, profile: SpecProfile, key_file: Path, 
     _build_into(
         folder, recipe, profile=profile, key_file=key_file, embedder=CachingEmbedder(profile), log=_stderr
     )
-    return recipe.learnware_id
+    return recipe.card.id
 
 
 def build_packages(

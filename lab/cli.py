@@ -117,7 +117,7 @@ def _build(args: argparse.Namespace) -> int:
     profile = make_profile()  # the profile a new market chooses; specs are computed under it
     built = _packages(args, _market(args), profile)
     rows = [
-        {"id": b.recipe.learnware_id, "package": str(b.package), "eval_accuracy": b.stats["eval_accuracy"]}
+        {"id": b.recipe.card.id, "package": str(b.package), "eval_accuracy": b.stats["eval_accuracy"]}
         for b in built
     ]
     if args.json:
@@ -139,9 +139,9 @@ def _serve(args: argparse.Namespace) -> int:
     with embedded_market(market_dir) as (address, _):
         with MarketClient(address) as client:
             built = _packages(args, market, client.profile())
-            present = {lw.id for lw in client.list()}
+            present = {lw.card.id for lw in client.list()}
             for b in built:
-                if b.recipe.learnware_id not in present:
+                if b.recipe.card.id not in present:
                     client.upload(b.package)
         info = {"address": address, "market_dir": str(market_dir), "learnwares": len(built)}
         print(

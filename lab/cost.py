@@ -71,7 +71,7 @@ def measure_cost(
         for b in list(built)[:repeats]:
             with tempfile.TemporaryDirectory() as tmp:
                 started = time.perf_counter()
-                pull(client, AdapterCache(Path(tmp)), b.recipe.learnware_id)
+                pull(client, AdapterCache(Path(tmp)), b.recipe.card.id)
                 pull_times.append(time.perf_counter() - started)
             pull_bytes.append(b.package.stat().st_size)
     train = [float(b.stats["train_seconds"]) for b in built]

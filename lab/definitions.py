@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmdock.client.publish.training import TrainingConfig
+from lmdock.common.card import Card
 from lmdock.common.errors import InvalidArgument
-from lmdock.lab.building import Recipe
+from lmdock.lab.building import PUBLISHER, Recipe
 from lmdock.lab.datasets import Record, Selection, load_records, position, select
 
 __all__ = ["LearnwareDef", "MarketDef", "MaterializedMarket", "TaskDef", "UserTask", "materialize"]
@@ -118,12 +119,15 @@ def _recipe(
         config = TrainingConfig(epochs=3, max_tokens=32)
     datasets = sorted({s.dataset for s in definition.data})
     return Recipe(
-        learnware_id=definition.id,
-        name=definition.name,
-        domain=definition.domain,
-        licence=" + ".join(sorted({licences[d].split(";")[0] for d in datasets})),
-        description=definition.description,
-        tags=definition.tags,
+        card=Card(
+            id=definition.id,
+            name=definition.name,
+            domain=definition.domain,
+            licence=" + ".join(sorted({licences[d].split(";")[0] for d in datasets})),
+            publisher=PUBLISHER,
+            description=definition.description,
+            tags=definition.tags,
+        ),
         labels=labels,
         train_texts=tuple(r.text for r, _ in train),
         train_labels=tuple(label for _, label in train),

@@ -40,7 +40,7 @@ def demo_report(workdir: Path, *, log: Any = print, quick: bool = False) -> dict
     started = time.perf_counter()
     profile = make_profile()
     packages = build_reference(workdir / "reference", profile, log=log, quick=quick)
-    expected = next(r.learnware_id for r in REFERENCE_SETS if r.sample == HOSPITAL_SAMPLE)
+    expected = next(r.card.id for r in REFERENCE_SETS if r.sample == HOSPITAL_SAMPLE)
     texts, labels = load_split(HOSPITAL_SAMPLE, "task")
     task = TaskData(texts=tuple(texts), labels=tuple(labels), answers=(None,) * len(texts))
     with (
@@ -69,8 +69,8 @@ def demo_report(workdir: Path, *, log: Any = print, quick: bool = False) -> dict
         per_learnware = {}
         with MarketClient(address) as evaluator:
             for lw in evaluator.list():
-                pull(evaluator, cache, lw.id)
-                per_learnware[lw.id] = run_task(cache, lw.id, task).score or 0.0
+                pull(evaluator, cache, lw.card.id)
+                per_learnware[lw.card.id] = run_task(cache, lw.card.id, task).score or 0.0
     matched_score = per_learnware[matched]  # every learnware was run once, the matched one too
     random_score = sum(per_learnware.values()) / len(per_learnware)
     return {

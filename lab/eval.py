@@ -158,7 +158,7 @@ def evaluate(
         clock.lap("scores")
         log("scores ready; drawing private specs")
         features = {t.id: features_of(t.texts, profile, embedder=embedder) for t in market.tasks}
-        means = {b.recipe.learnware_id: b.mean_embedding for b in built}
+        means = {b.recipe.card.id: b.mean_embedding for b in built}
         retriever = {
             t.id: retriever_ranking(embedder.embed(t.texts).astype(np.float64).mean(axis=0), means)
             for t in market.tasks
@@ -238,10 +238,10 @@ def evaluate(
 def _market_table(market: MaterializedMarket, built: list[Built]) -> list[dict[str, Any]]:
     return [
         {
-            "id": b.recipe.learnware_id,
-            "domain": b.recipe.domain,
-            "name": b.recipe.name,
-            "datasets": list(market.learnware_datasets.get(b.recipe.learnware_id, ())),
+            "id": b.recipe.card.id,
+            "domain": b.recipe.card.domain,
+            "name": b.recipe.card.name,
+            "datasets": list(market.learnware_datasets.get(b.recipe.card.id, ())),
             "labels": list(b.recipe.labels),
             "train_records": len(b.recipe.train_texts),
             "epochs": b.recipe.training.epochs,

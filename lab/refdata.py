@@ -11,6 +11,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmdock.common.card import Card
+from lmdock.lab.building import PUBLISHER
+
 __all__ = ["DATA_DIR", "REFERENCE_SETS", "ReferenceSet", "load_split"]
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -20,12 +23,7 @@ SPLITS = {"train": (0.0, 0.57), "eval": (0.57, 0.71), "task": (0.71, 1.0)}
 @dataclass(frozen=True)
 class ReferenceSet:
     sample: str  # file stem in DATA_DIR
-    learnware_id: str
-    name: str
-    domain: str
-    licence: str
-    description: str
-    tags: tuple[str, ...]
+    card: Card
     max_tokens: int = 64
     epochs: int = 3
 
@@ -33,40 +31,54 @@ class ReferenceSet:
 REFERENCE_SETS: tuple[ReferenceSet, ...] = (
     ReferenceSet(
         sample="tfns",
-        learnware_id="finance-news-sentiment",
-        name="Financial news sentiment",
-        domain="finance",
-        licence="MIT",
-        description="Bearish / bullish / neutral sentiment of finance news tweets.",
-        tags=("sentiment", "tweets"),
+        card=Card(
+            id="finance-news-sentiment",
+            name="Financial news sentiment",
+            domain="finance",
+            licence="MIT",
+            publisher=PUBLISHER,
+            description="Bearish / bullish / neutral sentiment of finance news tweets.",
+            tags=("sentiment", "tweets"),
+        ),
     ),
     ReferenceSet(
         sample="banking77",
-        learnware_id="finance-banking-intent",
-        name="Banking customer intent",
-        domain="finance",
-        licence="CC-BY-4.0",
-        description="Intent of retail-banking customer messages (15 BANKING77 intents).",
-        tags=("intent", "customer-support"),
+        card=Card(
+            id="finance-banking-intent",
+            name="Banking customer intent",
+            domain="finance",
+            licence="CC-BY-4.0",
+            publisher=PUBLISHER,
+            description="Intent of retail-banking customer messages (15 BANKING77 intents).",
+            tags=("intent", "customer-support"),
+        ),
         epochs=6,
     ),
     ReferenceSet(
         sample="medquad",
-        learnware_id="medical-question-type",
-        name="Medical question type",
-        domain="medical",
-        licence="CC-BY-4.0",
-        description="Type of a consumer health question (symptoms, treatment, inheritance, ...), MedQuAD.",
-        tags=("question-type", "consumer-health"),
+        card=Card(
+            id="medical-question-type",
+            name="Medical question type",
+            domain="medical",
+            licence="CC-BY-4.0",
+            publisher=PUBLISHER,
+            description=(
+                "Type of a consumer health question (symptoms, treatment, inheritance, ...), MedQuAD."
+            ),
+            tags=("question-type", "consumer-health"),
+        ),
     ),
     ReferenceSet(
         sample="math_competition",
-        learnware_id="math-competition-subject",
-        name="Math problem subject",
-        domain="math",
-        licence="MIT",
-        description="Subject of a competition math problem (Algebra, Geometry, ...), MATH.",
-        tags=("subject", "competition-math"),
+        card=Card(
+            id="math-competition-subject",
+            name="Math problem subject",
+            domain="math",
+            licence="MIT",
+            publisher=PUBLISHER,
+            description="Subject of a competition math problem (Algebra, Geometry, ...), MATH.",
+            tags=("subject", "competition-math"),
+        ),
         max_tokens=128,
     ),
 )

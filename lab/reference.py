@@ -30,12 +30,7 @@ def _recipe(ref: ReferenceSet, quick: bool) -> Recipe:
     else:
         config = TrainingConfig(epochs=ref.epochs, max_tokens=ref.max_tokens)
     return Recipe(
-        learnware_id=ref.learnware_id,
-        name=ref.name,
-        domain=ref.domain,
-        licence=ref.licence,
-        description=ref.description,
-        tags=ref.tags,
+        card=ref.card,
         labels=label_set(ref.sample),
         train_texts=tuple(train_texts),
         train_labels=tuple(train_labels),

@@ -89,11 +89,11 @@ def compute_scores(
     if path.exists():
         data = json.loads(path.read_text(encoding="utf-8"))
         return Scores(data["learnware"], data["base"], data["eligible"], data["run_seconds"])
-    matrix = {t.id: {b.recipe.learnware_id: 0.0 for b in built} for t in tasks}
-    can = {t.id: [b.recipe.learnware_id for b in built if eligible(t, b.recipe.labels)] for t in tasks}
+    matrix = {t.id: {b.recipe.card.id: 0.0 for b in built} for t in tasks}
+    can = {t.id: [b.recipe.card.id for b in built if eligible(t, b.recipe.labels)] for t in tasks}
     seconds = []
     for b in built:
-        lw = b.recipe.learnware_id
+        lw = b.recipe.card.id
         todo = [t for t in tasks if lw in can[t.id]]
         if not todo:
             continue

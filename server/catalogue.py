@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from lmdock.common.card import Card
 from lmdock.common.errors import AlreadyExists, InvalidArgument, NotFound
 from lmdock.common.market_types import LearnwareInfo
 from lmdock.common.package import TaskInfo
@@ -26,15 +27,15 @@ __all__ = ["Catalogue", "Page"]
 
 def _to_row(lw: LearnwareInfo) -> LearnwareRow:
     return LearnwareRow(
-        id=lw.id,
-        name=lw.name,
-        domain=lw.domain,
-        tags=[TagRow(position=i, tag=t) for i, t in enumerate(lw.tags)],
+        id=lw.card.id,
+        name=lw.card.name,
+        domain=lw.card.domain,
+        tags=[TagRow(position=i, tag=t) for i, t in enumerate(lw.card.tags)],
         base_model=lw.base_model,
-        licence=lw.licence,
-        description=lw.description,
-        publisher=lw.publisher,
-        version=lw.version,
+        licence=lw.card.licence,
+        description=lw.card.description,
+        publisher=lw.card.publisher,
+        version=lw.card.version,
         task_kind=lw.task.kind,
         labels=json.dumps(list(lw.task.labels)),
         profile_id=lw.spec.profile_id,
@@ -60,15 +61,17 @@ def _from_row(row: LearnwareRow) -> LearnwareInfo:
         version=row.spec_version,
     )
     return LearnwareInfo(
-        id=row.id,
-        name=row.name,
-        domain=row.domain,
-        tags=tuple(t.tag for t in row.tags),
+        card=Card(
+            id=row.id,
+            name=row.name,
+            domain=row.domain,
+            tags=tuple(t.tag for t in row.tags),
+            licence=row.licence,
+            description=row.description,
+            publisher=row.publisher,
+            version=row.version,
+        ),
         base_model=row.base_model,
-        licence=row.licence,
-        description=row.description,
-        publisher=row.publisher,
-        version=row.version,
         task=TaskInfo(kind=row.task_kind, labels=tuple(json.loads(row.labels))),
         spec=spec,
         package_sha256=row.package_sha256,
@@ -114,14 +117,14 @@ class Catalogue:
 
     def add(self, lw: LearnwareInfo) -> None:
         with self.db.session() as session:
-            if session.get(LearnwareRow, lw.id) is not None:
-                raise AlreadyExists(f"a learnware with id {lw.id!r} is already published")
+            if session.get(LearnwareRow, lw.card.id) is not None:
+                raise AlreadyExists(f"a learnware with id {lw.card.id!r} is already published")
             session.add(_to_row(lw))
             try:
                 session.commit()
             except SqlIntegrityError:
                 raise AlreadyExists(
-                    f"learnware {lw.id!r} or an identical package is already published"
+                    f"learnware {lw.card.id!r} or an identical package is already published"
                 ) from None
 
     def remove(self, learnware_id: str) -> LearnwareInfo:
@@ -181,7 +184,7 @@ class Catalogue:
             rows = list(session.scalars(query.limit(page_size + 1)))
             items = tuple(_from_row(r) for r in rows[:page_size])
         more = len(rows) > page_size
-        return Page(items=items, next_token=_encode_token(items[-1].id) if more and items else "")
+        return Page(items=items, next_token=_encode_token(items[-1].card.id) if more and items else "")
 
     def iter_all(self, *, profile_id: str) -> Iterator[LearnwareInfo]:
         query = select(LearnwareRow).where(LearnwareRow.profile_id == profile_id).order_by(LearnwareRow.id)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lmdock.common.card import Card
 from lmdock.common.errors import FailedPrecondition, InvalidArgument
 from lmdock.common.package import Manifest
 from lmdock.common.profile import SpecProfile
@@ -35,7 +36,7 @@ _TASK_TYPES = {"classification": "SEQ_CLS", "generation": "CAUSAL_LM"}
 def check_package(manifest: Manifest, folder: Path, profile: SpecProfile, base_models: BaseModels) -> None:
     """Raise InvalidArgument naming the first rule the unpacked package in `folder` breaks."""
     manifest.spec.check_against(profile)
-    _check_metadata(manifest)
+    _check_metadata(manifest.card)
     config = _read_adapter_config(folder / "adapter_config.json")
     _check_adapter_config(manifest, config)
     base_config = base_models.config(manifest.base_model)
@@ -46,12 +47,12 @@ def check_package(manifest: Manifest, folder: Path, profile: SpecProfile, base_m
     _check_shapes(manifest.base_model, _tensor_shapes(folder / "adapter_model.safetensors"), expected)
 
 
-def _check_metadata(manifest: Manifest) -> None:
-    if len(manifest.tags) > MAX_TAGS or any(not t or len(t) > MAX_TAG_CHARS for t in manifest.tags):
+def _check_metadata(card: Card) -> None:
+    if len(card.tags) > MAX_TAGS or any(not t or len(t) > MAX_TAG_CHARS for t in card.tags):
         raise InvalidArgument(f"at most {MAX_TAGS} tags of 1-{MAX_TAG_CHARS} characters each")
-    if len(manifest.description) > MAX_DESCRIPTION_CHARS:
+    if len(card.description) > MAX_DESCRIPTION_CHARS:
         raise InvalidArgument(f"description is longer than {MAX_DESCRIPTION_CHARS} characters")
-    if not manifest.version or len(manifest.version) > MAX_VERSION_CHARS:
+    if not card.version or len(card.version) > MAX_VERSION_CHARS:
         raise InvalidArgument(f"version must be 1-{MAX_VERSION_CHARS} characters")
 
 

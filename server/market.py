@@ -129,7 +129,7 @@ class Market:
         lw = self.catalogue.get(learnware_id)
         if offset < 0 or offset > lw.package_size:
             raise InvalidArgument(f"offset {offset} is outside the package (size {lw.package_size})")
-        header = PackageHeader(learnware_id=lw.id, sha256=lw.package_sha256, size=lw.package_size)
+        header = PackageHeader(learnware_id=lw.card.id, sha256=lw.package_sha256, size=lw.package_size)
         return header, self.blobs.read_range(lw.package_sha256, offset, self.limits.chunk_bytes)
 
     def signing_key_list(self, publisher: str = "") -> builtins.list[SigningKeyInfo]:
@@ -149,13 +149,13 @@ class Market:
             limits = PackageLimits(max_package_bytes=self.limits.max_package_bytes)
             manifest, signature = unpack_package(staged.path, workdir / "pkg", limits=limits)
             self._check_publisher(caller, manifest, signature)
-            if self.catalogue.exists(manifest.id):
-                raise AlreadyExists(f"a learnware with id {manifest.id!r} is already published")
+            if self.catalogue.exists(manifest.card.id):
+                raise AlreadyExists(f"a learnware with id {manifest.card.id!r} is already published")
             check_package(manifest, workdir / "pkg", self.profile, self.base_models)
-            if caller.anonymous and not self.signing_keys.has_keys(manifest.publisher):
+            if caller.anonymous and not self.signing_keys.has_keys(manifest.card.publisher):
                 # an open (local demo) market trusts a publisher's first key
                 self.signing_keys.register(
-                    manifest.publisher, signature.public_key, registered_by=caller.principal
+                    manifest.card.publisher, signature.public_key, registered_by=caller.principal
                 )
             info = LearnwareInfo.from_manifest(
                 manifest, sha256=sha256, size=size, created_at=utc_now(), signing_key_id=signature.key_id
@@ -174,20 +174,21 @@ class Market:
 
     def _check_publisher(self, caller: Identity, manifest: Manifest, signature: Signature) -> None:
         """The caller may publish as the manifest's publisher, with a registered, unrevoked key."""
+        publisher = manifest.card.publisher
         if caller.anonymous:
-            if self.signing_keys.has_keys(manifest.publisher) or self.signing_keys.known(signature.key_id):
-                self.signing_keys.check_signer(manifest.publisher, signature)
+            if self.signing_keys.has_keys(publisher) or self.signing_keys.known(signature.key_id):
+                self.signing_keys.check_signer(publisher, signature)
             return
-        if not caller.may_manage(manifest.publisher):
+        if not caller.may_manage(publisher):
             raise PermissionDenied(
-                f"you publish as {caller.principal!r}; the manifest names publisher {manifest.publisher!r}"
+                f"you publish as {caller.principal!r}; the manifest names publisher {publisher!r}"
             )
-        self.signing_keys.check_signer(manifest.publisher, signature)
+        self.signing_keys.check_signer(publisher, signature)
 
     def unpublish(self, caller: Identity, learnware_id: str) -> LearnwareInfo:
         lw = self.catalogue.get(learnware_id)
-        if not caller.may_manage(lw.publisher):
-            raise PermissionDenied(f"learnware {learnware_id!r} belongs to publisher {lw.publisher!r}")
+        if not caller.may_manage(lw.card.publisher):
+            raise PermissionDenied(f"learnware {learnware_id!r} belongs to publisher {lw.card.publisher!r}")
         removed = self.catalogue.remove(learnware_id)
         self.index.remove(learnware_id)
         self.blobs.delete(removed.package_sha256)

@@ -89,7 +89,7 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
     def Unpublish(self, request: pb.UnpublishRequest, context: grpc.ServicerContext) -> pb.UnpublishResponse:
         _require_id(request.learnware_id)
         removed = self.market.unpublish(caller_of(context), request.learnware_id)
-        return pb.UnpublishResponse(learnware_id=removed.id)
+        return pb.UnpublishResponse(learnware_id=removed.card.id)
 
     def RegisterSigningKey(
         self, request: pb.RegisterSigningKeyRequest, context: grpc.ServicerContext

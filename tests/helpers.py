@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from lmdock.client.publish.training import tidy_adapter_folder
+from lmdock.common.card import Card
 from lmdock.common.package import Manifest, TaskInfo, write_package
 from lmdock.common.profile import SpecProfile
 from lmdock.common.spec import Spec, exact_spec
@@ -114,9 +115,18 @@ def make_package(
     kind: str = "classification",
     domain: str = "testing",
     publisher: str = "tester",
+    tags: tuple[str, ...] = (),
     **manifest_fields: Any,
 ) -> Manifest:
     task = TaskInfo(kind=kind, labels=LABELS if kind == "classification" else ())
+    card = Card(
+        id=learnware_id,
+        name=f"Test {learnware_id}",
+        domain=domain,
+        licence="MIT",
+        publisher=publisher,
+        tags=tags,
+    )
     return write_package(
         out,
         files={
@@ -124,12 +134,8 @@ def make_package(
             "adapter_model.safetensors": adapter / "adapter_model.safetensors",
         },
         key=key,
-        id=learnware_id,
-        name=f"Test {learnware_id}",
-        domain=domain,
+        card=card,
         base_model=base_model,
-        licence="MIT",
-        publisher=publisher,
         task=task,
         spec=spec,
         **manifest_fields,

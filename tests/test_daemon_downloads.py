@@ -101,7 +101,7 @@ def test_a_download_waits_for_the_market_to_come_back(packages: list[Path], tmp_
         for server in servers:
             server.stop(grace=None).wait()
         market.close()
-    assert manifest.id == TRIAGE and cache.load(TRIAGE).id == TRIAGE
+    assert manifest.card.id == TRIAGE and cache.load(TRIAGE).card.id == TRIAGE
     assert waits == [0.01]
     assert progress[-1][0] == progress[-1][1] > 0
 
@@ -121,6 +121,6 @@ def test_a_partial_download_is_resumed(packages: list[Path], tmp_path: Path, pro
         fetch_learnware(
             lambda: MarketClient(address, recorder=recorder), cache, TRIAGE, attempts=2, backoff_s=0.01
         )
-    assert cache.load(TRIAGE).id == TRIAGE and not partial.exists()
+    assert cache.load(TRIAGE).card.id == TRIAGE and not partial.exists()
     offsets = [pb.DownloadRequest.FromString(m).offset for m in recorder.messages]
     assert half in offsets  # the download asked only for the missing second half

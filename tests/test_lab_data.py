@@ -90,7 +90,7 @@ def test_materialize_holds_tasks_out_of_training_data(tmp_path: Path) -> None:
     (recipe,), (task,) = market.recipes, market.tasks
     assert recipe.labels == ("even", "odd") and task.label_set == ("even", "odd")
     assert not set(task.texts) & (set(recipe.train_texts) | set(recipe.eval_texts))
-    assert len(recipe.eval_texts) > 0 and recipe.licence == "CC0"
+    assert len(recipe.eval_texts) > 0 and recipe.card.licence == "CC0"
     with pytest.raises(InvalidArgument, match=r"shares .* records with learnware data"):
         materialize(_catalogue((0.3, 0.5)), tmp_path)
 
@@ -119,5 +119,5 @@ def test_quick_slice_materializes_from_the_shipped_samples() -> None:
     market = materialize(QUICK, DATA_DIR, quick=True)
     assert len(market.recipes) == len(market.tasks) == 4
     for recipe, task in zip(market.recipes, market.tasks, strict=True):
-        assert task.right == (recipe.learnware_id,)
+        assert task.right == (recipe.card.id,)
         assert not set(task.texts) & set(recipe.train_texts)

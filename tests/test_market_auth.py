@@ -73,7 +73,7 @@ class World:
 
     def publish_as_acme(self) -> str:
         with self.client("publisher") as acme:
-            return acme.upload(self.package()).id
+            return acme.upload(self.package()).card.id
 
     def acme_signing_key(self) -> str:
         public = public_key_to_b64(generate_key().public_key())

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from lmdock.common.card import Card
 from lmdock.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from lmdock.common.market_types import LearnwareInfo
 from lmdock.common.package import TaskInfo
@@ -30,17 +31,19 @@ def db(db_url: str):
 
 def info(profile, i: int, **changes) -> LearnwareInfo:
     base = LearnwareInfo(
-        id=f"lw-{i:03d}",
-        name=f"Learnware {i}",
-        domain=["finance", "medical"][i % 2],
+        card=Card(
+            id=f"lw-{i:03d}",
+            name=f"Learnware {i}",
+            domain=["finance", "medical"][i % 2],
+            licence="MIT",
+            publisher=["acme", "globex"][i % 2],
+            tags=("alpha", f"t{i % 4}"),
+        ),
         base_model=["model-a", "model-b"][i % 2],
-        licence="MIT",
-        publisher=["acme", "globex"][i % 2],
         task=TaskInfo("classification", ("no", "yes")) if i % 3 else TaskInfo("generation"),
         spec=cluster_spec(profile, i),
         package_sha256=f"{i:064x}",
         package_size=10 + i,
-        tags=("alpha", f"t{i % 4}"),
         eval_scores={"accuracy": 0.5 + i / 100},
         created_at="2026-01-01T00:00:00+00:00",
     )
@@ -59,19 +62,19 @@ def test_catalogue_round_trip_filters_and_pages(db: Database, profile) -> None:
     for lw in items:
         catalogue.add(lw)
     got = catalogue.get("lw-003")
-    assert got.tags == ("alpha", "t3") and got.eval_scores == {"accuracy": 0.53}
+    assert got.card.tags == ("alpha", "t3") and got.eval_scores == {"accuracy": 0.53}
     assert (got.spec.values == items[3].spec.values).all() and got.updated_at == got.created_at
     pages, token = [], ""
     while True:
         page = catalogue.list(page_size=3, page_token=token)
-        pages.append([x.id for x in page.items])
+        pages.append([x.card.id for x in page.items])
         token = page.next_token
         if not token:
             break
     assert pages == [["lw-000", "lw-001", "lw-002"], ["lw-003", "lw-004", "lw-005"], ["lw-006"]]
 
     def ids(**filters) -> list[str]:
-        return [x.id for x in catalogue.list(page_size=50, **filters).items]
+        return [x.card.id for x in catalogue.list(page_size=50, **filters).items]
 
     assert ids(domain="medical") == ["lw-001", "lw-003", "lw-005"]
     assert ids(tag="t2") == ["lw-002", "lw-006"]
@@ -90,7 +93,7 @@ def test_catalogue_duplicates_and_removal(db: Database, profile) -> None:
     with pytest.raises(AlreadyExists):
         catalogue.add(info(profile, 2, package_sha256=info(profile, 1).package_sha256))
     removed = catalogue.remove("lw-001")
-    assert removed.id == "lw-001" and not catalogue.exists("lw-001")
+    assert removed.card.id == "lw-001" and not catalogue.exists("lw-001")
     assert catalogue.list(page_size=5, tag="alpha").items == ()
     with pytest.raises(NotFound):
         catalogue.remove("lw-001")

@@ -21,7 +21,7 @@ def package(tmp_path: Path, tiny_bert: Path, profile) -> Path:
 
 def test_round_trip_verifies(package: Path, tmp_path: Path) -> None:
     manifest, signature = unpack_package(package, tmp_path / "out")
-    assert manifest.id == "test-learnware"
+    assert manifest.card.id == "test-learnware"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "adapter_config.json",
         "adapter_model.safetensors",

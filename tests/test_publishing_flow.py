@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from lmdock.client import cli
 from lmdock.client.connection import MarketClient
-from lmdock.client.publish.package import LearnwareCard, package_build, package_learnware
+from lmdock.client.publish.package import package_build, package_learnware
+from lmdock.common.card import Card
 from lmdock.common.errors import IntegrityError, InvalidArgument
 from lmdock.common.package import TaskInfo, sign_package
 from lmdock.common.signing import generate_key
@@ -88,7 +89,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def signed_package(build_dir: Path, out: Path, profile) -> Path:
-    card = LearnwareCard(id="toy-sentiment", domain="reviews", licence="MIT", publisher="acme")
+    card = Card(id="toy-sentiment", name="toy-sentiment", domain="reviews", licence="MIT", publisher="acme")
     package_build(build_dir, out, profile=profile, card=card)
     sign_package(out, generate_key())
     return out
@@ -336,7 +337,7 @@ def test_a_wrong_base_model_is_refused_clearly(
         str(tiny_llama),
     )
     assert code == 2 and "built on base model" in err
-    card = LearnwareCard(id="toy-sentiment", domain="reviews", licence="MIT", publisher="acme")
+    card = Card(id="toy-sentiment", name="toy-sentiment", domain="reviews", licence="MIT", publisher="acme")
     with pytest.raises(InvalidArgument, match="built on base model"):
         package_build(build_dir, tmp_path / "p.tar", profile=profile, card=card, base_model=str(tiny_llama))
     # an adapter folder whose config names another base than the manifest would
@@ -347,12 +348,8 @@ def test_a_wrong_base_model_is_refused_clearly(
             profile=profile,
             spec_texts=["good"] * 30,
             key=generate_key(),
-            learnware_id="x-y-z",
-            name="x",
-            domain="d",
+            card=Card(id="x-y-z", name="x", domain="d", licence="MIT", publisher="p"),
             base_model=str(tiny_llama),
-            licence="MIT",
-            publisher="p",
             task=TaskInfo("classification", ("negative", "positive")),
         )
     # a package written around those checks is refused by `verify`, `publish` and the market

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 from lmdock.common import serde
+from lmdock.common.card import Card
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.market_types import LearnwareInfo, Match, MixtureComponent, PackageHeader, SearchResult
 from lmdock.common.package import TaskInfo
@@ -49,17 +50,12 @@ def test_spec_without_privacy_is_refused() -> None:
 def test_learnware_and_search_round_trips() -> None:
     profile = make_profile(embedder_hash="a" * 64)
     info = LearnwareInfo(
-        id="abc-1",
-        name="A",
-        domain="medical",
+        card=Card(id="abc-1", name="A", domain="medical", licence="MIT", publisher="p", tags=("t",)),
         base_model="m",
-        licence="MIT",
-        publisher="p",
         task=TaskInfo("classification", ("x", "y")),
         spec=cluster_spec(profile, 1),
         package_sha256="b" * 64,
         package_size=10,
-        tags=("t",),
         eval_scores={"accuracy": 0.5},
         dp_trained=True,
         dp_epsilon=3.0,

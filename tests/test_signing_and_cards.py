@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from lmdock.client.publish.package import load_card
+from lmdock.common.card import Card
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.package import Manifest, TaskInfo, sign_package, unpack_package, write_package
 from lmdock.common.signing import generate_key, public_key_to_b64
@@ -56,12 +57,8 @@ def _manifest_with(training: dict, tiny_bert: Path, tmp_path: Path, profile) -> 
         tmp_path / "p.tar",
         files={f: adapter / f for f in ("adapter_config.json", "adapter_model.safetensors")},
         key=None,
-        id="dp-test",
-        name="dp",
-        domain="d",
+        card=Card(id="dp-test", name="dp", domain="d", licence="MIT", publisher="p"),
         base_model="b",
-        licence="MIT",
-        publisher="p",
         task=TaskInfo("classification", LABELS),
         spec=cluster_spec(profile, 1),
         training=training,
@@ -111,6 +108,20 @@ def test_cards_from_toml_json_and_flags(tmp_path: Path) -> None:
     js.write_text(json.dumps({"id": "x-y", "domain": "d", "licence": "MIT", "publisher": "p", "name": "X"}))
     assert load_card(js, {}).name == "X"
     assert load_card(None, {"id": "a-b", "domain": "d", "licence": "MIT", "publisher": "p"}).id == "a-b"
+
+
+def test_a_card_is_checked_once_and_keeps_the_manifest_field_order() -> None:
+    card = Card(id="med-qa", name="Med QA", domain="medical", licence="MIT", publisher="h", tags=("a",))
+    order = ["id", "name", "version", "domain", "tags", "description", "licence", "publisher"]
+    assert list(card.to_dict()) == order
+    assert Card.from_dict(card.to_dict() | {"base_model": "b"}) == card
+    with pytest.raises(InvalidArgument, match="learnware id"):
+        Card(id="Bad Id", name="n", domain="d", licence="MIT", publisher="p")
+    for field in ("name", "domain", "licence", "publisher"):
+        with pytest.raises(InvalidArgument, match=f"field '{field}'"):
+            Card(**(card.to_dict() | {"tags": (), field: " "}))
+    with pytest.raises(InvalidArgument, match="learnware id"):  # refused before any spec is computed
+        load_card(None, {"id": "A", "domain": "d", "licence": "MIT", "publisher": "p"})
 
 
 @pytest.mark.parametrize(

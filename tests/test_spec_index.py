@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from lmdock.common.card import Card
 from lmdock.common.market_types import LearnwareInfo, SearchResult
 from lmdock.common.package import TaskInfo
 from lmdock.common.profile import SpecProfile
@@ -27,12 +28,8 @@ DIM = 16
 def _learnware(i: int, values: np.ndarray, sigma: float = 0.0) -> LearnwareInfo:
     privacy = dataclasses.replace(EXACT, sigma=sigma, epsilon=1.0, delta=1e-6) if sigma else EXACT
     return LearnwareInfo(
-        id=f"lw-{i}",
-        name=f"learnware {i}",
-        domain="test",
+        card=Card(id=f"lw-{i}", name=f"learnware {i}", domain="test", licence="-", publisher="-"),
         base_model="-",
-        licence="-",
-        publisher="-",
         task=TaskInfo("generation"),
         spec=Spec(profile_id="p", values=values.astype(np.float32), privacy=privacy),
         package_sha256="0" * 64,
@@ -64,7 +61,7 @@ def test_incremental_updates_rank_as_a_fresh_index_does() -> None:
         kept.append(lw)
         if step % 4 == 3:  # remove one from the middle now and then
             gone = kept.pop(len(kept) // 2)
-            index.remove(gone.id)
+            index.remove(gone.card.id)
         fresh = ExactIndex(kept)
         assert len(index) == len(fresh) == len(kept)
         for mixture in (False, True):
@@ -97,7 +94,7 @@ def test_an_empty_index_finds_nothing() -> None:
 @pytest.mark.parametrize("mixture", [False, True])
 def test_searches_during_uploads_see_whole_snapshots(mixture: bool) -> None:
     items = _learnwares(300, seed=2)
-    by_id = {lw.id: lw for lw in items}
+    by_id = {lw.card.id: lw for lw in items}
     index = ExactIndex()
     errors: list[BaseException] = []
     done = threading.Event()
@@ -125,7 +122,7 @@ def test_searches_during_uploads_see_whole_snapshots(mixture: bool) -> None:
     for i, lw in enumerate(items):
         index.add(lw)
         if i % 50 == 49:
-            index.remove(items[i - 1].id)
+            index.remove(items[i - 1].card.id)
     done.set()
     for reader in readers:
         reader.join()

@@ -217,5 +217,5 @@ def test_good_packages_pass_and_duplicates_do_not(
         assert status_of(lambda: client.upload(same_id)) == "ALREADY_EXISTS"
         stranger = package(tmp_path, adapter, profile, "stranger", learnware_id="x-lw", key=generate_key())
         assert status_of(lambda: client.upload(stranger)) == "PERMISSION_DENIED"  # not the publisher's key
-        assert [lw.id for lw in client.list()] == ["bert-lw", "llama-lw"]
+        assert [lw.card.id for lw in client.list()] == ["bert-lw", "llama-lw"]
     assert list((market.market.blobs.root / "tmp").iterdir()) == []

@@ -88,15 +88,15 @@ def _pull(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(
             {
-                "learnware_id": manifest.id,
-                "cached_at": str(cache.folder(manifest.id)),
-                "publisher": manifest.publisher,
+                "learnware_id": manifest.card.id,
+                "cached_at": str(cache.folder(manifest.card.id)),
+                "publisher": manifest.card.publisher,
             }
         )
     else:
         print(
-            f"pulled {manifest.id} ({manifest.name}) from {manifest.publisher}: "
-            f"verified, cached at {cache.folder(manifest.id)}"
+            f"pulled {manifest.card.id} ({manifest.card.name}) from {manifest.card.publisher}: "
+            f"verified, cached at {cache.folder(manifest.card.id)}"
         )
     return 0
 
@@ -137,12 +137,12 @@ def _list(args: argparse.Namespace) -> int:
         emit_json(
             [
                 {
-                    "id": lw.id,
-                    "name": lw.name,
-                    "domain": lw.domain,
+                    "id": lw.card.id,
+                    "name": lw.card.name,
+                    "domain": lw.card.domain,
                     "base_model": lw.base_model,
                     "task": lw.task.kind,
-                    "publisher": lw.publisher,
+                    "publisher": lw.card.publisher,
                     "dp_trained": lw.dp_trained,
                     "dp_epsilon": lw.dp_epsilon if lw.dp_trained else None,
                 }
@@ -152,11 +152,11 @@ def _list(args: argparse.Namespace) -> int:
     else:
         rows = [
             (
-                lw.id,
-                lw.name,
-                lw.domain,
+                lw.card.id,
+                lw.card.name,
+                lw.card.domain,
                 lw.task.kind,
-                lw.publisher,
+                lw.card.publisher,
                 f"eps={lw.dp_epsilon:.3g}" if lw.dp_trained else "no",
             )
             for lw in items

@@ -138,7 +138,7 @@ def _package(args: argparse.Namespace) -> int:
         emit_json(
             {
                 "package": str(out.resolve()),
-                "id": manifest.id,
+                "id": manifest.card.id,
                 "signed": False,
                 "spec": spec,
                 "training": _dp_summary(manifest.training),
@@ -146,7 +146,7 @@ def _package(args: argparse.Namespace) -> int:
             }
         )
         return 0
-    print(f"wrote unsigned package {out} ({manifest.id}); sign it with `lmdock sign {out}`")
+    print(f"wrote unsigned package {out} ({manifest.card.id}); sign it with `lmdock sign {out}`")
     return 0
 
 
@@ -160,9 +160,9 @@ def _sign(args: argparse.Namespace) -> int:
         raise InvalidArgument(f"package {package} does not exist")
     manifest, signature = sign_package(package, load_signing_key(args))
     if args.json:
-        emit_json({"package": args.package, "id": manifest.id, "key_id": signature.key_id})
+        emit_json({"package": args.package, "id": manifest.card.id, "key_id": signature.key_id})
     else:
-        print(f"signed {args.package} ({manifest.id}) with key {signature.key_id}")
+        print(f"signed {args.package} ({manifest.card.id}) with key {signature.key_id}")
     return 0
 
 
@@ -178,8 +178,8 @@ def _verify(args: argparse.Namespace) -> int:
         emit_json(
             {
                 "ok": True,
-                "id": manifest.id,
-                "publisher": manifest.publisher,
+                "id": manifest.card.id,
+                "publisher": manifest.card.publisher,
                 "key_id": signature.key_id,
                 "public_key": signature.public_key,
                 "base_model": manifest.base_model,
@@ -190,8 +190,8 @@ def _verify(args: argparse.Namespace) -> int:
             }
         )
         return 0
-    print(f"OK: {args.package} is intact and signed by key {signature.key_id} ({manifest.publisher})")
-    print(f"  learnware   {manifest.id} v{manifest.version}: {manifest.name}")
+    print(f"OK: {args.package} is intact and signed by key {signature.key_id} ({manifest.card.publisher})")
+    print(f"  learnware   {manifest.card.id} v{manifest.card.version}: {manifest.card.name}")
     print(f"  base model  {manifest.base_model} ({manifest.task.kind})")
     print(f"  training    {describe_dp(dict(manifest.training))}")
     print(f"  spec        {spec}")
@@ -219,7 +219,7 @@ def _publish(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(
             {
-                "id": info.id,
+                "id": info.card.id,
                 "uploaded": uploaded,
                 "package_sha256": info.package_sha256,
                 "dp_trained": info.dp_trained,
@@ -228,7 +228,7 @@ def _publish(args: argparse.Namespace) -> int:
         )
     else:
         verb = "published" if uploaded else "already published (same bytes)"
-        print(f"{verb}: {info.id} on {args.market} (sha256 {info.package_sha256[:16]}...)")
+        print(f"{verb}: {info.card.id} on {args.market} (sha256 {info.package_sha256[:16]}...)")
     return 0
 
 

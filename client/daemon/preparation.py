@@ -93,8 +93,8 @@ class Preparer:
         self.registry.update(name, stage="downloading", learnware_id=chosen, **changes)
         manifest = self._fetch(chosen, recorder, lambda done, total: progress("downloading", done, total))
         with connect(self.config.market, recorder=recorder) as client:
-            self._refuse_revoked(client, manifest.id, manifest.publisher)
-        log.info("task %s: learnware %s by %s is ready", name, manifest.id, manifest.publisher)
+            self._refuse_revoked(client, manifest.card.id, manifest.card.publisher)
+        log.info("task %s: learnware %s by %s is ready", name, manifest.card.id, manifest.card.publisher)
         progress("ready", 1, 1)
         return self.registry.update(
             name,
@@ -103,7 +103,7 @@ class Preparer:
             kind=manifest.task.kind,
             labels=manifest.task.labels,
             base_model=manifest.base_model,
-            publisher=manifest.publisher,
+            publisher=manifest.card.publisher,
             bytes_sent=recorder.bytes_sent,
         )
 

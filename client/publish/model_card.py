@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from lmdock.client.publish.build import BuildInfo
-    from lmdock.client.publish.package import LearnwareCard
+    from lmdock.common.card import Card
 
 __all__ = ["describe_dp", "render_model_card"]
 
@@ -21,7 +21,7 @@ def describe_dp(training: dict[str, Any]) -> str:
     return "trained WITHOUT differential privacy: the adapter may reveal records it was trained on"
 
 
-def render_model_card(build: BuildInfo, card: LearnwareCard | None = None, *, spec_line: str = "") -> str:
+def render_model_card(build: BuildInfo, card: Card | None = None, *, spec_line: str = "") -> str:
     """Markdown card: metadata (once packaged), base model, task, held-out scores, privacy."""
     title = card.name if card else "Learnware build"
     lines = [f"# {title}", ""]

@@ -13,7 +13,7 @@ import json
 import tempfile
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from lmdock.client.publish.build import BuildInfo
 from lmdock.client.publish.model_card import render_model_card
 from lmdock.client.spec_release import SpecBooking, private_spec, public_spec
 from lmdock.client.task import read_task_file
+from lmdock.common.card import Card
 from lmdock.common.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -40,7 +41,6 @@ from lmdock.common.profile import SpecProfile
 from lmdock.common.signing import Signature
 
 __all__ = [
-    "LearnwareCard",
     "adapter_base_model",
     "check_publisher",
     "load_build",
@@ -54,26 +54,9 @@ __all__ = [
 MAX_CARD_BYTES = 64 * 1024
 
 
-@dataclass(frozen=True)
-class LearnwareCard:
-    """Who publishes what: the metadata a build does not know."""
-
-    id: str
-    domain: str
-    licence: str
-    publisher: str
-    name: str = ""
-    description: str = ""
-    tags: tuple[str, ...] = ()
-    version: str = "1.0.0"
-
-    def __post_init__(self) -> None:
-        if not self.name:
-            object.__setattr__(self, "name", self.id)
-
-
-def load_card(path: Path | None, overrides: Mapping[str, Any]) -> LearnwareCard:
-    """Metadata from a JSON or TOML card file, each non-empty flag in `overrides` taking precedence."""
+def load_card(path: Path | None, overrides: Mapping[str, Any]) -> Card:
+    """The card from a JSON or TOML card file, each non-empty flag in `overrides` taking precedence;
+    the name defaults to the id."""
     values: dict[str, Any] = {}
     if path is not None:
         if not path.is_file() or path.stat().st_size > MAX_CARD_BYTES:
@@ -86,7 +69,7 @@ def load_card(path: Path | None, overrides: Mapping[str, Any]) -> LearnwareCard:
         if not isinstance(values, dict):
             raise InvalidArgument(f"card file {path} must hold an object")
     values.update({k: v for k, v in overrides.items() if v})
-    known = {f.name for f in fields(LearnwareCard)}
+    known = {f.name for f in fields(Card)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise InvalidArgument(f"unknown card fields {unknown}; known: {sorted(known)}")
@@ -95,17 +78,7 @@ def load_card(path: Path | None, overrides: Mapping[str, Any]) -> LearnwareCard:
         raise InvalidArgument(
             f"the learnware needs {', '.join(missing)}: pass --{missing[0]} or a --card file"
         )
-    given = {k: str(v) for k, v in values.items() if k != "tags"}
-    return LearnwareCard(
-        id=given["id"],
-        domain=given["domain"],
-        licence=given["licence"],
-        publisher=given["publisher"],
-        name=given.get("name", ""),
-        description=given.get("description", ""),
-        tags=tuple(str(t) for t in values.get("tags", ())),
-        version=given.get("version", "1.0.0"),
-    )
+    return Card.from_dict({**values, "name": values.get("name") or values["id"]})
 
 
 def adapter_base_model(adapter_dir: Path) -> str:
@@ -132,21 +105,14 @@ def package_learnware(
     adapter_dir: Path,
     out: Path,
     *,
+    card: Card,
     profile: SpecProfile,
     spec_texts: Sequence[str],
     key: Ed25519PrivateKey | None,
-    learnware_id: str,
-    name: str,
-    domain: str,
     base_model: str,
-    licence: str,
-    publisher: str,
     task: TaskInfo,
     spec_epsilon: float | None = None,
     spec_delta: float = 1e-6,
-    description: str = "",
-    tags: Sequence[str] = (),
-    version: str = "1.0.0",
     eval_scores: Mapping[str, float] | None = None,
     training: Mapping[str, Any] | None = None,
     model_card: str | None = None,
@@ -185,18 +151,11 @@ def package_learnware(
             out,
             files=files,
             key=key,
-            id=learnware_id,
-            name=name,
-            version=version,
-            domain=domain,
+            card=card,
             base_model=base_model,
-            licence=licence,
-            publisher=publisher,
             task=task,
             spec=spec,
-            description=description,
-            tags=tuple(tags),
-            eval_scores=dict(eval_scores or {}),
+            eval_scores=eval_scores,
             training={"dp": False, **dict(training or {})},
             created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         )
@@ -218,7 +177,7 @@ def package_build(
     out: Path,
     *,
     profile: SpecProfile,
-    card: LearnwareCard,
+    card: Card,
     spec_epsilon: float | None = None,
     spec_delta: float = 1e-6,
     data_path: Path | None = None,
@@ -248,18 +207,11 @@ def package_build(
         profile=profile,
         spec_texts=texts,
         key=None,
-        learnware_id=card.id,
-        name=card.name,
-        domain=card.domain,
+        card=card,
         base_model=build.base_model,
-        licence=card.licence,
-        publisher=card.publisher,
         task=build.task,
         spec_epsilon=spec_epsilon,
         spec_delta=spec_delta,
-        description=card.description,
-        tags=card.tags,
-        version=card.version,
         eval_scores=build.eval_scores,
         training=build.training,
         model_card=render_model_card(build, card, spec_line=spec_line),
@@ -283,7 +235,7 @@ def check_publisher(client: MarketClient, manifest: Manifest, signature: Signatu
     """Refuse, before a byte is uploaded, what the market would refuse for who is publishing:
     no credentials on a market that needs them, a consumer key, a manifest naming another
     publisher than the caller, a signing key that is revoked or not registered for it."""
-    market, publisher = client.address, manifest.publisher
+    market, publisher = client.address, manifest.card.publisher
     try:
         caller = client.whoami()
     except Unauthenticated:
@@ -329,7 +281,7 @@ def publish_package(client: MarketClient, package: Path) -> tuple[LearnwareInfo,
     check_publisher(client, manifest, signature)
     digest = sha256_file(package)
     try:
-        existing = client.get(manifest.id)
+        existing = client.get(manifest.card.id)
         if existing.package_sha256 == digest:
             return existing, False
     except NotFound:

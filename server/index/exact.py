@@ -79,7 +79,7 @@ class ExactIndex:
 
     def remove(self, learnware_id: str) -> None:
         with self._lock:
-            found = [i for i, x in enumerate(self._items) if x.id == learnware_id]
+            found = [i for i, x in enumerate(self._items) if x.card.id == learnware_id]
             if not found:
                 return
             # New arrays, not a shift in place: a search may still be reading the old rows.
@@ -116,7 +116,7 @@ class ExactIndex:
                 max_components=MIXTURE_COMPONENTS,
             )
             components = tuple(
-                MixtureComponent(learnware_id=items[int(near[i])].id, weight=w)
+                MixtureComponent(learnware_id=items[int(near[i])].card.id, weight=w)
                 for i, w in zip(found.indices, found.weights, strict=True)
             )
             residual = found.residual
@@ -125,9 +125,9 @@ class ExactIndex:
             mixture_residual=residual,
             matches=tuple(
                 Match(
-                    learnware_id=items[i].id,
-                    name=items[i].name,
-                    domain=items[i].domain,
+                    learnware_id=items[i].card.id,
+                    name=items[i].card.name,
+                    domain=items[i].card.domain,
                     distance=float(dist[i]),
                     score=float(scores[i]),
                 )
