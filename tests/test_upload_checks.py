@@ -97,7 +97,7 @@ ADAPTER_CASES = {
     "base model in config": ({"base_model_name_or_path": "other"}, None, "names base model 'other'"),
     "task type": ({"task_type": "CAUSAL_LM"}, None, "task_type 'CAUSAL_LM' does not fit"),
     "target module": ({"target_modules": ["query", "warp_drive"]}, None, "'warp_drive' does not exist"),
-    "target pattern": ({"target_modules": r".*\.nothing"}, None, "matches no module"),
+    "target pattern": ({"target_modules": r".*\.nothing"}, None, "target_modules must be a list"),
     "rank vs shapes": ({"r": 8}, None, "has shape [4, 32], base model 'tiny-bert' needs [8, 32]"),
     "NaN": (None, _with_tensor("lora_A", _nan), "contains NaN or Inf"),
     "Inf": (None, _with_tensor("lora_B", _inf), "contains NaN or Inf"),
