@@ -1,4 +1,10 @@
-"""Small file helpers for the client: atomic writes and owner-only secrets."""
+"""Small file helpers for the client: atomic writes, owner-only state and secrets.
+
+Everything the client keeps (the ledger, the cache's pins, the daemon's state and log, keys)
+is about the user's private data, so it is created readable by its owner only from the first
+byte, whatever the process's umask: a file made world-readable and chmod-ed afterwards can be
+opened by another user in between.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +15,41 @@ from pathlib import Path
 
 from lmdock.common.errors import FailedPrecondition
 
-__all__ = ["atomic_write_text", "check_owner_only", "fsync_dir", "read_secret"]
+__all__ = [
+    "PRIVATE_FILE",
+    "atomic_write_text",
+    "check_owner_only",
+    "fsync_dir",
+    "open_private",
+    "private_dir",
+    "read_secret",
+]
+
+PRIVATE_FILE, PRIVATE_DIR = 0o600, 0o700
 
 
-def atomic_write_text(path: Path, text: str, *, mode: int = 0o644) -> None:
+def private_dir(path: Path) -> Path:
+    """`path` as a folder, created owner-only when it does not exist yet."""
+    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    return path
+
+
+def open_private(path: Path, flags: int) -> int:
+    """os.open of `path`, creating it owner-only (mode 600, not subject to the umask)."""
+    fd = os.open(path, flags | os.O_CREAT, PRIVATE_FILE)
+    info = os.fstat(fd)
+    if info.st_mode & 0o077 and info.st_uid == os.getuid():
+        os.fchmod(fd, PRIVATE_FILE)  # made before this rule by an older lmdock: close it now
+    return fd
+
+
+def atomic_write_text(path: Path, text: str, *, mode: int = PRIVATE_FILE) -> None:
     """Write `text` so that `path` holds either the old or the new content, never a mix.
 
     temp file in the same folder -> write -> fsync -> rename over `path` -> fsync the folder.
+    The file is owner-only unless `mode` says otherwise (mkstemp creates it 600).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, mode)

@@ -44,7 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from lmdock.client.files import atomic_write_text, fsync_dir
+from lmdock.client.files import atomic_write_text, fsync_dir, open_private, private_dir
 from lmdock.common.accounting import Budget, Release, Spent, compose
 from lmdock.common.canonical import canonical_json, sha256_hex
 from lmdock.common.errors import BudgetExceeded, IntegrityError, InvalidArgument
@@ -208,8 +208,8 @@ class Ledger:
 
     @contextlib.contextmanager
     def _locked(self, exclusive: bool) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock.open("a") as fh:
+        private_dir(self.path.parent)
+        with os.fdopen(open_private(self._lock, os.O_RDWR | os.O_APPEND), "a") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             try:
                 yield
@@ -281,10 +281,10 @@ class Ledger:
 
     def _write_anchor(self, *, count: int, head: str, pending: str | None) -> None:
         body = json.dumps({"count": count, "head": head, "pending": pending})
-        atomic_write_text(self.anchor, body, mode=0o600)
+        atomic_write_text(self.anchor, body)
 
     def _append(self, line: str, *, cut_to: int | None = None) -> None:
-        with self.path.open("r+b" if self.path.exists() else "wb") as out:
+        with os.fdopen(open_private(self.path, os.O_RDWR), "r+b") as out:
             if cut_to is not None:
                 out.truncate(cut_to)
             out.seek(0, os.SEEK_END)

@@ -8,6 +8,7 @@ digits of sha256 of the raw 32-byte public key.
 from __future__ import annotations
 
 import base64
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,10 +113,12 @@ def save_private_key(key: Ed25519PrivateKey, path: Path) -> None:
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(pem)
-    tmp.chmod(0o600)
+    tmp.unlink(missing_ok=True)  # a leftover of an interrupted write; O_EXCL below needs it gone
+    # owner-only from the first byte (a chmod after writing leaves a window for other users)
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+        out.write(pem)
     tmp.replace(path)
 
 

@@ -17,9 +17,14 @@ __all__ = ["README_BEGIN", "README_END", "load_results", "render", "write_report
 README_BEGIN = "<!-- lmdock-lab:headline:begin -->"
 README_END = "<!-- lmdock-lab:headline:end -->"
 
+#: The report is the repository's, for everyone to read (client state is owner-only).
+PUBLISHED = 0o644
+
 
 def _json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+    atomic_write_text(
+        path, json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n", mode=PUBLISHED
+    )
 
 
 def _rounded(scores: dict[str, Any]) -> dict[str, Any]:
@@ -39,7 +44,7 @@ def update_readme(readme: Path, block: str) -> bool:
         return False
     head, rest = text.split(README_BEGIN, 1)
     _, tail = rest.split(README_END, 1)
-    atomic_write_text(readme, f"{head}{README_BEGIN}\n{block}{README_END}{tail}")
+    atomic_write_text(readme, f"{head}{README_BEGIN}\n{block}{README_END}{tail}", mode=PUBLISHED)
     return True
 
 
@@ -103,7 +108,8 @@ def render(results: dict[str, Any], out_dir: Path, *, docs: Path | None, readme:
     """The plots, the markdown report and the README block, from the results."""
     written = write_plots(results, out_dir)
     if docs is not None:
-        atomic_write_text(docs, results_markdown(results, plots_from=os.path.relpath(out_dir, docs.parent)))
+        text = results_markdown(results, plots_from=os.path.relpath(out_dir, docs.parent))
+        atomic_write_text(docs, text, mode=PUBLISHED)
         written.append(docs)
     if readme is not None and update_readme(
         readme, headline_table(results, plot=os.path.relpath(out_dir, readme.parent))

@@ -17,6 +17,7 @@ from lmdock.client.daemon.core import Daemon
 from lmdock.client.daemon.http_api import OpenAIServer
 from lmdock.client.daemon.local_grpc import create_local_server
 from lmdock.client.daemon.runfile import RunInfo, hold_lock, remove_runfile, write_runfile
+from lmdock.client.files import open_private, private_dir
 from lmdock.common.errors import FailedPrecondition
 
 __all__ = ["RunningDaemon", "serve"]
@@ -94,8 +95,10 @@ def configure_logging(config: DaemonConfig) -> None:
     """Daemon logs: timestamped lines to daemon.log_file, else standard error."""
     handler: logging.Handler
     if config.daemon.log_file:
-        Path(config.daemon.log_file).parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(config.daemon.log_file)
+        log_file = Path(config.daemon.log_file)
+        private_dir(log_file.parent)
+        os.close(open_private(log_file, os.O_WRONLY | os.O_APPEND))  # owner-only before the handler opens it
+        handler = logging.FileHandler(log_file)
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

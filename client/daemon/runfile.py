@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
 
-from lmdock.client.files import atomic_write_text
+from lmdock.client.files import atomic_write_text, open_private, private_dir
 from lmdock.common.errors import FailedPrecondition
 
 __all__ = ["RunInfo", "hold_lock", "read_runfile", "remove_runfile", "write_runfile"]
@@ -32,8 +33,8 @@ class RunInfo:
 
 def hold_lock(state_dir: Path) -> IO[str]:
     """Take the daemon lock for this state folder; keep the returned file open while running."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    handle = (state_dir / LOCKFILE).open("a+")
+    private_dir(state_dir)
+    handle = os.fdopen(open_private(state_dir / LOCKFILE, os.O_RDWR | os.O_APPEND), "a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
