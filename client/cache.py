@@ -10,6 +10,10 @@ Everything is re-verified when loaded (every file's sha256 and the publisher sig
 the pinned key), so loading needs no market and a tampered cache is never used. Small files are
 written atomically (temp + fsync + rename); packages appear only once verified (see
 `unpack_package`). `enforce_cap` evicts the least recently used learnwares above a size cap.
+
+An install interrupted mid-unpack (kill -9) leaves a `learnwares/.unpack-*` staging folder;
+the next install or cap check removes those older than STALE_STAGING_S (younger ones may be
+another process's install in progress).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +31,9 @@ from lmdock.common.market_types import LearnwareInfo
 from lmdock.common.package import Manifest, unpack_package, verify_folder
 
 __all__ = ["AdapterCache", "CachedLearnware", "default_cache_dir"]
+
+#: A staging folder this old belongs to no running install: an hour is far above any unpack.
+STALE_STAGING_S = 3600.0
 
 
 def default_cache_dir() -> Path:
@@ -82,6 +90,7 @@ class AdapterCache:
     def install(self, info: LearnwareInfo, archive: Path) -> Manifest:
         """Verify the downloaded `archive` against `info` and the pinned key, then unpack it."""
         card = info.card
+        self.remove_stale_staging()
         trusted = self.pinned_key(card.publisher)
         manifest, signature = unpack_package(archive, self.folder(card.id), trusted_key=trusted)
         claimed = manifest.card
@@ -127,6 +136,16 @@ class AdapterCache:
             os.utime(self._sidecar(learnware_id))  # recency for LRU eviction
         return manifest
 
+    def remove_stale_staging(self) -> list[str]:
+        """Delete the staging folders of interrupted installs (see module doc); their names."""
+        if not self._learnwares.is_dir():
+            return []
+        cutoff = time.time() - STALE_STAGING_S
+        stale = [p for p in self._learnwares.glob(".unpack-*") if p.is_dir() and p.stat().st_mtime < cutoff]
+        for folder in stale:
+            shutil.rmtree(folder, ignore_errors=True)
+        return [p.name for p in stale]
+
     def evict(self, learnware_id: str) -> None:
         shutil.rmtree(self.folder(learnware_id), ignore_errors=True)
         self._sidecar(learnware_id).unlink(missing_ok=True)
@@ -151,6 +170,7 @@ class AdapterCache:
         Returns the evicted ids. Learnwares in `keep` are never evicted, so the total can stay
         above the cap when they alone exceed it.
         """
+        self.remove_stale_staging()
         entries = self.entries()
         total = sum(e.size for e in entries)
         evicted: list[str] = []

@@ -1,4 +1,4 @@
-"""The client's state is owner-only from the first byte, whatever the umask (issue 14, item 8).
+"""The client's state: owner-only from the first byte, whatever the umask; no leftovers (issue 14, item 8).
 
 Run under umask 0, where anything created with default permissions is world-readable and
 world-writable: every file and folder the client makes must still be 600 / 700.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,3 +72,18 @@ def test_a_file_left_loose_by_an_older_version_is_closed_on_next_write(tmp_path:
     ledger.path.chmod(0o644)
     ledger.record("d" * 64, dataclasses.replace(release), kind="training")
     assert stat.S_IMODE(ledger.path.stat().st_mode) == 0o600
+
+
+def test_an_interrupted_install_leaves_no_staging_folder_behind(tmp_path: Path) -> None:
+    from lmdock.client.cache import STALE_STAGING_S, AdapterCache
+
+    cache = AdapterCache(tmp_path / "cache")
+    learnwares = tmp_path / "cache" / "learnwares"
+    old, fresh = learnwares / ".unpack-killed", learnwares / ".unpack-running"
+    for folder in (old, fresh):
+        folder.mkdir(parents=True)
+        (folder / "adapter_model.safetensors").write_bytes(b"x" * 1000)
+    then = time.time() - STALE_STAGING_S - 60
+    os.utime(old, (then, then))
+    assert cache.enforce_cap(10**9) == []
+    assert not old.exists() and fresh.exists()  # a younger one may be another process's install
