@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from lmdock.common.adapter_config import check_module_names
 from lmdock.common.canonical import canonical_json
 from lmdock.common.card import Card, check_text_field
 from lmdock.common.errors import IntegrityError, InvalidArgument
@@ -370,6 +371,7 @@ def check_files(folder: Path, *, limits: PackageLimits = PackageLimits()) -> Man
             raise IntegrityError(f"{name} does not match its sha256 in the manifest")
         if name.endswith(".json"):
             _read_json(path, limits.max_json_bytes)
+    check_module_names(_read_json(folder / "adapter_config.json", limits.max_json_bytes))
     return manifest
 
 

@@ -15,7 +15,6 @@ mismatches and bad signatures. Here the market adds its own rules, each with a p
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +29,6 @@ from safetensors import SafetensorError, safe_open
 __all__ = ["check_package"]
 
 MAX_TAGS, MAX_TAG_CHARS, MAX_DESCRIPTION_CHARS, MAX_VERSION_CHARS = 32, 64, 16_384, 64
-MAX_MODULE_NAMES, MAX_MODULE_NAME_CHARS = 64, 128
-_MODULE_NAME = re.compile(rf"[A-Za-z0-9_][A-Za-z0-9_.-]{{0,{MAX_MODULE_NAME_CHARS - 1}}}")
 _TASK_TYPES = {"classification": "SEQ_CLS", "generation": "CAUSAL_LM"}
 
 
@@ -81,42 +78,6 @@ def _check_adapter_config(manifest: Manifest, config: dict[str, Any]) -> None:
             f"adapter_config.json: task_type {config.get('task_type')!r} does not fit a "
             f"{manifest.task.kind} learnware (need {expected_task!r})"
         )
-    _check_module_names(config)
-
-
-def _check_module_names(config: dict[str, Any]) -> None:
-    """Module choices must be plain lists of names, never patterns.
-
-    PEFT runs a string `target_modules`, `layers_pattern` and the keys of `rank_pattern` /
-    `alpha_pattern` as regular expressions (re, with backtracking) against every module name:
-    a caller's pattern such as "(.|.)*Z" would pin a core of the market for as long as it
-    likes. Lists of names are matched by equality or suffix, in linear time.
-    """
-    for key in ("target_modules", "modules_to_save"):
-        names = config.get(key)
-        if names is None and key == "modules_to_save":
-            continue
-        if (
-            not isinstance(names, list)
-            or not 1 <= len(names) <= MAX_MODULE_NAMES
-            or not all(isinstance(n, str) and _MODULE_NAME.fullmatch(n) for n in names)
-        ):
-            raise InvalidArgument(
-                f"adapter_config.json: {key} must be a list of 1-{MAX_MODULE_NAMES} module names "
-                f"(letters, digits, '_', '.', '-'; at most {MAX_MODULE_NAME_CHARS} characters each), "
-                f"not {_preview(names)}: the market does not run patterns from a package"
-            )
-    for key in ("layers_pattern", "layers_to_transform", "rank_pattern", "alpha_pattern"):
-        if config.get(key):
-            raise InvalidArgument(
-                f"adapter_config.json: {key} is not accepted (PEFT would run it as a regular "
-                "expression, or use it to pick layers); train on whole modules instead"
-            )
-
-
-def _preview(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _skeleton(manifest: Manifest, base_config: dict[str, Any]) -> Any:
@@ -145,7 +106,7 @@ def _skeleton(manifest: Manifest, base_config: dict[str, Any]) -> Any:
 
 
 def _check_targets(manifest: Manifest, targets: Any, module_names: list[str]) -> None:
-    for target in targets:  # a list of names: `_check_module_names` refused anything else
+    for target in targets:  # a list of names: `check_files` refused anything else (adapter_config)
         if not any(n == target or n.endswith("." + target) for n in module_names):
             raise InvalidArgument(
                 f"target module {target!r} does not exist in base model {manifest.base_model!r}"

@@ -2,9 +2,10 @@
 
 `"(.|.)*Z"` as `target_modules` once pinned a core for tens of seconds while Health and List
 timed out: PEFT runs a string `target_modules` (and `layers_pattern`, the keys of
-`rank_pattern` / `alpha_pattern`) with `re` against every module name. The checker now takes
-module choices only as plain lists of names and refuses the pattern fields before PEFT sees
-the config (issue 14, item 1).
+`rank_pattern` / `alpha_pattern`) with `re` against every module name. The package format
+now takes module choices only as plain lists of names and refuses the pattern fields before
+PEFT sees the config (`lmdock.common.adapter_config`), on the market and on the client
+(issue 14, item 1).
 """
 
 from __future__ import annotations
@@ -56,3 +57,14 @@ def test_pattern_fields_are_refused_before_peft_runs_them(
     assert outcome.startswith("INVALID_ARGUMENT") and message in outcome, outcome
     with MarketClient(market.address) as client:  # and the market still answers
         assert client.list() == []
+
+
+def test_a_client_refuses_to_unpack_such_a_package_too(adapter: Path, tmp_path: Path, profile) -> None:
+    """A market that let one through (or a file from elsewhere) still never reaches PEFT."""
+    from lmdock.common.errors import InvalidArgument
+    from lmdock.common.package import unpack_package
+
+    hostile = adapter_variant(adapter, tmp_path / "hostile", config={"target_modules": EVIL})
+    with pytest.raises(InvalidArgument, match="target_modules must be a list"):
+        unpack_package(package(tmp_path, hostile, profile), tmp_path / "cache" / "lw")
+    assert not (tmp_path / "cache" / "lw").exists()
