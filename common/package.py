@@ -70,6 +70,8 @@ TASK_KINDS = ("classification", "generation")
 #: head (BERT: pooler over [CLS], then `classifier`); "mean" = `classifier` over the
 #: attention-masked mean of the last hidden states (DP builds: a linear probe).
 POOLINGS = ("cls", "mean")
+#: Tar member types whose bytes are all in the archive (no links, devices or sparse maps).
+_PLAIN_MEMBERS = (tarfile.REGTYPE, tarfile.AREGTYPE)
 
 
 @dataclass(frozen=True)
@@ -322,31 +324,76 @@ def _read_json(path: Path, limit: int) -> Any:
 
 
 def _extract_members(archive: Path, into: Path, limits: PackageLimits) -> None:
-    """Copy the tar's regular files into `into`, refusing anything but plain allowed files."""
-    if archive.stat().st_size > limits.max_package_bytes:
+    """Copy the tar's plain files into `into`, checking all that a stranger controls first.
+
+    1. every header: plain regular files only (links, folders, devices and sparse members,
+       which expand far beyond the bytes sent, are refused), allowed names, no duplicates, at
+       most `max_files` (a header whose size runs past the archive's end is tarfile's error);
+    2. manifest.json (and signature.json) alone, each at most `max_json_bytes`;
+    3. the other members must be exactly the files the manifest lists, of the sizes it
+       declares, before any of them is written; each copy stops at its declared size.
+    """
+    size = archive.stat().st_size
+    if size > limits.max_package_bytes:
         raise InvalidArgument(f"package is larger than the limit of {limits.max_package_bytes} bytes")
-    seen: set[str] = set()
     try:
         with tarfile.open(archive, mode="r:") as tar:
-            for member in tar:
-                if not member.isreg():
-                    raise InvalidArgument(
-                        f"package member {member.name!r} is not a regular file "
-                        "(links and folders are refused)"
+            members = _checked_members(tar, limits)
+            for name in (MANIFEST, SIGNATURE):
+                if name in members:
+                    if members[name].size > limits.max_json_bytes:
+                        raise InvalidArgument(f"{name} is larger than {limits.max_json_bytes} bytes")
+                    _copy_member(tar, members[name], into)
+            if MANIFEST not in members:
+                raise InvalidArgument(f"package has no {MANIFEST}")
+            declared = Manifest.from_dict(_read_json(into / MANIFEST, limits.max_json_bytes)).files
+            _check_file_set(set(members) - {MANIFEST, SIGNATURE}, set(declared))
+            for name, entry in sorted(declared.items()):
+                if members[name].size != entry.size:
+                    raise IntegrityError(
+                        f"{name} is {members[name].size} bytes in the package, "
+                        f"the manifest declares {entry.size}"
                     )
-                if member.name not in (MANIFEST, SIGNATURE):
-                    _check_name(member.name)
-                if member.name in seen:
-                    raise InvalidArgument(f"package holds {member.name!r} twice")
-                seen.add(member.name)
-                if len(seen) > limits.max_files:
-                    raise InvalidArgument(f"package holds more than {limits.max_files} files")
-                src = tar.extractfile(member)
-                assert src is not None  # regular files always have content
-                with src, (into / member.name).open("xb") as dst:
-                    shutil.copyfileobj(src, dst, 1024 * 1024)
+            for name in sorted(declared):
+                _copy_member(tar, members[name], into)
     except tarfile.TarError as exc:
         raise InvalidArgument(f"package is not a valid uncompressed tar archive: {exc}") from None
+
+
+def _checked_members(tar: tarfile.TarFile, limits: PackageLimits) -> dict[str, tarfile.TarInfo]:
+    """The headers of the tar by name, each one checked (see `_extract_members`, step 1)."""
+    members: dict[str, tarfile.TarInfo] = {}
+    for member in tar:  # headers only: the data is read when a member is copied
+        if member.type not in _PLAIN_MEMBERS or member.issparse():
+            raise InvalidArgument(
+                f"package member {member.name!r} is not a regular file "
+                "(links, folders, devices and sparse files are refused)"
+            )
+        if member.name not in (MANIFEST, SIGNATURE):
+            _check_name(member.name)
+        if member.name in members:
+            raise InvalidArgument(f"package holds {member.name!r} twice")
+        members[member.name] = member
+        if len(members) > limits.max_files:
+            raise InvalidArgument(f"package holds more than {limits.max_files} files")
+    return members
+
+
+def _copy_member(tar: tarfile.TarFile, member: tarfile.TarInfo, into: Path) -> None:
+    src = tar.extractfile(member)
+    assert src is not None  # plain regular files always have content
+    with src, (into / member.name).open("xb") as dst:
+        shutil.copyfileobj(src, dst, 1024 * 1024)  # a plain member's reader ends at its size
+        if dst.tell() != member.size:
+            raise InvalidArgument(f"package member {member.name!r} is cut short")
+
+
+def _check_file_set(present: set[str], listed: set[str]) -> None:
+    if present != listed:
+        raise InvalidArgument(
+            f"package files differ from the manifest: extra {sorted(present - listed)}, "
+            f"missing {sorted(listed - present)}"
+        )
 
 
 def check_files(folder: Path, *, limits: PackageLimits = PackageLimits()) -> Manifest:
@@ -359,12 +406,7 @@ def check_files(folder: Path, *, limits: PackageLimits = PackageLimits()) -> Man
         raise InvalidArgument(f"more than {limits.max_labels} labels")
     if canonical_json(manifest.to_dict()) != canonical_json(manifest_dict):
         raise InvalidArgument("manifest.json has fields that format v1 does not define")
-    present = {p.name for p in folder.iterdir()} - {MANIFEST, SIGNATURE}
-    if present != set(manifest.files):
-        extra, missing = present - set(manifest.files), set(manifest.files) - present
-        raise InvalidArgument(
-            f"package files differ from the manifest: extra {sorted(extra)}, missing {sorted(missing)}"
-        )
+    _check_file_set({p.name for p in folder.iterdir()} - {MANIFEST, SIGNATURE}, set(manifest.files))
     for name, entry in manifest.files.items():
         path = folder / name
         if path.stat().st_size != entry.size or sha256_file(path) != entry.sha256:
