@@ -188,7 +188,10 @@ class Manifest:
                 files=files,
                 created_at=str(data.get("created_at", "")),
             )
-        except (KeyError, TypeError, AttributeError) as exc:
+        except InvalidArgument:
+            raise
+        except (KeyError, TypeError, AttributeError, ValueError, OverflowError) as exc:
+            # a stranger's JSON: a missing key, a string where a number belongs, a size of 1e400
             raise InvalidArgument(f"manifest.json is malformed: missing or bad {exc}") from None
 
 
@@ -321,6 +324,8 @@ def _read_json(path: Path, limit: int) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidArgument(f"{path.name} is not valid UTF-8 JSON: {exc}") from None
+    except RecursionError:  # thousands of nested brackets: no lmdock file nests deeper than 4
+        raise InvalidArgument(f"{path.name} is nested too deeply") from None
 
 
 def _extract_members(archive: Path, into: Path, limits: PackageLimits) -> None:

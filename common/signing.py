@@ -52,13 +52,19 @@ class Signature:
         if not isinstance(data, dict) or data.get("algorithm") != "ed25519":
             raise InvalidArgument("signature.json must be an object with algorithm 'ed25519'")
         try:
-            return cls(
+            signature = cls(
                 key_id=str(data["key_id"]),
                 public_key=str(data["public_key"]),
                 signature=str(data["signature"]),
             )
         except KeyError as exc:
             raise InvalidArgument(f"signature.json lacks {exc.args[0]!r}") from None
+        public_key_from_b64(signature.public_key)  # InvalidArgument before anything decodes it
+        try:
+            base64.b64decode(signature.signature, validate=True)
+        except ValueError:
+            raise InvalidArgument("signature.json: signature is not base64") from None
+        return signature
 
 
 def generate_key() -> Ed25519PrivateKey:
