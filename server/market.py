@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import shutil
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,11 @@ class Market:
         self.limits = limits
         self.base_models = base_models or BaseModels()
         self.index = index(self.catalogue.iter_all(profile_id=profile.profile_id))
+        # Blobs are shared by content: identical uploads stage the same sha256. Committing a blob
+        # and listing it, or unlisting and deleting it, happen under this lock, and a blob is
+        # deleted only when no catalogue row names it (so a losing duplicate upload, or an
+        # unpublish beside a re-upload of the same bytes, never takes a listed package's bytes).
+        self._blob_refs = threading.Lock()
 
     @classmethod
     def open(
@@ -154,18 +160,22 @@ class Market:
             check_package(manifest, workdir / "pkg", self.profile, self.base_models)
             if caller.anonymous and not self.signing_keys.has_keys(manifest.card.publisher):
                 # an open (local demo) market trusts a publisher's first key
-                self.signing_keys.register(
-                    manifest.card.publisher, signature.public_key, registered_by=caller.principal
-                )
+                try:
+                    self.signing_keys.register(
+                        manifest.card.publisher, signature.public_key, registered_by=caller.principal
+                    )
+                except AlreadyExists:  # a concurrent upload registered it first: it must be this key
+                    self.signing_keys.check_signer(manifest.card.publisher, signature)
             info = LearnwareInfo.from_manifest(
                 manifest, sha256=sha256, size=size, created_at=utc_now(), signing_key_id=signature.key_id
             )
-            staged.commit()
-            try:
-                self.catalogue.add(info)
-            except BaseException:
-                self.blobs.delete(sha256)
-                raise
+            with self._blob_refs:
+                staged.commit()
+                try:
+                    self.catalogue.add(info)
+                except BaseException:
+                    self._delete_unreferenced(sha256)
+                    raise
         finally:
             staged.discard()
             shutil.rmtree(workdir, ignore_errors=True)
@@ -189,10 +199,16 @@ class Market:
         lw = self.catalogue.get(learnware_id)
         if not caller.may_manage(lw.card.publisher):
             raise PermissionDenied(f"learnware {learnware_id!r} belongs to publisher {lw.card.publisher!r}")
-        removed = self.catalogue.remove(learnware_id)
+        with self._blob_refs:
+            removed = self.catalogue.remove(learnware_id)
+            self._delete_unreferenced(removed.package_sha256)
         self.index.remove(learnware_id)
-        self.blobs.delete(removed.package_sha256)
         return removed
+
+    def _delete_unreferenced(self, sha256: str) -> None:
+        """Delete a package's bytes unless a listed learnware still serves them (lock held)."""
+        if not self.catalogue.has_package(sha256):
+            self.blobs.delete(sha256)
 
     def register_signing_key(
         self, caller: Identity, public_key: str, *, publisher: str = ""

@@ -13,6 +13,7 @@ from lmdock.common.signing import Signature, key_id, public_key_from_b64
 from lmdock.server.db import Database, utc_now
 from lmdock.server.tables import SigningKeyRow
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 
 __all__ = ["SigningKeys"]
 
@@ -59,7 +60,10 @@ class SigningKeys:
                 revoked_at="",
             )
             session.add(row)
-            session.commit()
+            try:
+                session.commit()
+            except SqlIntegrityError:  # registered by a concurrent call since the check above
+                raise AlreadyExists(f"signing key {kid} is already registered") from None
             return _info(row)
 
     def get(self, kid: str) -> SigningKeyInfo:
