@@ -28,7 +28,8 @@ from pathlib import Path
 from lmdock.client.files import atomic_write_text
 from lmdock.common.errors import IntegrityError, NotFound
 from lmdock.common.market_types import LearnwareInfo
-from lmdock.common.package import Manifest, unpack_package, verify_folder
+from lmdock.common.package import Manifest
+from lmdock.common.package_reader import unpack_package, verify_folder
 
 __all__ = ["AdapterCache", "CachedLearnware", "default_cache_dir"]
 

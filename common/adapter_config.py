@@ -1,6 +1,6 @@
 """What an adapter's adapter_config.json may choose: modules by name, never by pattern.
 
-Checked for every package, on both sides (`lmdock.common.package.check_files`): by the market
+Checked for every package, on both sides (`lmdock.common.package_reader.check_files`): by the market
 before it accepts an upload and by the client before it caches or loads one.
 """
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from lmdock.common.errors import AlreadyExists, InvalidArgument, PermissionDenied
 from lmdock.common.market_types import LearnwareInfo, PackageHeader, SearchResult, SigningKeyInfo
-from lmdock.common.package import TASK_KINDS, Manifest, PackageLimits, unpack_package
+from lmdock.common.package import TASK_KINDS, Manifest, PackageLimits
+from lmdock.common.package_reader import unpack_package
 from lmdock.common.profile import SpecProfile
 from lmdock.common.signing import Signature
 from lmdock.common.spec import Spec

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 from lmdock.common.errors import IntegrityError, InvalidArgument
-from lmdock.common.package import unpack_package, verify_folder
+from lmdock.common.package_reader import unpack_package, verify_folder
 from lmdock.common.signing import generate_key, public_key_to_b64
 
 from tests.helpers import cluster_spec, make_adapter, make_package, tar_member

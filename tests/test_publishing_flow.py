@@ -15,7 +15,8 @@ from lmdock.client.connection import MarketClient
 from lmdock.client.publish.package import package_build, package_learnware
 from lmdock.common.card import Card
 from lmdock.common.errors import IntegrityError, InvalidArgument
-from lmdock.common.package import TaskInfo, sign_package
+from lmdock.common.package import TaskInfo
+from lmdock.common.package_reader import sign_package
 from lmdock.common.signing import generate_key
 from lmdock.lab.embedded import embedded_market
 

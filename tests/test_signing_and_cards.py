@@ -10,7 +10,8 @@ import pytest
 from lmdock.client.publish.package import load_card
 from lmdock.common.card import Card
 from lmdock.common.errors import InvalidArgument
-from lmdock.common.package import Manifest, TaskInfo, sign_package, unpack_package, write_package
+from lmdock.common.package import Manifest, TaskInfo, write_package
+from lmdock.common.package_reader import sign_package, unpack_package
 from lmdock.common.signing import generate_key, public_key_to_b64
 
 from tests.helpers import LABELS, cluster_spec, make_adapter, make_package

@@ -153,7 +153,7 @@ def _package(args: argparse.Namespace) -> int:
 def _sign(args: argparse.Namespace) -> int:
     from lmdock.client.commands.output import emit_json
     from lmdock.common.errors import InvalidArgument
-    from lmdock.common.package import sign_package
+    from lmdock.common.package_reader import sign_package
 
     package = Path(args.package)
     if not package.is_file():

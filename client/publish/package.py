@@ -3,7 +3,7 @@
 The spec summarises the learnware's training data under the market's profile: exact by default
 (it then discloses the mean feature vector of the training data: a summary, not the records),
 or (ε, δ)-DP with `spec_epsilon`. Packages are written unsigned unless a key is given; `lmdock
-sign` adds the signature (`common.package.sign_package`).
+sign` adds the signature (`common.package_reader.sign_package`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ from lmdock.common.errors import (
 )
 from lmdock.common.hashing import sha256_file
 from lmdock.common.market_types import LearnwareInfo
-from lmdock.common.package import REQUIRED_FILES, Manifest, TaskInfo, unpack_package, write_package
+from lmdock.common.package import REQUIRED_FILES, Manifest, TaskInfo, write_package
+from lmdock.common.package_reader import unpack_package
 from lmdock.common.profile import SpecProfile
 from lmdock.common.signing import Signature
 

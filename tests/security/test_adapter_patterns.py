@@ -62,7 +62,7 @@ def test_pattern_fields_are_refused_before_peft_runs_them(
 def test_a_client_refuses_to_unpack_such_a_package_too(adapter: Path, tmp_path: Path, profile) -> None:
     """A market that let one through (or a file from elsewhere) still never reaches PEFT."""
     from lmdock.common.errors import InvalidArgument
-    from lmdock.common.package import unpack_package
+    from lmdock.common.package_reader import unpack_package
 
     hostile = adapter_variant(adapter, tmp_path / "hostile", config={"target_modules": EVIL})
     with pytest.raises(InvalidArgument, match="target_modules must be a list"):

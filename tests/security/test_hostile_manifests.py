@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 from lmdock.common.errors import InvalidArgument
-from lmdock.common.package import Manifest, unpack_package
+from lmdock.common.package import Manifest
+from lmdock.common.package_reader import unpack_package
 from lmdock.common.signing import Signature, generate_key
 
 from tests.helpers import cluster_spec, make_adapter, make_package, rewrite_tar

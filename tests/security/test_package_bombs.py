@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from lmdock.common.errors import IntegrityError, InvalidArgument
-from lmdock.common.package import unpack_package
+from lmdock.common.package_reader import unpack_package
 
 from tests.helpers import cluster_spec, make_adapter, make_package, rewrite_tar, tar_member
 
