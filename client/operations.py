@@ -60,18 +60,18 @@ def search_task(
         booking = SpecBooking.open(ledger, texts, epsilon=epsilon, delta=delta, persons=persons)
         profile = client.profile()
         spec, debit = booking.spec(profile, destination=client.address, progress=progress)
-        if not debit.fresh:
-            log.info("re-sending the spec already released for this data set (no new privacy cost)")
-            return SearchOutcome(spec, client.search(spec, top_k=top_k), debit)
     p = spec.privacy  # parameters only in logs: never a text, never a vector
-    log.info(
-        "released a spec: epsilon=%g delta=%g sigma=%.4g size bucket %d per %s",
-        p.epsilon,
-        p.delta,
-        p.sigma,
-        p.size_bucket,
-        p.unit,
-    )
+    if debit is not None and not debit.fresh:
+        log.info("re-sending the spec already released for this data set (no new privacy cost)")
+    else:
+        log.info(
+            "released a spec: epsilon=%g delta=%g sigma=%.4g size bucket %d per %s",
+            p.epsilon,
+            p.delta,
+            p.sigma,
+            p.size_bucket,
+            p.unit,
+        )
     return SearchOutcome(spec, client.search(spec, top_k=top_k), debit)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from lmdock.common.card import Card
 from lmdock.common.errors import InvalidArgument
@@ -139,16 +141,7 @@ def learnware_to_pb(lw: LearnwareInfo) -> pb.Learnware:
 
 def learnware_from_pb(m: pb.Learnware) -> LearnwareInfo:
     return LearnwareInfo(
-        card=Card(
-            id=m.id,
-            name=m.name,
-            domain=m.domain,
-            tags=tuple(m.tags),
-            licence=m.licence,
-            description=m.description,
-            publisher=m.publisher,
-            version=m.version,
-        ),
+        card=Card.from_dict({f.name: getattr(m, f.name) for f in dataclasses.fields(Card)}),
         base_model=m.base_model,
         task=TaskInfo(kind=m.task.kind, labels=tuple(m.task.labels)),
         spec=spec_from_pb(m.spec),
