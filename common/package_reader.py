@@ -123,13 +123,14 @@ def check_files(folder: Path, *, limits: PackageLimits = PackageLimits()) -> Man
     if canonical_json(manifest.to_dict()) != canonical_json(manifest_dict):
         raise InvalidArgument("manifest.json has fields that format v1 does not define")
     _check_file_set({p.name for p in folder.iterdir()} - {MANIFEST, SIGNATURE}, set(manifest.files))
+    parsed: dict[str, Any] = {}
     for name, entry in manifest.files.items():
         path = folder / name
         if path.stat().st_size != entry.size or sha256_file(path) != entry.sha256:
             raise IntegrityError(f"{name} does not match its sha256 in the manifest")
         if name.endswith(".json"):
-            _read_json(path, limits.max_json_bytes)
-    check_module_names(_read_json(folder / "adapter_config.json", limits.max_json_bytes))
+            parsed[name] = _read_json(path, limits.max_json_bytes)
+    check_module_names(parsed["adapter_config.json"])  # a required file (Manifest checks it is listed)
     return manifest
 
 
