@@ -137,15 +137,12 @@ class AdapterCache:
             os.utime(self._sidecar(learnware_id))  # recency for LRU eviction
         return manifest
 
-    def remove_stale_staging(self) -> list[str]:
-        """Delete the staging folders of interrupted installs (see module doc); their names."""
-        if not self._learnwares.is_dir():
-            return []
+    def remove_stale_staging(self) -> None:
+        """Delete the staging folders of interrupted installs (see module doc)."""
         cutoff = time.time() - STALE_STAGING_S
-        stale = [p for p in self._learnwares.glob(".unpack-*") if p.is_dir() and p.stat().st_mtime < cutoff]
-        for folder in stale:
-            shutil.rmtree(folder, ignore_errors=True)
-        return [p.name for p in stale]
+        for folder in self._learnwares.glob(".unpack-*"):  # nothing when the folder is absent
+            if folder.is_dir() and folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def evict(self, learnware_id: str) -> None:
         shutil.rmtree(self.folder(learnware_id), ignore_errors=True)
