@@ -162,9 +162,52 @@ class Spec:
                 f"spec has {self.values.size} values, the profile's dimension is {profile.feature_dim}"
             )
         if not np.all(np.isfinite(self.values)):
-            raise InvalidArgument("spec values must be finite")
-        if not (math.isfinite(self.privacy.sigma) and self.privacy.sigma >= 0):
-            raise InvalidArgument("spec sigma must be finite and >= 0")
+            raise InvalidArgument("spec values must be finite (and within float32)")
+        check_norm(float(np.linalg.norm(self.values.astype(np.float64))), self.privacy.sigma, profile)
+
+
+#: No honest release comes near it (epsilon = 0.01 from 50 units needs sigma ~ 21 at R = 1);
+#: beyond it a spec says nothing, and sigma^2 * D stays far from overflowing a float.
+MAX_SIGMA = 1000.0
+
+#: Each norm bound below fails for an honest spec with probability at most e^-x: 1e-9 for both.
+_TAIL_X = math.log(2e9)
+
+
+def norm_bounds(sigma: float, profile: SpecProfile) -> tuple[float, float]:
+    """The range of ||s|| for s = mu + z, ||mu|| <= R, z ~ N(0, sigma^2 I_D), except w.p. 1e-9.
+
+    ||mu|| - ||z|| <= ||s|| <= ||mu|| + ||z||, and by Laurent & Massart (2000, Lemma 1), with
+    x = ln(2e9): D - 2 sqrt(D x) <= ||z||^2 / sigma^2 <= D + 2 sqrt(D x) + 2x, each except with
+    probability e^-x. The grid's rounding (<= g/2 per coordinate, g <= sigma * 2^-20) and
+    float32 storage are covered by a relative slack of 1e-5.
+    """
+    dim, radius = profile.feature_dim, profile.clip_radius
+    spread = 2 * math.sqrt(dim * _TAIL_X)
+    high = radius + sigma * math.sqrt(dim + spread + 2 * _TAIL_X)
+    low = sigma * math.sqrt(max(dim - spread, 0.0)) - radius
+    return max(low, 0.0) * (1 - 1e-5), high * (1 + 1e-5) + 1e-6
+
+
+def check_norm(norm: float, sigma: float, profile: SpecProfile) -> None:
+    """Refuse a spec whose norm its claimed sigma cannot explain (see `norm_bounds`).
+
+    Too long: its values lie outside what R and sigma allow. Too short: the claimed sigma is
+    larger than the noise it carries, which would buy it a bias in the market's ranking.
+    """
+    if not (math.isfinite(sigma) and 0 <= sigma <= MAX_SIGMA):
+        raise InvalidArgument(f"spec sigma must be in [0, {MAX_SIGMA:g}], got {sigma!r}")
+    low, high = norm_bounds(sigma, profile)
+    if norm > high:
+        raise InvalidArgument(
+            f"spec norm {norm:.4g} exceeds {high:.4g}, the most that clip radius "
+            f"{profile.clip_radius:g} and sigma {sigma:.4g} allow"
+        )
+    if norm < low:
+        raise InvalidArgument(
+            f"spec norm {norm:.4g} is below {low:.4g}: it carries less noise than the sigma "
+            f"{sigma:.4g} it claims"
+        )
 
 
 def kernel_mean(features: npt.ArrayLike) -> FloatArray:

@@ -46,6 +46,7 @@ class BlobStore(Protocol):
     def delete(self, sha256: str) -> None: ...
     def read_range(self, sha256: str, offset: int, chunk_size: int) -> Iterator[bytes]: ...
     def temp_dir(self) -> Path: ...
+    def digests(self) -> set[str]: ...
 
 
 class LocalBlobStore:
@@ -124,6 +125,11 @@ class LocalBlobStore:
 
     def delete(self, sha256: str) -> None:
         self._path(sha256).unlink(missing_ok=True)
+
+    def digests(self) -> set[str]:
+        """The sha256 of every committed blob."""
+        found = (p.parent.name + p.name for p in self.root.glob("??/*") if p.is_file())
+        return {d for d in found if len(d) == 64 and set(d) <= _HEX}
 
     def read_range(self, sha256: str, offset: int, chunk_size: int) -> Iterator[bytes]:
         with self.open(sha256) as fh:

@@ -147,6 +147,11 @@ class Catalogue:
             query = select(LearnwareRow.id).where(LearnwareRow.package_sha256 == sha256)
             return session.scalar(query) is not None
 
+    def package_digests(self) -> set[str]:
+        """The sha256 of every listed package, whatever its profile."""
+        with self.db.session() as session:
+            return set(session.scalars(select(LearnwareRow.package_sha256)))
+
     def get(self, learnware_id: str) -> LearnwareInfo:
         with self.db.session() as session:
             row = session.get(LearnwareRow, learnware_id)

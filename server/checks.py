@@ -154,6 +154,10 @@ def _check_shapes(base: str, got: dict[str, tuple[int, ...]], expected: dict[str
         raise InvalidArgument(f"adapter_model.safetensors lacks {len(missing)} tensors, e.g. {missing[0]!r}")
 
 
+#: safetensors dtype names of the floats an adapter may hold.
+ADAPTER_DTYPES = ("F16", "BF16", "F32", "F64")
+
+
 def _check_weights(path: Path) -> None:
     try:
         with safe_open(str(path), framework="pt") as weights:
@@ -161,11 +165,14 @@ def _check_weights(path: Path) -> None:
             if not names:
                 raise InvalidArgument(f"{path.name} holds no tensors")
             for name in names:
-                tensor = weights.get_tensor(name)
-                if not tensor.is_floating_point():
+                # from the header, before loading: torch cannot test every float (e.g. F8) for NaN
+                dtype = weights.get_slice(name).get_dtype()
+                if dtype not in ADAPTER_DTYPES:
                     raise InvalidArgument(
-                        f"{path.name}: tensor {name!r} has dtype {tensor.dtype}; adapters hold floats only"
+                        f"{path.name}: tensor {name!r} has dtype {dtype}; adapters hold floats only "
+                        f"({', '.join(ADAPTER_DTYPES)})"
                     )
+                tensor = weights.get_tensor(name)
                 if not bool(torch.isfinite(tensor).all()):
                     raise InvalidArgument(f"{path.name}: tensor {name!r} contains NaN or Inf")
     except SafetensorError as exc:

@@ -70,6 +70,10 @@ class Market:
         # deleted only when no catalogue row names it (so a losing duplicate upload, or an
         # unpublish beside a re-upload of the same bytes, never takes a listed package's bytes).
         self._blob_refs = threading.Lock()
+        # A market killed between committing a blob and its row (or a row's removal and its
+        # blob's) leaves bytes nothing lists: the blob folder is this market's, so drop them.
+        for orphan in self.blobs.digests() - self.catalogue.package_digests():
+            self.blobs.delete(orphan)
 
     @classmethod
     def open(
