@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.spec import EXACT, MAX_SIGMA, Privacy, Spec, norm_bounds, plan_release
+from lmdock.server.market import Market
 
 from tests.helpers import random_unit_rows
 
@@ -79,8 +80,6 @@ def test_a_lying_sigma_is_refused_at_search(market_for_specs, profile) -> None:
 
 @pytest.fixture()
 def market_for_specs(tmp_path, profile):
-    from lmdock.server.market import Market
-
     market = Market.open(tmp_path / "m", profile=profile)
     yield market
     market.close()
@@ -88,8 +87,6 @@ def market_for_specs(tmp_path, profile):
 
 def test_orphan_blobs_are_removed_on_start(tmp_path, profile) -> None:
     """A market killed between a blob and its row leaves bytes nothing lists: gone on restart."""
-    from lmdock.server.market import Market
-
     Market.open(tmp_path / "m", profile=profile).close()
     orphan = tmp_path / "m" / "blobs" / "ab" / ("c" * 62)
     orphan.parent.mkdir(parents=True)
