@@ -44,6 +44,12 @@ class FailedPrecondition(LmdockError):
     status = "FAILED_PRECONDITION"
 
 
+class DeadlineExceeded(LmdockError):
+    """A call ran past a limit the server sets (a stream idle or open for too long)."""
+
+    status = "DEADLINE_EXCEEDED"
+
+
 class IntegrityError(LmdockError):
     """Bytes or signatures that do not match what they claim to be."""
 
@@ -68,6 +74,7 @@ _BY_STATUS: dict[str, type[LmdockError]] = {
         Unauthenticated,
         ResourceExhausted,
         FailedPrecondition,
+        DeadlineExceeded,
         IntegrityError,
     )
 }

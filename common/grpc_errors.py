@@ -1,6 +1,7 @@
 """lmdock's typed errors on gRPC: one interceptor per side applies `lmdock.common.errors`' mapping.
 
-Server side, `ErrorStatusInterceptor` wraps every handler, unary or streaming: an LmdockError
+Server side, `ErrorStatusInterceptor` (grpc's thread-pool server: the daemon) and
+`AioErrorStatusInterceptor` (grpc.aio: the market) wrap every handler, unary or streaming: an LmdockError
 becomes its own status (`LmdockError.status`) with its message; a request stream that broke
 (the client went away) becomes CANCELLED; anything else is a bug and becomes INTERNAL, logged
 with its type and traceback, never with the message or the request. Client side,
@@ -14,14 +15,23 @@ module, so the rest of common stays free of grpc.
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, NoReturn
 
 import grpc
 from lmdock.common.errors import LmdockError, error_for_status
 
-__all__ = ["ErrorStatusInterceptor", "TypedErrorsInterceptor", "rewrap_handler", "status_of"]
+__all__ = [
+    "AioErrorStatusInterceptor",
+    "ErrorStatusInterceptor",
+    "TypedErrorsInterceptor",
+    "drive_aio",
+    "rewrap_aio_handler",
+    "rewrap_handler",
+    "status_of",
+]
 
 log = logging.getLogger(__name__)
 _KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")  # a handler has one
@@ -53,6 +63,18 @@ def status_of(exc: Exception) -> grpc.StatusCode:
     if isinstance(exc, grpc.RpcError):  # reading the request stream failed: the client went away
         return grpc.StatusCode.CANCELLED
     return grpc.StatusCode.INTERNAL
+
+
+def _answer(exc: Exception, internal: str) -> tuple[grpc.StatusCode, str]:
+    """The status and message a failed handler answers with; logs what the operator must see."""
+    code = status_of(exc)
+    if isinstance(exc, LmdockError):
+        return code, str(exc)
+    if code == grpc.StatusCode.CANCELLED:
+        log.info("client stream ended early (cancelled or past its deadline)")
+        return code, "the request stream was cancelled"
+    log.error("internal error in handler: %s", type(exc).__name__, exc_info=exc)
+    return code, internal
 
 
 class ErrorStatusInterceptor(grpc.ServerInterceptor):
@@ -90,15 +112,68 @@ class ErrorStatusInterceptor(grpc.ServerInterceptor):
     def _abort(self, context: grpc.ServicerContext, exc: Exception) -> NoReturn:
         if context.code() is not None:  # the handler aborted with a status of its own: keep it
             raise exc
-        code = status_of(exc)
-        if isinstance(exc, LmdockError):
-            context.abort(code, str(exc))
-        if code == grpc.StatusCode.CANCELLED:
-            log.info("client stream ended early (cancelled or past its deadline)")
-            context.abort(code, "the request stream was cancelled")
-        log.exception("internal error in handler: %s", type(exc).__name__)
-        context.abort(code, self._internal)
+        context.abort(*_answer(exc, self._internal))
         raise AssertionError("context.abort always raises")  # for type checkers: abort is untyped
+
+
+AioBehavior = Callable[[Any, Any], Any]  # a coroutine function, or an async generator function
+
+
+def rewrap_aio_handler(
+    handler: grpc.RpcMethodHandler,
+    wrap: Callable[[AioBehavior], Callable[[Any, Any], Awaitable[Any]]],
+    *,
+    raw_requests: bool = False,
+) -> grpc.RpcMethodHandler:
+    """An aio `handler` whose behaviour is `wrap(behaviour)`: a coroutine function that answers a
+    unary call by returning and a streaming one by writing (`drive_aio`). Its kind and
+    serializers are kept, except that with `raw_requests` the wrapper gets the request bytes."""
+    kind = next(k for k in _KINDS if getattr(handler, k) is not None)
+    rebuild: Callable[..., grpc.RpcMethodHandler] = getattr(grpc, f"{kind}_rpc_method_handler")
+    return rebuild(
+        wrap(getattr(handler, kind)),
+        request_deserializer=None if raw_requests else handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+async def drive_aio(
+    behavior: AioBehavior,
+    request: Any,
+    context: Any,
+    write: Callable[[Any], Awaitable[None]] | None = None,
+) -> Any:
+    """Run an aio behaviour to its end: a unary one's response is returned; a streaming one's
+    responses are written (by `write`, default `context.write`) and None is returned."""
+    outcome = behavior(request, context)
+    if not inspect.isasyncgen(outcome):
+        return await outcome
+    write = write or context.write
+    async for response in outcome:
+        await write(response)
+    return None
+
+
+class AioErrorStatusInterceptor(grpc.aio.ServerInterceptor):
+    """`ErrorStatusInterceptor` for a grpc.aio server: same statuses, same log lines."""
+
+    def __init__(self, server: str) -> None:
+        self._internal = f"internal error; the {server}'s log has the details"
+
+    async def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        handler = await continuation(details)
+        return None if handler is None else rewrap_aio_handler(handler, self._wrap)
+
+    def _wrap(self, behavior: AioBehavior) -> Callable[[Any, Any], Awaitable[Any]]:
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                return await drive_aio(behavior, request, context)
+            except grpc.aio.AbortError:  # the handler aborted with a status of its own: keep it
+                raise
+            except Exception as exc:
+                await context.abort(*_answer(exc, self._internal))
+
+        return call
 
 
 class TypedErrorsInterceptor(

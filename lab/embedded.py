@@ -38,5 +38,5 @@ def embedded_market(data_dir: Path, *, profile: SpecProfile | None = None) -> It
     try:
         yield f"127.0.0.1:{port}", market
     finally:
-        server.stop(grace=None).wait()
+        server.stop(grace=None)
         market.close()

@@ -1,6 +1,7 @@
 """Content-addressed blob store on local disk.
 
-A blob lives at ROOT/ab/cdef... (its sha256). Writes stream into ROOT/tmp/, are fsync'd, checked
+A blob lives at ROOT/ab/cdef... (its sha256). Writes stream into ROOT/tmp/ (`BlobWriter`: the
+upload handler pushes each chunk as it arrives, so a slow stream holds no thread), are fsync'd, checked
 against the expected hash and size, then renamed into place, so a reader never sees a partial
 blob and a crash leaves only temp files, which `LocalBlobStore()` removes on start.
 The `BlobStore` protocol is what the market uses, leaving room for an S3-compatible backend.
@@ -12,13 +13,13 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+import threading
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from lmdock.common.errors import IntegrityError, InvalidArgument, NotFound, ResourceExhausted
 
-__all__ = ["BlobStore", "LocalBlobStore", "StagedBlob"]
+__all__ = ["BlobStore", "BlobWriter", "LocalBlobStore", "StagedBlob"]
 
 _HEX = set("0123456789abcdef")
 
@@ -36,15 +37,69 @@ class StagedBlob:
         self.path.unlink(missing_ok=True)
 
 
+class BlobWriter:
+    """A blob being received into temp storage: `write` its chunks, then `finish()` checks size
+    and sha256 and hands over a `StagedBlob`. On any error, or `discard()`, nothing remains."""
+
+    def __init__(self, store: LocalBlobStore, expected_sha256: str, expected_size: int) -> None:
+        self._store, self.sha256, self.expected_size = store, expected_sha256, expected_size
+        fd, name = tempfile.mkstemp(dir=store._tmp, suffix=".part")
+        self.path = Path(name)
+        self._out: BinaryIO | None = os.fdopen(fd, "wb")
+        self._digest, self._size = hashlib.sha256(), 0
+        # discard() may come from a cancelled call while a write runs on a worker thread
+        self._lock = threading.Lock()
+
+    def write(self, chunk: bytes) -> None:
+        with self._lock:
+            if self._out is None:
+                raise InvalidArgument("the upload was already finished or discarded")
+            self._size += len(chunk)
+            if self._size > self.expected_size:
+                self._discard()
+                raise InvalidArgument(f"more bytes than the declared size {self.expected_size}")
+            self._digest.update(chunk)
+            self._out.write(chunk)
+
+    def finish(self) -> StagedBlob:
+        with self._lock:
+            out = self._out
+            if out is None:
+                raise InvalidArgument("the upload was already finished or discarded")
+            try:
+                out.flush()
+                os.fsync(out.fileno())
+                if self._size != self.expected_size:
+                    raise InvalidArgument(
+                        f"received {self._size} bytes, the header declared {self.expected_size}"
+                    )
+                if self._digest.hexdigest() != self.sha256:
+                    raise IntegrityError("received bytes do not match the declared sha256")
+            except BaseException:
+                self._discard()
+                raise
+            out.close()
+            self._out = None
+            return StagedBlob(self._store, self.path, self.sha256, self._size)
+
+    def discard(self) -> None:
+        with self._lock:
+            if self._out is not None:
+                self._discard()
+
+    def _discard(self) -> None:  # lock held
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+        self.path.unlink(missing_ok=True)
+
+
 class BlobStore(Protocol):
-    def stage(
-        self, chunks: Iterable[bytes], *, expected_sha256: str, expected_size: int, max_size: int
-    ) -> StagedBlob: ...
+    def writer(self, *, expected_sha256: str, expected_size: int, max_size: int) -> BlobWriter: ...
     def open(self, sha256: str) -> BinaryIO: ...
     def size(self, sha256: str) -> int: ...
     def exists(self, sha256: str) -> bool: ...
     def delete(self, sha256: str) -> None: ...
-    def read_range(self, sha256: str, offset: int, chunk_size: int) -> Iterator[bytes]: ...
     def temp_dir(self) -> Path: ...
     def digests(self) -> set[str]: ...
 
@@ -69,34 +124,12 @@ class LocalBlobStore:
         """A fresh folder under the store's temp area (cleaned on start if left behind)."""
         return Path(tempfile.mkdtemp(dir=self._tmp))
 
-    def stage(
-        self, chunks: Iterable[bytes], *, expected_sha256: str, expected_size: int, max_size: int
-    ) -> StagedBlob:
-        """Write `chunks` to a temp file, checking size and sha256; nothing remains on error."""
+    def writer(self, *, expected_sha256: str, expected_size: int, max_size: int) -> BlobWriter:
+        """Receive a blob of `expected_size` bytes (at most `max_size`) hashing to `expected_sha256`."""
         if expected_size > max_size:
             raise ResourceExhausted(f"declared size {expected_size} exceeds the limit of {max_size} bytes")
         self._path(expected_sha256)  # validates the digest's form
-        fd, name = tempfile.mkstemp(dir=self._tmp, suffix=".part")
-        path = Path(name)
-        try:
-            digest, size = hashlib.sha256(), 0
-            with os.fdopen(fd, "wb") as out:
-                for chunk in chunks:
-                    size += len(chunk)
-                    if size > expected_size:
-                        raise InvalidArgument(f"more bytes than the declared size {expected_size}")
-                    digest.update(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            if size != expected_size:
-                raise InvalidArgument(f"received {size} bytes, the header declared {expected_size}")
-            if digest.hexdigest() != expected_sha256:
-                raise IntegrityError("received bytes do not match the declared sha256")
-            return StagedBlob(self, path, expected_sha256, size)
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
+        return BlobWriter(self, expected_sha256, expected_size)
 
     def _commit(self, staged: StagedBlob) -> None:
         final = self._path(staged.sha256)
@@ -130,9 +163,3 @@ class LocalBlobStore:
         """The sha256 of every committed blob."""
         found = (p.parent.name + p.name for p in self.root.glob("??/*") if p.is_file())
         return {d for d in found if len(d) == 64 and set(d) <= _HEX}
-
-    def read_range(self, sha256: str, offset: int, chunk_size: int) -> Iterator[bytes]:
-        with self.open(sha256) as fh:
-            fh.seek(offset)
-            while block := fh.read(chunk_size):
-                yield block

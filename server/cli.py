@@ -24,7 +24,7 @@ from lmdock.server.database_options import add_database_options, database_url
 from lmdock.server.db import Database
 from lmdock.server.identity import Role
 from lmdock.server.keys_cli import add_keys_commands
-from lmdock.server.limits import RateLimits
+from lmdock.server.limits import RateLimits, StreamLimits
 from lmdock.server.market import Market, MarketLimits
 from lmdock.server.observability import Observer, serve_metrics
 
@@ -57,8 +57,12 @@ def _serve(args: argparse.Namespace) -> int:
     anonymous = None if args.allow_anonymous == "none" else Role.parse(args.allow_anonymous)
     settings = ServerSettings(
         max_message_bytes=args.max_message_bytes,
-        rate_limits=RateLimits(
-            calls_per_second=args.rate_limit, burst=args.burst, streams_per_caller=args.max_streams
+        rate_limits=RateLimits(calls_per_second=args.rate_limit, burst=args.burst),
+        stream_limits=StreamLimits(
+            per_caller=args.max_streams,
+            total=args.max_streams_total,
+            idle_seconds=args.stream_idle_seconds,
+            max_seconds=args.stream_max_seconds,
         ),
         reflection=args.reflection,
     )
@@ -99,7 +103,7 @@ def _serve(args: argparse.Namespace) -> int:
     print(json.dumps(ready), flush=True)
     stop.wait()
     log.info("shutting down: draining streams for up to %ss", args.grace)
-    server.stop(grace=args.grace).wait()
+    server.stop(grace=args.grace)
     if metrics is not None:
         metrics.shutdown()
     market.close()
@@ -142,7 +146,31 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--metrics-address", default="127.0.0.1", help="address of the metrics endpoint")
     serve.add_argument("--rate-limit", type=float, default=50.0, help="calls per second per caller (0: off)")
     serve.add_argument("--burst", type=int, default=100, help="calls a caller may burst")
-    serve.add_argument("--max-streams", type=int, default=4, help="concurrent streams per caller (0: no cap)")
+    defaults = StreamLimits()
+    serve.add_argument(
+        "--max-streams",
+        type=int,
+        default=defaults.per_caller,
+        help="concurrent streams per caller (0: no cap)",
+    )
+    serve.add_argument(
+        "--max-streams-total",
+        type=int,
+        default=defaults.total,
+        help="concurrent streams over all callers (0: no cap); keep it below the 64 concurrent calls",
+    )
+    serve.add_argument(
+        "--stream-idle-seconds",
+        type=float,
+        default=defaults.idle_seconds,
+        help="close a stream whose caller sends or reads nothing for this long",
+    )
+    serve.add_argument(
+        "--stream-max-seconds",
+        type=float,
+        default=defaults.max_seconds,
+        help="longest a stream may stay open",
+    )
     serve.add_argument("--max-message-bytes", type=int, default=4 * 1024 * 1024, help="gRPC message limit")
     serve.add_argument(
         "--max-package-bytes",

@@ -1,6 +1,8 @@
-"""Per-caller limits: a token bucket of calls per second and a cap on concurrent streams.
+"""Limits on what callers may hold: a token bucket of calls per second per caller, and caps on
+concurrent streams (per caller and over all callers) with idle and total time limits.
 
-Both answer RESOURCE_EXHAUSTED (`ResourceExhausted`), which clients do not retry blindly.
+A refusal answers RESOURCE_EXHAUSTED (`ResourceExhausted`), which clients do not retry blindly;
+a stream past its time limit is ended with DEADLINE_EXCEEDED (by `server/interceptor.py`).
 Limits count per API key, per client certificate, or per peer address for anonymous callers.
 """
 
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 
 from lmdock.common.errors import InvalidArgument, ResourceExhausted
 
-__all__ = ["Limiter", "RateLimits"]
+__all__ = ["Limiter", "RateLimits", "StreamLimits"]
 
 _MAX_TRACKED = 10_000  # callers remembered before idle buckets are dropped
 
@@ -23,16 +25,33 @@ _MAX_TRACKED = 10_000  # callers remembered before idle buckets are dropped
 class RateLimits:
     calls_per_second: float = 50.0  # sustained rate per caller; 0 turns rate limiting off
     burst: int = 100  # calls a caller may make at once after being idle
-    streams_per_caller: int = 4  # concurrent Download/Upload streams per caller; 0 = no cap
 
     def __post_init__(self) -> None:
-        if self.calls_per_second < 0 or self.burst < 1 or self.streams_per_caller < 0:
+        if self.calls_per_second < 0 or self.burst < 1:
             raise InvalidArgument("rate limits must be non-negative (burst at least 1)")
 
 
+@dataclass(frozen=True)
+class StreamLimits:
+    """Download/Upload streams. A stalled stream holds no worker thread (the market runs on
+    grpc.aio), only a slot: `total` stays below the server's cap on concurrent RPCs, so
+    unary calls always find room, and the time limits free a slot a stalled caller holds."""
+
+    per_caller: int = 4  # concurrent streams per caller; 0 = no cap
+    total: int = 32  # concurrent streams over all callers; 0 = no cap
+    idle_seconds: float = 30.0  # longest wait for the next message, read or written
+    max_seconds: float = 1800.0  # longest a stream may stay open (a 2 GiB package at ~1.2 MB/s)
+
+    def __post_init__(self) -> None:
+        if self.per_caller < 0 or self.total < 0 or not (0 < self.idle_seconds <= self.max_seconds):
+            raise InvalidArgument("stream limits must be non-negative, with 0 < idle_seconds <= max_seconds")
+
+
 class Limiter:
-    def __init__(self, limits: RateLimits) -> None:
+    def __init__(self, limits: RateLimits, streams: StreamLimits | None = None) -> None:
         self.limits = limits
+        self.streams = streams or StreamLimits()
+        self._open = 0  # streams open over all callers
         self._lock = threading.Lock()
         self._buckets: dict[str, tuple[float, float]] = {}  # caller -> (tokens, last refill)
         self._streams: dict[str, int] = {}
@@ -62,19 +81,23 @@ class Limiter:
 
     @contextmanager
     def stream(self, caller: str) -> Iterator[None]:
-        """Hold one of the caller's stream slots for the duration of a streaming call."""
-        cap = self.limits.streams_per_caller
+        """Hold one of the caller's stream slots, and one of the market's, for a streaming call."""
+        cap, total = self.streams.per_caller, self.streams.total
         with self._lock:
             open_now = self._streams.get(caller, 0)
             if cap and open_now >= cap:
                 raise ResourceExhausted(
                     f"at most {cap} concurrent streams per caller; wait for one to finish"
                 )
+            if total and self._open >= total:
+                raise ResourceExhausted(f"the market is serving its limit of {total} streams; retry later")
             self._streams[caller] = open_now + 1
+            self._open += 1
         try:
             yield
         finally:
             with self._lock:
+                self._open -= 1
                 left = self._streams[caller] - 1
                 if left:
                     self._streams[caller] = left

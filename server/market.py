@@ -9,9 +9,10 @@ from __future__ import annotations
 import builtins
 import shutil
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from lmdock.common.errors import AlreadyExists, InvalidArgument, PermissionDenied
 from lmdock.common.market_types import LearnwareInfo, PackageHeader, SearchResult, SigningKeyInfo
@@ -22,7 +23,7 @@ from lmdock.common.signing import Signature
 from lmdock.common.spec import Spec
 from lmdock.server.apikeys import ApiKeys
 from lmdock.server.base_models import BaseModels
-from lmdock.server.blobs import LocalBlobStore
+from lmdock.server.blobs import BlobWriter, LocalBlobStore, StagedBlob
 from lmdock.server.catalogue import Catalogue, Page
 from lmdock.server.checks import check_package
 from lmdock.server.db import Database, utc_now
@@ -135,26 +136,32 @@ class Market:
             task_kind=task_kind,
         )
 
-    def download(self, learnware_id: str, *, offset: int = 0) -> tuple[PackageHeader, Iterator[bytes]]:
-        """The package's header and its bytes from `offset` on, in chunks."""
+    def download(self, learnware_id: str, *, offset: int = 0) -> tuple[PackageHeader, BinaryIO]:
+        """The package's header and its bytes, open at `offset` (close the file when done)."""
         lw = self.catalogue.get(learnware_id)
         if offset < 0 or offset > lw.package_size:
             raise InvalidArgument(f"offset {offset} is outside the package (size {lw.package_size})")
         header = PackageHeader(learnware_id=lw.card.id, sha256=lw.package_sha256, size=lw.package_size)
-        return header, self.blobs.read_range(lw.package_sha256, offset, self.limits.chunk_bytes)
+        package = self.blobs.open(lw.package_sha256)
+        package.seek(offset)
+        return header, package
 
     def signing_key_list(self, publisher: str = "") -> builtins.list[SigningKeyInfo]:
         return self.signing_keys.list(publisher)
 
     # publishers
 
-    def upload(self, caller: Identity, *, sha256: str, size: int, chunks: Iterable[bytes]) -> LearnwareInfo:
-        """Accept a package only if every check passes; a rejected upload leaves nothing behind."""
+    def begin_upload(self, *, sha256: str, size: int) -> BlobWriter:
+        """Receive a package's bytes as they arrive; then `publish` what `BlobWriter.finish` staged."""
         if self.catalogue.has_package(sha256):
             raise AlreadyExists(f"a package with sha256 {sha256} is already published")
-        staged = self.blobs.stage(
-            chunks, expected_sha256=sha256, expected_size=size, max_size=self.limits.max_package_bytes
+        return self.blobs.writer(
+            expected_sha256=sha256, expected_size=size, max_size=self.limits.max_package_bytes
         )
+
+    def publish(self, caller: Identity, staged: StagedBlob) -> LearnwareInfo:
+        """List a received package only if every check passes; a rejected one leaves nothing behind."""
+        sha256, size = staged.sha256, staged.size
         workdir = self.blobs.temp_dir()
         try:
             limits = PackageLimits(max_package_bytes=self.limits.max_package_bytes)

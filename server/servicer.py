@@ -1,19 +1,21 @@
-"""The MarketService servicer: decode request -> call `Market` -> encode response.
+"""The MarketService servicer (grpc.aio): request -> `Market`, on a worker -> response.
 
-The interceptors have already authenticated the caller and checked the RPC's role; handlers
-pass the caller on (`caller_of`) where ownership matters, and raise lmdock's typed errors,
-which `lmdock.common.grpc_errors.ErrorStatusInterceptor` answers with their statuses.
+The interceptors have already authenticated the caller, checked the RPC's role and decoded the
+request; handlers pass the caller on (`caller_of`) where ownership matters, run every blocking
+`Market` call through `Workers.run`, and raise lmdock's typed errors, which
+`lmdock.common.grpc_errors.AioErrorStatusInterceptor` answers with their statuses.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
 import grpc
 from lmdock.common import serde
 from lmdock.common.errors import InvalidArgument
 from lmdock.server.interceptor import caller_of
 from lmdock.server.market import Market
+from lmdock.server.workers import Workers
 from lmdock.v1 import market_pb2 as pb
 from lmdock.v1 import market_pb2_grpc as pb_grpc
 
@@ -21,32 +23,35 @@ __all__ = ["MarketServicer"]
 
 
 class MarketServicer(pb_grpc.MarketServiceServicer):
-    def __init__(self, market: Market) -> None:
+    def __init__(self, market: Market, workers: Workers) -> None:
         self.market = market
+        self.run = workers.run
 
-    def GetSpecProfile(
-        self, request: pb.GetSpecProfileRequest, context: grpc.ServicerContext
+    async def GetSpecProfile(
+        self, request: pb.GetSpecProfileRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetSpecProfileResponse:
         return pb.GetSpecProfileResponse(profile=serde.profile_to_pb(self.market.profile))
 
-    def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
+    async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
         if not request.HasField("spec"):
             raise InvalidArgument("SearchRequest.spec is required")
-        result = self.market.search(
-            serde.spec_from_pb(request.spec), top_k=request.top_k, mixture=request.mixture
+        result = await self.run(
+            self.market.search, serde.spec_from_pb(request.spec), top_k=request.top_k, mixture=request.mixture
         )
         return serde.search_result_to_pb(result)
 
-    def GetLearnware(
-        self, request: pb.GetLearnwareRequest, context: grpc.ServicerContext
+    async def GetLearnware(
+        self, request: pb.GetLearnwareRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetLearnwareResponse:
         _require_id(request.learnware_id)
-        return pb.GetLearnwareResponse(learnware=serde.learnware_to_pb(self.market.get(request.learnware_id)))
+        learnware = await self.run(self.market.get, request.learnware_id)
+        return pb.GetLearnwareResponse(learnware=serde.learnware_to_pb(learnware))
 
-    def ListLearnwares(
-        self, request: pb.ListLearnwaresRequest, context: grpc.ServicerContext
+    async def ListLearnwares(
+        self, request: pb.ListLearnwaresRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListLearnwaresResponse:
-        page = self.market.list(
+        page = await self.run(
+            self.market.list,
             page_size=request.page_size,
             page_token=request.page_token,
             domain=request.domain,
@@ -59,61 +64,69 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
             learnwares=[serde.learnware_to_pb(lw) for lw in page.items], next_page_token=page.next_token
         )
 
-    def Download(
-        self, request: pb.DownloadRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.DownloadResponse]:
+    async def Download(
+        self, request: pb.DownloadRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.DownloadResponse]:
         _require_id(request.learnware_id)
-        header, chunks = self.market.download(request.learnware_id, offset=request.offset)
-        yield pb.DownloadResponse(header=serde.header_to_pb(header))
-        for chunk in chunks:
-            yield pb.DownloadResponse(chunk=chunk)
+        header, package = await self.run(self.market.download, request.learnware_id, offset=request.offset)
+        with package:  # closed also when the caller goes away mid-stream (close waits for a read)
+            yield pb.DownloadResponse(header=serde.header_to_pb(header))
+            while chunk := await self.run(package.read, self.market.limits.chunk_bytes):
+                yield pb.DownloadResponse(chunk=chunk)
 
-    def Upload(
-        self, request_iterator: Iterator[pb.UploadRequest], context: grpc.ServicerContext
+    async def Upload(
+        self, request_iterator: AsyncIterator[pb.UploadRequest], context: grpc.aio.ServicerContext
     ) -> pb.UploadResponse:
         caller = caller_of(context)
-        first = next(request_iterator, None)
+        messages = aiter(request_iterator)
+        first = await anext(messages, None)
         if first is None or first.WhichOneof("part") != "header":
             raise InvalidArgument("the first UploadRequest must carry the header")
-        header = first.header
-
-        def chunks() -> Iterator[bytes]:
-            for message in request_iterator:
+        writer = await self.run(self.market.begin_upload, sha256=first.header.sha256, size=first.header.size)
+        try:
+            async for message in messages:
                 if message.WhichOneof("part") != "chunk":
                     raise InvalidArgument("only chunks may follow the upload header")
-                yield message.chunk
-
-        info = self.market.upload(caller, sha256=header.sha256, size=header.size, chunks=chunks())
+                await self.run(writer.write, message.chunk)
+            staged = await self.run(writer.finish)
+        finally:
+            writer.discard()  # a no-op once finished; else the caller went away or sent too much
+        info = await self.run(self.market.publish, caller, staged)
         return pb.UploadResponse(learnware=serde.learnware_to_pb(info))
 
-    def Unpublish(self, request: pb.UnpublishRequest, context: grpc.ServicerContext) -> pb.UnpublishResponse:
+    async def Unpublish(
+        self, request: pb.UnpublishRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnpublishResponse:
         _require_id(request.learnware_id)
-        removed = self.market.unpublish(caller_of(context), request.learnware_id)
+        removed = await self.run(self.market.unpublish, caller_of(context), request.learnware_id)
         return pb.UnpublishResponse(learnware_id=removed.card.id)
 
-    def RegisterSigningKey(
-        self, request: pb.RegisterSigningKeyRequest, context: grpc.ServicerContext
+    async def RegisterSigningKey(
+        self, request: pb.RegisterSigningKeyRequest, context: grpc.aio.ServicerContext
     ) -> pb.RegisterSigningKeyResponse:
-        key = self.market.register_signing_key(
-            caller_of(context), request.public_key, publisher=request.publisher
+        key = await self.run(
+            self.market.register_signing_key,
+            caller_of(context),
+            request.public_key,
+            publisher=request.publisher,
         )
         return pb.RegisterSigningKeyResponse(key=serde.signing_key_to_pb(key))
 
-    def ListSigningKeys(
-        self, request: pb.ListSigningKeysRequest, context: grpc.ServicerContext
+    async def ListSigningKeys(
+        self, request: pb.ListSigningKeysRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListSigningKeysResponse:
-        keys = self.market.signing_key_list(request.publisher)
+        keys = await self.run(self.market.signing_key_list, request.publisher)
         return pb.ListSigningKeysResponse(keys=[serde.signing_key_to_pb(k) for k in keys])
 
-    def RevokeSigningKey(
-        self, request: pb.RevokeSigningKeyRequest, context: grpc.ServicerContext
+    async def RevokeSigningKey(
+        self, request: pb.RevokeSigningKeyRequest, context: grpc.aio.ServicerContext
     ) -> pb.RevokeSigningKeyResponse:
         if not request.key_id:
             raise InvalidArgument("key_id is required")
-        key = self.market.revoke_signing_key(caller_of(context), request.key_id)
+        key = await self.run(self.market.revoke_signing_key, caller_of(context), request.key_id)
         return pb.RevokeSigningKeyResponse(key=serde.signing_key_to_pb(key))
 
-    def WhoAmI(self, request: pb.WhoAmIRequest, context: grpc.ServicerContext) -> pb.WhoAmIResponse:
+    async def WhoAmI(self, request: pb.WhoAmIRequest, context: grpc.aio.ServicerContext) -> pb.WhoAmIResponse:
         caller = caller_of(context)
         return pb.WhoAmIResponse(
             principal=caller.principal, role=caller.role.label, authenticated_by=caller.authenticated_by

@@ -60,7 +60,7 @@ def running_market(
     try:
         yield Running(address=f"127.0.0.1:{port}", market=market, port=port)
     finally:
-        server.stop(grace=grace).wait()
+        server.stop(grace=grace)
         market.close()
 
 

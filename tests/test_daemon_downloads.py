@@ -77,7 +77,7 @@ def test_a_download_waits_for_the_market_to_come_back(packages: list[Path], tmp_
 
     serve()
     publish(address, packages)
-    servers.pop().stop(grace=None).wait()
+    servers.pop().stop(grace=None)
     waits: list[float] = []
 
     def sleep_then_restart(seconds: float) -> None:
@@ -99,7 +99,7 @@ def test_a_download_waits_for_the_market_to_come_back(packages: list[Path], tmp_
         )
     finally:
         for server in servers:
-            server.stop(grace=None).wait()
+            server.stop(grace=None)
         market.close()
     assert manifest.card.id == TRIAGE and cache.load(TRIAGE).card.id == TRIAGE
     assert waits == [0.01]

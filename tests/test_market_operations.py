@@ -21,7 +21,7 @@ from lmdock.common.spec import release
 from lmdock.server.app import ServerSettings
 from lmdock.server.auth import AccessPolicy
 from lmdock.server.identity import Role
-from lmdock.server.limits import RateLimits
+from lmdock.server.limits import RateLimits, StreamLimits
 from lmdock.server.observability import Observer, serve_metrics
 from lmdock.v1 import market_pb2 as pb
 from lmdock.v1 import market_pb2_grpc as pb_grpc
@@ -78,7 +78,7 @@ def test_rate_limit_per_key(tmp_path: Path, profile) -> None:
 
 def test_concurrent_stream_limit_and_draining_shutdown(tmp_path: Path, profile, package: Path) -> None:
     observer = Observer()
-    settings = ServerSettings(rate_limits=RateLimits(streams_per_caller=1))
+    settings = ServerSettings(rate_limits=RateLimits(), stream_limits=StreamLimits(per_caller=1))
     market = open_market(tmp_path, profile, settings=settings, observer=observer, grace=20.0)
     running = market.__enter__()
     channel = grpc.insecure_channel(running.address)
