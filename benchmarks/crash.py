@@ -31,19 +31,10 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from lmdock.client.cache import AdapterCache
 from lmdock.client.connection import MarketClient
-from lmdock.client.publish.training import tidy_adapter_folder
-from lmdock.common.card import Card
-from lmdock.common.embedder_files import DEFAULT_EMBEDDER, embedder_dir
 from lmdock.common.errors import LmdockError
-from lmdock.common.package import TaskInfo, write_package
-from lmdock.common.profile import SpecProfile
-from lmdock.common.spec import exact_spec
-
-LABELS = ("negative", "positive")
+from packages import make_packages
 
 
 def start_market(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
@@ -89,52 +80,6 @@ def create_admin_key(data_dir: Path) -> str:
 def kill(proc: subprocess.Popen[str]) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-
-
-def make_adapter(out: Path) -> Path:
-    """A real (untrained) LoRA adapter on the packaged MiniLM, which every market accepts."""
-    from lmdock.client.models import quiet_model_libraries
-    from peft import LoraConfig, TaskType, get_peft_model
-    from transformers import AutoModelForSequenceClassification
-
-    quiet_model_libraries()
-
-    model = AutoModelForSequenceClassification.from_pretrained(
-        embedder_dir(DEFAULT_EMBEDDER), num_labels=len(LABELS)
-    )
-    config = LoraConfig(
-        task_type=TaskType.SEQ_CLS, r=4, target_modules=["query", "value"], modules_to_save=["classifier"]
-    )
-    get_peft_model(model, config).save_pretrained(out)
-    tidy_adapter_folder(out)
-    adapter_config = json.loads((out / "adapter_config.json").read_text())
-    adapter_config["base_model_name_or_path"] = DEFAULT_EMBEDDER  # by name, as markets know it
-    (out / "adapter_config.json").write_text(json.dumps(adapter_config))
-    return out
-
-
-def make_packages(folder: Path, profile: SpecProfile, count: int) -> list[Path]:
-    adapter = make_adapter(folder / "adapter")
-    files = {name: adapter / name for name in ("adapter_config.json", "adapter_model.safetensors")}
-    key = Ed25519PrivateKey.generate()
-    rng = np.random.default_rng(0)
-    packages = []
-    for i in range(count):
-        rows = rng.standard_normal((60, profile.feature_dim))
-        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
-        card = Card(id=f"crash-{i:03d}", name=f"Crash {i}", domain="testing", licence="MIT", publisher="acme")
-        out = folder / f"crash-{i:03d}.tar"
-        write_package(
-            out,
-            files=files,
-            key=key,
-            card=card,
-            base_model=DEFAULT_EMBEDDER,
-            task=TaskInfo(kind="classification", labels=LABELS),
-            spec=exact_spec(rows, profile),
-        )
-        packages.append(out)
-    return packages
 
 
 def blob_files(data_dir: Path) -> tuple[set[str], int]:

@@ -10,6 +10,7 @@ pool (`workers.Workers`), so Health is answered whatever callers hold.
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -148,6 +149,11 @@ class MarketServer:
     async def _shutdown(self, grace: float | None) -> None:
         await self._health.enter_graceful_shutdown()
         await self._server.stop(grace)
+        # grpc.aio's objects must die on their loop, before grpc shuts its aio core down: calls
+        # that ended with an error sit in reference cycles the collector would otherwise free
+        # later, on another thread (a segfault)
+        del self._server
+        gc.collect()
 
     def _call(self, work: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(work, self._loop).result()

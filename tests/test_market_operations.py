@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from lmdock.client.connection import MarketClient
 from lmdock.common import serde
@@ -99,6 +100,28 @@ def test_concurrent_stream_limit_and_draining_shutdown(tmp_path: Path, profile, 
         server_stopped.join(30)
         with pytest.raises(grpc.RpcError):
             stub.WhoAmI(pb.WhoAmIRequest(), timeout=3)
+    finally:
+        gate.set()
+        channel.close()
+
+
+def test_shutdown_turns_health_not_serving_before_draining(tmp_path: Path, profile, package: Path) -> None:
+    """Watchers (and load balancers) see NOT_SERVING while calls in flight still drain."""
+    market = open_market(tmp_path, profile, grace=20.0)
+    running = market.__enter__()
+    channel = grpc.insecure_channel(running.address)
+    gate = threading.Event()
+    upload = pb_grpc.MarketServiceStub(channel).Upload.future(upload_requests(package, gate), timeout=60)
+    watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
+    try:
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        stopping = threading.Thread(target=lambda: market.__exit__(None, None, None))
+        stopping.start()
+        assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert not upload.done()  # still draining: the upload in flight is not cut off
+        gate.set()
+        assert upload.result(timeout=30).learnware.id == "test-learnware"
+        stopping.join(30)
     finally:
         gate.set()
         channel.close()
