@@ -95,7 +95,7 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
         self, request: pb.RegisterSigningKeyRequest, context: grpc.ServicerContext
     ) -> pb.RegisterSigningKeyResponse:
         key = self.market.register_signing_key(
-            caller_of(context), request.public_key, publisher=request.publisher
+            caller_of(context), request.public_key, proof=request.proof, publisher=request.publisher
         )
         return pb.RegisterSigningKeyResponse(key=serde.signing_key_to_pb(key))
 
@@ -110,7 +110,7 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
     ) -> pb.RevokeSigningKeyResponse:
         if not request.key_id:
             raise InvalidArgument("key_id is required")
-        key = self.market.revoke_signing_key(caller_of(context), request.key_id)
+        key = self.market.revoke_signing_key(caller_of(context), request.key_id, publisher=request.publisher)
         return pb.RevokeSigningKeyResponse(key=serde.signing_key_to_pb(key))
 
     def WhoAmI(self, request: pb.WhoAmIRequest, context: grpc.ServicerContext) -> pb.WhoAmIResponse:
