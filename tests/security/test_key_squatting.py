@@ -9,6 +9,7 @@ key registers and revokes only their own row. Real market, real gRPC, real API k
 
 from __future__ import annotations
 
+import base64
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +19,15 @@ import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from lmdock.client.connection import MarketClient
-from lmdock.common.signing import generate_key, key_id, prove_possession, public_key_to_b64
+from lmdock.common.errors import PermissionDenied
+from lmdock.common.signing import (
+    generate_key,
+    key_id,
+    prove_possession,
+    public_key_to_b64,
+    sign_manifest,
+    verify_possession,
+)
 from lmdock.server.identity import Role
 from lmdock.v1 import market_pb2 as pb
 from lmdock.v1 import market_pb2_grpc as pb_grpc
@@ -91,6 +100,7 @@ def test_a_key_cannot_be_registered_without_its_private_key(world: World) -> Non
     acme_key, globex_key = generate_key(), generate_key()
     public = b64(acme_key)
     assert world.register_raw("globex", public, b"") == "INVALID_ARGUMENT"  # no proof at all
+    assert world.register_raw("globex", "not a key!", b"\0" * 64) == "INVALID_ARGUMENT"
     assert world.register_raw("globex", public, b"\0" * 63) == "INVALID_ARGUMENT"  # not a signature
     assert world.register_raw("globex", public, b"\0" * 64) == DENIED
     made_with_another_key = prove_possession(globex_key, principal="globex", publisher="globex")
@@ -151,3 +161,15 @@ def test_an_admin_names_the_publisher_when_several_hold_a_key(world: World) -> N
         assert status_of(lambda: root.revoke_signing_key(kid)) == "INVALID_ARGUMENT"  # whose?
         assert root.revoke_signing_key(kid, publisher="globex").publisher == "globex"
         assert [k.revoked for k in acme.signing_keys("acme") if k.key_id == kid] == [False]
+
+
+def test_a_manifest_signature_is_no_proof() -> None:
+    """The proof's context prefix sets it apart: a package signature over the very same fields
+    (which a publisher's key signs as a matter of course) never passes for one."""
+    key = generate_key()
+    fields = {"principal": "globex", "publisher": "globex", "public_key": b64(key)}
+    manifest_signature = base64.b64decode(sign_manifest(fields, key).signature)
+    with pytest.raises(PermissionDenied, match="does not verify"):
+        verify_possession(b64(key), manifest_signature, principal="globex", publisher="globex")
+    proof = prove_possession(key, principal="globex", publisher="globex")
+    verify_possession(b64(key), proof, principal="globex", publisher="globex")  # the real one does
