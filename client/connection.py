@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from lmdock.client.channel import TlsOptions, WireRecorder, open_channel
 from lmdock.common import serde
 from lmdock.common.errors import IntegrityError, InvalidArgument, LmdockError, error_for_status
@@ -18,6 +19,7 @@ from lmdock.common.grpc_errors import TypedErrorsInterceptor
 from lmdock.common.hashing import sha256_file
 from lmdock.common.market_types import Caller, LearnwareInfo, PackageHeader, SearchResult, SigningKeyInfo
 from lmdock.common.profile import SpecProfile
+from lmdock.common.signing import prove_possession, public_key_to_b64
 from lmdock.common.spec import Spec
 from lmdock.v1 import market_pb2 as pb
 from lmdock.v1 import market_pb2_grpc as pb_grpc
@@ -163,9 +165,17 @@ class MarketClient:
         request = pb.UnpublishRequest(learnware_id=learnware_id)
         return self._stub.Unpublish(request, timeout=self.timeout).learnware_id
 
-    def register_signing_key(self, public_key: str, *, publisher: str = "") -> SigningKeyInfo:
-        """Register a base64 Ed25519 public key for the caller (admins: for `publisher`)."""
-        request = pb.RegisterSigningKeyRequest(public_key=public_key, publisher=publisher)
+    def register_signing_key(self, key: Ed25519PrivateKey, *, publisher: str = "") -> SigningKeyInfo:
+        """Register `key`'s public half for the caller (admins: for `publisher`).
+
+        The market wants proof that the caller holds the key, signed for the caller's principal
+        as the market sees it: WhoAmI names it, then the key signs the registration message.
+        """
+        principal = self.whoami().principal
+        proof = prove_possession(key, principal=principal, publisher=publisher or principal)
+        request = pb.RegisterSigningKeyRequest(
+            public_key=public_key_to_b64(key.public_key()), publisher=publisher, proof=proof
+        )
         response = self._stub.RegisterSigningKey(request, timeout=self.timeout)
         return serde.signing_key_from_pb(response.key)
 
@@ -175,8 +185,9 @@ class MarketClient:
         response = self._stub.ListSigningKeys(request, timeout=self.timeout)
         return [serde.signing_key_from_pb(k) for k in response.keys]
 
-    def revoke_signing_key(self, key_id: str) -> SigningKeyInfo:
-        request = pb.RevokeSigningKeyRequest(key_id=key_id)
+    def revoke_signing_key(self, key_id: str, *, publisher: str = "") -> SigningKeyInfo:
+        """Revoke a key of the caller (admins: of `publisher`; "" when only one has this id)."""
+        request = pb.RevokeSigningKeyRequest(key_id=key_id, publisher=publisher)
         response = self._stub.RevokeSigningKey(request, timeout=self.timeout)
         return serde.signing_key_from_pb(response.key)
 

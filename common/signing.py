@@ -3,6 +3,11 @@
 The manifest lists the sha256 of every file in the package, so one signature over
 canonical_json(manifest) covers all bytes. A key is named by its key id: the first 16 hex
 digits of sha256 of the raw 32-byte public key.
+
+Registering a key with a market needs a proof of possession (`prove_possession`): the key's
+signature over `registration_message`, which binds the caller's authenticated principal, the
+publisher the key is registered for and the key itself, behind a context prefix of its own. A
+proof made for one caller is worthless to another, and no proof can be made without the key.
 """
 
 from __future__ import annotations
@@ -17,19 +22,26 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from lmdock.common.canonical import canonical_json, sha256_hex
-from lmdock.common.errors import IntegrityError, InvalidArgument
+from lmdock.common.errors import IntegrityError, InvalidArgument, PermissionDenied
 
 __all__ = [
     "Signature",
     "generate_key",
     "key_id",
     "load_private_key",
+    "prove_possession",
     "public_key_from_b64",
     "public_key_to_b64",
+    "registration_message",
     "save_private_key",
     "sign_manifest",
     "verify_manifest",
+    "verify_possession",
 ]
+
+#: Set apart from every other signed message (canonical JSON starts with "{"), so a registration
+#: proof can never pass for a manifest signature, nor the other way round.
+REGISTRATION_CONTEXT = b"lmdock/v1 register-signing-key\0"
 
 
 @dataclass(frozen=True)
@@ -112,6 +124,37 @@ def verify_manifest(
         public.verify(base64.b64decode(signature.signature), canonical_json(manifest))
     except (InvalidSignature, ValueError):
         raise IntegrityError("publisher signature does not verify: the manifest was altered") from None
+
+
+def registration_message(*, principal: str, publisher: str, public_key: str) -> bytes:
+    """What a registration proof signs: the context, then the canonical JSON of the three fields."""
+    fields = {"principal": principal, "publisher": publisher, "public_key": public_key}
+    return REGISTRATION_CONTEXT + canonical_json(fields)
+
+
+def prove_possession(key: Ed25519PrivateKey, *, principal: str, publisher: str) -> bytes:
+    """The proof that `principal` holds `key` and registers it for `publisher` (64 bytes)."""
+    public = public_key_to_b64(key.public_key())
+    return key.sign(registration_message(principal=principal, publisher=publisher, public_key=public))
+
+
+def verify_possession(public_key: str, proof: bytes, *, principal: str, publisher: str) -> None:
+    """InvalidArgument for a missing or malformed proof; PermissionDenied for one that does not
+    verify (made with another key, or for another caller or publisher)."""
+    key = public_key_from_b64(public_key)
+    if len(proof) != 64:
+        raise InvalidArgument(
+            f"proof must be the 64-byte Ed25519 signature of the registration message, got {len(proof)} "
+            "bytes: sign it with the key being registered (`lmdock keys register` does)"
+        )
+    message = registration_message(principal=principal, publisher=publisher, public_key=public_key)
+    try:
+        key.verify(proof, message)
+    except InvalidSignature:
+        raise PermissionDenied(
+            f"the proof does not verify for signing key {key_id(public_key)}: it must be made with that "
+            f"key, for caller {principal!r} registering it for publisher {publisher!r}"
+        ) from None
 
 
 def save_private_key(key: Ed25519PrivateKey, path: Path) -> None:

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from lmdock.common.errors import AlreadyExists, InvalidArgument, PermissionDenied
+from lmdock.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
 from lmdock.common.market_types import LearnwareInfo, PackageHeader, SearchResult, SigningKeyInfo
 from lmdock.common.package import TASK_KINDS, Manifest, PackageLimits
 from lmdock.common.package_reader import unpack_package
 from lmdock.common.profile import SpecProfile
-from lmdock.common.signing import Signature
+from lmdock.common.signing import Signature, verify_possession
 from lmdock.common.spec import Spec
 from lmdock.server.apikeys import ApiKeys
 from lmdock.server.base_models import BaseModels
@@ -198,7 +198,7 @@ class Market:
         """The caller may publish as the manifest's publisher, with a registered, unrevoked key."""
         publisher = manifest.card.publisher
         if caller.anonymous:
-            if self.signing_keys.has_keys(publisher) or self.signing_keys.known(signature.key_id):
+            if self.signing_keys.has_keys(publisher):
                 self.signing_keys.check_signer(publisher, signature)
             return
         if not caller.may_manage(publisher):
@@ -223,18 +223,38 @@ class Market:
             self.blobs.delete(sha256)
 
     def register_signing_key(
-        self, caller: Identity, public_key: str, *, publisher: str = ""
+        self, caller: Identity, public_key: str, *, proof: bytes, publisher: str = ""
     ) -> SigningKeyInfo:
+        """Register `public_key` for `publisher` ("" = the caller) once `proof` shows the caller
+        holds it: the key's signature over `registration_message(caller.principal, publisher,
+        public_key)` (`lmdock.common.signing`). Binding the principal makes a proof useless to
+        any other caller; without the private key no proof can be made, so nobody can claim a
+        key they cannot sign with."""
         target = publisher or caller.principal
         if not caller.may_manage(target):
             raise PermissionDenied(f"{caller.principal!r} may not register signing keys for {target!r}")
+        verify_possession(public_key, proof, principal=caller.principal, publisher=target)
         return self.signing_keys.register(target, public_key, registered_by=caller.principal)
 
-    def revoke_signing_key(self, caller: Identity, key_id: str) -> SigningKeyInfo:
-        key = self.signing_keys.get(key_id)
-        if not caller.may_manage(key.publisher):
-            raise PermissionDenied(f"signing key {key_id} belongs to publisher {key.publisher!r}")
-        return self.signing_keys.revoke(key_id)
+    def revoke_signing_key(self, caller: Identity, key_id: str, *, publisher: str = "") -> SigningKeyInfo:
+        """Revoke `publisher`'s key `key_id`; with no publisher, the one key with this id that the
+        caller may manage. Another publisher's key is PERMISSION_DENIED, not NOT_FOUND: the keys
+        are public (ListSigningKeys), so saying whose it is hides nothing."""
+        if publisher and not caller.may_manage(publisher):
+            raise PermissionDenied(f"{caller.principal!r} may not revoke signing keys of {publisher!r}")
+        keys = [k for k in self.signing_keys.with_id(key_id) if k.publisher == publisher or not publisher]
+        if not keys:
+            raise NotFound(
+                f"no signing key with id {key_id!r}" + (f" for {publisher!r}" if publisher else "")
+            )
+        mine = [k for k in keys if caller.may_manage(k.publisher)]
+        if not mine:
+            owners = ", ".join(repr(k.publisher) for k in keys)
+            raise PermissionDenied(f"signing key {key_id} belongs to publisher {owners}")
+        if len(mine) > 1:
+            owners = ", ".join(repr(k.publisher) for k in mine)
+            raise InvalidArgument(f"signing key {key_id} is registered for {owners}: name the publisher")
+        return self.signing_keys.revoke(mine[0].publisher, key_id)
 
 
 def default_db_url(data_dir: Path) -> str:

@@ -108,6 +108,7 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
             self.market.register_signing_key,
             caller_of(context),
             request.public_key,
+            proof=request.proof,
             publisher=request.publisher,
         )
         return pb.RegisterSigningKeyResponse(key=serde.signing_key_to_pb(key))
@@ -123,7 +124,9 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
     ) -> pb.RevokeSigningKeyResponse:
         if not request.key_id:
             raise InvalidArgument("key_id is required")
-        key = await self.run(self.market.revoke_signing_key, caller_of(context), request.key_id)
+        key = await self.run(
+            self.market.revoke_signing_key, caller_of(context), request.key_id, publisher=request.publisher
+        )
         return pb.RevokeSigningKeyResponse(key=serde.signing_key_to_pb(key))
 
     async def WhoAmI(self, request: pb.WhoAmIRequest, context: grpc.aio.ServicerContext) -> pb.WhoAmIResponse:

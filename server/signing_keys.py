@@ -2,7 +2,11 @@
 
 An upload is accepted only when its signature comes from a registered, unrevoked key of the
 publisher the manifest names. Revoked keys stay listed (with `revoked_at`) so clients can
-refuse packages they signed; a revoked key can never be registered again.
+refuse packages they signed; a revoked key can never be registered again for its publisher.
+
+Keys are scoped per publisher: a row is (publisher, key id), and two publishers holding the same
+key each register and revoke their own. This store checks no proof of possession; the market
+does, before it registers a key a caller sent (`Market.register_signing_key`).
 """
 
 from __future__ import annotations
@@ -41,12 +45,10 @@ class SigningKeys:
             raise InvalidArgument("publisher must be a non-empty name of at most 256 characters")
         kid = key_id(public_key)
         with self.db.session() as session:
-            existing = session.get(SigningKeyRow, kid)
+            existing = session.get(SigningKeyRow, (publisher, kid))
             if existing is not None:
                 state = "revoked" if existing.revoked_at else "registered"
-                raise AlreadyExists(
-                    f"signing key {kid} is already {state} (publisher {existing.publisher!r})"
-                )
+                raise AlreadyExists(f"signing key {kid} is already {state} for publisher {publisher!r}")
             owned = select(func.count()).where(SigningKeyRow.publisher == publisher)
             count = session.scalar(owned) or 0
             if count >= MAX_KEYS_PER_PUBLISHER:
@@ -63,15 +65,16 @@ class SigningKeys:
             try:
                 session.commit()
             except SqlIntegrityError:  # registered by a concurrent call since the check above
-                raise AlreadyExists(f"signing key {kid} is already registered") from None
+                raise AlreadyExists(
+                    f"signing key {kid} is already registered for publisher {publisher!r}"
+                ) from None
             return _info(row)
 
-    def get(self, kid: str) -> SigningKeyInfo:
+    def with_id(self, kid: str) -> list[SigningKeyInfo]:
+        """Every publisher's key with this id (one public key, registered by each holder)."""
+        query = select(SigningKeyRow).where(SigningKeyRow.key_id == kid).order_by(SigningKeyRow.publisher)
         with self.db.session() as session:
-            row = session.get(SigningKeyRow, kid)
-            if row is None:
-                raise NotFound(f"no signing key with id {kid!r}")
-            return _info(row)
+            return [_info(r) for r in session.scalars(query)]
 
     def list(self, publisher: str = "") -> list[SigningKeyInfo]:
         query = select(SigningKeyRow).order_by(SigningKeyRow.publisher, SigningKeyRow.created_at)
@@ -80,36 +83,27 @@ class SigningKeys:
         with self.db.session() as session:
             return [_info(r) for r in session.scalars(query)]
 
-    def known(self, kid: str) -> bool:
-        with self.db.session() as session:
-            return session.get(SigningKeyRow, kid) is not None
-
     def has_keys(self, publisher: str) -> bool:
         return bool(self.list(publisher))
 
-    def revoke(self, kid: str) -> SigningKeyInfo:
+    def revoke(self, publisher: str, kid: str) -> SigningKeyInfo:
         with self.db.session() as session:
-            row = session.get(SigningKeyRow, kid)
+            row = session.get(SigningKeyRow, (publisher, kid))
             if row is None:
-                raise NotFound(f"no signing key with id {kid!r}")
+                raise NotFound(f"publisher {publisher!r} has no signing key with id {kid!r}")
             if not row.revoked_at:
                 row.revoked_at = utc_now()
                 session.commit()
             return _info(row)
 
     def check_signer(self, publisher: str, signature: Signature) -> SigningKeyInfo:
-        """The registered key that made `signature` for `publisher`; PermissionDenied otherwise."""
+        """`publisher`'s registered key that made `signature`; PermissionDenied otherwise."""
         with self.db.session() as session:
-            row = session.get(SigningKeyRow, signature.key_id)
+            row = session.get(SigningKeyRow, (publisher, signature.key_id))
         if row is None or row.public_key != signature.public_key:
             raise PermissionDenied(
-                f"package is signed by key {signature.key_id}, which is not registered with this market; "
-                "register it first (RegisterSigningKey)"
-            )
-        if row.publisher != publisher:
-            raise PermissionDenied(
-                f"package is signed by key {signature.key_id} of publisher {row.publisher!r}, "
-                f"but its manifest names publisher {publisher!r}"
+                f"package is signed by key {signature.key_id}, which is not registered for publisher "
+                f"{publisher!r} on this market; register it first (RegisterSigningKey)"
             )
         if row.revoked_at:
             raise PermissionDenied(

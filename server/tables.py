@@ -73,13 +73,17 @@ class ApiKeyRow(Base):
 
 
 class SigningKeyRow(Base):
-    """A publisher's Ed25519 package-signing key (public part only)."""
+    """A publisher's Ed25519 package-signing key (public part only).
+
+    Keyed by (publisher, key id): publishers holding the same key register it independently,
+    so one's revocation never touches another's.
+    """
 
     __tablename__ = "signing_keys"
 
-    key_id: Mapped[str] = mapped_column(String(16), primary_key=True)
-    publisher: Mapped[str] = mapped_column(String(256), index=True)
-    public_key: Mapped[str] = mapped_column(String(64), unique=True)
+    publisher: Mapped[str] = mapped_column(String(256), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(16), primary_key=True, index=True)
+    public_key: Mapped[str] = mapped_column(String(64))
     registered_by: Mapped[str] = mapped_column(String(256))
     created_at: Mapped[str] = mapped_column(String(40))
     revoked_at: Mapped[str] = mapped_column(String(40))

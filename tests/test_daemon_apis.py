@@ -175,7 +175,7 @@ def test_a_revoked_signing_key_is_refused_when_online(packages: list[Path], tmp_
         with running(config) as daemon:
             _wait_ready(daemon)
         (key,) = market.signing_keys.list("tester")  # the open market pinned the first upload's key
-        market.signing_keys.revoke(key.key_id)
+        market.signing_keys.revoke(key.publisher, key.key_id)
         with running(config) as daemon:  # at start, ready tasks are checked against revocations
             deadline = time.monotonic() + 60
             while {t.state for t in daemon.tasks()} != {"failed"}:

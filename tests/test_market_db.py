@@ -5,19 +5,23 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
 from lmdock.common.card import Card
 from lmdock.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from lmdock.common.market_types import LearnwareInfo
 from lmdock.common.package import TaskInfo
-from lmdock.common.signing import generate_key, public_key_to_b64, sign_manifest
+from lmdock.common.signing import generate_key, key_id, public_key_to_b64, sign_manifest
 from lmdock.server.apikeys import ApiKeys
 from lmdock.server.catalogue import Catalogue
-from lmdock.server.db import Database
+from lmdock.server.db import MIGRATIONS, Database, migrate
 from lmdock.server.identity import Role
 from lmdock.server.signing_keys import SigningKeys
 from lmdock.server.tables import Base
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
 
 from tests.helpers import cluster_spec
 
@@ -128,17 +132,69 @@ def test_signing_keys_register_check_and_revoke(db: Database) -> None:
     registered = registry.register("acme", public_key_to_b64(key.public_key()), registered_by="acme")
     signature = sign_manifest({"id": "x"}, key)
     assert registry.check_signer("acme", signature).key_id == registered.key_id == signature.key_id
-    with pytest.raises(PermissionDenied, match="manifest names publisher 'globex'"):
+    with pytest.raises(PermissionDenied, match="not registered for publisher 'globex'"):
         registry.check_signer("globex", signature)
     with pytest.raises(PermissionDenied, match="not registered"):
         registry.check_signer("acme", sign_manifest({"id": "x"}, other))
-    with pytest.raises(AlreadyExists):
-        registry.register("globex", public_key_to_b64(key.public_key()), registered_by="admin")
-    registry.revoke(registered.key_id)
+    with pytest.raises(AlreadyExists, match="already registered for publisher 'acme'"):
+        registry.register("acme", public_key_to_b64(key.public_key()), registered_by="acme")
+    # the same key for another publisher is its own row: revoking acme's leaves globex's valid
+    registry.register("globex", public_key_to_b64(key.public_key()), registered_by="globex")
+    registry.revoke("acme", registered.key_id)
     with pytest.raises(PermissionDenied, match="revoked"):
         registry.check_signer("acme", signature)
+    assert registry.check_signer("globex", signature).publisher == "globex"
+    with pytest.raises(NotFound):
+        registry.revoke("initech", registered.key_id)
     with pytest.raises(AlreadyExists, match="revoked"):
         registry.register("acme", public_key_to_b64(key.public_key()), registered_by="acme")
     assert [k.revoked for k in registry.list("acme")] == [True]
     with pytest.raises(InvalidArgument):
         registry.register("acme", "not base64!", registered_by="acme")
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+
+
+def test_signing_key_migration_keeps_rows_and_scopes_ids_per_publisher(db_url: str) -> None:
+    public = public_key_to_b64(generate_key().public_key())
+    row = {
+        "key_id": key_id(public),
+        "publisher": "acme",
+        "public_key": public,
+        "registered_by": "root",
+        "created_at": "2026-01-01T00:00:00+00:00",
+        "revoked_at": "2026-02-01T00:00:00+00:00",
+    }
+    columns = ", ".join(row)
+    dump = text(f"SELECT {columns} FROM signing_keys")
+    engine = create_engine(db_url)
+    try:
+        migrate(engine, "0001")  # a market from before per-publisher key ids, with one key
+        with engine.begin() as conn:
+            conn.execute(text(f"INSERT INTO signing_keys ({columns}) VALUES (:{', :'.join(row)})"), row)
+        migrate(engine)
+        with engine.connect() as conn:
+            assert [dict(r._mapping) for r in conn.execute(dump)] == [row]
+        downgrade(engine, "0001")
+        with engine.connect() as conn:
+            assert [dict(r._mapping) for r in conn.execute(dump)] == [row]
+    finally:
+        engine.dispose()
+    db = Database(db_url)
+    try:
+        registry = SigningKeys(db)
+        assert registry.register("globex", public, registered_by="globex").revoked_at == ""
+        assert [(k.publisher, k.revoked) for k in registry.with_id(row["key_id"])] == [
+            ("acme", True),
+            ("globex", False),
+        ]
+        with pytest.raises(RuntimeError, match="several publishers"):
+            downgrade(db.engine, "0001")  # the old schema cannot hold both
+    finally:
+        db.close()

@@ -106,7 +106,10 @@ def test_register_publish_unpublish_as_a_publisher(world, tmp_path: Path, profil
 
     code, out, _ = lmdock(capsys, "keys", "list", "--market", address, "--publisher", "acme")
     assert code == 0 and key_id in out
-    code, out, _ = lmdock(capsys, "keys", "revoke", key_id, "--market", address, "--json", key=keys["acme"])
+    revoke = ("keys", "revoke", key_id, "--market", address)
+    code, _, err = lmdock(capsys, *revoke, "--publisher", "acme", key=keys["globex"])
+    assert code == 2 and "'globex' may not revoke signing keys of 'acme'" in err
+    code, out, _ = lmdock(capsys, *revoke, "--json", key=keys["acme"])
     assert code == 0 and json.loads(out)["revoked_at"]
     second = package(tmp_path, adapter, key_file, "acme-second", profile)
     code, _, err = lmdock(capsys, "publish", second, "--market", address, key=keys["acme"])

@@ -66,18 +66,21 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _register(args: argparse.Namespace) -> int:
-    """Register the key's public half for the caller (admins: for --publisher). Re-running is safe."""
+    """Register the key's public half for the caller (admins: for --publisher), with the proof of
+    possession the market asks for (signed here with the key). Re-running is safe."""
     from lmdock.client.commands.output import emit_json
     from lmdock.common.errors import AlreadyExists
-    from lmdock.common.signing import key_id
+    from lmdock.common.signing import key_id, public_key_to_b64
 
-    public = _public_key(args)
+    key = load_signing_key(args)
     with market_client(args) as client:
         try:
-            info, fresh = client.register_signing_key(public, publisher=args.publisher), True
+            info, fresh = client.register_signing_key(key, publisher=args.publisher), True
         except AlreadyExists:
-            # registered before: fine if it is still valid (for whom the market says)
-            known = [k for k in client.signing_keys(args.publisher) if k.key_id == key_id(public)]
+            # registered before: fine if it is still valid (key ids are per publisher)
+            publisher = args.publisher or client.whoami().principal
+            kid = key_id(public_key_to_b64(key.public_key()))
+            known = [k for k in client.signing_keys(publisher) if k.key_id == kid]
             if not known or known[0].revoked:
                 raise
             info, fresh = known[0], False
@@ -106,7 +109,7 @@ def _revoke(args: argparse.Namespace) -> int:
     from lmdock.client.commands.output import emit_json
 
     with market_client(args) as client:
-        info = client.revoke_signing_key(args.key_id)
+        info = client.revoke_signing_key(args.key_id, publisher=args.publisher)
     if args.json:
         emit_json(asdict(info))
     else:
@@ -146,4 +149,5 @@ def register(sub: Any) -> None:
     add_market(p)
     add_json(p)
     p.add_argument("key_id")
+    p.add_argument("--publisher", default="", help="admins: whose key, when several publishers have it")
     p.set_defaults(func=_revoke)

@@ -67,10 +67,11 @@ def test_health_and_list_are_served_beside_more_stalled_uploads_than_workers(tmp
         try:
             stalled = [stalled_upload(ch, release) for ch in channels]
             time.sleep(0.5)  # every upload has its header in
-            assert market.market.blobs.root.exists()
             with grpc.insecure_channel(market.address) as probe:
                 latencies = [health_ms(probe) for _ in range(10)]
-                listed = pb_grpc.MarketServiceStub(probe).ListLearnwares(pb.ListLearnwaresRequest(), timeout=2)
+                listed = pb_grpc.MarketServiceStub(probe).ListLearnwares(
+                    pb.ListLearnwaresRequest(), timeout=2
+                )
             assert max(latencies) < 500 and list(listed.learnwares) == []
             assert not any(f.done() for f in stalled)
         finally:
@@ -82,36 +83,40 @@ def test_health_and_list_are_served_beside_more_stalled_uploads_than_workers(tmp
 def test_the_global_stream_cap_refuses_more_streams_but_not_unary_calls(tmp_path: Path, profile) -> None:
     settings = ServerSettings(stream_limits=StreamLimits(per_caller=0, total=3))
     release = threading.Event()
-    with running_market(tmp_path / "m", profile, access=OPEN, settings=settings) as market:
-        with grpc.insecure_channel(market.address) as channel:
-            try:
-                held = [stalled_upload(channel, release) for _ in range(3)]
-                time.sleep(0.5)
-                refused = stalled_upload(channel, release)
-                with pytest.raises(grpc.RpcError) as caught:
-                    refused.result(timeout=5)
-                assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-                assert "limit of 3 streams" in caught.value.details()
-                assert health_ms(channel) < 500
-                assert not any(f.done() for f in held)
-            finally:
-                release.set()
+    with (
+        running_market(tmp_path / "m", profile, access=OPEN, settings=settings) as market,
+        grpc.insecure_channel(market.address) as channel,
+    ):
+        try:
+            held = [stalled_upload(channel, release) for _ in range(3)]
+            time.sleep(0.5)
+            refused = stalled_upload(channel, release)
+            with pytest.raises(grpc.RpcError) as caught:
+                refused.result(timeout=5)
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "limit of 3 streams" in caught.value.details()
+            assert health_ms(channel) < 500
+            assert not any(f.done() for f in held)
+        finally:
+            release.set()
 
 
 def test_an_idle_upload_is_closed_and_leaves_nothing(tmp_path: Path, profile) -> None:
     settings = ServerSettings(stream_limits=StreamLimits(idle_seconds=0.5, max_seconds=10))
     release = threading.Event()
-    with running_market(tmp_path / "m", profile, access=OPEN, settings=settings) as market:
-        with grpc.insecure_channel(market.address) as channel:
-            started = time.monotonic()
-            with pytest.raises(grpc.RpcError) as caught:
-                stalled_upload(channel, release).result(timeout=10)
-            release.set()
-            assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            assert "sent nothing for 0.5s" in caught.value.details()
-            assert time.monotonic() - started < 5
-            time.sleep(0.2)  # the handler's clean-up runs after the status is sent
-            assert temp_files(market) == []
+    with (
+        running_market(tmp_path / "m", profile, access=OPEN, settings=settings) as market,
+        grpc.insecure_channel(market.address) as channel,
+    ):
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as caught:
+            stalled_upload(channel, release).result(timeout=10)
+        release.set()
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "sent nothing for 0.5s" in caught.value.details()
+        assert time.monotonic() - started < 5
+        time.sleep(0.2)  # the handler's clean-up runs after the status is sent
+        assert temp_files(market) == []
 
 
 def test_a_trickling_upload_is_closed_at_the_total_limit(tmp_path: Path, profile) -> None:
@@ -147,25 +152,30 @@ def test_undecodable_request_bytes_are_invalid_argument_counted_and_logged(
     tmp_path: Path, profile, caplog: pytest.LogCaptureFixture
 ) -> None:
     garbage = b"\xff\xff\xff\xff\x0f"  # a truncated varint: no message decodes from it
-    with running_market(tmp_path / "m", profile, access=OPEN) as market:
-        with grpc.insecure_channel(market.address) as channel, caplog.at_level(logging.INFO):
-            for method in ("Search", "ListLearnwares", "GetLearnware"):
-                error = raw_call(channel, method, garbage)
-                assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, method
-                assert f"the {method} request is not a valid message" in error.details()
-            error = raw_call(channel, "Upload", garbage, streaming=True)
-            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-            assert health_ms(channel) < 500
+    with (
+        running_market(tmp_path / "m", profile, access=OPEN) as market,
+        grpc.insecure_channel(market.address) as channel,
+        caplog.at_level(logging.INFO),
+    ):
+        for method in ("Search", "ListLearnwares", "GetLearnware"):
+            error = raw_call(channel, method, garbage)
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+            assert f"the {method} request is not a valid message" in error.details()
+        error = raw_call(channel, "Upload", garbage, streaming=True)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert health_ms(channel) < 500
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     access = [r.getMessage() for r in caplog.records if r.name == "lmdock.market.access"]
     assert sum('"code": "INVALID_ARGUMENT"' in line for line in access) == 4
 
 
 def test_an_unauthenticated_caller_is_refused_before_its_bytes_are_read(tmp_path: Path, profile) -> None:
-    with running_market(tmp_path / "m", profile) as market:  # publishing needs a key here
-        with grpc.insecure_channel(market.address) as channel:
-            error = raw_call(channel, "Upload", b"\xff\xff", streaming=True)
-            assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    with (
+        running_market(tmp_path / "m", profile) as market,
+        grpc.insecure_channel(market.address) as channel,
+    ):  # publishing needs a key here
+        error = raw_call(channel, "Upload", b"\xff\xff", streaming=True)
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_a_download_is_served_whole_and_resumed(tmp_path: Path, tiny_bert: Path, profile) -> None:

@@ -292,12 +292,14 @@ class SigningKey(_message.Message):
     def __init__(self, key_id: _Optional[str] = ..., publisher: _Optional[str] = ..., public_key: _Optional[str] = ..., created_at: _Optional[str] = ..., revoked_at: _Optional[str] = ...) -> None: ...
 
 class RegisterSigningKeyRequest(_message.Message):
-    __slots__ = ("public_key", "publisher")
+    __slots__ = ("public_key", "publisher", "proof")
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     PUBLISHER_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
     public_key: str
     publisher: str
-    def __init__(self, public_key: _Optional[str] = ..., publisher: _Optional[str] = ...) -> None: ...
+    proof: bytes
+    def __init__(self, public_key: _Optional[str] = ..., publisher: _Optional[str] = ..., proof: _Optional[bytes] = ...) -> None: ...
 
 class RegisterSigningKeyResponse(_message.Message):
     __slots__ = ("key",)
@@ -318,10 +320,12 @@ class ListSigningKeysResponse(_message.Message):
     def __init__(self, keys: _Optional[_Iterable[_Union[SigningKey, _Mapping]]] = ...) -> None: ...
 
 class RevokeSigningKeyRequest(_message.Message):
-    __slots__ = ("key_id",)
+    __slots__ = ("key_id", "publisher")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHER_FIELD_NUMBER: _ClassVar[int]
     key_id: str
-    def __init__(self, key_id: _Optional[str] = ...) -> None: ...
+    publisher: str
+    def __init__(self, key_id: _Optional[str] = ..., publisher: _Optional[str] = ...) -> None: ...
 
 class RevokeSigningKeyResponse(_message.Message):
     __slots__ = ("key",)
