@@ -192,3 +192,32 @@ def test_a_download_is_served_whole_and_resumed(tmp_path: Path, tiny_bert: Path,
             parts = list(stub.Download(pb.DownloadRequest(learnware_id="whole", offset=offset), timeout=10))
             assert parts[0].header.sha256 == hashlib.sha256(data).hexdigest()
             assert b"".join(p.chunk for p in parts[1:]) == data[offset:]
+
+
+def test_a_download_its_caller_stops_reading_is_closed_at_the_idle_limit(
+    tmp_path: Path, tiny_bert: Path, profile
+) -> None:
+    adapter = make_adapter(tiny_bert, tmp_path / "adapter", base_name=TINY_BERT)
+    pkg = package(tmp_path, adapter, profile, learnware_id="big")
+    settings = ServerSettings(stream_limits=StreamLimits(idle_seconds=1.0, max_seconds=60))
+    with running_market(
+        tmp_path / "m", profile, access=OPEN, base_models={TINY_BERT: tiny_bert}, settings=settings
+    ) as market:
+        with MarketClient(market.address) as client:
+            client.upload(pkg)
+        # a package larger than what the caller's transport buffers unread (a few MiB): here the
+        # stored blob is overwritten in place, since the market streams the file it has
+        blob = market.market.blobs.root / market.market.get("big").package_sha256[:2]
+        next(blob.iterdir()).write_bytes(b"\0" * (24 * 2**20))
+        with grpc.insecure_channel(market.address) as channel:
+            call = pb_grpc.MarketServiceStub(channel).Download(
+                pb.DownloadRequest(learnware_id="big"), timeout=30
+            )
+            assert next(call).header.learnware_id == "big"
+            time.sleep(3)  # read nothing more
+            with pytest.raises(grpc.RpcError) as caught:
+                for _ in call:
+                    pass
+            assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert "read nothing for 1s" in caught.value.details()
+            assert health_ms(channel) < 500
