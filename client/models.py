@@ -6,6 +6,7 @@ import os
 import warnings
 from pathlib import Path
 
+from lmdock.common.base_model_files import PACKAGED_BASE_MODELS, packaged_base_dir
 from lmdock.common.embedder_files import embedder_dir
 from lmdock.common.errors import FailedPrecondition
 
@@ -14,6 +15,8 @@ __all__ = ["quiet_model_libraries", "resolve_base_model"]
 
 def resolve_base_model(name: str) -> Path:
     """A local folder for `name`: a packaged model, a path on disk, or a HF cache entry."""
+    if name in PACKAGED_BASE_MODELS:
+        return packaged_base_dir(name)
     try:
         return embedder_dir(name)
     except FailedPrecondition:

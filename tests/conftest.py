@@ -100,3 +100,34 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     name = cluster.create_database()
     yield cluster.url(name)
     cluster.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The packaged SmolLM2-135M-Instruct, converted once per session into a private model cache
+    with every connection off the machine refused (conversion must need no network)."""
+    import os
+    import socket
+
+    from lmdock.common.base_model_files import SMOLLM2, packaged_base_dir
+
+    cache = tmp_path_factory.mktemp("model-cache")
+    previous = os.environ.get("LMDOCK_MODEL_CACHE")
+    os.environ["LMDOCK_MODEL_CACHE"] = str(cache)
+    connect = socket.socket.connect
+
+    def loopback_only(sock: socket.socket, address) -> None:  # type: ignore[no-untyped-def]
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in ("127.0.0.1", "::1"):
+            raise OSError(f"network is off in tests: connect to {address[0]} refused")
+        connect(sock, address)
+
+    socket.socket.connect = loopback_only  # type: ignore[method-assign]
+    try:
+        folder = packaged_base_dir(SMOLLM2)
+    finally:
+        socket.socket.connect = connect  # type: ignore[method-assign]
+    yield folder
+    if previous is None:
+        os.environ.pop("LMDOCK_MODEL_CACHE", None)
+    else:
+        os.environ["LMDOCK_MODEL_CACHE"] = previous
