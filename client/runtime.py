@@ -26,6 +26,7 @@ from lmdock.client.device import pick_device, pick_dtype
 from lmdock.client.embedder import mean_pool
 from lmdock.client.heads import classification_logits
 from lmdock.client.models import resolve_base_model
+from lmdock.client.prompts import chat_prompt, has_chat_template, instruction_prompt
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.package import TaskInfo
 from peft import PeftModel
@@ -127,13 +128,7 @@ class SharedBase:
                 self._model.delete_adapter(peft_name)
 
     def chat_prompt(self, messages: Sequence[dict[str, str]]) -> str:
-        """The prompt for a chat: the tokenizer's chat template, or plain "role: content" lines."""
-        if getattr(self.tokenizer, "chat_template", None):
-            return str(
-                self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-            )
-        lines = [f"{m['role']}: {m['content']}" for m in messages]
-        return "\n".join([*lines, "assistant:"])
+        return chat_prompt(self.tokenizer, messages)
 
     @torch.inference_mode()
     def classify(self, name: str, texts: Sequence[str], *, batch_size: int = 32) -> list[Classification]:
@@ -198,6 +193,8 @@ class SharedBase:
             max_length=self.max_input_tokens,
             return_tensors="pt",
             return_token_type_ids=self.kind == "classification",
+            # a chat template writes its own special tokens (`lmdock.client.prompts`)
+            add_special_tokens=self.kind == "classification" or not has_chat_template(self.tokenizer),
         ).to(self.device)
 
     def _task(self, name: str, kind: str) -> TaskInfo:
@@ -256,7 +253,8 @@ class LoadedLearnware:
             answers = self.host.classify(self.name, texts, batch_size=batch_size)
             return [max(allowed, key=answer.scores.__getitem__) for answer in answers]
         options = GenerationOptions(max_new_tokens=max_new_tokens)
-        return [g.text for g in self.host.generate(self.name, texts, options, batch_size=batch_size)]
+        prompts = [instruction_prompt(self.tokenizer, text) for text in texts]
+        return [g.text for g in self.host.generate(self.name, prompts, options, batch_size=batch_size)]
 
 
 def load_learnware(

@@ -3,9 +3,10 @@
 * classification: an encoder (AutoModelForSequenceClassification) with LoRA on its attention
   projections and a fresh head, trained and saved with the adapter (`modules_to_save`);
   loss_i = cross-entropy of example i's label.
-* generation: a causal LM (AutoModelForCausalLM) with LoRA; the prompt is the text, the target
-  the answer followed by EOS; loss_i = mean cross-entropy over example i's answer tokens only
-  (prompt and padding are masked out).
+* generation: a causal LM (AutoModelForCausalLM) with LoRA; the prompt is the text as the
+  runtime writes it (`lmdock.client.prompts`: the user's turn of the base's chat template,
+  where it has one), the target the answer followed by EOS; loss_i = mean cross-entropy over
+  example i's answer tokens only (prompt and padding are masked out).
 
 The batch loss is (1/B) Σ_i loss_i, so the per-example gradients DP-SGD clips are exactly the
 gradients of each example's own loss (a token-level mean over the batch would mix examples).
@@ -20,6 +21,7 @@ from typing import Any
 
 import torch
 from lmdock.client.heads import check_mean_pooling, classification_logits
+from lmdock.client.prompts import answer_text, has_chat_template, instruction_prompt
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.package import TaskInfo
 from peft import LoraConfig, TaskType, get_peft_model
@@ -69,13 +71,19 @@ class TaskModel:
         logits = classification_logits(self.model, batch, self.task.pooling)
         return torch.nn.functional.cross_entropy(logits, torch.tensor([index[y] for y in labels]))
 
+    def _token_ids(self, text: str, *, prompt: bool) -> list[int]:
+        """A prompt gets the tokenizer's special tokens unless a chat template wrote its own."""
+        specials = prompt and not has_chat_template(self.tokenizer)
+        ids = self.tokenizer(text, truncation=prompt, max_length=self.max_tokens, add_special_tokens=specials)
+        return list(ids["input_ids"])
+
     def _generation_loss(self, prompts: Sequence[str], answers: Sequence[str]) -> torch.Tensor:
         ids, labels = [], []
+        end = [self.eos_id] if self.eos_id is not None else []
         for prompt, answer in zip(prompts, answers, strict=True):
             # the prompt is tokenized exactly as the runtime does before generating
-            p = self.tokenizer(prompt, truncation=True, max_length=self.max_tokens)["input_ids"]
-            a = self.tokenizer(" " + answer, add_special_tokens=False)["input_ids"][: self.max_tokens]
-            a = a + ([self.eos_id] if self.eos_id is not None else [])
+            p = self._token_ids(instruction_prompt(self.tokenizer, prompt), prompt=True)
+            a = self._token_ids(answer_text(self.tokenizer, answer), prompt=False)[: self.max_tokens] + end
             ids.append(p + a)
             labels.append([IGNORE] * len(p) + a)
         width = max(len(x) for x in ids)
@@ -125,6 +133,7 @@ def load_task_model(
     else:
         model = AutoModelForCausalLM.from_pretrained(folder)
         heads, task_type = [], TaskType.CAUSAL_LM
+        tokenizer.truncation_side = "left"  # as the runtime: a long prompt keeps its end
     lora = LoraConfig(
         task_type=task_type,
         r=rank,
