@@ -118,6 +118,7 @@ def _sse(daemon: Daemon, path: str, body: dict) -> list[str]:
         f"http://{daemon.http_address}{path}", data=json.dumps(body).encode(), method="POST"
     )
     request.add_header("Authorization", f"Bearer {token_of(daemon)}")
+    request.add_header("Content-Type", "application/json")
     with urllib.request.urlopen(request, timeout=60) as response:
         assert response.headers["Content-Type"] == "text/event-stream"
         text = response.read().decode()
