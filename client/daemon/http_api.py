@@ -24,7 +24,7 @@ from lmdock.client.daemon.json_body import parse_json_object
 from lmdock.common.errors import LmdockError, NotFound
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
@@ -46,7 +46,6 @@ def create_app(daemon: Daemon, *, token: str) -> ASGIApp:
             Route("/v1/chat/completions", api.chat, methods=["POST"]),
         ],
         exception_handlers={LmdockError: api.typed_error, HTTPException: api.http_error},
-        max_body_size=daemon.config.api.max_request_bytes,
     )
     return Guard(app, token=token, max_in_flight=daemon.config.api.max_concurrent)
 
@@ -93,10 +92,31 @@ class _Api:
                 "send the body as JSON, with Content-Type: application/json",
             )
         with anyio.move_on_after(READ_TIMEOUT_S) as reading:
-            raw = await request.body()
+            raw = await self._read(request)
         if reading.cancelled_caught:
             raise HTTPException(HTTPStatus.REQUEST_TIMEOUT, f"the body did not arrive in {READ_TIMEOUT_S} s")
         return parse_json_object(raw)
+
+    async def _read(self, request: Request) -> bytes:
+        """The body, refused as soon as it is known to be too large (declared, or counted)."""
+        limit = self.daemon.config.api.max_request_bytes
+        too_large = HTTPException(
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            f"the body is larger than {limit} bytes (api.max_request_bytes)",
+        )
+        if int(request.headers.get("content-length", 0)) > limit:  # h11 let only digits through
+            raise too_large
+        body = bytearray()
+        try:
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise too_large
+        except ClientDisconnect:
+            raise HTTPException(
+                HTTPStatus.BAD_REQUEST, "the connection closed before the body ended"
+            ) from None
+        return bytes(body)
 
     async def _blocking(self, call: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(functools.partial(call, *args), limiter=self.threads)
@@ -110,9 +130,6 @@ class _Api:
         message = exc.detail
         if exc.status_code in (HTTPStatus.NOT_FOUND, HTTPStatus.METHOD_NOT_ALLOWED):
             message = f"no route {request.method} {request.url.path}; the API has {ROUTES}"
-        elif exc.status_code == HTTPStatus.REQUEST_ENTITY_TOO_LARGE:
-            limit = self.daemon.config.api.max_request_bytes
-            message = f"the body is larger than {limit} bytes (api.max_request_bytes)"
         return error_response(exc.status_code, message, headers=exc.headers)
 
 

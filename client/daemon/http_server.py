@@ -11,16 +11,30 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+from typing import Any
 
 import uvicorn
 from lmdock.client.daemon.config import parse_address
 from lmdock.client.daemon.core import Daemon
 from lmdock.client.daemon.http_api import create_app
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 __all__ = ["OpenAIServer"]
 
 BACKLOG = 2048  # connections the kernel queues while the loop is busy: a burst waits, never resets
 KEEP_ALIVE_S = 5
+
+
+class _Protocol(H11Protocol):
+    """h11 without uvicorn's access line (it writes the query string), whatever logging says.
+
+    uvicorn decides per connection from its logger's handlers, which any later logging set-up
+    can bring back; our own line is written by `Guard`.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.access_log = False
 
 
 class OpenAIServer:
@@ -38,7 +52,7 @@ class OpenAIServer:
         self.address = f"[{bound_host}]:{bound_port}" if ":" in bound_host else f"{bound_host}:{bound_port}"
         config = uvicorn.Config(
             create_app(daemon, token=token),
-            http="h11",
+            http=_Protocol,
             lifespan="off",
             log_config=None,
             access_log=False,
