@@ -7,7 +7,7 @@ inference thread is busy:
   counts; a token in the query string is ignored (and, like the whole query string, never logged);
 * more than `max_in_flight` requests being answered: 429 with `Retry-After`, never a reset;
 * one access line per request: method, path without the query string, model, status, time —
-  never headers, prompts or answers;
+  never headers, prompts or answers, and nothing that could forge a line;
 * an exception nothing mapped: 500 with a fixed body, and one log line naming its type and
   where it was raised, never its message (which may quote the request).
 """
@@ -20,6 +20,7 @@ import traceback
 from http import HTTPStatus
 
 from lmdock.client.daemon.auth import bearer_matches
+from lmdock.client.daemon.config import TASK_NAME
 from lmdock.client.daemon.http_errors import AUTH_HINT, error_response
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -56,16 +57,22 @@ class Guard:
             log.error(
                 "internal error serving %s %s: %s at %s:%s",
                 scope["method"],
-                scope["path"],
+                _path(scope),
                 type(exc).__name__,
                 where.filename,
                 where.lineno,
             )
             if not status:
                 await error_response(HTTPStatus.INTERNAL_SERVER_ERROR, INTERNAL)(scope, receive, watched)
-        model = scope.get("state", {}).get("model", "-")
         elapsed_ms = (time.monotonic() - started) * 1e3
-        log.info("%s %s model=%s -> %d in %.0f ms", scope["method"], scope["path"], model, status, elapsed_ms)
+        log.info(
+            "%s %s model=%s -> %d in %.0f ms",
+            scope["method"],
+            _path(scope),
+            _model(scope),
+            status,
+            elapsed_ms,
+        )
 
     async def _admit(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not bearer_matches(Headers(scope=scope).get("authorization"), self.token):
@@ -79,3 +86,16 @@ class Guard:
             await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
+
+
+def _path(scope: Scope) -> str:
+    """The path as sent (percent-encoded, so printable ASCII: no forged log lines); no query."""
+    return bytes(scope["raw_path"]).decode("ascii", "replace")
+
+
+def _model(scope: Scope) -> str:
+    """The model a route named, when it could be a task's name (others may hold anything)."""
+    model = scope.get("state", {}).get("model")
+    if model is None:
+        return "-"
+    return model if TASK_NAME.match(model) else "(not a task name)"

@@ -262,3 +262,12 @@ def test_a_token_in_the_query_string_is_ignored_and_never_logged(served: Served)
     logged = served.logged("GET /v1/models model=- -> 401", "GET /v1/nowhere model=- -> 404")
     assert token not in logged and "query-secret" not in logged and "api_key" not in logged
     assert "fever and rash" not in logged and "asthma" not in logged  # prompts of the tests above
+
+
+def test_paths_and_model_names_cannot_forge_log_lines(served: Served) -> None:
+    status, _ = http(served.daemon, "GET", "/v1/models/a%0A2026-01-01%20INFO%20forged-path")
+    assert status == 404
+    forged = {"model": "b\n2026-01-01 INFO forged-model", "prompt": "x"}
+    assert http(served.daemon, "POST", "/v1/completions", forged)[0] == 404
+    logged = served.logged("GET /v1/models/a%0A2026", "POST /v1/completions model=(not a task name) -> 404")
+    assert not [line for line in logged.splitlines() if line.startswith("2026-01-01")]
