@@ -19,7 +19,7 @@ import anyio.to_thread
 from lmdock.client.daemon import openai_schema as schema
 from lmdock.client.daemon.core import Daemon
 from lmdock.client.daemon.http_errors import error_response, typed_error_response
-from lmdock.client.daemon.http_guard import Guard
+from lmdock.client.daemon.http_guard import INTERNAL, Guard
 from lmdock.client.daemon.json_body import parse_json_object
 from lmdock.common.errors import LmdockError, NotFound
 from starlette.applications import Starlette
@@ -45,7 +45,11 @@ def create_app(daemon: Daemon, *, token: str) -> ASGIApp:
             Route("/v1/completions", api.completions, methods=["POST"]),
             Route("/v1/chat/completions", api.chat, methods=["POST"]),
         ],
-        exception_handlers={LmdockError: api.typed_error, HTTPException: api.http_error},
+        exception_handlers={
+            LmdockError: api.typed_error,
+            HTTPException: api.http_error,
+            Exception: _internal_error,  # answered here; `Guard` writes the one log line
+        },
     )
     return Guard(app, token=token, max_in_flight=daemon.config.api.max_concurrent)
 
@@ -131,6 +135,10 @@ class _Api:
         if exc.status_code in (HTTPStatus.NOT_FOUND, HTTPStatus.METHOD_NOT_ALLOWED):
             message = f"no route {request.method} {request.url.path}; the API has {ROUTES}"
         return error_response(exc.status_code, message, headers=exc.headers)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, INTERNAL)
 
 
 def _events(chunks: list[dict[str, Any]]) -> Response:

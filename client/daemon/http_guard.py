@@ -25,7 +25,7 @@ from lmdock.client.daemon.http_errors import AUTH_HINT, error_response
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["Guard"]
+__all__ = ["INTERNAL", "Guard"]
 
 log = logging.getLogger(__name__)
 INTERNAL = "internal error; see the daemon's log"
