@@ -66,7 +66,6 @@ class SharedBase:
         self.num_labels = num_labels
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
-        self.max_input_tokens = max_input_tokens
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         if kind == "classification":
             self._base = AutoModelForSequenceClassification.from_pretrained(
@@ -80,6 +79,9 @@ class SharedBase:
                 self.tokenizer.pad_token = self.tokenizer.eos_token
             self._base = AutoModelForCausalLM.from_pretrained(folder, dtype=self.dtype)
         self._base.to(self.device).eval()
+        # Longer prompts are cut, never read past the model's own positions (a BERT has 512).
+        self.max_positions = _position_limit(self._base, self.tokenizer, default=max_input_tokens)
+        self.max_input_tokens = min(max_input_tokens, self.max_positions)
         self._eos_ids = _eos_ids(self._base, self.tokenizer)
         self._model: Any = None  # the PeftModel, once the first adapter is attached
         self._adapters: dict[str, tuple[str, TaskInfo]] = {}  # learnware name -> (peft name, task)
@@ -160,7 +162,7 @@ class SharedBase:
         return out
 
     def _generate_batch(self, prompts: Sequence[str], options: GenerationOptions) -> list[Generation]:
-        batch = self._encode(prompts)
+        batch = self._encode(prompts, room=options.max_new_tokens)
         sampling: dict[str, Any] = {"do_sample": False}
         if options.temperature > 0:
             sampling = {"do_sample": True, "temperature": options.temperature, "top_p": options.top_p}
@@ -185,12 +187,15 @@ class SharedBase:
             results.append(Generation(text.strip(), int(used), len(row), finish))
         return results
 
-    def _encode(self, texts: Sequence[str]) -> Any:
+    def _encode(self, texts: Sequence[str], *, room: int = 0) -> Any:
+        """Token ids of `texts`, each cut to leave `room` positions for generated tokens."""
+        for text in texts:
+            _check_encodable(text)
         return self.tokenizer(
             list(texts),
             padding=True,
             truncation=True,
-            max_length=self.max_input_tokens,
+            max_length=max(1, min(self.max_input_tokens, self.max_positions - room)),
             return_tensors="pt",
             return_token_type_ids=self.kind == "classification",
             # a chat template writes its own special tokens (`lmdock.client.prompts`)
@@ -207,6 +212,23 @@ class SharedBase:
 
     def _select(self, name: str) -> None:
         self._model.set_adapter(self._adapters[name][0])
+
+
+def _position_limit(model: Any, tokenizer: Any, *, default: int) -> int:
+    """The most tokens `model` reads: its position table, or what its tokenizer says it takes."""
+    stated = [getattr(model.config, "max_position_embeddings", None), tokenizer.model_max_length]
+    # tokenizers without a stated maximum give a huge placeholder (1e30)
+    return min((n for n in stated if isinstance(n, int) and 0 < n < 10**7), default=default)
+
+
+def _check_encodable(text: str) -> None:
+    """Tokenizers take only valid Unicode; JSON can still carry an unpaired surrogate ("\\ud800")."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(
+            "a prompt holds an unpaired surrogate (a \\ud800-\\udfff escape): send valid Unicode text"
+        ) from None
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:

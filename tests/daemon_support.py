@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -23,6 +24,16 @@ from tests.helpers import make_adapter, make_package
 
 TRIAGE = "clinic-triage"  # a classifier on tiny BERT, specified by medical questions
 WRITER = "notes-writer"  # a generator on tiny Llama, specified by financial news
+
+PINNED_TASKS = f"""
+[[tasks]]
+name = "triage"
+learnware = "{TRIAGE}"
+
+[[tasks]]
+name = "notes"
+learnware = "{WRITER}"
+"""
 
 
 def lab_texts(name: str, n: int, *, skip: int = 0) -> list[str]:
@@ -67,11 +78,20 @@ def publish(address: str, packages: list[Path]) -> None:
 
 
 def write_config(
-    folder: Path, *, market: str, market_extra: str = "", extra: str = "", budget_epsilon: float = 8.0
+    folder: Path,
+    *,
+    market: str,
+    market_extra: str = "",
+    runtime_extra: str = "",
+    daemon_extra: str = "",
+    extra: str = "",
+    budget_epsilon: float = 8.0,
+    batch_wait_ms: float = 2,
 ) -> Path:
     """A daemon config for tests: everything under `folder`, APIs on free loopback ports.
 
-    `market_extra` goes into [market]; `extra` after [api] (more [api] keys, [[tasks]]).
+    `market_extra`, `runtime_extra` and `daemon_extra` go into their tables; `extra` after [api]
+    (more [api] keys, [[tasks]]).
     """
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "lmdock.toml"
@@ -80,6 +100,7 @@ def write_config(
 [daemon]
 state_dir = "state"
 log_level = "debug"
+{daemon_extra}
 
 [market]
 address = "{market}"
@@ -100,8 +121,9 @@ min_records = 20
 [runtime]
 device = "cpu"
 dtype = "float32"
-batch_wait_ms = 2
+batch_wait_ms = {batch_wait_ms}
 max_new_tokens = 16
+{runtime_extra}
 
 [api]
 http = "127.0.0.1:0"
@@ -144,3 +166,15 @@ def http(
         raw, status = exc.read(), exc.code
     text = raw.decode()
     return status, (json.loads(text) if text.startswith("{") else text)
+
+
+def wait_ready(daemon: Daemon, timeout: float = 60.0) -> None:
+    """Wait for the config's tasks (prepared in the background at start) to be ready."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = {t.name: t.state for t in daemon.tasks()}
+        if states and all(s in ("ready", "failed") for s in states.values()):
+            assert set(states.values()) == {"ready"}, daemon.tasks()
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"tasks not ready in {timeout}s: {daemon.tasks()}")

@@ -17,30 +17,20 @@ from lmdock.client.daemon.types import ChatMessage
 from lmdock.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from lmdock.lab.embedded import embedded_market
 
-from tests.daemon_support import TRIAGE, WRITER, http, packages, publish, running, token_of, write_config
+from tests.daemon_support import (
+    PINNED_TASKS,
+    TRIAGE,
+    WRITER,
+    http,
+    packages,
+    publish,
+    running,
+    token_of,
+    wait_ready,
+    write_config,
+)
 
 __all__ = ["packages"]  # the fixture, imported for pytest
-
-PINNED_TASKS = f"""
-[[tasks]]
-name = "triage"
-learnware = "{TRIAGE}"
-
-[[tasks]]
-name = "notes"
-learnware = "{WRITER}"
-"""
-
-
-def _wait_ready(daemon: Daemon, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        states = {t.name: t.state for t in daemon.tasks()}
-        if states and all(s in ("ready", "failed") for s in states.values()):
-            assert set(states.values()) == {"ready"}, daemon.tasks()
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"tasks not ready in {timeout}s: {daemon.tasks()}")
 
 
 def test_config_tasks_grpc_streaming_and_task_commands(
@@ -50,7 +40,7 @@ def test_config_tasks_grpc_streaming_and_task_commands(
         publish(address, packages)
         config = write_config(tmp_path, market=address, extra=PINNED_TASKS)
         with running(config) as daemon:
-            _wait_ready(daemon)  # config tasks are prepared in the background at start
+            wait_ready(daemon)  # config tasks are prepared in the background at start
             with LocalClient(daemon.grpc_address, token_of(daemon)) as client:
                 assert {m.name for m in client.models()} == {"triage", "notes"}
                 answer = client.complete("triage", ["fever and rash", "knee pain"], GenerationOptions())
@@ -118,6 +108,7 @@ def _sse(daemon: Daemon, path: str, body: dict) -> list[str]:
         f"http://{daemon.http_address}{path}", data=json.dumps(body).encode(), method="POST"
     )
     request.add_header("Authorization", f"Bearer {token_of(daemon)}")
+    request.add_header("Content-Type", "application/json")
     with urllib.request.urlopen(request, timeout=60) as response:
         assert response.headers["Content-Type"] == "text/event-stream"
         text = response.read().decode()
@@ -173,7 +164,7 @@ def test_a_revoked_signing_key_is_refused_when_online(packages: list[Path], tmp_
         publish(address, packages)
         config = write_config(tmp_path, market=address, extra=PINNED_TASKS)
         with running(config) as daemon:
-            _wait_ready(daemon)
+            wait_ready(daemon)
         (key,) = market.signing_keys.list("tester")  # the open market pinned the first upload's key
         market.signing_keys.revoke(key.publisher, key.key_id)
         with running(config) as daemon:  # at start, ready tasks are checked against revocations

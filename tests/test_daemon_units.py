@@ -1,4 +1,4 @@
-"""Small parts of the daemon: the OpenAI request parser, the task registry, the API token."""
+"""Small parts of the daemon: the OpenAI request parser, JSON depth, the task registry, the API token."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from lmdock.client.answers import Classification, GenerationOptions
 from lmdock.client.daemon import local_serde as serde
 from lmdock.client.daemon.auth import bearer_matches, load_or_create_token, read_token
 from lmdock.client.daemon.config import TaskSettings
+from lmdock.client.daemon.json_body import nesting_depth
 from lmdock.client.daemon.openai_schema import parse_chat, parse_completion
 from lmdock.client.daemon.registry import TaskRecord, TaskRegistry
 from lmdock.client.daemon.types import Completion, DaemonStatus, LoadedBase
@@ -160,3 +163,25 @@ def test_records_round_trip_through_the_local_api() -> None:
     assert serde.status_from_pb(serde.status_to_pb(status)) == status
     options = GenerationOptions(max_new_tokens=9, temperature=0.5, top_p=0.5, stop=("\n",))
     assert serde.options_from_pb(serde.options_to_pb(options), default_max_tokens=1) == options
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ab'),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(alphabet='[]{}"ab'), inner, max_size=3)
+    ),
+    max_leaves=20,
+)
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    return 0
+
+
+@given(_JSON)
+def test_nesting_depth_counts_brackets_outside_strings(value: object) -> None:
+    assert nesting_depth(json.dumps(value).encode()) == _depth(value)

@@ -14,7 +14,7 @@ from typing import IO, Any
 from lmdock.client.daemon.auth import load_or_create_token
 from lmdock.client.daemon.config import DaemonConfig
 from lmdock.client.daemon.core import Daemon
-from lmdock.client.daemon.http_api import OpenAIServer
+from lmdock.client.daemon.http_server import OpenAIServer
 from lmdock.client.daemon.local_grpc import create_local_server
 from lmdock.client.daemon.runfile import RunInfo, hold_lock, remove_runfile, write_runfile
 from lmdock.client.files import open_private, private_dir
@@ -23,7 +23,7 @@ from lmdock.common.errors import FailedPrecondition
 __all__ = ["RunningDaemon", "serve"]
 
 log = logging.getLogger("lmdock.daemon")
-STOP_GRACE_S = 10.0
+STOP_GRACE_S = 10
 
 
 class RunningDaemon:
@@ -50,7 +50,9 @@ class RunningDaemon:
             daemon.grpc_address = f"{host}:{port}"
             if config.api.http:
                 try:
-                    self._http = OpenAIServer(daemon, address=config.api.http, token=token)
+                    self._http = OpenAIServer(
+                        daemon, address=config.api.http, token=token, grace_s=STOP_GRACE_S
+                    )
                 except OSError as exc:
                     raise FailedPrecondition(
                         f"cannot listen on api.http = {config.api.http}: {exc}"
@@ -77,7 +79,7 @@ class RunningDaemon:
     def stop(self) -> None:
         """Stop listening, let requests in flight finish (up to a grace period), release everything."""
         if self._http is not None:
-            self._http.stop(grace_s=STOP_GRACE_S)
+            self._http.stop()
             self._http = None
         if self._grpc is not None:
             self._grpc.stop(grace=STOP_GRACE_S).wait()
@@ -102,10 +104,11 @@ def configure_logging(config: DaemonConfig) -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("lmdock")
-    root.handlers[:] = [handler]
-    root.setLevel(config.daemon.log_level.upper())
-    root.propagate = False
+    for name in ("lmdock", "uvicorn"):  # uvicorn's own lines: refused connections, shutdown
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(config.daemon.log_level.upper())
+        logger.propagate = False
 
 
 def serve(config: DaemonConfig, *, as_json: bool = False) -> int:

@@ -2,7 +2,8 @@
 
 One worker thread per loaded base model takes the first waiting job, waits up to `wait_s` for
 more (at most `max_batch` texts), and runs jobs that ask the same adapter the same thing as one
-batch. The single worker also serializes `set_adapter`, so jobs for different adapters on the
+batch. When a batch fails, its jobs run again one by one, so a bad input fails only its own
+request. The single worker also serializes `set_adapter`, so jobs for different adapters on the
 same base never interleave.
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 
 from lmdock.client.answers import GenerationOptions
 from lmdock.client.runtime import SharedBase
+from lmdock.common.errors import LmdockError
 
 __all__ = ["Batcher"]
 
@@ -95,9 +97,18 @@ class Batcher:
             else:
                 results = self.host.generate(name, inputs, options, batch_size=self.max_batch)
         except Exception as exc:
-            log.exception("inference failed on base %s (%s)", self.host.base_model, type(exc).__name__)
-            for job in group:
-                job.future.set_exception(exc)
+            if len(group) > 1:  # one caller's input must not fail the others: each on its own
+                log.warning(
+                    "a batch of %d requests failed (%s); running them one by one",
+                    len(group),
+                    type(exc).__name__,
+                )
+                for job in group:
+                    self._run([job])
+                return
+            if not isinstance(exc, LmdockError):  # a typed error is the caller's; anything else ours
+                log.exception("inference failed on base %s (%s)", self.host.base_model, type(exc).__name__)
+            group[0].future.set_exception(exc)
             return
         self.batches_run += 1
         start = 0

@@ -1,228 +1,153 @@
-"""The OpenAI-compatible HTTP API, on the standard library's ThreadingHTTPServer.
+"""The OpenAI-compatible HTTP API: a Starlette app over `Daemon`, behind `Guard`.
 
-Why the standard library: the API is four JSON routes behind a bearer token on the loopback
-interface, and the work behind each route is model inference that the pool serializes per
-base model anyway; http.server covers that with no new dependency to audit or pin.
-
-Every route needs `Authorization: Bearer <token>`. Bodies are limited in size, and
-answers are JSON (or server-sent events when `stream` is true). The log records method,
-path, status, model and time — never prompts or answers.
+Handlers run on the event loop only to read and answer; the daemon's operations (registry
+reads, inference) run on worker threads under one bounded limiter, so a slow answer never holds
+up another request. Bodies are JSON objects of at most api.max_request_bytes, read within
+`READ_TIMEOUT_S`; answers are JSON, or server-sent events when `stream` is true.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-import logging
-import socket
-import threading
-import time
+from collections.abc import AsyncIterator, Callable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
 from lmdock.client.daemon import openai_schema as schema
-from lmdock.client.daemon.auth import bearer_matches
-from lmdock.client.daemon.config import parse_address
 from lmdock.client.daemon.core import Daemon
-from lmdock.common.errors import InvalidArgument, LmdockError, NotFound
+from lmdock.client.daemon.http_errors import error_response, typed_error_response
+from lmdock.client.daemon.http_guard import INTERNAL, Guard
+from lmdock.client.daemon.json_body import parse_json_object
+from lmdock.common.errors import LmdockError, NotFound
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp
 
-__all__ = ["OpenAIServer"]
+__all__ = ["create_app"]
 
-log = logging.getLogger(__name__)
-
-_STATUS = {
-    "INVALID_ARGUMENT": (HTTPStatus.BAD_REQUEST, "invalid_request_error"),
-    "NOT_FOUND": (HTTPStatus.NOT_FOUND, "not_found_error"),
-    "ALREADY_EXISTS": (HTTPStatus.CONFLICT, "invalid_request_error"),
-    "UNAUTHENTICATED": (HTTPStatus.UNAUTHORIZED, "authentication_error"),
-    "PERMISSION_DENIED": (HTTPStatus.FORBIDDEN, "permission_error"),
-    "RESOURCE_EXHAUSTED": (HTTPStatus.TOO_MANY_REQUESTS, "rate_limit_error"),
-    "FAILED_PRECONDITION": (HTTPStatus.SERVICE_UNAVAILABLE, "service_unavailable_error"),
-}
 READ_TIMEOUT_S = 60
+ROUTES = "GET /v1/models, POST /v1/completions, POST /v1/chat/completions"
+T = TypeVar("T")
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+def create_app(daemon: Daemon, *, token: str) -> ASGIApp:
+    api = _Api(daemon)
+    app = Starlette(
+        routes=[
+            Route("/v1/models", api.models, methods=["GET"]),
+            Route("/v1/models/{name:path}", api.model, methods=["GET"]),
+            Route("/v1/completions", api.completions, methods=["POST"]),
+            Route("/v1/chat/completions", api.chat, methods=["POST"]),
+        ],
+        exception_handlers={
+            LmdockError: api.typed_error,
+            HTTPException: api.http_error,
+            Exception: _internal_error,  # answered here; `Guard` writes the one log line
+        },
+    )
+    return Guard(app, token=token, max_in_flight=daemon.config.api.max_concurrent)
 
-    def __init__(self, address: tuple[str, int], daemon: Daemon, token: str) -> None:
-        self.lmdock = daemon
-        self.token = token
-        self.in_flight = 0  # requests being answered (idle keep-alive connections do not count)
-        self.idle = threading.Condition()
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        super().__init__(address, _Handler)
 
+class _Api:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        # As many threads as requests admitted: an admitted request never waits for one.
+        self.threads = anyio.CapacityLimiter(daemon.config.api.max_concurrent)
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"  # keep-alive: every JSON answer carries a Content-Length
-    server_version = "lmdock-daemon"
-    sys_version = ""
-    timeout = READ_TIMEOUT_S
-    error_content_type = "application/json"
+    async def models(self, request: Request) -> Response:
+        records = await self._blocking(self.daemon.models)
+        return JSONResponse({"object": "list", "data": [schema.model_object(r) for r in records]})
 
-    def log_message(self, format: str, *args: Any) -> None:
-        """http.server's own lines (malformed requests) go to our log, at debug level."""
-        log.debug("http %s: " + format, self.client_address[0], *args)
+    async def model(self, request: Request) -> Response:
+        name = request.state.model = request.path_params["name"]
+        matches = [r for r in await self._blocking(self.daemon.models) if r.name == name]
+        if not matches:
+            raise NotFound(f"model {name!r} does not exist or is not ready; GET /v1/models lists them")
+        return JSONResponse(schema.model_object(matches[0]))
 
-    def do_GET(self) -> None:
-        self._handle("GET")
+    async def completions(self, request: Request) -> Response:
+        model, prompts, options, stream = schema.parse_completion(await self._body(request))
+        request.state.model = model
+        result = await self._blocking(self.daemon.complete, model, prompts, options)
+        if stream:
+            return _events(schema.completion_chunks(result))
+        return JSONResponse(schema.completion_response(result))
 
-    def do_POST(self) -> None:
-        self._handle("POST")
+    async def chat(self, request: Request) -> Response:
+        body = await self._body(request)
+        model, messages, options, stream = schema.parse_chat(body, self.daemon.config.runtime.max_new_tokens)
+        request.state.model = model
+        result = await self._blocking(self.daemon.chat, model, messages, options)
+        if stream:
+            return _events(schema.chat_chunks(result))
+        return JSONResponse(schema.chat_response(result))
 
-    def _handle(self, method: str) -> None:
-        with self.server.idle:
-            self.server.in_flight += 1
-        try:
-            self._answer(method)
-        finally:
-            with self.server.idle:
-                self.server.in_flight -= 1
-                self.server.idle.notify_all()
-
-    def _answer(self, method: str) -> None:
-        started = time.monotonic()
-        self._model = "-"
-        self._body_read = False
-        status = HTTPStatus.OK
-        try:
-            if not bearer_matches(self.headers.get("Authorization"), self.server.token):
-                status = self._error(
-                    HTTPStatus.UNAUTHORIZED, "authentication_error", _AUTH_HINT, "invalid_api_key"
-                )
-            else:
-                status = self._route(method)
-        except LmdockError as exc:
-            code, kind = _STATUS.get(exc.status, (HTTPStatus.INTERNAL_SERVER_ERROR, "api_error"))
-            status = self._error(code, kind, str(exc), _code_for(exc))
-        except Exception as exc:  # our bug: log the type and traceback, never the request
-            log.exception("internal error serving %s %s (%s)", method, self.path, type(exc).__name__)
-            status = self._error(
-                HTTPStatus.INTERNAL_SERVER_ERROR, "api_error", "internal error; see the daemon's log"
+    async def _body(self, request: Request) -> dict[str, Any]:
+        media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media_type != "application/json":
+            raise HTTPException(
+                HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                "send the body as JSON, with Content-Type: application/json",
             )
-        log.info(
-            "%s %s model=%s -> %d in %.0f ms",
-            method,
-            self.path,
-            self._model,
-            status,
-            (time.monotonic() - started) * 1e3,
+        with anyio.move_on_after(READ_TIMEOUT_S) as reading:
+            raw = await self._read(request)
+        if reading.cancelled_caught:
+            raise HTTPException(HTTPStatus.REQUEST_TIMEOUT, f"the body did not arrive in {READ_TIMEOUT_S} s")
+        return parse_json_object(raw)
+
+    async def _read(self, request: Request) -> bytes:
+        """The body, refused as soon as it is known to be too large (declared, or counted)."""
+        limit = self.daemon.config.api.max_request_bytes
+        too_large = HTTPException(
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            f"the body is larger than {limit} bytes (api.max_request_bytes)",
         )
-
-    def _route(self, method: str) -> HTTPStatus:
-        daemon = self.server.lmdock
-        path = self.path.split("?", 1)[0].rstrip("/")
-        if method == "GET" and path == "/v1/models":
-            return self._json({"object": "list", "data": [schema.model_object(r) for r in daemon.models()]})
-        if method == "GET" and path.startswith("/v1/models/"):
-            self._model = path.removeprefix("/v1/models/")
-            matches = [r for r in daemon.models() if r.name == self._model]
-            if not matches:
-                raise NotFound(
-                    f"model {self._model!r} does not exist or is not ready; GET /v1/models lists them"
-                )
-            return self._json(schema.model_object(matches[0]))
-        if method == "POST" and path == "/v1/completions":
-            model, prompts, options, stream = schema.parse_completion(self._body())
-            self._model = model
-            result = daemon.complete(model, prompts, options)
-            if stream:
-                return self._events(schema.completion_chunks(result))
-            return self._json(schema.completion_response(result))
-        if method == "POST" and path == "/v1/chat/completions":
-            model, messages, options, stream = schema.parse_chat(
-                self._body(), daemon.config.runtime.max_new_tokens
-            )
-            self._model = model
-            result = daemon.chat(model, messages, options)
-            if stream:
-                return self._events(schema.chat_chunks(result))
-            return self._json(schema.chat_response(result))
-        allowed = "GET /v1/models, POST /v1/completions, POST /v1/chat/completions"
-        return self._error(
-            HTTPStatus.NOT_FOUND, "not_found_error", f"no route {method} {path}; the API has {allowed}"
-        )
-
-    def _body(self) -> dict[str, Any]:
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            raise InvalidArgument(
-                "send the body with a Content-Length header (chunked bodies are not supported)"
-            )
-        limit = self.server.lmdock.config.api.max_request_bytes
-        if int(length) > limit:
-            raise InvalidArgument(
-                f"the body is {length} bytes, more than the limit of {limit} (api.max_request_bytes)"
-            )
-        raw = self.rfile.read(int(length))
-        self._body_read = True
+        if int(request.headers.get("content-length", 0)) > limit:  # h11 let only digits through
+            raise too_large
+        body = bytearray()
         try:
-            body = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidArgument(f"the body is not valid JSON ({exc})") from None
-        if not isinstance(body, dict):
-            raise InvalidArgument("the body must be a JSON object")
-        return body
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise too_large
+        except ClientDisconnect:
+            raise HTTPException(
+                HTTPStatus.BAD_REQUEST, "the connection closed before the body ended"
+            ) from None
+        return bytes(body)
 
-    def _json(self, value: Any, status: HTTPStatus = HTTPStatus.OK) -> HTTPStatus:
-        data = json.dumps(value).encode()
-        if self.command == "POST" and not self._body_read:
-            self.close_connection = True  # an unread body would be taken for the next request
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        if status == HTTPStatus.UNAUTHORIZED:
-            self.send_header("WWW-Authenticate", 'Bearer realm="lmdock"')
-        self.end_headers()
-        self.wfile.write(data)
-        return status
+    async def _blocking(self, call: Callable[..., T], *args: Any) -> T:
+        return await anyio.to_thread.run_sync(functools.partial(call, *args), limiter=self.threads)
 
-    def _events(self, chunks: list[dict[str, Any]]) -> HTTPStatus:
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Connection", "close")  # no length: the end of the stream ends the answer
-        self.end_headers()
-        self.close_connection = True
+    async def typed_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, LmdockError)
+        return typed_error_response(exc)
+
+    async def http_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        message = exc.detail
+        if exc.status_code in (HTTPStatus.NOT_FOUND, HTTPStatus.METHOD_NOT_ALLOWED):
+            message = f"no route {request.method} {request.url.path}; the API has {ROUTES}"
+        return error_response(exc.status_code, message, headers=exc.headers)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, INTERNAL)
+
+
+def _events(chunks: list[dict[str, Any]]) -> Response:
+    """Server-sent events, one per chunk, then [DONE]."""
+
+    async def lines() -> AsyncIterator[str]:
         for chunk in chunks:
-            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-        self.wfile.write(b"data: [DONE]\n\n")
-        return HTTPStatus.OK
+            yield f"data: {json.dumps(chunk)}\n\n"
+        yield "data: [DONE]\n\n"
 
-    def _error(self, status: HTTPStatus, kind: str, message: str, code: str | None = None) -> HTTPStatus:
-        return self._json({"error": {"message": message, "type": kind, "param": None, "code": code}}, status)
-
-
-_AUTH_HINT = (
-    "missing or wrong bearer token: send 'Authorization: Bearer <token>' (the token is in api.token_file)"
-)
-
-
-def _code_for(exc: LmdockError) -> str | None:
-    return "model_not_found" if isinstance(exc, NotFound) else None
-
-
-class OpenAIServer:
-    """Serves `daemon` over HTTP on `address` (port 0: any free port) from a background thread."""
-
-    def __init__(self, daemon: Daemon, *, address: str, token: str) -> None:
-        self._server = _Server(parse_address(address, where="api.http"), daemon, token)
-        host, port = str(self._server.server_address[0]), self._server.server_address[1]
-        self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="http-api", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, *, grace_s: float = 10.0) -> None:
-        """Stop accepting requests and wait (up to `grace_s`) for those being answered."""
-        if self._thread.is_alive():
-            self._server.shutdown()
-        self._server.server_close()
-        with self._server.idle:
-            self._server.idle.wait_for(lambda: self._server.in_flight == 0, timeout=grace_s)
+    headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    return StreamingResponse(lines(), headers=headers)

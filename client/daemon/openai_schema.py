@@ -25,6 +25,7 @@ __all__ = [
     "chat_response",
     "completion_chunks",
     "completion_response",
+    "error_body",
     "model_object",
     "parse_chat",
     "parse_completion",
@@ -123,6 +124,11 @@ def _content(content: Any, i: int) -> str:
             texts.append(part["text"])
         return "\n".join(texts)
     raise InvalidArgument(f"messages[{i}].content must be a string or a list of text parts")
+
+
+def error_body(message: str, kind: str, code: str | None = None) -> dict[str, Any]:
+    """The OpenAI API's error object: `type` is the kind of error, `code` a specific one."""
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
 def model_object(record: TaskRecord) -> dict[str, Any]:
