@@ -23,7 +23,7 @@ from typing import Any
 from lmdock.common.canonical import canonical_json, sha256_hex
 from lmdock.common.errors import InvalidArgument
 
-__all__ = ["KERNELS", "MAX_SIGMA", "SPEC_VERSION", "SpecProfile", "default_max_sigma"]
+__all__ = ["KERNELS", "MAX_SIGMA", "POLICY_FIELDS", "SPEC_VERSION", "SpecProfile", "default_max_sigma"]
 
 #: Version of the spec format: the feature maps below and a release on a grid finer than the noise.
 SPEC_VERSION = 1
