@@ -225,7 +225,8 @@ def search_kills(work: Path, address: str, kills: int) -> dict[str, object]:
     notes = (json.dumps({"text": f"note {i}: the patient reports symptom {i % 7}"}) for i in range(60))
     task.write_text("".join(note + "\n" for note in notes))
     ledger = work / "ledger.jsonl"
-    search = lmdock("search", "--market", address, "--data", str(task), "--epsilon", "0.1")
+    # epsilon 0.5 over 60 notes: sigma about 0.27, inside the default profile's max_sigma (0.76)
+    search = lmdock("search", "--market", address, "--data", str(task), "--epsilon", "0.5")
     full = timed([*search, "--ledger", str(work / "timing-ledger.jsonl")])
     for _ in range(kills):
         killed_after(

@@ -65,6 +65,8 @@ class Match:
     domain: str
     distance: float  # debiased squared kernel-mean distance (MMD^2 estimate)
     score: float  # 0..1, higher is better
+    distance_sd: float = 0.0  # its standard deviation under the noise of both specs
+    rank_bound: float = 0.0  # what matches are sorted by (lmdock.common.ranking); 0 from older markets
 
 
 @dataclass(frozen=True)

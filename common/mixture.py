@@ -12,6 +12,11 @@ which is ||s - M'w||^2 with every noise energy removed, so that E f(w) = ||mu - 
 independent noises (D = dimension). f(w*) is the *residual*: the estimated squared MMD between
 the query's data and the best mixture, in the same units as a single match's distance.
 
+As in the ranking (`ranking`), a noisy spec must not win weight by luck: the self term G_ll,
+whose noise ||z_l||^2 - sigma_l^2 D + 2 mu_l.z_l has variance 2 D sigma_l^4 + 4 sigma_l^2 ||mu_l||^2,
+is charged RANK_Z of its standard deviations (plug-in ||mu_l||^2 ~ max(G_ll, 0)). Exact specs
+pay nothing; for the others the residual includes the charge, so it errs towards too large.
+
 Solver: projected gradient descent with Nesterov momentum (FISTA, step 1/L with
 L = 2 lambda_max(G)), projecting onto the probability simplex by sorting (Duchi et al., 2008).
 When noise makes G indefinite, its spectrum is shifted up to 0 so that f stays convex.
@@ -24,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from lmdock.common.ranking import RANK_Z
 
 __all__ = ["Mixture", "explain_as_mixture", "project_to_simplex", "simplex_least_squares"]
 
@@ -74,10 +80,13 @@ class Mixture:
 
 
 def _objective_terms(
-    query: FloatArray, query_sigma: float, matrix: FloatArray, sigmas: FloatArray
+    query: FloatArray, query_sigma: float, matrix: FloatArray, sigmas: FloatArray, z: float
 ) -> tuple[FloatArray, FloatArray, float]:
     dim = query.shape[0]
-    gram = matrix @ matrix.T - np.diag(sigmas**2 * dim)
+    own = sigmas**2
+    gram = matrix @ matrix.T - np.diag(own * dim)
+    self_terms = np.maximum(np.diag(gram), 0.0)
+    gram = gram + np.diag(z * np.sqrt(2.0 * dim * own**2 + 4.0 * own * self_terms))
     gram = (gram + gram.T) / 2.0
     lowest = float(np.linalg.eigvalsh(gram)[0])
     if lowest < 0:
@@ -93,13 +102,16 @@ def explain_as_mixture(
     *,
     max_components: int = 4,
     min_weight: float = 0.05,
+    z: float = RANK_Z,
 ) -> Mixture:
     """Weights over at most `max_components` rows of `matrix` (each >= `min_weight`) explaining `query`.
+
+    `z`: standard deviations of its own noise charged to each component (0: point estimates).
 
     Solves over all rows, keeps the heaviest components, and solves again over those.
     """
     q, m, s = (np.asarray(x, dtype=np.float64) for x in (query, matrix, sigmas))
-    gram, linear, constant = _objective_terms(q, query_sigma, m, s)
+    gram, linear, constant = _objective_terms(q, query_sigma, m, s, z)
     weights = simplex_least_squares(gram, linear)
     order = [int(i) for i in np.argsort(-weights, kind="stable")[:max_components] if weights[i] >= min_weight]
     keep = order or [int(np.argmax(weights))]

@@ -5,24 +5,43 @@ limit, dtype), and the explicit feature map applied to the unit embeddings (kern
 dimension, bandwidth, public seed, public centre, clip radius) together with a hash of that
 map's parameters. The client rebuilds the feature map from the profile and refuses the profile
 unless both the embedder's weight hash and the feature-map hash match (see `features`).
+
+One field is the market's policy rather than part of how a spec is computed: `max_sigma`, the
+largest noise a spec may carry (uploads and searches). It stays out of the profile id, so
+declaring it (or a profile file written before it existed, which gets the default) leaves every
+published spec, package and client comparable; docs/search.md derives the default.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from lmdock.common.canonical import canonical_json, sha256_hex
 from lmdock.common.errors import InvalidArgument
 
-__all__ = ["KERNELS", "SPEC_VERSION", "SpecProfile"]
+__all__ = ["KERNELS", "MAX_SIGMA", "POLICY_FIELDS", "SPEC_VERSION", "SpecProfile", "default_max_sigma"]
 
 #: Version of the spec format: the feature maps below and a release on a grid finer than the noise.
 SPEC_VERSION = 1
 KERNELS = ("linear", "rbf")
 MAX_FEATURE_DIM = 16384
+
+#: The hard ceiling on any profile's max_sigma: far past the point where a spec says anything,
+#: and it keeps sigma^2 * D from overflowing a float.
+MAX_SIGMA = 1000.0
+
+#: Profile fields that are the market's acceptance policy: outside the profile id.
+POLICY_FIELDS = ("max_sigma",)
+
+
+def default_max_sigma(feature_dim: int, clip_radius: float) -> float:
+    """2 * 2R / (2D)^(1/4): twice the sigma at which a spec's own noise moves its distance
+    (sd sqrt(2D) sigma^2) by as much as the whole range of distances, (2R)^2."""
+    return 2.0 * 2.0 * clip_radius / math.sqrt(math.sqrt(2.0 * feature_dim))
 
 
 @dataclass(frozen=True)
@@ -41,6 +60,7 @@ class SpecProfile:
     max_tokens: int = 256
     dtype: str = "float32"
     version: int = SPEC_VERSION
+    max_sigma: float = 0.0  # 0: default_max_sigma(feature_dim, clip_radius), set on construction
 
     def __post_init__(self) -> None:
         if self.kernel not in KERNELS:
@@ -67,11 +87,17 @@ class SpecProfile:
             raise InvalidArgument(f"max_tokens {self.max_tokens} out of range")
         if not 0 <= self.seed < 2**63:
             raise InvalidArgument("seed must be in [0, 2^63)")
+        if self.max_sigma == 0:
+            object.__setattr__(self, "max_sigma", default_max_sigma(self.feature_dim, self.clip_radius))
+        if not (math.isfinite(self.max_sigma) and 0 < self.max_sigma <= MAX_SIGMA):
+            raise InvalidArgument(f"max_sigma must be in (0, {MAX_SIGMA:g}], got {self.max_sigma!r}")
 
     @property
     def profile_id(self) -> str:
-        """First 16 hex digits of the sha256 of the canonical encoding of every field."""
-        return sha256_hex(canonical_json(self.to_dict()))[:16]
+        """First 16 hex digits of the sha256 of the canonical encoding of every field that
+        shapes a spec (all but `POLICY_FIELDS`, so profiles from before them keep their id)."""
+        shaping = {k: v for k, v in self.to_dict().items() if k not in POLICY_FIELDS}
+        return sha256_hex(canonical_json(shaping))[:16]
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -26,12 +26,13 @@ def make_profile(
     clip_radius: float = 1.0,
     centre: Sequence[float] = (),
     max_tokens: int = 256,
+    max_sigma: float = 0.0,
 ) -> SpecProfile:
     """A complete profile, with the feature-map hash computed from its parameters.
 
     The linear kernel is the default: measured identification accuracy under DP is best with
     it (docs/privacy.md). `centre` values are rounded to float32 so the profile is exact on
-    the wire.
+    the wire. `max_sigma` 0 takes the profile's default (`default_max_sigma`).
     """
     dim = feature_dim if feature_dim is not None else embedding_dim
     centre32 = tuple(float(x) for x in np.asarray(centre, dtype=np.float32))
@@ -56,4 +57,5 @@ def make_profile(
         clip_radius=clip_radius,
         centre=centre32,
         max_tokens=max_tokens,
+        max_sigma=max_sigma,
     )

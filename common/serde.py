@@ -53,6 +53,7 @@ def profile_to_pb(p: SpecProfile) -> pb.SpecProfile:
         feature_map_sha256=p.feature_map_sha256,
         clip_radius=p.clip_radius,
         centre=list(p.centre),
+        max_sigma=p.max_sigma,
     )
 
 
@@ -75,6 +76,7 @@ def profile_from_pb(m: pb.SpecProfile) -> SpecProfile:
             "feature_map_sha256": m.feature_map_sha256,
             "clip_radius": m.clip_radius,
             "centre": list(m.centre),
+            "max_sigma": m.max_sigma,  # 0 from a market that predates it: the profile's default
         }
     )
 
@@ -160,7 +162,13 @@ def search_result_to_pb(r: SearchResult) -> pb.SearchResponse:
     return pb.SearchResponse(
         matches=[
             pb.Match(
-                learnware_id=m.learnware_id, name=m.name, domain=m.domain, distance=m.distance, score=m.score
+                learnware_id=m.learnware_id,
+                name=m.name,
+                domain=m.domain,
+                distance=m.distance,
+                score=m.score,
+                distance_sd=m.distance_sd,
+                rank_bound=m.rank_bound,
             )
             for m in r.matches
         ],
@@ -173,7 +181,13 @@ def search_result_from_pb(m: pb.SearchResponse) -> SearchResult:
     return SearchResult(
         matches=tuple(
             Match(
-                learnware_id=x.learnware_id, name=x.name, domain=x.domain, distance=x.distance, score=x.score
+                learnware_id=x.learnware_id,
+                name=x.name,
+                domain=x.domain,
+                distance=x.distance,
+                score=x.score,
+                distance_sd=x.distance_sd,
+                rank_bound=x.rank_bound,
             )
             for x in m.matches
         ),

@@ -28,9 +28,10 @@ All of that depends on public parameters only, so `plan_release` fixes it from t
 the number of units before any data is embedded; the plan's `cost` is what a ledger checks,
 and the `SpecRelease` it makes carries the same cost to be booked.
 
-Distances: the market ranks learnware l by d_l = ||s - mu_l||^2 - sigma^2 D - sigma_l^2 D.
+Distances: the market's distance to learnware l is d_l = ||s - mu_l||^2 - sigma^2 D - sigma_l^2 D.
 E||mu + z - mu_l||^2 = ||mu - mu_l||^2 + sigma^2 D, so subtracting the known noise energy makes
-d_l an unbiased estimate of the squared MMD between the two data sets' feature means.
+d_l an unbiased estimate of the squared MMD between the two data sets' feature means. It ranks
+by d_l plus its uncertainty (`ranking`), and accepts no spec noisier than the profile's max_sigma.
 """
 
 from __future__ import annotations
@@ -166,10 +167,6 @@ class Spec:
         check_norm(float(np.linalg.norm(self.values.astype(np.float64))), self.privacy.sigma, profile)
 
 
-#: No honest release comes near it (epsilon = 0.01 from 50 units needs sigma ~ 21 at R = 1);
-#: beyond it a spec says nothing, and sigma^2 * D stays far from overflowing a float.
-MAX_SIGMA = 1000.0
-
 #: Each norm bound below fails for an honest spec with probability at most e^-x: 1e-9 for both.
 _TAIL_X = math.log(2e9)
 
@@ -190,13 +187,17 @@ def norm_bounds(sigma: float, profile: SpecProfile) -> tuple[float, float]:
 
 
 def check_norm(norm: float, sigma: float, profile: SpecProfile) -> None:
-    """Refuse a spec whose norm its claimed sigma cannot explain (see `norm_bounds`).
+    """Refuse a spec noisier than the profile allows, or whose norm its sigma cannot explain
+    (see `norm_bounds`).
 
     Too long: its values lie outside what R and sigma allow. Too short: the claimed sigma is
     larger than the noise it carries, which would buy it a bias in the market's ranking.
     """
-    if not (math.isfinite(sigma) and 0 <= sigma <= MAX_SIGMA):
-        raise InvalidArgument(f"spec sigma must be in [0, {MAX_SIGMA:g}], got {sigma!r}")
+    if not (math.isfinite(sigma) and 0 <= sigma <= profile.max_sigma):
+        raise InvalidArgument(
+            f"spec sigma must be in [0, {profile.max_sigma:.4g}] (the profile's max_sigma: noisier "
+            f"specs carry no ranking information), got {sigma!r}"
+        )
     low, high = norm_bounds(sigma, profile)
     if norm > high:
         raise InvalidArgument(
@@ -317,6 +318,12 @@ def plan_release(
     calibration = calibrate(
         epsilon=epsilon, delta=delta, clip_radius=profile.clip_radius, bucket=bucket, dim=profile.feature_dim
     )
+    if calibration.sigma > profile.max_sigma:  # refused here, before a ledger books anything
+        raise InvalidArgument(
+            f"epsilon={epsilon:g} over {units} {unit}s needs noise sigma={calibration.sigma:.4g}, above the "
+            f"market profile's max_sigma {profile.max_sigma:.4g} (a spec that noisy carries no ranking "
+            "information): use a larger epsilon or more records"
+        )
     return ReleasePlan(profile=profile, unit=unit, size_bucket=bucket, calibration=calibration)
 
 

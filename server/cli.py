@@ -89,11 +89,12 @@ def _serve(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     server.start()
     log.info(
-        "market listening on %s:%d (%s, profile %s, %d learnwares, anonymous: %s)",
+        "market listening on %s:%d (%s, profile %s, max_sigma %.4g, %d learnwares searchable, anonymous: %s)",
         host,
         port,
         "mTLS" if tls and tls.client_ca_file else "TLS" if tls else "plaintext",
         profile.profile_id,
+        profile.max_sigma,
         len(market.index),
         args.allow_anonymous,
     )

@@ -65,7 +65,10 @@ class Market:
         self.blobs = blobs
         self.limits = limits
         self.base_models = base_models or BaseModels()
-        self.index = index(self.catalogue.iter_all(profile_id=profile.profile_id))
+        # A learnware listed before the profile's max_sigma was lowered below its spec's noise
+        # is ranked no more than an upload of it would be accepted.
+        listed = self.catalogue.iter_all(profile_id=profile.profile_id)
+        self.index = index(lw for lw in listed if lw.spec.privacy.sigma <= profile.max_sigma)
         # Blobs are shared by content: identical uploads stage the same sha256. Committing a blob
         # and listing it, or unlisting and deleting it, happen under this lock, and a blob is
         # deleted only when no catalogue row names it (so a losing duplicate upload, or an

@@ -22,9 +22,19 @@ def test_profile_round_trips_through_proto_and_json(rng) -> None:
         seed=3,
         centre=rng.standard_normal(128) * 0.1,
         clip_radius=0.8,
+        max_sigma=2.5,
     )
     assert serde.profile_from_pb(serde.profile_to_pb(profile)) == profile
     assert SpecProfile.from_json(profile.to_json()) == profile
+
+
+def test_a_profile_from_a_market_before_max_sigma_gets_the_default() -> None:
+    declared = make_profile(embedder_hash="a" * 64, max_sigma=2.5)
+    message = serde.profile_to_pb(declared)
+    message.ClearField("max_sigma")  # what an older market sends
+    old = serde.profile_from_pb(message)
+    assert old.max_sigma == make_profile(embedder_hash="a" * 64).max_sigma
+    assert old.profile_id == declared.profile_id
 
 
 def test_profile_with_wrong_id_is_refused() -> None:
@@ -64,7 +74,10 @@ def test_learnware_and_search_round_trips() -> None:
     assert np.array_equal(again.spec.values, info.spec.values)
     assert again.__dict__ | {"spec": None} == info.__dict__ | {"spec": None}
     result = SearchResult(
-        matches=(Match("a", "A", "d", 0.1, 0.9),),
+        matches=(
+            Match("a", "A", "d", 0.1, 0.9),
+            Match("b", "B", "d", 0.2, 0.5, distance_sd=0.05, rank_bound=0.3),
+        ),
         mixture=(MixtureComponent("a", 1.0),),
         mixture_residual=0.01,
     )

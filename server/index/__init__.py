@@ -15,7 +15,8 @@ __all__ = ["SpecIndex"]
 
 
 class SpecIndex(Protocol):
-    """The learnwares a market can find, ranked by debiased distance to a query spec.
+    """The learnwares a market can find, ranked by an upper bound of their debiased distance to
+    a query spec (`lmdock.common.ranking`).
 
     Safe for concurrent use: a search sees the index before or after an update, never half
     of one. Ranking, scores and mixture answers follow `lmdock.server.index.exact`; ties keep

@@ -1,8 +1,9 @@
 """Exact search over the learnwares' kernel-mean specs.
 
-Ranking: d_l = ||s - mu_l||^2 - (sigma^2 + sigma_l^2) D, the debiased squared distance between
+Distance: d_l = ||s - mu_l||^2 - (sigma^2 + sigma_l^2) D, the debiased squared distance between
 the query spec s (noise sigma) and learnware l's spec mu_l (noise sigma_l, 0 when exact); see
-`lmdock.common.spec`. Smaller is better.
+`lmdock.common.spec`. Ranking: by d_l plus RANK_Z standard deviations of the noise that can
+reorder it (`lmdock.common.ranking`), so a very noisy spec cannot win by luck. Smaller is better.
 
 Score (0..1): the kernel alignment of the two data sets,
 
@@ -15,7 +16,7 @@ features.
 Mixture (on request): non-negative weights summing to 1 over at most MIXTURE_COMPONENTS of
 the MIXTURE_CANDIDATES nearest learnwares that best explain the query's kernel mean, and the
 residual -- the debiased squared distance from the query to that mixture, in the units of
-`distance` (see `lmdock.common.mixture`).
+`distance` (see `lmdock.common.mixture`). The candidates are the first by the same bound.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 from lmdock.common.market_types import LearnwareInfo, Match, MixtureComponent, SearchResult
 from lmdock.common.mixture import explain_as_mixture
-from lmdock.common.spec import Spec, debiased_sq_distance
+from lmdock.common.ranking import distances
+from lmdock.common.spec import Spec
 
 __all__ = ["ExactIndex"]
 
@@ -96,13 +98,14 @@ class ExactIndex:
         items, matrix, sigmas = snapshot.items, snapshot.matrix, snapshot.sigmas
         if not len(matrix):
             return SearchResult(matches=())
-        dist = debiased_sq_distance(query, matrix, sigmas)
+        estimates = distances(query, matrix, sigmas)
+        dist = estimates.distance
         dim = matrix.shape[1]
         a = float(np.sum(query.values.astype(np.float64) ** 2)) - query.privacy.sigma**2 * dim
         b = np.sum(matrix.astype(np.float64) ** 2, axis=1) - sigmas**2 * dim
         denom = np.maximum(a + b, 1e-12)
         scores = np.clip(1.0 - dist / denom, 0.0, 1.0)
-        ranked = np.argsort(dist, kind="stable")
+        ranked = np.argsort(estimates.bound, kind="stable")
         order = ranked[:top_k]
         components: tuple[MixtureComponent, ...] = ()
         residual = 0.0
@@ -130,6 +133,8 @@ class ExactIndex:
                     domain=items[i].card.domain,
                     distance=float(dist[i]),
                     score=float(scores[i]),
+                    distance_sd=float(estimates.sd[i]),
+                    rank_bound=float(estimates.bound[i]),
                 )
                 for i in order
             ),

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SpecProfile(_message.Message):
-    __slots__ = ("profile_id", "version", "kernel", "embedder_id", "embedder_sha256", "pooling", "max_tokens", "dtype", "embedding_dim", "feature_dim", "bandwidth", "seed", "feature_map_sha256", "clip_radius", "centre_sha256", "centre")
+    __slots__ = ("profile_id", "version", "kernel", "embedder_id", "embedder_sha256", "pooling", "max_tokens", "dtype", "embedding_dim", "feature_dim", "bandwidth", "seed", "feature_map_sha256", "clip_radius", "centre_sha256", "centre", "max_sigma")
     PROFILE_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     KERNEL_FIELD_NUMBER: _ClassVar[int]
@@ -24,6 +24,7 @@ class SpecProfile(_message.Message):
     CLIP_RADIUS_FIELD_NUMBER: _ClassVar[int]
     CENTRE_SHA256_FIELD_NUMBER: _ClassVar[int]
     CENTRE_FIELD_NUMBER: _ClassVar[int]
+    MAX_SIGMA_FIELD_NUMBER: _ClassVar[int]
     profile_id: str
     version: int
     kernel: str
@@ -40,7 +41,8 @@ class SpecProfile(_message.Message):
     clip_radius: float
     centre_sha256: str
     centre: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, profile_id: _Optional[str] = ..., version: _Optional[int] = ..., kernel: _Optional[str] = ..., embedder_id: _Optional[str] = ..., embedder_sha256: _Optional[str] = ..., pooling: _Optional[str] = ..., max_tokens: _Optional[int] = ..., dtype: _Optional[str] = ..., embedding_dim: _Optional[int] = ..., feature_dim: _Optional[int] = ..., bandwidth: _Optional[float] = ..., seed: _Optional[int] = ..., feature_map_sha256: _Optional[str] = ..., clip_radius: _Optional[float] = ..., centre_sha256: _Optional[str] = ..., centre: _Optional[_Iterable[float]] = ...) -> None: ...
+    max_sigma: float
+    def __init__(self, profile_id: _Optional[str] = ..., version: _Optional[int] = ..., kernel: _Optional[str] = ..., embedder_id: _Optional[str] = ..., embedder_sha256: _Optional[str] = ..., pooling: _Optional[str] = ..., max_tokens: _Optional[int] = ..., dtype: _Optional[str] = ..., embedding_dim: _Optional[int] = ..., feature_dim: _Optional[int] = ..., bandwidth: _Optional[float] = ..., seed: _Optional[int] = ..., feature_map_sha256: _Optional[str] = ..., clip_radius: _Optional[float] = ..., centre_sha256: _Optional[str] = ..., centre: _Optional[_Iterable[float]] = ..., max_sigma: _Optional[float] = ...) -> None: ...
 
 class Privacy(_message.Message):
     __slots__ = ("epsilon", "delta", "sigma", "size_bucket", "neighbouring", "unit")
@@ -148,18 +150,22 @@ class SearchRequest(_message.Message):
     def __init__(self, spec: _Optional[_Union[Spec, _Mapping]] = ..., top_k: _Optional[int] = ..., mixture: _Optional[bool] = ...) -> None: ...
 
 class Match(_message.Message):
-    __slots__ = ("learnware_id", "name", "domain", "distance", "score")
+    __slots__ = ("learnware_id", "name", "domain", "distance", "score", "distance_sd", "rank_bound")
     LEARNWARE_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     DISTANCE_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    DISTANCE_SD_FIELD_NUMBER: _ClassVar[int]
+    RANK_BOUND_FIELD_NUMBER: _ClassVar[int]
     learnware_id: str
     name: str
     domain: str
     distance: float
     score: float
-    def __init__(self, learnware_id: _Optional[str] = ..., name: _Optional[str] = ..., domain: _Optional[str] = ..., distance: _Optional[float] = ..., score: _Optional[float] = ...) -> None: ...
+    distance_sd: float
+    rank_bound: float
+    def __init__(self, learnware_id: _Optional[str] = ..., name: _Optional[str] = ..., domain: _Optional[str] = ..., distance: _Optional[float] = ..., score: _Optional[float] = ..., distance_sd: _Optional[float] = ..., rank_bound: _Optional[float] = ...) -> None: ...
 
 class MixtureComponent(_message.Message):
     __slots__ = ("learnware_id", "weight")

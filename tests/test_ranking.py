@@ -1,0 +1,83 @@
+"""The uncertainty of a search distance and the bound the market ranks by (common/ranking.py)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from lmdock.common.ranking import RANK_Z, distances
+from lmdock.common.spec import EXACT, Privacy, Spec
+
+
+def spec(values, sigma: float) -> Spec:
+    privacy = EXACT if sigma == 0 else Privacy(epsilon=1.0, delta=1e-6, sigma=sigma, size_bucket=64)
+    return Spec("p", np.asarray(values, dtype=np.float32), privacy)
+
+
+def test_known_values() -> None:
+    """D = 4, query (1, 0, 0, 0) with sigma 0.5; candidates: exact (0, 0, 0, 0) and a noisy copy
+    of the query (sigma_l 0.5), and the origin again with sigma_l 0.5."""
+    query = spec([1, 0, 0, 0], 0.5)
+    found = distances(
+        query, np.array([[0, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]], np.float32), np.array([0, 0.5, 0.5])
+    )
+    # d = ||s - m||^2 - (sigma^2 + sigma_l^2) D
+    assert found.distance.tolist() == [1 - 0.25 * 4, 0 - 0.5 * 4, 1 - 0.5 * 4]
+    # plug-in ||Delta||^2 = max(d, 0) = 0 in all three rows: Var = 2 D tau^4
+    assert found.sd.tolist() == pytest.approx(
+        [math.sqrt(8 * 0.25**2), math.sqrt(8 * 0.5**2), math.sqrt(8 * 0.5**2)]
+    )
+    # ranking variance: 2 D sigma_l^2 (2 sigma^2 + sigma_l^2); nothing for the exact candidate
+    rank_sd = math.sqrt(8 * 0.25 * (0.5 + 0.25))
+    assert found.bound.tolist() == pytest.approx([0.0, -2 + RANK_Z * rank_sd, -1 + RANK_Z * rank_sd])
+    far = distances(spec([1, 0, 0, 0], 0.1), np.array([[-1, 0, 0, 0]], np.float32), np.array([0.2]))
+    d, tau2 = 4 - 0.05 * 4, 0.05
+    assert far.distance[0] == pytest.approx(d)
+    assert far.sd[0] == pytest.approx(math.sqrt(4 * tau2 * d + 8 * tau2**2))
+    rank_var = 4 * tau2 * d + 8 * 0.04 * (2 * 0.01 + 0.04)
+    assert far.bound[0] == pytest.approx(d + RANK_Z * math.sqrt(rank_var))
+
+
+def test_exact_candidates_keep_the_point_distances_order(rng) -> None:
+    query = spec(rng.standard_normal(32) * 0.1, 0.3)
+    matrix = rng.standard_normal((50, 32)).astype(np.float32) * 0.2
+    found = distances(query, matrix, np.zeros(50))
+    assert (
+        np.argsort(found.bound, kind="stable").tolist() == np.argsort(found.distance, kind="stable").tolist()
+    )
+
+
+def test_the_variances_match_gaussian_noise() -> None:
+    """Monte Carlo over fresh noise on both specs: the distance's variance is 4 tau^2 ||Delta||^2
+    + 2 D tau^4; without the query's own noise energy (the same for every candidate), the
+    ranking's is 4 tau^2 ||Delta||^2 + 2 D sigma_l^2 (2 sigma^2 + sigma_l^2)."""
+    rng = np.random.default_rng(5)
+    dim, sigma, own = 64, 0.15, 0.1
+    mu, mu_l = rng.standard_normal(dim), rng.standard_normal(dim)
+    mu_l = mu + (mu_l / np.linalg.norm(mu_l))  # ||Delta||^2 = 1
+    draws = 6000
+    d = np.empty(draws)
+    reported = np.empty(draws)
+    rank_part = np.empty(draws)
+    for i in range(draws):
+        z = rng.standard_normal(dim) * sigma
+        query = spec(mu + z, sigma)
+        found = distances(
+            query, (mu_l + rng.standard_normal(dim) * own)[None].astype(np.float32), np.array([own])
+        )
+        d[i], reported[i] = found.distance[0], found.sd[0] ** 2
+        rank_part[i] = d[i] - (np.sum(z**2) - sigma**2 * dim)
+    tau2 = sigma**2 + own**2
+    assert np.mean(d) == pytest.approx(1.0, abs=0.02)
+    assert np.var(d) == pytest.approx(4 * tau2 + 2 * dim * tau2**2, rel=0.06)
+    assert np.mean(reported) == pytest.approx(np.var(d), rel=0.06)
+    assert np.var(rank_part) == pytest.approx(4 * tau2 + 2 * dim * own**2 * (2 * sigma**2 + own**2), rel=0.06)
+
+
+def test_a_noisier_candidate_pays_more(rng) -> None:
+    query = spec(rng.standard_normal(16) * 0.1, 0.2)
+    rows = np.repeat(rng.standard_normal((1, 16)).astype(np.float32) * 0.1, 3, axis=0)
+    found = distances(query, rows, np.array([0.0, 0.1, 0.5]))
+    charge = found.bound - found.distance
+    assert charge[0] < charge[1] < charge[2]
