@@ -83,7 +83,10 @@ def kill(proc: subprocess.Popen[str]) -> None:
 
 
 def blob_files(data_dir: Path) -> tuple[set[str], int]:
-    """sha256 of every committed blob, and the number of files left in the temp folder."""
+    """sha256 of every committed blob, and the number of files left in the temp folder.
+
+    Read from disk here, not through `LocalBlobStore`: opening a store empties its temp folder,
+    which is what we count."""
     root = data_dir / "blobs"
     blobs = {p.parent.name + p.name for p in root.glob("??/*") if p.is_file()}
     temps = sum(1 for p in (root / "tmp").rglob("*") if p.is_file()) if (root / "tmp").is_dir() else 0
