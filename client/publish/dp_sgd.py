@@ -12,9 +12,10 @@ before training starts, so the ledger can debit it write-ahead. Opacus' own PRV 
 which covers add/remove neighbours, is kept for reference (`epsilon_add_remove`).
 
 Only trainable layers (LoRA matrices, task heads) get Opacus' per-sample hooks, attached
-without wrapping the peft model. Sampling and noise come from a dedicated torch.Generator
-seeded from the OS's CSPRNG, never torch's global RNG. (Opacus' `secure_mode` would need
-torchcsprng, which has no build for current torch.)
+without wrapping the peft model. The noise is drawn from a ChaCha20 keystream under a fresh key
+from the OS CSPRNG (`opacus_noise.ChaChaDPOptimizer`; Opacus' `secure_mode` would need
+torchcsprng, which has no build for current torch). Poisson sampling uses a dedicated
+torch.Generator seeded from the OS CSPRNG, never torch's global RNG.
 """
 
 from __future__ import annotations
@@ -145,8 +146,11 @@ class PrivateTraining:
     """Opacus' PrivacyEngine around a model, its optimiser and a loader of record indices."""
 
     def __init__(self, model: torch.nn.Module, optimiser: torch.optim.Optimizer, plan: DPPlan) -> None:
+        from lmdock.client.publish.chacha import ChaChaGaussian
+        from lmdock.client.publish.opacus_noise import ChaChaDPOptimizer
         from opacus import PrivacyEngine
         from opacus.data_loader import DPDataLoader
+        from opacus.optimizers import DPOptimizer
 
         self.plan = plan
         generator = torch.Generator().manual_seed(secrets.randbits(63))
@@ -158,16 +162,29 @@ class PrivateTraining:
             raise AssertionError("Poisson loader and plan disagree on the steps per epoch")
         with _opacus_quiet():
             self.engine = PrivacyEngine(accountant="prv")
-            self.hooks, self.optimiser, self.loader = self.engine.make_private(
+            self.hooks, made, self.loader = self.engine.make_private(
                 module=model,
                 optimizer=optimiser,
                 data_loader=poisson,
                 noise_multiplier=plan.noise_multiplier,
                 max_grad_norm=plan.config.max_grad_norm,
                 poisson_sampling=False,
-                noise_generator=generator,
                 wrap_model=False,
             )
+        if type(made) is not DPOptimizer:
+            raise AssertionError(f"Opacus made a {type(made).__name__}, not the flat-clipping DPOptimizer")
+        # the same optimiser, with its noise from ChaCha20, and the accountant's hook Opacus attaches
+        self.optimiser = ChaChaDPOptimizer(
+            optimiser,
+            source=ChaChaGaussian(),
+            noise_multiplier=made.noise_multiplier,
+            max_grad_norm=made.max_grad_norm,
+            expected_batch_size=made.expected_batch_size,
+            loss_reduction=made.loss_reduction,
+        )
+        self.optimiser.attach_step_hook(
+            self.engine.accountant.get_optimizer_hook_fn(sample_rate=plan.sample_rate)
+        )
         self.hooks.forbid_grad_accumulation()
         self._params = [p for p in model.parameters() if p.requires_grad]
 
