@@ -1,5 +1,6 @@
-"""DP-SGD's noise: N(0, 1) from a ChaCha20 keystream (law, known keystream), and the training
-loop's noise comes from it, at the calibrated scale, fresh on every run."""
+"""DP-SGD's randomness: N(0, 1) from a ChaCha20 keystream (law, known keystream), Poisson
+batches from the same stream, and the training loop's noise comes from it, at the calibrated
+scale, fresh on every run."""
 
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ import pytest
 import torch
 from lmdock.client.publish.chacha import ChaChaGaussian
 from lmdock.client.publish.dp_sgd import DPConfig, PrivateTraining, plan_dp_sgd
-from lmdock.client.publish.opacus_noise import ChaChaDPOptimizer, check_opacus_version
+from lmdock.client.publish.opacus_noise import (
+    ChaChaDPOptimizer,
+    ChaChaPoissonSampler,
+    check_opacus_version,
+)
 from scipy.stats import kstest
 
 N = 100_000
@@ -35,6 +40,20 @@ def test_normal_draws_are_standard_normal() -> None:
     # the two halves of Box–Muller are uncorrelated
     half = N // 2
     assert abs(np.corrcoef(z[:half], z[half:])[0, 1]) < 4 / math.sqrt(half)
+
+
+def test_poisson_batches_include_each_record_with_probability_q() -> None:
+    steps, records, q = 4000, 100, 0.1
+    source = ChaChaGaussian(bytes(range(32)))  # fixed key: deterministic test
+    batches = list(ChaChaPoissonSampler(records, sample_rate=q, steps=steps, source=source))
+    assert len(batches) == steps
+    hits = np.zeros(records)
+    for batch in batches:
+        assert batch == sorted(set(batch)) and all(0 <= i < records for i in batch)
+        hits[batch] += 1
+    rate = hits / steps  # each ~ Binomial(4000, 0.1) / 4000: sd 0.0047
+    assert abs(rate.mean() - q) < 4 * math.sqrt(q * (1 - q) / (steps * records))
+    assert np.abs(rate - q).max() < 5 * math.sqrt(q * (1 - q) / steps)
 
 
 def test_only_a_checked_opacus_is_accepted() -> None:
@@ -72,3 +91,6 @@ def test_training_noise_comes_from_chacha_at_the_planned_scale() -> None:
     ]
     again, _ = _noise_step(seed=0)  # the same torch seed, yet fresh noise
     assert not torch.equal(grads, again)
+    # the loader is the ChaCha20 Poisson sampler: one batch per planned step
+    assert isinstance(private.loader.batch_sampler, ChaChaPoissonSampler)
+    assert private.loader.batch_sampler.source is private.optimiser.source

@@ -317,7 +317,9 @@ def test_dp_build_is_recorded_verified_and_listed(
         for value in manifest.eval_scores.values():
             assert min(abs(value * held_out - j) for j in range(held_out + 1)) > 1e-9, value
         code, out, _ = run_cli(capsys, "verify", str(package))
-        assert code == 0 and "trained with DP-SGD" in out
+        assert (
+            code == 0 and "trained with DP-SGD" in out and "exact_match" in out and "(DP: noised, sd" in out
+        )
         assert cli_json(capsys, "publish", str(package), "--market", address)["dp_trained"] is True
         code, out, _ = run_cli(capsys, "list", "--market", address)
         assert code == 0 and f"eps={built['privacy']['epsilon']:.3g}" in out

@@ -201,8 +201,10 @@ def _verify(args: argparse.Namespace) -> int:
     print(f"  base model  {manifest.base_model} ({manifest.task.kind})")
     print(f"  training    {describe_dp(dict(manifest.training))}")
     print(f"  spec        {spec}")
+    noised = manifest.training.get("eval_scores", {}).get("sigma")
+    how = " (exact: not DP)" if noised is None else f" (DP: noised, sd {noised:.3f})"
     for name, value in sorted(manifest.eval_scores.items()):
-        print(f"  eval        {name}: {value:.4f}")
+        print(f"  eval        {name}: {value:.4f}{how}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Opacus' DP optimizer with its Gaussian noise drawn from a ChaCha20 keystream (`chacha`).
+"""DP-SGD's randomness from a ChaCha20 keystream (`chacha`): Opacus' noise, and Poisson sampling.
 
 Opacus draws DP-SGD noise with `torch.normal` from a `torch.Generator`; its `secure_mode` needs
 torchcsprng, which has no build for current torch. The public hook is
@@ -9,18 +9,25 @@ zeros for std 0), so its checks and bookkeeping stay Opacus', and the noise
 N(0, (z C)^2) comes from ChaCha20 instead. The multiplier is restored before the accountant reads
 it. Checked against the installed Opacus (`SUPPORTED_OPACUS`), since `add_noise`'s contract is
 what the override relies on.
+
+`ChaChaPoissonSampler` draws the batches from the same keystream: each record enters each step's
+batch independently when its uniform u < q (on the 2^-53 grid, P = ceil(q 2^53) / 2^53, within
+2^-53 of q), so which records a step used is as unpredictable as the noise.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import opacus
 import torch
 from lmdock.client.publish.chacha import ChaChaGaussian
 from opacus.optimizers import DPOptimizer
+from torch.utils.data import Sampler
 
-__all__ = ["SUPPORTED_OPACUS", "ChaChaDPOptimizer", "check_opacus_version"]
+__all__ = ["SUPPORTED_OPACUS", "ChaChaDPOptimizer", "ChaChaPoissonSampler", "check_opacus_version"]
 
 #: Opacus releases whose DPOptimizer.add_noise this override was checked against.
 SUPPORTED_OPACUS = ("1.6.",)
@@ -56,3 +63,17 @@ class ChaChaDPOptimizer(DPOptimizer):
             assert grad is not None  # set by add_noise above
             noise = torch.from_numpy(self.source.normal(grad.numel())).reshape(grad.shape).to(grad.device)
             grad.copy_(grad.double() + std * noise)  # in float64, rounded to the gradient's dtype once
+
+
+class ChaChaPoissonSampler(Sampler[list[int]]):
+    """A batch sampler: one epoch of `steps` Poisson batches of record indices (some empty)."""
+
+    def __init__(self, records: int, *, sample_rate: float, steps: int, source: ChaChaGaussian) -> None:
+        self.records, self.sample_rate, self.steps, self.source = records, sample_rate, steps, source
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for _ in range(self.steps):
+            yield np.flatnonzero(self.source.uniforms(self.records) < self.sample_rate).tolist()
