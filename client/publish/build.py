@@ -143,10 +143,20 @@ def _split(n: int, eval_fraction: float, seed: int) -> tuple[list[int], list[int
 
 
 def _evaluate(
-    adapter: Path, base_model: str, task: TaskInfo, texts: list[str], gold: list[str]
+    adapter: Path,
+    base_model: str,
+    task: TaskInfo,
+    texts: list[str],
+    gold: list[str],
+    *,
+    max_new_tokens: int | None,
 ) -> dict[str, int]:
     """Held-out counts (see scores.SCORE_NAMES): correct answers of the adapter, of the base model
-    alone, and (classification) the records of the majority class."""
+    alone, and (classification) the records of the majority class.
+
+    A generation is cut at `max_new_tokens`, or (None) 2 tokens past the longest gold answer;
+    a DP build passes a public cap, so that one held-out record cannot change every other
+    record's prediction and each count keeps sensitivity 1."""
     model = load_learnware(adapter, base_model=base_model, task=task, device="cpu")
     if task.kind == "classification":
         base = zero_shot_classify(base_model, texts, task.labels, device="cpu")
@@ -156,7 +166,9 @@ def _evaluate(
             max(gold.count(label) for label in task.labels),
         )
     else:
-        tokens = max(len(model.tokenizer(" " + g, add_special_tokens=False)["input_ids"]) for g in gold) + 2
+        tokens = max_new_tokens or (
+            max(len(model.tokenizer(" " + g, add_special_tokens=False)["input_ids"]) for g in gold) + 2
+        )
         tuned = model.predict(texts, max_new_tokens=tokens)
         with model.model.disable_adapter():
             base = model.predict(texts, max_new_tokens=tokens)
@@ -265,7 +277,12 @@ def build_learnware(
         scores = {}
         if held_out:
             counts = _evaluate(
-                staging, base_model, task, [data.texts[i] for i in held_out], [targets[i] for i in held_out]
+                staging,
+                base_model,
+                task,
+                [data.texts[i] for i in held_out],
+                [targets[i] for i in held_out],
+                max_new_tokens=None if score_plan is None else config.max_tokens,
             )
             scores = _released_scores(counts, len(held_out), score_plan)
         info = BuildInfo(

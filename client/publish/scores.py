@@ -3,9 +3,11 @@
 A score is a count over the m held-out records divided by m: correct predictions of the adapter,
 of the base model alone, and (classification) the size of the largest label class
 (`majority_accuracy`). Replacing one held-out record moves each count by at most 1, so the k
-counts have replace-one L2 sensitivity sqrt(k); they are released with the spec's Gaussian
-mechanism on a public grid (`common.mechanism.calibrate_vector` + `add_noise`: discrete Gaussian
-noise from the OS CSPRNG) and divided by m. The noised score is unbiased and is not clipped to
+counts have replace-one L2 sensitivity sqrt(k) (each record is predicted on its own; a
+generation is cut at the public `max_tokens`, not at a length read from the gold answers).
+They are released with the spec's Gaussian mechanism on a public grid
+(`common.mechanism.calibrate_vector` + `add_noise`: discrete Gaussian noise from the OS CSPRNG)
+and divided by m. The noised score is unbiased and is not clipped to
 [0, 1] (clipping would bias it); with few held-out records it is imprecise, and says so.
 
 Composition (docs/privacy.md §6). The split is drawn independently of the data (a shuffle of
