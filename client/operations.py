@@ -18,7 +18,15 @@ from lmdock.common.market_types import SearchResult
 from lmdock.common.package import Manifest
 from lmdock.common.spec import Spec
 
-__all__ = ["RunResult", "SearchOutcome", "pull", "run_task", "score_predictions", "search_task"]
+__all__ = [
+    "RunResult",
+    "SearchOutcome",
+    "count_matches",
+    "pull",
+    "run_task",
+    "score_predictions",
+    "search_task",
+]
 
 log = logging.getLogger(__name__)
 
@@ -96,12 +104,16 @@ class RunResult:
     score: float | None  # None when the task file has no gold labels/answers
 
 
+def count_matches(predictions: Sequence[str], gold: Sequence[str]) -> int:
+    """Exact matches after trimming and lower-casing."""
+    return sum(p.strip().lower() == g.strip().lower() for p, g in zip(predictions, gold, strict=True))
+
+
 def score_predictions(predictions: Sequence[str], gold: Sequence[str | None]) -> float | None:
     """Accuracy (exact match after trimming and lower-casing); None without gold answers."""
     if not gold or any(g is None for g in gold):
         return None
-    hits = sum(p.strip().lower() == str(g).strip().lower() for p, g in zip(predictions, gold, strict=True))
-    return hits / len(gold)
+    return count_matches(predictions, [str(g) for g in gold]) / len(gold)
 
 
 def run_task(cache: AdapterCache, learnware_id: str, task: TaskData, *, device: str = "auto") -> RunResult:

@@ -41,7 +41,15 @@ from lmdock.common.noise import (
     rounding_tv,
 )
 
-__all__ = ["GRID_BITS", "MAX_TV_SHARE", "Calibration", "add_noise", "calibrate", "least_cost"]
+__all__ = [
+    "GRID_BITS",
+    "MAX_TV_SHARE",
+    "Calibration",
+    "add_noise",
+    "calibrate",
+    "calibrate_vector",
+    "least_cost",
+]
 
 #: The grid sits 2^GRID_BITS below the noise scale: fine enough that rounding costs nothing.
 GRID_BITS = 20
@@ -80,12 +88,20 @@ class Calibration:
 
 def calibrate(*, epsilon: float, delta: float, clip_radius: float, bucket: int, dim: int) -> Calibration:
     """The grid, sensitivity and sigma of an (epsilon, delta)-DP kernel-mean release."""
-    validate_privacy(epsilon=epsilon, delta=delta)
     if not (math.isfinite(clip_radius) and clip_radius > 0):
         raise InvalidArgument(f"clip radius must be positive, got {clip_radius!r}")
-    if bucket < 1 or dim < 1:
-        raise InvalidArgument("bucket and dimension must be positive")
-    base = 2.0 * clip_radius / bucket
+    if bucket < 1:
+        raise InvalidArgument("bucket must be positive")
+    return calibrate_vector(epsilon=epsilon, delta=delta, sensitivity=2.0 * clip_radius / bucket, dim=dim)
+
+
+def calibrate_vector(*, epsilon: float, delta: float, sensitivity: float, dim: int) -> Calibration:
+    """The grid, sensitivity and sigma of an (epsilon, delta)-DP release of any `dim`-vector
+    whose replace-one L2 sensitivity is `sensitivity` (a kernel mean: 2R/b; k counts: sqrt(k))."""
+    validate_privacy(epsilon=epsilon, delta=delta)
+    if not (math.isfinite(sensitivity) and sensitivity > 0) or dim < 1:
+        raise InvalidArgument("sensitivity and dimension must be positive")
+    base = sensitivity
     sigma_0 = analytic_sigma(epsilon=epsilon, delta=delta, sensitivity=base)
     grid = 2.0 ** (math.floor(math.log2(sigma_0)) - GRID_BITS)
     tv = dim * (SAMPLER_TV_PER_COORD + rounding_tv(sigma_0 / grid))

@@ -75,8 +75,22 @@ def dp_build(capsys, tiny_bert: Path, data: Path, out: Path, ledger: Path, epsil
         capsys,
         *("build", "--base", str(tiny_bert), "--data", str(data), "--out", str(out), "--max-tokens", "16"),
         *("--dp-epsilon", epsilon, "--dp-delta", "1e-5", "--ledger", str(ledger), "--budget-epsilon", "3"),
+        *("--labels", "positive,negative"),
         *extra,
     )
+
+
+def test_a_dp_classifier_publishes_only_a_declared_label_set(tmp_path: Path, capsys) -> None:
+    data = write_task(tmp_path / "train.jsonl", 120)
+    args = ("build", "--base", "unused", "--data", str(data), "--out", str(tmp_path / "b"))
+    dp = ("--dp-epsilon", "2", "--dp-delta", "1e-5", "--ledger", str(tmp_path / "l.jsonl"))
+    code, _, err = run_cli(capsys, *args, *dp)
+    assert code == 2 and "declare the labels with --labels" in err
+    code, _, err = run_cli(capsys, *args, *dp, "--labels", "positive,neutral")
+    assert code == 2 and "labels outside --labels: 'negative'" in err
+    code, _, err = run_cli(capsys, *args, *dp, "--labels", "positive,positive,negative")
+    assert code == 2 and "distinct" in err
+    assert not (tmp_path / "b").exists() and not (tmp_path / "l.jsonl").exists()
 
 
 @pytest.mark.slow
@@ -90,16 +104,26 @@ def test_dp_builds_are_debited_write_ahead_and_refused_over_budget(
     built = json.loads(out)
     assert built["pooling"] == "mean" and built["privacy"]["dp"] is True
     assert set(built["eval_scores"]) == {"accuracy", "base_zero_shot_accuracy", "majority_accuracy"}
+    # the scores are noised counts over the 12 held-out records, never a raw fraction j / 12
+    released = built["training"]["eval_scores"]
+    assert released["dp"] is True and released["held_out_records"] == built["records"]["eval_records"] == 12
+    assert released["epsilon"] == 0.5 and released["delta"] == 1e-5
+    for value in built["eval_scores"].values():
+        assert min(abs(value * 12 - j) for j in range(13)) > 1e-9, value
+    # parallel composition: the build's epsilon is max(DP-SGD, scores)
+    assert built["privacy"]["epsilon"] == max(built["training"]["dp_sgd"]["epsilon"], 0.5)
     dataset = dataset_id(read_jsonl_task(data).texts)  # the whole file: the split is a function of it
-    assert built["ledger"]["spent"]["dataset"] == dataset and built["ledger"]["spent"]["releases"] == 1
+    assert built["ledger"]["spent"]["dataset"] == dataset and built["ledger"]["spent"]["releases"] == 2
     card = (tmp_path / "b" / "README.md").read_text()
     assert "linear head on its mean-pooled states" in card and "replace-one" in card
+    assert "Differentially private (epsilon=0.5)" in card
 
     code, out, _ = run_cli(capsys, "ledger", "show", "--ledger", str(ledger_path), "--json")
-    (entry,) = json.loads(out)["entries"]
+    scores_entry, entry = json.loads(out)["entries"]  # the ledger books both releases
+    assert scores_entry["destination"].endswith("(scores)") and scores_entry["epsilon"] == 0.5
     training = built["training"]["dp_sgd"]
     assert code == 0 and entry["kind"] == "training" and entry["dataset"] == dataset
-    assert entry["epsilon"] == built["privacy"]["epsilon"] and entry["steps"] == training["steps"]
+    assert entry["epsilon"] == training["epsilon"] and entry["steps"] == training["steps"]
     assert entry["noise_multiplier"] == training["noise_multiplier"] and entry["destination"].startswith(
         "build "
     )
@@ -116,7 +140,7 @@ def test_dp_builds_are_debited_write_ahead_and_refused_over_budget(
         "ledger.jsonl.lock",
         "train.jsonl",
     ]
-    assert len(Ledger(ledger_path).state().entries) == 1
+    assert len(Ledger(ledger_path).state().entries) == 2
 
     # the DP spec of the package is the same data set's release, composed with the training run
     cli_json(capsys, "keys", "gen", "--key", str(tmp_path / "k.key"))
@@ -134,10 +158,10 @@ def test_dp_builds_are_debited_write_ahead_and_refused_over_budget(
             str(tmp_path / "p.tar"),
         )
         entries = Ledger(ledger_path).state().entries
-        assert [e.data["kind"] for e in entries] == ["training", "spec"]
+        assert [e.data["kind"] for e in entries] == ["training", "training", "spec"]
         assert {e.dataset for e in entries} == {dataset}
         spent = Ledger(ledger_path, budget=Budget(epsilon=3.0, delta=1e-5)).state().spent(dataset)
-        assert built["ledger"]["spent"]["epsilon"] < spent.epsilon < 2 + 0.5
+        assert built["ledger"]["spent"]["epsilon"] < spent.epsilon < built["ledger"]["spent"]["epsilon"] + 0.5
         # packaging again re-uses the spec already released: no new cost
         cli_json(
             capsys,
@@ -149,7 +173,7 @@ def test_dp_builds_are_debited_write_ahead_and_refused_over_budget(
             "--out",
             str(tmp_path / "q.tar"),
         )
-        assert len(Ledger(ledger_path).state().entries) == 2
+        assert len(Ledger(ledger_path).state().entries) == 3
         # a spec that would not fit is refused before anything is embedded or written
         over = [*flags, "--spec-epsilon", "3", "--ledger", str(ledger_path), "--budget-epsilon", "3"]
         code, _, err = run_cli(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from lmdock.client import cli
 from lmdock.client.connection import MarketClient
-from lmdock.client.publish.package import package_build, package_learnware
+from lmdock.client.publish.package import package_build, package_learnware, verify_package
 from lmdock.common.card import Card
 from lmdock.common.errors import IntegrityError, InvalidArgument
 from lmdock.common.package import TaskInfo
@@ -278,6 +278,8 @@ def test_dp_build_is_recorded_verified_and_listed(
     assert built["training"]["dp_sgd"]["neighbouring"] == "replace-one"
     assert set(built["eval_scores"]) == {"exact_match", "base_exact_match"}
     assert "trained with DP-SGD: epsilon=" in (tmp_path / "b" / "README.md").read_text()
+    held_out = built["records"]["eval_records"]
+    assert built["training"]["eval_scores"]["held_out_records"] == held_out == 8
 
     cli_json(capsys, "keys", "gen")
     package = tmp_path / "qa.tar"
@@ -308,8 +310,16 @@ def test_dp_build_is_recorded_verified_and_listed(
         cli_json(capsys, "sign", str(package))
         verified = cli_json(capsys, "verify", str(package))
         assert verified["training"] == built["privacy"] and verified["spec_dp"] is True
+        # what leaves in the manifest: noised scores (never a raw fraction j / 8), and how
+        manifest = verify_package(package)[0]
+        assert dict(manifest.eval_scores) == built["eval_scores"]
+        assert manifest.training["eval_scores"]["dp"] is True
+        for value in manifest.eval_scores.values():
+            assert min(abs(value * held_out - j) for j in range(held_out + 1)) > 1e-9, value
         code, out, _ = run_cli(capsys, "verify", str(package))
-        assert code == 0 and "trained with DP-SGD" in out
+        assert (
+            code == 0 and "trained with DP-SGD" in out and "exact_match" in out and "(DP: noised, sd" in out
+        )
         assert cli_json(capsys, "publish", str(package), "--market", address)["dp_trained"] is True
         code, out, _ = run_cli(capsys, "list", "--market", address)
         assert code == 0 and f"eps={built['privacy']['epsilon']:.3g}" in out

@@ -35,6 +35,8 @@ def _build(args: argparse.Namespace) -> int:
 
     if (args.dp_epsilon is None) != (args.dp_delta is None):
         raise InvalidArgument("--dp-epsilon and --dp-delta go together")
+    if args.dp_score_epsilon is not None and args.dp_epsilon is None:
+        raise InvalidArgument("--dp-score-epsilon needs --dp-epsilon")
     dp = None
     if args.dp_epsilon is not None:
         dp = DPConfig(epsilon=args.dp_epsilon, delta=args.dp_delta, max_grad_norm=args.dp_max_grad_norm)
@@ -56,6 +58,8 @@ def _build(args: argparse.Namespace) -> int:
         settings={k: v for k, v in given.items() if v is not None},
         dp=dp,
         eval_fraction=args.eval_fraction,
+        labels=[label.strip() for label in args.labels.split(",")] if args.labels else None,
+        score_epsilon=args.dp_score_epsilon,
         progress=progress_bar("training", enabled=not args.json),
         ledger=ledger,
     )
@@ -77,8 +81,10 @@ def _build(args: argparse.Namespace) -> int:
         )
         return 0
     print(f"built {info.task.kind} adapter on {info.base_model} -> {args.out}")
+    noise = info.training.get("eval_scores", {}).get("sigma")
+    how = "" if noise is None else f", DP: noised, sd {noise:.3f}"
     for name, value in sorted(info.eval_scores.items()):
-        print(f"  {name}: {value:.4f} (held-out, {info.data['eval_records']} records)")
+        print(f"  {name}: {value:.4f} (held-out, {info.data['eval_records']} records{how})")
     print(f"  {describe_dp(info.training)}")
     if ledger is not None and spent is not None:
         print(f"  {spent_line(ledger, spent)}")
@@ -195,8 +201,10 @@ def _verify(args: argparse.Namespace) -> int:
     print(f"  base model  {manifest.base_model} ({manifest.task.kind})")
     print(f"  training    {describe_dp(dict(manifest.training))}")
     print(f"  spec        {spec}")
+    noised = manifest.training.get("eval_scores", {}).get("sigma")
+    how = " (exact: not DP)" if noised is None else f" (DP: noised, sd {noised:.3f})"
     for name, value in sorted(manifest.eval_scores.items()):
-        print(f"  eval        {name}: {value:.4f}")
+        print(f"  eval        {name}: {value:.4f}{how}")
     return 0
 
 
@@ -266,6 +274,16 @@ def register(sub: Any) -> None:
     p.add_argument("--dp-epsilon", type=float, help="train with DP-SGD to this epsilon")
     p.add_argument("--dp-delta", type=float, help="delta of DP-SGD (below 1/records)")
     p.add_argument("--dp-max-grad-norm", type=float, default=1.0, help="per-record gradient clipping norm")
+    p.add_argument(
+        "--dp-score-epsilon",
+        type=float,
+        help="epsilon of the noised held-out scores of a DP build (default: min(0.5, --dp-epsilon))",
+    )
+    p.add_argument(
+        "--labels",
+        default="",
+        help="the classifier's label set, comma-separated (published; a DP build needs it declared)",
+    )
     add_ledger_options(p)
     p.set_defaults(func=_build)
 

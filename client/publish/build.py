@@ -7,6 +7,12 @@ A build folder holds exactly
     README.md                                        the model card so far (eval scores, DP)
 
 It is written next to its destination and renamed into place, so a failed build leaves nothing.
+
+Everything a DP build writes that a package carries is covered by its (epsilon, delta): the
+adapter (DP-SGD), the held-out scores (noised counts, `scores`), the label set (declared by the
+publisher, never read from the data: a classifier's package must name its labels, since the
+head's outputs mean nothing without them), the training settings and the record counts
+(public under replace-one, where n is fixed).
 """
 
 from __future__ import annotations
@@ -16,17 +22,18 @@ import json
 import random
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from lmdock.client.ledger import Debit, Ledger, dataset_id
 from lmdock.client.models import resolve_base_model
-from lmdock.client.operations import score_predictions
+from lmdock.client.operations import count_matches
 from lmdock.client.progress import TrainingProgress
 from lmdock.client.publish.dp_sgd import DPConfig
 from lmdock.client.publish.model_card import render_model_card
+from lmdock.client.publish.scores import SCORE_NAMES, ScorePlan, plan_scores
 from lmdock.client.publish.training import (
     PROBE_TRAINING,
     TrainingConfig,
@@ -88,8 +95,10 @@ class BuildInfo:
             raise InvalidArgument(f"{path} is malformed: {exc}") from None
 
 
-def infer_task(data: TaskData, kind: str | None) -> TaskInfo:
-    """classification when every record has a label, generation when every one has an answer."""
+def infer_task(data: TaskData, kind: str | None, labels: Sequence[str] | None = None) -> TaskInfo:
+    """classification when every record has a label, generation when every one has an answer;
+    the label set is `labels` when the publisher declares it (every record's label must be in
+    it), else the labels found in the data."""
     if kind is None:
         if data.has_labels and not data.has_answers:
             kind = "classification"
@@ -103,7 +112,18 @@ def infer_task(data: TaskData, kind: str | None) -> TaskInfo:
     if kind == "classification":
         if not data.has_labels:
             raise InvalidArgument('a classification task needs a "label" field on every record')
-        return TaskInfo(kind="classification", labels=tuple(sorted({str(y) for y in data.labels})))
+        found = {str(y) for y in data.labels}
+        if labels is None:
+            return TaskInfo(kind="classification", labels=tuple(sorted(found)))
+        if len(set(labels)) != len(labels) or not all(label.strip() for label in labels):
+            raise InvalidArgument("--labels must be distinct, non-empty labels")
+        outside = sorted(found - set(labels))
+        if outside:
+            raise InvalidArgument(
+                f"records have labels outside --labels: {', '.join(map(repr, outside[:5]))}"
+                + (f" and {len(outside) - 5} more" if len(outside) > 5 else "")
+            )
+        return TaskInfo(kind="classification", labels=tuple(sorted(labels)))
     if kind == "generation":
         if not data.has_answers:
             raise InvalidArgument('a generation task needs an "answer" field on every record')
@@ -123,24 +143,57 @@ def _split(n: int, eval_fraction: float, seed: int) -> tuple[list[int], list[int
 
 
 def _evaluate(
-    adapter: Path, base_model: str, task: TaskInfo, texts: list[str], gold: list[str]
-) -> dict[str, float]:
-    """Held-out scores of the adapter, of the base model alone, and (classification) the majority class."""
+    adapter: Path,
+    base_model: str,
+    task: TaskInfo,
+    texts: list[str],
+    gold: list[str],
+    *,
+    max_new_tokens: int | None,
+) -> dict[str, int]:
+    """Held-out counts (see scores.SCORE_NAMES): correct answers of the adapter, of the base model
+    alone, and (classification) the records of the majority class.
+
+    A generation is cut at `max_new_tokens`, or (None) 2 tokens past the longest gold answer;
+    a DP build passes a public cap, so that one held-out record cannot change every other
+    record's prediction and each count keeps sensitivity 1."""
     model = load_learnware(adapter, base_model=base_model, task=task, device="cpu")
     if task.kind == "classification":
         base = zero_shot_classify(base_model, texts, task.labels, device="cpu")
-        return {
-            "accuracy": score_predictions(model.predict(texts), gold) or 0.0,
-            "base_zero_shot_accuracy": score_predictions(base, gold) or 0.0,
-            "majority_accuracy": max(gold.count(label) for label in task.labels) / len(gold),
-        }
-    tokens = max(len(model.tokenizer(" " + g, add_special_tokens=False)["input_ids"]) for g in gold) + 2
-    tuned = model.predict(texts, max_new_tokens=tokens)
-    with model.model.disable_adapter():
-        base = model.predict(texts, max_new_tokens=tokens)
+        counts: tuple[int, ...] = (
+            count_matches(model.predict(texts), gold),
+            count_matches(base, gold),
+            max(gold.count(label) for label in task.labels),
+        )
+    else:
+        tokens = max_new_tokens or (
+            max(len(model.tokenizer(" " + g, add_special_tokens=False)["input_ids"]) for g in gold) + 2
+        )
+        tuned = model.predict(texts, max_new_tokens=tokens)
+        with model.model.disable_adapter():
+            base = model.predict(texts, max_new_tokens=tokens)
+        counts = (count_matches(tuned, gold), count_matches(base, gold))
+    return dict(zip(SCORE_NAMES[task.kind], counts, strict=True))
+
+
+def _released_scores(counts: dict[str, int], held_out: int, plan: ScorePlan | None) -> dict[str, float]:
+    """The scores as they leave: exact fractions without DP, noised counts with it."""
+    if plan is None:
+        return {name: c / held_out for name, c in counts.items()}
+    return plan.release(counts)
+
+
+def _build_privacy(training: dict[str, Any], plan: ScorePlan | None) -> dict[str, Any]:
+    """The manifest's training object: under DP its epsilon/delta cover the adapter and the
+    scores, max of the two by parallel composition (scores module docstring)."""
+    if plan is None:
+        return training
+    cost = plan.calibration
     return {
-        "exact_match": score_predictions(tuned, gold) or 0.0,
-        "base_exact_match": score_predictions(base, gold) or 0.0,
+        **training,
+        "epsilon": max(float(training["epsilon"]), cost.epsilon),
+        "delta": max(float(training["delta"]), cost.delta),
+        "eval_scores": plan.to_manifest(),
     }
 
 
@@ -162,33 +215,52 @@ def build_learnware(
     settings: Mapping[str, Any] | None = None,
     dp: DPConfig | None = None,
     eval_fraction: float = 0.1,
+    labels: Sequence[str] | None = None,
+    score_epsilon: float | None = None,
     progress: TrainingProgress | None = None,
     ledger: Ledger | None = None,
 ) -> tuple[BuildInfo, Debit | None]:
     """Train, evaluate and write the build folder `out` (which must not exist or be empty);
     return the build and the ledger's debit for it (None without DP or a ledger).
 
-    `settings` overrides the recipe's TrainingConfig defaults. With `dp`, a classifier is a
-    linear probe on mean-pooled states (`lmdock.client.publish.probe`), and the run is debited from
-    `ledger` (data set: every text of the data file; the split is a function of the file)
-    before training starts: over the budget, BudgetExceeded and nothing is trained or written.
+    `settings` overrides the recipe's TrainingConfig defaults. `labels` declares a classifier's
+    label set (a DP classification build needs it). With `dp`, a classifier is a linear probe on
+    mean-pooled states (`lmdock.client.publish.probe`), the held-out scores are released as
+    noised counts at (`score_epsilon`, default min(0.5, dp.epsilon); dp.delta), and both the run
+    and the scores are debited from `ledger` (data set: every text of the data file) before
+    training starts: over the budget, BudgetExceeded and nothing is trained or written.
     """
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InvalidArgument(f"{out} already exists and is not an empty folder: choose another --out")
     data = read_task_file(data_path)
-    task = infer_task(data, task_kind)
+    task = infer_task(data, task_kind, labels)
     if dp is not None and task.kind == "classification":
+        if labels is None:
+            raise InvalidArgument(
+                "a DP classification build publishes its label set, and labels read from the data "
+                "are not covered by DP: declare the labels with --labels a,b,c"
+            )
         task = replace(task, pooling="mean")
     config = training_config(task, settings)
     targets = [str(t) for t in (data.labels if task.kind == "classification" else data.answers)]
     train, held_out = _split(len(data.texts), eval_fraction, config.seed)
     plan = dp_plan_for(dp, records=len(train), config=config)
+    score_plan = None
+    if dp is not None and held_out:
+        score_plan = plan_scores(
+            task.kind,
+            held_out=len(held_out),
+            epsilon=min(0.5, dp.epsilon) if score_epsilon is None else score_epsilon,
+            delta=dp.delta,
+        )
     resolve_base_model(base_model)  # a missing base model fails before anything is debited
     debit = None
     if plan is not None and ledger is not None:
-        debit = ledger.record(
-            dataset_id(data.texts), plan.release(), kind="training", destination=f"build {out.resolve()}"
-        )
+        dataset, where = dataset_id(data.texts), f"build {out.resolve()}"
+        if score_plan is not None:  # the smaller release first, once the run alone would fit
+            ledger.state().check(dataset, plan.release(), kind="training")
+            ledger.record(dataset, score_plan.cost, kind="training", destination=f"{where} (scores)")
+        debit = ledger.record(dataset, plan.release(), kind="training", destination=where)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
     try:
@@ -202,13 +274,17 @@ def build_learnware(
             dp=plan,
             progress=progress,
         )
-        scores = (
-            _evaluate(
-                staging, base_model, task, [data.texts[i] for i in held_out], [targets[i] for i in held_out]
+        scores = {}
+        if held_out:
+            counts = _evaluate(
+                staging,
+                base_model,
+                task,
+                [data.texts[i] for i in held_out],
+                [targets[i] for i in held_out],
+                max_new_tokens=None if score_plan is None else config.max_tokens,
             )
-            if held_out
-            else {}
-        )
+            scores = _released_scores(counts, len(held_out), score_plan)
         info = BuildInfo(
             base_model=base_model,
             task=task,
@@ -219,7 +295,7 @@ def build_learnware(
                 "train_records": len(train),
                 "eval_records": len(held_out),
             },
-            training=report.to_manifest(),
+            training=_build_privacy(report.to_manifest(), score_plan),
             eval_scores=scores,
             created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         )

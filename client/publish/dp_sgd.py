@@ -12,15 +12,15 @@ before training starts, so the ledger can debit it write-ahead. Opacus' own PRV 
 which covers add/remove neighbours, is kept for reference (`epsilon_add_remove`).
 
 Only trainable layers (LoRA matrices, task heads) get Opacus' per-sample hooks, attached
-without wrapping the peft model. Sampling and noise come from a dedicated torch.Generator
-seeded from the OS's CSPRNG, never torch's global RNG. (Opacus' `secure_mode` would need
-torchcsprng, which has no build for current torch.)
+without wrapping the peft model. The noise is drawn from a ChaCha20 keystream under a fresh key
+from the OS CSPRNG (`opacus_noise.ChaChaDPOptimizer`; Opacus' `secure_mode` would need
+torchcsprng, which has no build for current torch), and so is Poisson sampling
+(`opacus_noise.ChaChaPoissonSampler`): never torch's global RNG or a seeded generator.
 """
 
 from __future__ import annotations
 
 import math
-import secrets
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -141,40 +141,60 @@ def _opacus_quiet() -> Iterator[None]:
         yield
 
 
+def _indices(batch: list[tuple[torch.Tensor]]) -> list[int]:
+    return [int(i) for (i,) in batch]
+
+
 class PrivateTraining:
     """Opacus' PrivacyEngine around a model, its optimiser and a loader of record indices."""
 
     def __init__(self, model: torch.nn.Module, optimiser: torch.optim.Optimizer, plan: DPPlan) -> None:
+        from lmdock.client.publish.chacha import ChaChaGaussian
+        from lmdock.client.publish.opacus_noise import ChaChaDPOptimizer, ChaChaPoissonSampler
         from opacus import PrivacyEngine
-        from opacus.data_loader import DPDataLoader
+        from opacus.optimizers import DPOptimizer
 
         self.plan = plan
-        generator = torch.Generator().manual_seed(secrets.randbits(63))
-        # Poisson sampling (q = 1 / ceil(n / batch_size)) of record indices with our generator;
-        # make_private then keeps this loader as it is
-        indices = DataLoader(TensorDataset(torch.arange(plan.records)), batch_size=plan.batch_size)
-        poisson = DPDataLoader.from_data_loader(indices, generator=generator)
-        if len(poisson) != plan.steps_per_epoch:
-            raise AssertionError("Poisson loader and plan disagree on the steps per epoch")
+        source = ChaChaGaussian()  # one fresh key per run: the batches and the noise
+        # Poisson sampling (q = 1 / ceil(n / batch_size)) of record indices from ChaCha20;
+        # make_private keeps this loader as it is, and reads q = 1 / len(loader) from it
+        sampler = ChaChaPoissonSampler(
+            plan.records, sample_rate=plan.sample_rate, steps=plan.steps_per_epoch, source=source
+        )
+        poisson = DataLoader(
+            TensorDataset(torch.arange(plan.records)), batch_sampler=sampler, collate_fn=_indices
+        )
         with _opacus_quiet():
             self.engine = PrivacyEngine(accountant="prv")
-            self.hooks, self.optimiser, self.loader = self.engine.make_private(
+            self.hooks, made, self.loader = self.engine.make_private(
                 module=model,
                 optimizer=optimiser,
                 data_loader=poisson,
                 noise_multiplier=plan.noise_multiplier,
                 max_grad_norm=plan.config.max_grad_norm,
                 poisson_sampling=False,
-                noise_generator=generator,
                 wrap_model=False,
             )
+        if type(made) is not DPOptimizer:
+            raise AssertionError(f"Opacus made a {type(made).__name__}, not the flat-clipping DPOptimizer")
+        # the same optimiser, with its noise from ChaCha20, and the accountant's hook Opacus attaches
+        self.optimiser = ChaChaDPOptimizer(
+            optimiser,
+            source=source,
+            noise_multiplier=made.noise_multiplier,
+            max_grad_norm=made.max_grad_norm,
+            expected_batch_size=made.expected_batch_size,
+            loss_reduction=made.loss_reduction,
+        )
+        self.optimiser.attach_step_hook(
+            self.engine.accountant.get_optimizer_hook_fn(sample_rate=plan.sample_rate)
+        )
         self.hooks.forbid_grad_accumulation()
         self._params = [p for p in model.parameters() if p.requires_grad]
 
     def batches(self) -> Iterator[list[int]]:
         """One epoch of Poisson-sampled batches of record indices (some may be empty)."""
-        for (batch,) in self.loader:
-            yield batch.tolist()
+        yield from self.loader
 
     def backward(self, loss: torch.Tensor) -> None:
         with _opacus_quiet():

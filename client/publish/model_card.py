@@ -14,9 +14,14 @@ __all__ = ["describe_dp", "render_model_card"]
 def describe_dp(training: dict[str, Any]) -> str:
     """One line on how the adapter was trained, privacy-wise."""
     if training.get("dp"):
+        covered = (
+            "per record of the data file, replace-one: the adapter and its held-out scores"
+            if training.get("eval_scores")
+            else "per training record, replace-one"
+        )
         return (
             f"trained with DP-SGD: epsilon={float(training['epsilon']):.3g}, "
-            f"delta={float(training['delta']):.3g} (per training record, replace-one)"
+            f"delta={float(training['delta']):.3g} ({covered})"
         )
     return "trained WITHOUT differential privacy: the adapter may reveal records it was trained on"
 
@@ -50,6 +55,14 @@ def render_model_card(build: BuildInfo, card: Card | None = None, *, spec_line: 
     if spec_line:
         lines.append(f"- specification: {spec_line}")
     lines += ["", "## Held-out evaluation", ""]
+    released = build.training.get("eval_scores")
+    if build.eval_scores and released:
+        lines += [
+            f"Differentially private (epsilon={float(released['epsilon']):.3g}): counts over the "
+            f"{released['held_out_records']} held-out records with Gaussian noise, standard deviation "
+            f"{float(released['sigma']):.3f} per score (unbiased, may fall outside [0, 1]).",
+            "",
+        ]
     if build.eval_scores:
         lines += [f"- {name}: {value:.4f}" for name, value in sorted(build.eval_scores.items())]
     else:
