@@ -7,8 +7,9 @@ command line imports them without loading any model library).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
-__all__ = ["Classification", "Generation", "GenerationOptions"]
+__all__ = ["NO_SINK", "Classification", "Generation", "GenerationOptions", "GenerationSink"]
 
 
 @dataclass(frozen=True)
@@ -32,3 +33,26 @@ class GenerationOptions:
     temperature: float = 0.0  # 0: greedy decoding
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
+
+
+class GenerationSink(Protocol):
+    """Where generated text goes while it is decoded; `row` is the prompt's position in the call.
+
+    Called from the thread that runs the model: `text` with each piece of final text, in order,
+    then `done` once with the row's answer (whose text is those pieces joined).
+    """
+
+    def text(self, row: int, delta: str) -> None: ...
+
+    def done(self, row: int, generation: Generation) -> None: ...
+
+
+class _NoSink:
+    def text(self, row: int, delta: str) -> None:
+        pass
+
+    def done(self, row: int, generation: Generation) -> None:
+        pass
+
+
+NO_SINK: GenerationSink = _NoSink()  # for callers that want only the answers

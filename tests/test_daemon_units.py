@@ -23,7 +23,7 @@ from lmdock.v1 import local_pb2 as pb
 
 def test_completion_requests_parse_with_openai_defaults() -> None:
     model, prompts, options, stream = parse_completion({"model": "m", "prompt": "hi", "user": "ignored"})
-    assert (model, prompts, stream) == ("m", ["hi"], False)
+    assert (model, prompts, stream.on) == ("m", ["hi"], False)
     assert (options.max_new_tokens, options.temperature, options.top_p, options.stop) == (16, 0.0, 1.0, ())
     _, _, options, stream = parse_completion(
         {
@@ -35,7 +35,7 @@ def test_completion_requests_parse_with_openai_defaults() -> None:
             "stream": True,
         }
     )
-    assert (options.max_new_tokens, options.temperature, options.stop, stream) == (5, 0.7, ("\n",), True)
+    assert (options.max_new_tokens, options.temperature, options.stop, stream.on) == (5, 0.7, ("\n",), True)
 
 
 def test_chat_requests_take_text_parts() -> None:

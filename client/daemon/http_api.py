@@ -3,14 +3,14 @@
 Handlers run on the event loop only to read and answer; the daemon's operations (registry
 reads, inference) run on worker threads under one bounded limiter, so a slow answer never holds
 up another request. Bodies are JSON objects of at most api.max_request_bytes, read within
-`READ_TIMEOUT_S`; answers are JSON, or server-sent events when `stream` is true.
+`READ_TIMEOUT_S`; answers are JSON, or server-sent events, sent as the text is generated, when
+`stream` is true (`http_stream`).
 """
 
 from __future__ import annotations
 
 import functools
-import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, TypeVar
 
@@ -18,14 +18,17 @@ import anyio
 import anyio.to_thread
 from lmdock.client.daemon import openai_schema as schema
 from lmdock.client.daemon.core import Daemon
+from lmdock.client.daemon.http_cors import CorsPolicy
 from lmdock.client.daemon.http_errors import error_response, typed_error_response
 from lmdock.client.daemon.http_guard import INTERNAL, Guard
+from lmdock.client.daemon.http_stream import Deltas, stream_answer
 from lmdock.client.daemon.json_body import parse_json_object
+from lmdock.client.daemon.types import Completion
 from lmdock.common.errors import LmdockError, NotFound
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
@@ -51,7 +54,13 @@ def create_app(daemon: Daemon, *, token: str) -> ASGIApp:
             Exception: _internal_error,  # answered here; `Guard` writes the one log line
         },
     )
-    return Guard(app, token=token, max_in_flight=daemon.config.api.max_concurrent)
+    api_settings = daemon.config.api
+    return Guard(
+        app,
+        token=token,
+        max_in_flight=api_settings.max_concurrent,
+        cors=CorsPolicy(api_settings.cors_origins),
+    )
 
 
 class _Api:
@@ -72,21 +81,39 @@ class _Api:
         return JSONResponse(schema.model_object(matches[0]))
 
     async def completions(self, request: Request) -> Response:
-        model, prompts, options, stream = schema.parse_completion(await self._body(request))
+        model, prompts, options, streaming = schema.parse_completion(await self._body(request))
         request.state.model = model
+        if streaming.on:
+            return await self._stream(
+                model,
+                streaming,
+                chat=False,
+                run=functools.partial(self.daemon.complete, model, prompts, options),
+            )
         result = await self._blocking(self.daemon.complete, model, prompts, options)
-        if stream:
-            return _events(schema.completion_chunks(result))
         return JSONResponse(schema.completion_response(result))
 
     async def chat(self, request: Request) -> Response:
         body = await self._body(request)
-        model, messages, options, stream = schema.parse_chat(body, self.daemon.config.runtime.max_new_tokens)
+        model, messages, options, streaming = schema.parse_chat(
+            body, self.daemon.config.runtime.max_new_tokens
+        )
         request.state.model = model
+        if streaming.on:
+            return await self._stream(
+                model, streaming, chat=True, run=functools.partial(self.daemon.chat, model, messages, options)
+            )
         result = await self._blocking(self.daemon.chat, model, messages, options)
-        if stream:
-            return _events(schema.chat_chunks(result))
         return JSONResponse(schema.chat_response(result))
+
+    async def _stream(
+        self, model: str, streaming: schema.Streaming, *, chat: bool, run: Callable[[Deltas], Completion]
+    ) -> Response:
+        record = await self._blocking(self.daemon.ready, model)
+        chunks = schema.ChunkStream(
+            chat=chat, model=model, record=record, include_usage=streaming.include_usage
+        )
+        return await stream_answer(lambda deltas: self._blocking(run, deltas), chunks)
 
     async def _body(self, request: Request) -> dict[str, Any]:
         media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
@@ -139,15 +166,3 @@ class _Api:
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
     return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, INTERNAL)
-
-
-def _events(chunks: list[dict[str, Any]]) -> Response:
-    """Server-sent events, one per chunk, then [DONE]."""
-
-    async def lines() -> AsyncIterator[str]:
-        for chunk in chunks:
-            yield f"data: {json.dumps(chunk)}\n\n"
-        yield "data: [DONE]\n\n"
-
-    headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    return StreamingResponse(lines(), headers=headers)
