@@ -33,6 +33,8 @@ class GenerationOptions:
     temperature: float = 0.0  # 0: greedy decoding
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
+    # max_new_tokens is a default, not the caller's: fewer when the prompt leaves less room
+    fit: bool = False
 
 
 class GenerationSink(Protocol):

@@ -179,7 +179,11 @@ class SharedBase:
     def _generate_batch(
         self, prompts: Sequence[str], options: GenerationOptions, sink: GenerationSink, offset: int
     ) -> list[Generation]:
-        batch = self._encode(prompts, room=options.max_new_tokens)
+        # the caller's max_new_tokens is kept, cutting the prompt; a default one gives way to it
+        batch = self._encode(prompts, room=1 if options.fit else options.max_new_tokens)
+        max_new_tokens = options.max_new_tokens
+        if options.fit:
+            max_new_tokens = max(1, min(max_new_tokens, self.max_positions - batch["input_ids"].shape[1]))
         sampling: dict[str, Any] = {"do_sample": False}
         if options.temperature > 0:
             sampling = {"do_sample": True, "temperature": options.temperature, "top_p": options.top_p}
@@ -193,7 +197,7 @@ class SharedBase:
         )
         self._model.generate(
             **batch,
-            max_new_tokens=options.max_new_tokens,
+            max_new_tokens=max_new_tokens,
             pad_token_id=self.tokenizer.pad_token_id,
             streamer=streamer,
             stopping_criteria=StoppingCriteriaList([StopRows(streamer)]) if options.stop else None,

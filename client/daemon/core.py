@@ -157,7 +157,7 @@ class Daemon:
         try:
             batcher = self._loaded(record)
             job = None if record.kind == "classification" else options
-            if job is not None:
+            if job is not None and not job.fit:
                 self._check_room(batcher.host.max_positions, job.max_new_tokens)
             choices: list[Classification | Generation] = batcher.submit(
                 record.learnware_id, prompts, job, on_text

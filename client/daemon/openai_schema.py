@@ -62,7 +62,8 @@ def _options(body: Mapping[str, Any], default_max_tokens: int) -> GenerationOpti
     # as vLLM: max_completion_tokens (OpenAI's newer name) wins over max_tokens
     key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     max_tokens = body.get(key)
-    if max_tokens is None:
+    fit = max_tokens is None
+    if fit:
         max_tokens = default_max_tokens
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise InvalidArgument(f'"{key}" must be a positive integer', param=key)
@@ -82,6 +83,7 @@ def _options(body: Mapping[str, Any], default_max_tokens: int) -> GenerationOpti
         temperature=_number(body, "temperature", 0.0, 0.0, 2.0),
         top_p=_number(body, "top_p", 1.0, 1e-6, 1.0),
         stop=tuple(stop),
+        fit=fit,
     )
 
 
