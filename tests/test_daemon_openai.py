@@ -19,7 +19,17 @@ import pytest
 from lmdock.client.daemon.core import Daemon
 from lmdock.lab.embedded import embedded_market
 
-from tests.daemon_support import PINNED_TASKS, packages, publish, running, token_of, wait_ready, write_config
+from tests.daemon_support import (
+    PINNED_TASKS,
+    WRITER,
+    http,
+    packages,
+    publish,
+    running,
+    token_of,
+    wait_ready,
+    write_config,
+)
 
 __all__ = ["packages"]  # the fixture, imported for pytest
 
@@ -178,3 +188,22 @@ def test_harmless_fields_are_accepted_and_models_name_their_base(client: openai.
     assert refused.value.param == "echo"
     models = {m.id: m.model_extra or {} for m in client.models.list()}
     assert models["notes"]["root"] == "notes-writer" and models["notes"]["parent"].endswith("tiny-llama0")
+
+
+def test_vllm_adapter_routes_add_and_remove_a_pinned_task(client: openai.OpenAI, daemon: Daemon) -> None:
+    load = {"lora_name": "writer2", "lora_path": WRITER}
+    assert http(daemon, "POST", "/v1/load_lora_adapter", load, token=None)[0] == 401
+    assert http(daemon, "POST", "/v1/load_lora_adapter", load) == (
+        200,
+        "Success: LoRA adapter 'writer2' added successfully.",
+    )
+    assert {m.id: (m.model_extra or {})["root"] for m in client.models.list()}["writer2"] == WRITER
+    answer = client.completions.create(model="writer2", prompt="Markets fell", max_tokens=2)
+    assert answer.choices[0].finish_reason == "length"
+    assert http(daemon, "POST", "/v1/load_lora_adapter", load)[0] == 409  # the task exists
+    status, refused = http(daemon, "POST", "/v1/load_lora_adapter", load | {"load_inplace": True})
+    assert status == 400 and refused["error"]["param"] == "load_inplace"
+    unload = {"lora_name": "writer2"}
+    assert http(daemon, "POST", "/v1/unload_lora_adapter", unload)[0] == 200
+    assert "writer2" not in {m.id for m in client.models.list()}
+    assert http(daemon, "POST", "/v1/unload_lora_adapter", unload)[0] == 404

@@ -1,5 +1,9 @@
 """The OpenAI-compatible HTTP API: a Starlette app over `Daemon`, behind `Guard`.
 
+Besides OpenAI's routes, vLLM's runtime adapter routes (`/v1/load_lora_adapter`,
+`/v1/unload_lora_adapter`) add and remove a task serving a pinned learnware — what the local
+gRPC API's AddTask and RemoveTask do with the same token, and no privacy spent.
+
 Handlers run on the event loop only to read and answer; the daemon's operations (registry
 reads, inference) run on worker threads under one bounded limiter, so a slow answer never holds
 up another request. Bodies are JSON objects of at most api.max_request_bytes, read within
@@ -17,6 +21,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 from lmdock.client.daemon import openai_schema as schema
+from lmdock.client.daemon.config import TaskSettings
 from lmdock.client.daemon.core import Daemon
 from lmdock.client.daemon.http_cors import CorsPolicy
 from lmdock.client.daemon.http_errors import error_response, typed_error_response
@@ -28,14 +33,17 @@ from lmdock.common.errors import LmdockError, NotFound
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
 __all__ = ["create_app"]
 
 READ_TIMEOUT_S = 60
-ROUTES = "GET /v1/models, POST /v1/completions, POST /v1/chat/completions"
+ROUTES = (
+    "GET /v1/models, POST /v1/completions, POST /v1/chat/completions, "
+    "POST /v1/load_lora_adapter, POST /v1/unload_lora_adapter"
+)
 T = TypeVar("T")
 
 
@@ -47,6 +55,8 @@ def create_app(daemon: Daemon, *, token: str) -> ASGIApp:
             Route("/v1/models/{name:path}", api.model, methods=["GET"]),
             Route("/v1/completions", api.completions, methods=["POST"]),
             Route("/v1/chat/completions", api.chat, methods=["POST"]),
+            Route("/v1/load_lora_adapter", api.load_adapter, methods=["POST"]),
+            Route("/v1/unload_lora_adapter", api.unload_adapter, methods=["POST"]),
         ],
         exception_handlers={
             LmdockError: api.typed_error,
@@ -105,6 +115,20 @@ class _Api:
             )
         result = await self._blocking(self.daemon.chat, model, messages, options)
         return JSONResponse(schema.chat_response(result))
+
+    async def load_adapter(self, request: Request) -> Response:
+        """vLLM's route, as a task serving a pinned learnware (no search, no privacy spent)."""
+        name, learnware = schema.parse_adapter(await self._body(request), load=True)
+        request.state.model = name
+        settings = TaskSettings(name=name, learnware=learnware)
+        await self._blocking(self.daemon.add_task, settings)
+        return PlainTextResponse(f"Success: LoRA adapter '{name}' added successfully.")
+
+    async def unload_adapter(self, request: Request) -> Response:
+        name, _ = schema.parse_adapter(await self._body(request), load=False)
+        request.state.model = name
+        await self._blocking(self.daemon.remove_task, name)
+        return PlainTextResponse(f"Success: LoRA adapter '{name}' removed successfully.")
 
     async def _stream(
         self, model: str, streaming: schema.Streaming, *, chat: bool, run: Callable[[Deltas], Completion]

@@ -16,7 +16,16 @@ from typing import Any
 
 from lmdock.common.errors import InvalidArgument
 
-__all__ = ["CHAT", "COMPLETIONS", "IGNORED", "MESSAGE", "SUPPORTED", "check_fields"]
+__all__ = [
+    "CHAT",
+    "COMPLETIONS",
+    "IGNORED",
+    "LOAD_ADAPTER",
+    "MESSAGE",
+    "SUPPORTED",
+    "UNLOAD_ADAPTER",
+    "check_fields",
+]
 
 SUPPORTED = "supported"
 IGNORED = "ignored"
@@ -72,6 +81,10 @@ COMPLETIONS: dict[str, Policy] = _SHARED | {
     "logprobs": (None,),  # 0 still asks for the chosen token's log probability
     "suffix": _OFF,
 }
+
+# vLLM's runtime LoRA routes: here a learnware id is the adapter's "path", a task its name
+LOAD_ADAPTER: dict[str, Policy] = {"lora_name": SUPPORTED, "lora_path": SUPPORTED, "load_inplace": _OFF}
+UNLOAD_ADAPTER: dict[str, Policy] = {"lora_name": SUPPORTED, "lora_int_id": IGNORED}
 
 MESSAGE: dict[str, Policy] = {
     "role": SUPPORTED,

@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmdock.client.answers import Classification, Generation, GenerationOptions
-from lmdock.client.daemon.openai_fields import CHAT, COMPLETIONS, MESSAGE, check_fields
+from lmdock.client.daemon.openai_fields import (
+    CHAT,
+    COMPLETIONS,
+    LOAD_ADAPTER,
+    MESSAGE,
+    UNLOAD_ADAPTER,
+    check_fields,
+)
 from lmdock.client.daemon.registry import TaskRecord
 from lmdock.client.daemon.types import ChatMessage, Completion
 from lmdock.common.errors import InvalidArgument
@@ -30,6 +37,7 @@ __all__ = [
     "completion_response",
     "error_body",
     "model_object",
+    "parse_adapter",
     "parse_chat",
     "parse_completion",
 ]
@@ -170,6 +178,17 @@ def _content(content: Any, i: int) -> str:
             texts.append(part["text"])
         return "\n".join(texts)
     raise InvalidArgument(f"{param} must be a string or a list of text parts", param=param)
+
+
+def parse_adapter(body: Mapping[str, Any], *, load: bool) -> tuple[str, str]:
+    """(task name, learnware id) from vLLM's load_lora_adapter body (unload: the id is "")."""
+    check_fields(body, LOAD_ADAPTER if load else UNLOAD_ADAPTER)
+    keys = ("lora_name", "lora_path") if load else ("lora_name",)
+    for key in keys:
+        if not isinstance(body.get(key), str) or not body[key]:
+            what = "the task's name" if key == "lora_name" else "the learnware id to serve"
+            raise InvalidArgument(f'"{key}" is required: {what}', param=key)
+    return body["lora_name"], body.get("lora_path", "") if load else ""
 
 
 def error_body(message: str, kind: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
