@@ -9,7 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["NO_SINK", "Classification", "Generation", "GenerationOptions", "GenerationSink"]
+__all__ = [
+    "NO_SINK",
+    "Classification",
+    "Generation",
+    "GenerationOptions",
+    "GenerationSink",
+    "TextListener",
+]
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,21 @@ class GenerationSink(Protocol):
 
     def done(self, row: int, generation: Generation) -> None: ...
 
+    def wanted(self, row: int) -> bool:
+        """False once nobody reads the row any more: it stops decoding."""
+        ...
+
+
+class TextListener(Protocol):
+    """One caller reading its answer as it is generated: (prompt's index, text) pieces."""
+
+    def __call__(self, index: int, delta: str) -> None: ...
+
+    @property
+    def listening(self) -> bool:
+        """False once the caller has gone."""
+        ...
+
 
 class _NoSink:
     def text(self, row: int, delta: str) -> None:
@@ -55,6 +77,9 @@ class _NoSink:
 
     def done(self, row: int, generation: Generation) -> None:
         pass
+
+    def wanted(self, row: int) -> bool:
+        return True
 
 
 NO_SINK: GenerationSink = _NoSink()  # for callers that want only the answers

@@ -200,7 +200,7 @@ class SharedBase:
             max_new_tokens=max_new_tokens,
             pad_token_id=self.tokenizer.pad_token_id,
             streamer=streamer,
-            stopping_criteria=StoppingCriteriaList([StopRows(streamer)]) if options.stop else None,
+            stopping_criteria=StoppingCriteriaList([StopRows(streamer)]),
             **sampling,
         )
         return streamer.results()

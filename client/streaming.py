@@ -8,8 +8,9 @@ a `GenerationSink` as soon as it is final. A row is final text up to what may st
 * trailing whitespace — the answer is stripped, and the space may be its end;
 * a tail that begins a stop string — it may become the stop string, which is never sent.
 
-A row ends at an end-of-sequence token, at a stop string (the text is cut where it starts, and
-`StopRows` stops decoding that row), or at `max_new_tokens`. The answer (`Generation`) is the
+A row ends at an end-of-sequence token, at a stop string (the text is cut where it starts), when
+the sink no longer wants it (its caller has gone), or at `max_new_tokens`; `StopRows` stops
+decoding a row that ended before the batch did. The answer (`Generation`) is the
 concatenation of what was sent, so a streamed answer and a whole one are the same text.
 """
 
@@ -101,6 +102,9 @@ class RowStreamer(BaseStreamer):
             row = self.rows[i]
             if row.finish:  # a finished row is padded from here on
                 continue
+            if not self.sink.wanted(self.offset + i):  # its caller has gone
+                self._close(i, "stop")
+                continue
             if token in self.eos_ids:
                 self._close(i, "stop")
                 continue
@@ -137,7 +141,7 @@ class RowStreamer(BaseStreamer):
 
 
 class StopRows(StoppingCriteria):
-    """Stops decoding the rows that reached a stop string (a step late: `generate` streams after it asks)."""
+    """Stops decoding the rows that have ended (a step late: `generate` streams after it asks)."""
 
     def __init__(self, streamer: RowStreamer) -> None:
         self.streamer = streamer

@@ -16,7 +16,9 @@ from typing import Any
 
 import openai
 import pytest
+from lmdock.client.answers import GenerationOptions
 from lmdock.client.daemon.core import Daemon
+from lmdock.client.daemon.types import ChatMessage
 from lmdock.lab.embedded import embedded_market
 
 from tests.daemon_support import (
@@ -96,6 +98,33 @@ def test_chat_streams_tokens_while_they_are_generated(client: openai.OpenAI, dae
     assert chunks[-2].choices[0].finish_reason == "length"
     assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage  # include_usage's last chunk
     assert all(c.usage is None for c in chunks[:-1])
+
+
+class Leaves:
+    """A reader that goes after two pieces of text."""
+
+    def __init__(self) -> None:
+        self.pieces: list[str] = []
+
+    def __call__(self, index: int, delta: str) -> None:
+        self.pieces.append(delta)
+
+    @property
+    def listening(self) -> bool:
+        return len(self.pieces) < 2
+
+
+def test_a_caller_that_leaves_mid_stream_stops_its_rows(client: openai.OpenAI, daemon: Daemon) -> None:
+    reader = Leaves()
+    left = daemon.chat("notes", [ChatMessage("user", "hi")], GenerationOptions(max_new_tokens=LONG), reader)
+    assert len(reader.pieces) == 2 and left.completion_tokens < LONG
+    assert left.choices[0].text == "".join(reader.pieces)  # type: ignore[union-attr]
+
+    stream = client.chat.completions.create(model="notes", messages=CHAT, max_tokens=LONG, stream=True)  # type: ignore[arg-type]
+    next(chunk for chunk in stream if chunk.choices and chunk.choices[0].delta.content)
+    stream.close()  # the HTTP caller leaves: the daemon goes on serving the others
+    answer = client.chat.completions.create(model="notes", messages=CHAT, max_tokens=2)  # type: ignore[arg-type]
+    assert answer.choices[0].finish_reason == "length"
 
 
 def test_requests_in_one_batch_each_get_their_own_stream(client: openai.OpenAI, daemon: Daemon) -> None:

@@ -33,9 +33,11 @@ def tokenizer() -> Any:
 class Recorder:
     """A sink that keeps what it is given."""
 
-    def __init__(self) -> None:
+    def __init__(self, leaves: dict[int, int] | None = None) -> None:
         self.pieces: dict[int, list[str]] = {}
         self.answers: dict[int, Generation] = {}
+        self.leaves = leaves or {}  # row -> pieces after which its reader goes
+        self.stopped_at_step_8: list[bool] = []  # what `StopRows` said then
 
     def text(self, row: int, delta: str) -> None:
         assert row not in self.answers, "text after the row was done"
@@ -45,15 +47,23 @@ class Recorder:
         assert row not in self.answers, "done twice"
         self.answers[row] = generation
 
+    def wanted(self, row: int) -> bool:
+        return len(self.pieces.get(row, [])) < self.leaves.get(row, 10**9)
 
-def _feed(tokenizer: Any, rows: list[list[int]], **kwargs: Any) -> tuple[RowStreamer, Recorder]:
+
+def _feed(
+    tokenizer: Any, rows: list[list[int]], sink: Recorder | None = None, **kwargs: Any
+) -> tuple[RowStreamer, Recorder]:
     """Rows fed step by step as `generate` does: prompts (2-D) first, then one token per row, padded."""
-    sink = Recorder()
+    sink = sink or Recorder()
     streamer = RowStreamer(tokenizer, eos_ids={tokenizer.eos_token_id}, sink=sink, **kwargs)
     streamer.put(torch.zeros((len(rows), 3), dtype=torch.long))
     for step in range(max(map(len, rows))):
         pad = tokenizer.eos_token_id
         streamer.put(torch.tensor([row[step] if step < len(row) else pad for row in rows]))
+        if step == 8:  # what `generate` asks before its next step
+            stopped = StopRows(streamer)(torch.zeros((len(rows), 1), dtype=torch.long), torch.zeros(1))
+            sink.stopped_at_step_8 = stopped.tolist()
     streamer.end()
     return streamer, sink
 
@@ -74,11 +84,20 @@ def test_each_row_streams_whole_characters_and_ends_with_its_answer(tokenizer: A
 
 def test_a_stop_string_is_never_sent_and_ends_only_its_row(tokenizer: Any) -> None:
     rows = [tokenizer.encode(text) for text in TEXTS]
-    streamer, sink = _feed(tokenizer, rows, stop=("STOP", "zz"), prompt_tokens=[1, 1])
+    _, sink = _feed(tokenizer, rows, stop=("STOP", "zz"), prompt_tokens=[1, 1])
     assert "".join(sink.pieces[1]) == "alpha beta"
     assert not any("S" in piece for piece in sink.pieces[1])  # no piece of the stop string left early
     assert sink.answers[1].finish_reason == "stop"
     assert sink.answers[1].completion_tokens < len(rows[1])  # tokens after the stop string are not read
     assert "".join(sink.pieces[0]) == TEXTS[0] and sink.answers[0].finish_reason == "length"
-    stopped = StopRows(streamer)(torch.zeros((2, 1), dtype=torch.long), torch.zeros(2))
-    assert stopped.tolist() == [True, True]  # both rows have ended by now
+    assert sink.stopped_at_step_8 == [False, True]
+
+
+def test_a_row_whose_reader_has_gone_stops_and_the_others_go_on(tokenizer: Any) -> None:
+    rows = [tokenizer.encode(text) for text in TEXTS]
+    sink = Recorder(leaves={0: 2})
+    _, sink = _feed(tokenizer, rows, sink, stop=(), prompt_tokens=[1, 1])
+    assert len(sink.pieces[0]) == 2 and sink.answers[0].completion_tokens < len(rows[0])
+    assert sink.answers[0].text == "".join(sink.pieces[0])
+    assert sink.stopped_at_step_8 == [True, False]
+    assert "".join(sink.pieces[1]) == TEXTS[1]

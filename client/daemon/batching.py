@@ -2,8 +2,9 @@
 
 One worker thread per loaded base model takes the first waiting job, waits up to `wait_s` for
 more (at most `max_batch` texts), and runs jobs that ask the same adapter the same thing as one
-batch. A generation job's text goes to its own `on_text` as it is decoded, and its answer is
-ready as soon as its own rows end, whatever the rest of the batch still does. When a batch
+batch. A generation job's text goes to its own `on_text` as it is decoded, its rows stop
+decoding once that listener has gone, and its answer is ready as soon as its own rows end,
+whatever the rest of the batch still does. When a batch
 fails, its jobs run again one by one, so a bad input fails only its own request (a job that has
 streamed text already fails instead: its caller has seen part of an answer). The single worker
 also serializes `set_adapter`, so jobs for different adapters on the same base never interleave.
@@ -15,12 +16,12 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from lmdock.client.answers import Generation, GenerationOptions
+from lmdock.client.answers import Generation, GenerationOptions, TextListener
 from lmdock.client.runtime import SharedBase
 from lmdock.common.errors import LmdockError
 
@@ -34,7 +35,7 @@ class _Job:
     name: str
     options: GenerationOptions | None  # None: classification
     inputs: list[str]
-    on_text: Callable[[int, str], None] | None = None  # (input's index, text), from the worker
+    on_text: TextListener | None = None  # called from the worker
     future: Future[list[Any]] = field(default_factory=Future)
     streamed: bool = False  # some text went to `on_text`
 
@@ -58,7 +59,7 @@ class Batcher:
         name: str,
         inputs: Sequence[str],
         options: GenerationOptions | None,
-        on_text: Callable[[int, str], None] | None = None,
+        on_text: TextListener | None = None,
     ) -> Future[list[Any]]:
         """Queue `inputs` for adapter `name`: classification when `options` is None, else generation
         (whose text goes to `on_text` as it is decoded)."""
@@ -145,6 +146,10 @@ class _JobSink:
         if job.on_text is not None:
             job.streamed = True
             job.on_text(i, delta)
+
+    def wanted(self, row: int) -> bool:
+        listener = self.rows[row][0].on_text
+        return listener is None or listener.listening
 
     def done(self, row: int, generation: Generation) -> None:
         job, i = self.rows[row]

@@ -12,9 +12,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from lmdock.client.answers import Classification, Generation, GenerationOptions
+from lmdock.client.answers import Classification, Generation, GenerationOptions, TextListener
 from lmdock.client.cache import AdapterCache
 from lmdock.client.daemon.batching import Batcher
 from lmdock.client.daemon.config import DaemonConfig, TaskSettings
@@ -138,10 +138,10 @@ class Daemon:
         model: str,
         prompts: Sequence[str],
         options: GenerationOptions,
-        on_text: Callable[[int, str], None] | None = None,
+        on_text: TextListener | None = None,
     ) -> Completion:
         """Answer each prompt; a generation's text also goes to `on_text` (prompt's index, text)
-        as it is decoded, from a worker thread."""
+        as it is decoded, from a worker thread, until it stops listening."""
         if not prompts:
             raise InvalidArgument("prompt is empty")
         if len(prompts) > self.config.api.max_prompts:
@@ -185,7 +185,7 @@ class Daemon:
         model: str,
         messages: Sequence[ChatMessage],
         options: GenerationOptions,
-        on_text: Callable[[int, str], None] | None = None,
+        on_text: TextListener | None = None,
     ) -> Completion:
         """A chat turn; a classifier labels the last user message."""
         if not messages:

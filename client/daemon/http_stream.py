@@ -2,7 +2,8 @@
 
 The batcher's worker hands each piece of text to `Deltas`, which queues it on the event loop
 without ever blocking that thread; the response reads the queue and writes one event per piece
-(`data: {chunk}`, then `data: [DONE]`), so every request in a batch has its own stream.
+(`data: {chunk}`, then `data: [DONE]`), so every request in a batch has its own stream. When
+the caller leaves mid-stream, its rows stop decoding; the rest of the batch goes on.
 
 The response starts with the first piece of text (or with the answer, when there is none, as a
 classifier's): a request refused before that — an unknown model, a `max_tokens` over the
@@ -35,6 +36,7 @@ class Deltas:
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
+        self.listening = True  # false once the response has ended: the request's rows stop decoding
 
     def __call__(self, index: int, delta: str) -> None:
         with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is listening
@@ -69,19 +71,22 @@ async def _events(
     answer: asyncio.Future[Completion],
     chunks: ChunkStream,
 ) -> AsyncIterator[str]:
-    for chunk in chunks.start():
-        yield _event(chunk)
-    piece = first
-    while piece is not None:
-        yield _event(chunks.text(*piece))
-        piece = await deltas.next(answer)
     try:
-        ended = chunks.end(await answer)
-    except LmdockError as exc:
-        ended = [typed_error_body(exc)]
-    for chunk in ended:
-        yield _event(chunk)
-    yield "data: [DONE]\n\n"
+        for chunk in chunks.start():
+            yield _event(chunk)
+        piece = first
+        while piece is not None:
+            yield _event(chunks.text(*piece))
+            piece = await deltas.next(answer)
+        try:
+            ended = chunks.end(await answer)
+        except LmdockError as exc:
+            ended = [typed_error_body(exc)]
+        for chunk in ended:
+            yield _event(chunk)
+        yield "data: [DONE]\n\n"
+    finally:  # the answer was sent, or the caller left (the response is cancelled)
+        deltas.listening = False
 
 
 def _event(chunk: dict[str, Any]) -> str:
