@@ -118,9 +118,12 @@ def test_fields_that_ask_for_nothing_are_accepted() -> None:
     chat = {"model": "m", "messages": [{"role": "user", "content": "x", "name": "ann"}], "store": True}
     _, _, options, streaming = parse_chat(chat | off | {"stream": True, "stream_options": {}}, 9)
     assert options.fit and not streaming.include_usage and streaming.on
-    _, _, options, _ = parse_completion(
-        {"model": "m", "prompt": "x", "echo": False, "best_of": 1, "max_tokens": 3}
+    nulls = {"n": None, "stream": None, "stop": None, "temperature": None, "suffix": None}
+    _, _, options, streaming = parse_completion(
+        {"model": "m", "prompt": "x", "echo": False, "best_of": 1} | nulls
     )
+    assert options.fit and options.max_new_tokens == 16 and not streaming.on
+    _, _, options, _ = parse_completion({"model": "m", "prompt": "x", "max_tokens": 3})
     assert options.max_new_tokens == 3 and not options.fit
 
 

@@ -65,7 +65,7 @@ def _number(body: Mapping[str, Any], key: str, default: float, low: float, high:
 
 
 def _options(body: Mapping[str, Any], default_max_tokens: int) -> GenerationOptions:
-    if body.get("n", 1) != 1:
+    if body.get("n") not in (None, 1):
         raise InvalidArgument('"n" must be 1: one choice per prompt', param="n")
     # as vLLM: max_completion_tokens (OpenAI's newer name) wins over max_tokens
     key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
@@ -104,7 +104,7 @@ class Streaming:
 
 
 def _streaming(body: Mapping[str, Any]) -> Streaming:
-    stream = body.get("stream", False)
+    stream = body.get("stream") or False  # null is the default, as in OpenAI's API
     if not isinstance(stream, bool):
         raise InvalidArgument('"stream" must be true or false', param="stream")
     options = body.get("stream_options")
