@@ -8,6 +8,7 @@ the second, so two requests sent together decode in one batch.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -90,7 +91,7 @@ def test_chat_streams_tokens_while_they_are_generated(client: openai.OpenAI, dae
             running_at_first_text = _batches_run(daemon) == before  # its batch has not ended yet
         chunks.append(chunk)
     assert running_at_first_text, "the first text came only once generation was over"
-    assert _batches_run(daemon) == before + 1
+    assert _batches_run(daemon) == before + 1  # counted before the last answer is handed over
     assert len({c.id for c in chunks}) == 1 and all(c.object == "chat.completion.chunk" for c in chunks)
     assert chunks[0].choices[0].delta.role == "assistant"
     texts = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
@@ -170,6 +171,20 @@ def test_completions_stream_each_prompt_as_its_own_choice(client: openai.OpenAI)
             finished[choice.index] = choice.finish_reason
     assert ["".join(pieces[i]) for i in (0, 1)] == [c.text for c in whole.choices]
     assert finished == {0: "length", 1: "length"}
+
+    async def streamed_async() -> list[Any]:
+        async with openai.AsyncOpenAI(base_url=str(client.base_url), api_key=client.api_key) as api:
+            stream = await api.completions.create(
+                model="notes",
+                prompt=prompts,
+                max_tokens=12,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            return [chunk async for chunk in stream]
+
+    chunks = asyncio.run(streamed_async())
+    assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage  # AsyncOpenAI reads the same
 
     labels = list(client.completions.create(model="triage", prompt="fever and rash", stream=True))
     assert labels[0].choices[0].text and labels[-1].choices[0].finish_reason == "stop"  # a classifier

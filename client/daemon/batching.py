@@ -16,7 +16,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +67,10 @@ class Batcher:
         self._queue.put(job)
         return job.future
 
+    def _count_batch(self) -> None:
+        # before the batch's last answer is handed over: whoever has every answer sees the count
+        self.batches_run += 1
+
     def close(self) -> None:
         """Finish the jobs already queued, then stop the worker."""
         self._queue.put(None)
@@ -105,7 +109,7 @@ class Batcher:
             if options is None:
                 results: list[Any] = self.host.classify(name, inputs, batch_size=self.max_batch)
             else:
-                sink = _JobSink(group)
+                sink = _JobSink(group, on_last_row=self._count_batch)
                 results = self.host.generate(name, inputs, options, batch_size=self.max_batch, sink=sink)
         except Exception as exc:
             pending = [job for job in group if not job.future.done()]
@@ -126,7 +130,8 @@ class Batcher:
             for job in pending:
                 job.future.set_exception(exc)
             return
-        self.batches_run += 1
+        if options is None:
+            self._count_batch()
         start = 0
         for job in group:
             if not job.future.done():
@@ -135,11 +140,16 @@ class Batcher:
 
 
 class _JobSink:
-    """Routes a batch's rows to their jobs; a job is answered once its last row is done."""
+    """Routes a batch's rows to their jobs; a job is answered once its last row is done.
 
-    def __init__(self, group: list[_Job]) -> None:
+    `on_last_row` runs when the batch's last row is done, before that row's job is answered.
+    """
+
+    def __init__(self, group: list[_Job], *, on_last_row: Callable[[], None]) -> None:
         self.rows = [(job, i) for job in group for i in range(len(job.inputs))]
         self.answers: dict[int, dict[int, Generation]] = {id(job): {} for job in group}
+        self.remaining = len(self.rows)
+        self.on_last_row = on_last_row
 
     def text(self, row: int, delta: str) -> None:
         job, i = self.rows[row]
@@ -155,6 +165,9 @@ class _JobSink:
         job, i = self.rows[row]
         answers = self.answers[id(job)]
         answers[i] = generation
+        self.remaining -= 1
+        if not self.remaining:
+            self.on_last_row()
         if len(answers) == len(job.inputs):
             job.future.set_result([answers[k] for k in range(len(job.inputs))])
 
