@@ -5,7 +5,8 @@
   for different learnwares on the same base never mix. Inputs run in batches.
 * classification learnwares (encoder + LoRA + trained head) answer with a label and the
   softmax score of every label; generation learnwares (causal LM + LoRA) continue prompts,
-  greedily unless a temperature is given.
+  greedily unless a temperature is given, each row's text streamed as it is decoded
+  (`lmdock.client.streaming`).
 * `load_learnware` is the one-adapter case used by `lmdock run`;
   `zero_shot_classify` is the base model's own answer, the baseline a learnware must beat:
   each text goes to the label whose name embeds closest (mean-pooled, cosine).
@@ -21,16 +22,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lmdock.client.answers import Classification, Generation, GenerationOptions
+from lmdock.client.answers import NO_SINK, Classification, Generation, GenerationOptions, GenerationSink
 from lmdock.client.device import pick_device, pick_dtype
 from lmdock.client.embedder import mean_pool
 from lmdock.client.heads import classification_logits
 from lmdock.client.models import resolve_base_model
 from lmdock.client.prompts import chat_prompt, has_chat_template, instruction_prompt
+from lmdock.client.streaming import RowStreamer, StopRows
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.package import TaskInfo
 from peft import PeftModel
-from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    StoppingCriteriaList,
+)
 
 __all__ = [
     "Classification",
@@ -151,41 +159,51 @@ class SharedBase:
 
     @torch.inference_mode()
     def generate(
-        self, name: str, prompts: Sequence[str], options: GenerationOptions, *, batch_size: int = 8
+        self,
+        name: str,
+        prompts: Sequence[str],
+        options: GenerationOptions,
+        *,
+        batch_size: int = 8,
+        sink: GenerationSink = NO_SINK,
     ) -> list[Generation]:
+        """One answer per prompt; `sink` gets each row's text as it is decoded (rows: prompt positions)."""
         self._task(name, "generation")
         out: list[Generation] = []
         with self._lock:
             self._select(name)
             for start in range(0, len(prompts), batch_size):
-                out.extend(self._generate_batch(prompts[start : start + batch_size], options))
+                out.extend(self._generate_batch(prompts[start : start + batch_size], options, sink, start))
         return out
 
-    def _generate_batch(self, prompts: Sequence[str], options: GenerationOptions) -> list[Generation]:
-        batch = self._encode(prompts, room=options.max_new_tokens)
+    def _generate_batch(
+        self, prompts: Sequence[str], options: GenerationOptions, sink: GenerationSink, offset: int
+    ) -> list[Generation]:
+        # the caller's max_new_tokens is kept, cutting the prompt; a default one gives way to it
+        batch = self._encode(prompts, room=1 if options.fit else options.max_new_tokens)
+        max_new_tokens = options.max_new_tokens
+        if options.fit:
+            max_new_tokens = max(1, min(max_new_tokens, self.max_positions - batch["input_ids"].shape[1]))
         sampling: dict[str, Any] = {"do_sample": False}
         if options.temperature > 0:
             sampling = {"do_sample": True, "temperature": options.temperature, "top_p": options.top_p}
-        generated = self._model.generate(
+        streamer = RowStreamer(
+            self.tokenizer,
+            eos_ids=self._eos_ids,
+            stop=options.stop,
+            prompt_tokens=batch["attention_mask"].sum(-1).tolist(),
+            sink=sink,
+            offset=offset,
+        )
+        self._model.generate(
             **batch,
-            max_new_tokens=options.max_new_tokens,
+            max_new_tokens=max_new_tokens,
             pad_token_id=self.tokenizer.pad_token_id,
+            streamer=streamer,
+            stopping_criteria=StoppingCriteriaList([StopRows(streamer)]),
             **sampling,
         )
-        prompt_length = batch["input_ids"].shape[1]
-        prompt_tokens = batch["attention_mask"].sum(-1).tolist()
-        results = []
-        for row, used in zip(generated[:, prompt_length:].tolist(), prompt_tokens, strict=True):
-            finish = "length"
-            ends = [i for i, token in enumerate(row) if token in self._eos_ids]
-            if ends:
-                row, finish = row[: ends[0]], "stop"
-            text = str(self.tokenizer.decode(row, skip_special_tokens=True))
-            cut = min((i for i in (text.find(s) for s in options.stop) if i >= 0), default=-1)
-            if cut >= 0:
-                text, finish = text[:cut], "stop"
-            results.append(Generation(text.strip(), int(used), len(row), finish))
-        return results
+        return streamer.results()
 
     def _encode(self, texts: Sequence[str], *, room: int = 0) -> Any:
         """Token ids of `texts`, each cut to leave `room` positions for generated tokens."""

@@ -17,7 +17,13 @@ class LmdockError(Exception):
 
 
 class InvalidArgument(LmdockError, ValueError):
+    """`param` names the request field at fault, where there is one (the OpenAI API's error `param`)."""
+
     status = "INVALID_ARGUMENT"
+
+    def __init__(self, message: str = "", *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class NotFound(LmdockError):

@@ -87,6 +87,7 @@ def write_config(
     extra: str = "",
     budget_epsilon: float = 8.0,
     batch_wait_ms: float = 2,
+    max_new_tokens: int = 16,
 ) -> Path:
     """A daemon config for tests: everything under `folder`, APIs on free loopback ports.
 
@@ -122,7 +123,7 @@ min_records = 20
 device = "cpu"
 dtype = "float32"
 batch_wait_ms = {batch_wait_ms}
-max_new_tokens = 16
+max_new_tokens = {max_new_tokens}
 {runtime_extra}
 
 [api]

@@ -52,7 +52,7 @@ def test_config_tasks_grpc_streaming_and_task_commands(
                 assert reply.kind == "generation" and reply.completion_tokens <= 4
                 with pytest.raises(NotFound, match="no task named 'nope'"):
                     client.complete("nope", ["x"], GenerationOptions())
-                with pytest.raises(InvalidArgument, match="max_tokens must be between 1 and 16"):
+                with pytest.raises(InvalidArgument, match="max_tokens is 17; it must be between 1 and 16"):
                     client.complete("notes", ["x"], GenerationOptions(max_new_tokens=17))
                 status = client.status()
                 assert status.pid > 0 and status.cached_learnwares == 2 and len(status.loaded) == 2

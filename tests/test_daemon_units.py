@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from lmdock.client.daemon import local_serde as serde
 from lmdock.client.daemon.auth import bearer_matches, load_or_create_token, read_token
 from lmdock.client.daemon.config import TaskSettings
 from lmdock.client.daemon.json_body import nesting_depth
+from lmdock.client.daemon.openai_fields import CHAT, COMPLETIONS
 from lmdock.client.daemon.openai_schema import parse_chat, parse_completion
 from lmdock.client.daemon.registry import TaskRecord, TaskRegistry
 from lmdock.client.daemon.types import Completion, DaemonStatus, LoadedBase
@@ -23,7 +25,7 @@ from lmdock.v1 import local_pb2 as pb
 
 def test_completion_requests_parse_with_openai_defaults() -> None:
     model, prompts, options, stream = parse_completion({"model": "m", "prompt": "hi", "user": "ignored"})
-    assert (model, prompts, stream) == ("m", ["hi"], False)
+    assert (model, prompts, stream.on) == ("m", ["hi"], False)
     assert (options.max_new_tokens, options.temperature, options.top_p, options.stop) == (16, 0.0, 1.0, ())
     _, _, options, stream = parse_completion(
         {
@@ -35,7 +37,7 @@ def test_completion_requests_parse_with_openai_defaults() -> None:
             "stream": True,
         }
     )
-    assert (options.max_new_tokens, options.temperature, options.stop, stream) == (5, 0.7, ("\n",), True)
+    assert (options.max_new_tokens, options.temperature, options.stop, stream.on) == (5, 0.7, ("\n",), True)
 
 
 def test_chat_requests_take_text_parts() -> None:
@@ -80,6 +82,49 @@ def test_bad_chat_requests() -> None:
         parse_chat({"model": "m", "messages": []}, 9)
     with pytest.raises(InvalidArgument, match="only text parts are supported"):
         parse_chat({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 9)
+
+
+def test_the_docs_field_table_is_the_one_the_parser_applies() -> None:
+    page = (Path(__file__).parents[1] / "docs" / "daemon.md").read_text()
+    rows = {
+        m[1]: (m[2], m[3]) for m in re.finditer(r"^\| `(\w+)` \| (\S+)[^|]* \| (\S+)[^|]* \|$", page, re.M)
+    }
+    for column, table in enumerate((CHAT, COMPLETIONS)):
+        for name in set(rows) | set(table):
+            policy = table.get(name, "—")
+            assert rows[name][column] == (policy if isinstance(policy, str) else "refused"), name
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"tools": [{"type": "function"}]}, "tools"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"top_k": 3}, "top_k"),
+        ({"messages": [{"role": "assistant", "content": "", "tool_calls": [{}]}]}, "messages[0].tool_calls"),
+        ({"stream": True, "stream_options": {"include_usage": 1}}, "stream_options.include_usage"),
+        ({"max_completion_tokens": 0}, "max_completion_tokens"),
+    ],
+)
+def test_refused_chat_fields_are_named(body: dict, param: str) -> None:
+    chat = {"model": "m", "messages": [{"role": "user", "content": "x"}]} | body
+    with pytest.raises(InvalidArgument) as refused:
+        parse_chat(chat, 9)
+    assert refused.value.param == param
+
+
+def test_fields_that_ask_for_nothing_are_accepted() -> None:
+    off = {"tools": [], "tool_choice": "none", "logprobs": False, "presence_penalty": 0.0, "logit_bias": {}}
+    chat = {"model": "m", "messages": [{"role": "user", "content": "x", "name": "ann"}], "store": True}
+    _, _, options, streaming = parse_chat(chat | off | {"stream": True, "stream_options": {}}, 9)
+    assert options.fit and not streaming.include_usage and streaming.on
+    nulls = {"n": None, "stream": None, "stop": None, "temperature": None, "suffix": None}
+    _, _, options, streaming = parse_completion(
+        {"model": "m", "prompt": "x", "echo": False, "best_of": 1} | nulls
+    )
+    assert options.fit and options.max_new_tokens == 16 and not streaming.on
+    _, _, options, _ = parse_completion({"model": "m", "prompt": "x", "max_tokens": 3})
+    assert options.max_new_tokens == 3 and not options.fit
 
 
 def test_registry_persists_and_refuses_a_damaged_file(tmp_path: Path) -> None:

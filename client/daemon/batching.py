@@ -2,9 +2,12 @@
 
 One worker thread per loaded base model takes the first waiting job, waits up to `wait_s` for
 more (at most `max_batch` texts), and runs jobs that ask the same adapter the same thing as one
-batch. When a batch fails, its jobs run again one by one, so a bad input fails only its own
-request. The single worker also serializes `set_adapter`, so jobs for different adapters on the
-same base never interleave.
+batch. A generation job's text goes to its own `on_text` as it is decoded, its rows stop
+decoding once that listener has gone, and its answer is ready as soon as its own rows end,
+whatever the rest of the batch still does. When a batch
+fails, its jobs run again one by one, so a bad input fails only its own request (a job that has
+streamed text already fails instead: its caller has seen part of an answer). The single worker
+also serializes `set_adapter`, so jobs for different adapters on the same base never interleave.
 """
 
 from __future__ import annotations
@@ -13,12 +16,12 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from lmdock.client.answers import GenerationOptions
+from lmdock.client.answers import Generation, GenerationOptions, TextListener
 from lmdock.client.runtime import SharedBase
 from lmdock.common.errors import LmdockError
 
@@ -32,7 +35,9 @@ class _Job:
     name: str
     options: GenerationOptions | None  # None: classification
     inputs: list[str]
+    on_text: TextListener | None = None  # called from the worker
     future: Future[list[Any]] = field(default_factory=Future)
+    streamed: bool = False  # some text went to `on_text`
 
     @property
     def key(self) -> tuple[str, GenerationOptions | None]:
@@ -50,12 +55,21 @@ class Batcher:
         self._thread.start()
 
     def submit(
-        self, name: str, inputs: Sequence[str], options: GenerationOptions | None
+        self,
+        name: str,
+        inputs: Sequence[str],
+        options: GenerationOptions | None,
+        on_text: TextListener | None = None,
     ) -> Future[list[Any]]:
-        """Queue `inputs` for adapter `name`: classification when `options` is None, else generation."""
-        job = _Job(name, options, list(inputs))
+        """Queue `inputs` for adapter `name`: classification when `options` is None, else generation
+        (whose text goes to `on_text` as it is decoded)."""
+        job = _Job(name, options, list(inputs), on_text)
         self._queue.put(job)
         return job.future
+
+    def _count_batch(self) -> None:
+        # before the batch's last answer is handed over: whoever has every answer sees the count
+        self.batches_run += 1
 
     def close(self) -> None:
         """Finish the jobs already queued, then stop the worker."""
@@ -95,26 +109,67 @@ class Batcher:
             if options is None:
                 results: list[Any] = self.host.classify(name, inputs, batch_size=self.max_batch)
             else:
-                results = self.host.generate(name, inputs, options, batch_size=self.max_batch)
+                sink = _JobSink(group, on_last_row=self._count_batch)
+                results = self.host.generate(name, inputs, options, batch_size=self.max_batch, sink=sink)
         except Exception as exc:
+            pending = [job for job in group if not job.future.done()]
             if len(group) > 1:  # one caller's input must not fail the others: each on its own
                 log.warning(
                     "a batch of %d requests failed (%s); running them one by one",
                     len(group),
                     type(exc).__name__,
                 )
-                for job in group:
-                    self._run([job])
+                for job in pending:
+                    if job.streamed:
+                        job.future.set_exception(exc)
+                    else:
+                        self._run([job])
                 return
             if not isinstance(exc, LmdockError):  # a typed error is the caller's; anything else ours
                 log.exception("inference failed on base %s (%s)", self.host.base_model, type(exc).__name__)
-            group[0].future.set_exception(exc)
+            for job in pending:
+                job.future.set_exception(exc)
             return
-        self.batches_run += 1
+        if options is None:
+            self._count_batch()
         start = 0
         for job in group:
-            job.future.set_result(results[start : start + len(job.inputs)])
+            if not job.future.done():
+                job.future.set_result(results[start : start + len(job.inputs)])
             start += len(job.inputs)
+
+
+class _JobSink:
+    """Routes a batch's rows to their jobs; a job is answered once its last row is done.
+
+    `on_last_row` runs when the batch's last row is done, before that row's job is answered.
+    """
+
+    def __init__(self, group: list[_Job], *, on_last_row: Callable[[], None]) -> None:
+        self.rows = [(job, i) for job in group for i in range(len(job.inputs))]
+        self.answers: dict[int, dict[int, Generation]] = {id(job): {} for job in group}
+        self.remaining = len(self.rows)
+        self.on_last_row = on_last_row
+
+    def text(self, row: int, delta: str) -> None:
+        job, i = self.rows[row]
+        if job.on_text is not None:
+            job.streamed = True
+            job.on_text(i, delta)
+
+    def wanted(self, row: int) -> bool:
+        listener = self.rows[row][0].on_text
+        return listener is None or listener.listening
+
+    def done(self, row: int, generation: Generation) -> None:
+        job, i = self.rows[row]
+        answers = self.answers[id(job)]
+        answers[i] = generation
+        self.remaining -= 1
+        if not self.remaining:
+            self.on_last_row()
+        if len(answers) == len(job.inputs):
+            job.future.set_result([answers[k] for k in range(len(job.inputs))])
 
 
 def _group(jobs: list[_Job]) -> list[list[_Job]]:

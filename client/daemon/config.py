@@ -39,6 +39,8 @@ TASK_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 DEVICES = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# an origin as a browser sends it: scheme://host[:port], lower case, no path
+ORIGIN = re.compile(r"^https?://([a-z0-9-]+(\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(:\d{1,5})?$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 _UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
@@ -172,6 +174,7 @@ class ApiSettings:
     max_request_bytes: int = 1 * 2**20
     max_prompts: int = 64  # prompts in one request
     max_concurrent: int = 32  # requests in flight; more get HTTP 429 / RESOURCE_EXHAUSTED
+    cors_origins: tuple[str, ...] = ()  # web origins whose pages may call the HTTP API; none by default
 
     def __post_init__(self) -> None:
         if not self.grpc:
@@ -188,6 +191,12 @@ class ApiSettings:
                 )
         for name in ("max_request_bytes", "max_prompts", "max_concurrent"):
             _positive(getattr(self, name), f"api.{name}")
+        for origin in self.cors_origins:
+            if not ORIGIN.match(origin):
+                raise InvalidArgument(
+                    f"api.cors_origins: {origin!r} is not an origin; write each as the browser sends it, "
+                    "scheme://host[:port] in lower case without a path (no '*': name every origin)"
+                )
 
 
 @dataclass(frozen=True)
@@ -354,6 +363,10 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
         if not isinstance(value, str):
             raise InvalidArgument(f"{where} must be a string, not {value!r}")
         return value
+    if kind == tuple[str, ...]:
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise InvalidArgument(f"{where} must be a list of strings, not {value!r}")
+        return tuple(value)
     raise AssertionError(f"config field {where} has an unsupported type {kind!r}")
 
 

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from lmdock.client.answers import Classification, Generation, GenerationOptions
+from lmdock.client.answers import Classification, Generation, GenerationOptions, TextListener
 from lmdock.client.cache import AdapterCache
 from lmdock.client.daemon.batching import Batcher
 from lmdock.client.daemon.config import DaemonConfig, TaskSettings
@@ -133,17 +133,23 @@ class Daemon:
         """The tasks that can answer now (the OpenAI API's models)."""
         return [r for r in self.registry.all() if r.state == "ready"]
 
-    def complete(self, model: str, prompts: Sequence[str], options: GenerationOptions) -> Completion:
+    def complete(
+        self,
+        model: str,
+        prompts: Sequence[str],
+        options: GenerationOptions,
+        on_text: TextListener | None = None,
+    ) -> Completion:
+        """Answer each prompt; a generation's text also goes to `on_text` (prompt's index, text)
+        as it is decoded, from a worker thread, until it stops listening."""
         if not prompts:
             raise InvalidArgument("prompt is empty")
         if len(prompts) > self.config.api.max_prompts:
             raise InvalidArgument(
-                f"at most {self.config.api.max_prompts} prompts per request (api.max_prompts)"
+                f"at most {self.config.api.max_prompts} prompts per request (api.max_prompts)",
+                param="prompt",
             )
-        record = self._ready(model)
-        limit = self.config.runtime.max_new_tokens
-        if record.kind == "generation" and not 1 <= options.max_new_tokens <= limit:
-            raise InvalidArgument(f"max_tokens must be between 1 and {limit} (runtime.max_new_tokens)")
+        record = self.ready(model)
         if not self._in_flight.acquire(blocking=False):
             raise ResourceExhausted(
                 f"{self.config.api.max_concurrent} requests are in flight (api.max_concurrent); retry shortly"
@@ -151,8 +157,10 @@ class Daemon:
         try:
             batcher = self._loaded(record)
             job = None if record.kind == "classification" else options
+            if job is not None and not job.fit:
+                self._check_room(batcher.host.max_positions, job.max_new_tokens)
             choices: list[Classification | Generation] = batcher.submit(
-                record.learnware_id, prompts, job
+                record.learnware_id, prompts, job, on_text
             ).result()
         finally:
             self._in_flight.release()
@@ -162,27 +170,47 @@ class Daemon:
             model, record.learnware_id, record.kind, tuple(choices), prompt_tokens, completion_tokens
         )
 
-    def chat(self, model: str, messages: Sequence[ChatMessage], options: GenerationOptions) -> Completion:
+    def _check_room(self, positions: int, max_new_tokens: int) -> None:
+        """Refuse more new tokens than the config allows or the model has room for (one is the prompt's)."""
+        limit = min(self.config.runtime.max_new_tokens, positions - 1)
+        if not 1 <= max_new_tokens <= limit:
+            why = "runtime.max_new_tokens" if limit == self.config.runtime.max_new_tokens else "the model's"
+            raise InvalidArgument(
+                f"max_tokens is {max_new_tokens}; it must be between 1 and {limit} ({why} limit)",
+                param="max_tokens",
+            )
+
+    def chat(
+        self,
+        model: str,
+        messages: Sequence[ChatMessage],
+        options: GenerationOptions,
+        on_text: TextListener | None = None,
+    ) -> Completion:
         """A chat turn; a classifier labels the last user message."""
         if not messages:
-            raise InvalidArgument("messages is empty")
-        for message in messages:
+            raise InvalidArgument("messages is empty", param="messages")
+        for i, message in enumerate(messages):
             if message.role not in CHAT_ROLES:
                 raise InvalidArgument(
-                    f"message role must be one of {', '.join(CHAT_ROLES)}, not {message.role!r}"
+                    f"message role must be one of {', '.join(CHAT_ROLES)}, not {message.role!r}",
+                    param=f"messages[{i}].role",
                 )
-        record = self._ready(model)
+        record = self.ready(model)
         if record.kind == "classification":
             user = [m.content for m in messages if m.role == "user"]
             if not user:
-                raise InvalidArgument("a classifier labels the last user message; the chat has none")
+                raise InvalidArgument(
+                    "a classifier labels the last user message; the chat has none", param="messages"
+                )
             return self.complete(model, [user[-1]], options)
         prompt = self._loaded(record).host.chat_prompt(
             [{"role": m.role, "content": m.content} for m in messages]
         )
-        return self.complete(model, [prompt], options)
+        return self.complete(model, [prompt], options, on_text)
 
-    def _ready(self, model: str) -> TaskRecord:
+    def ready(self, model: str) -> TaskRecord:
+        """The task named `model`, if it can answer now (NotFound, FailedPrecondition otherwise)."""
         record = self.registry.get(model)
         if record.state != "ready":
             detail = f" ({record.stage})" if record.stage else (f": {record.error}" if record.error else "")

@@ -1,38 +1,49 @@
 """The OpenAI-compatible HTTP API: a Starlette app over `Daemon`, behind `Guard`.
 
+Besides OpenAI's routes, vLLM's runtime adapter routes (`/v1/load_lora_adapter`,
+`/v1/unload_lora_adapter`) add and remove a task serving a pinned learnware — what the local
+gRPC API's AddTask and RemoveTask do with the same token, and no privacy spent.
+
 Handlers run on the event loop only to read and answer; the daemon's operations (registry
 reads, inference) run on worker threads under one bounded limiter, so a slow answer never holds
 up another request. Bodies are JSON objects of at most api.max_request_bytes, read within
-`READ_TIMEOUT_S`; answers are JSON, or server-sent events when `stream` is true.
+`READ_TIMEOUT_S`; answers are JSON, or server-sent events, sent as the text is generated, when
+`stream` is true (`http_stream`).
 """
 
 from __future__ import annotations
 
 import functools
-import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
 from lmdock.client.daemon import openai_schema as schema
+from lmdock.client.daemon.config import TaskSettings
 from lmdock.client.daemon.core import Daemon
+from lmdock.client.daemon.http_cors import CorsPolicy
 from lmdock.client.daemon.http_errors import error_response, typed_error_response
 from lmdock.client.daemon.http_guard import INTERNAL, Guard
+from lmdock.client.daemon.http_stream import Deltas, stream_answer
 from lmdock.client.daemon.json_body import parse_json_object
+from lmdock.client.daemon.types import Completion
 from lmdock.common.errors import LmdockError, NotFound
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
 __all__ = ["create_app"]
 
 READ_TIMEOUT_S = 60
-ROUTES = "GET /v1/models, POST /v1/completions, POST /v1/chat/completions"
+ROUTES = (
+    "GET /v1/models, POST /v1/completions, POST /v1/chat/completions, "
+    "POST /v1/load_lora_adapter, POST /v1/unload_lora_adapter"
+)
 T = TypeVar("T")
 
 
@@ -44,6 +55,8 @@ def create_app(daemon: Daemon, *, token: str) -> ASGIApp:
             Route("/v1/models/{name:path}", api.model, methods=["GET"]),
             Route("/v1/completions", api.completions, methods=["POST"]),
             Route("/v1/chat/completions", api.chat, methods=["POST"]),
+            Route("/v1/load_lora_adapter", api.load_adapter, methods=["POST"]),
+            Route("/v1/unload_lora_adapter", api.unload_adapter, methods=["POST"]),
         ],
         exception_handlers={
             LmdockError: api.typed_error,
@@ -51,7 +64,13 @@ def create_app(daemon: Daemon, *, token: str) -> ASGIApp:
             Exception: _internal_error,  # answered here; `Guard` writes the one log line
         },
     )
-    return Guard(app, token=token, max_in_flight=daemon.config.api.max_concurrent)
+    api_settings = daemon.config.api
+    return Guard(
+        app,
+        token=token,
+        max_in_flight=api_settings.max_concurrent,
+        cors=CorsPolicy(api_settings.cors_origins),
+    )
 
 
 class _Api:
@@ -72,21 +91,53 @@ class _Api:
         return JSONResponse(schema.model_object(matches[0]))
 
     async def completions(self, request: Request) -> Response:
-        model, prompts, options, stream = schema.parse_completion(await self._body(request))
+        model, prompts, options, streaming = schema.parse_completion(await self._body(request))
         request.state.model = model
+        if streaming.on:
+            return await self._stream(
+                model,
+                streaming,
+                chat=False,
+                run=functools.partial(self.daemon.complete, model, prompts, options),
+            )
         result = await self._blocking(self.daemon.complete, model, prompts, options)
-        if stream:
-            return _events(schema.completion_chunks(result))
         return JSONResponse(schema.completion_response(result))
 
     async def chat(self, request: Request) -> Response:
         body = await self._body(request)
-        model, messages, options, stream = schema.parse_chat(body, self.daemon.config.runtime.max_new_tokens)
+        model, messages, options, streaming = schema.parse_chat(
+            body, self.daemon.config.runtime.max_new_tokens
+        )
         request.state.model = model
+        if streaming.on:
+            return await self._stream(
+                model, streaming, chat=True, run=functools.partial(self.daemon.chat, model, messages, options)
+            )
         result = await self._blocking(self.daemon.chat, model, messages, options)
-        if stream:
-            return _events(schema.chat_chunks(result))
         return JSONResponse(schema.chat_response(result))
+
+    async def load_adapter(self, request: Request) -> Response:
+        """vLLM's route, as a task serving a pinned learnware (no search, no privacy spent)."""
+        name, learnware = schema.parse_adapter(await self._body(request), load=True)
+        request.state.model = name
+        settings = TaskSettings(name=name, learnware=learnware)
+        await self._blocking(self.daemon.add_task, settings)
+        return PlainTextResponse(f"Success: LoRA adapter '{name}' added successfully.")
+
+    async def unload_adapter(self, request: Request) -> Response:
+        name, _ = schema.parse_adapter(await self._body(request), load=False)
+        request.state.model = name
+        await self._blocking(self.daemon.remove_task, name)
+        return PlainTextResponse(f"Success: LoRA adapter '{name}' removed successfully.")
+
+    async def _stream(
+        self, model: str, streaming: schema.Streaming, *, chat: bool, run: Callable[[Deltas], Completion]
+    ) -> Response:
+        record = await self._blocking(self.daemon.ready, model)
+        chunks = schema.ChunkStream(
+            chat=chat, model=model, record=record, include_usage=streaming.include_usage
+        )
+        return await stream_answer(lambda deltas: self._blocking(run, deltas), chunks)
 
     async def _body(self, request: Request) -> dict[str, Any]:
         media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
@@ -139,15 +190,3 @@ class _Api:
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
     return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, INTERNAL)
-
-
-def _events(chunks: list[dict[str, Any]]) -> Response:
-    """Server-sent events, one per chunk, then [DONE]."""
-
-    async def lines() -> AsyncIterator[str]:
-        for chunk in chunks:
-            yield f"data: {json.dumps(chunk)}\n\n"
-        yield "data: [DONE]\n\n"
-
-    headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    return StreamingResponse(lines(), headers=headers)

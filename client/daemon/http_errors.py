@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from http import HTTPStatus
+from typing import Any
 
 from lmdock.client.daemon.openai_schema import error_body
-from lmdock.common.errors import LmdockError, NotFound
+from lmdock.common.errors import InvalidArgument, LmdockError, NotFound
 from starlette.responses import JSONResponse
 
-__all__ = ["AUTH_HINT", "RETRY_AFTER_S", "error_response", "typed_error_response"]
+__all__ = ["AUTH_HINT", "RETRY_AFTER_S", "error_response", "typed_error_body", "typed_error_response"]
 
 RETRY_AFTER_S = 1
 AUTH_HINT = (
@@ -29,6 +30,7 @@ _STATUS = {
     "RESOURCE_EXHAUSTED": (HTTPStatus.TOO_MANY_REQUESTS, "rate_limit_error"),
     "FAILED_PRECONDITION": (HTTPStatus.SERVICE_UNAVAILABLE, "service_unavailable_error"),
 }
+_UNMAPPED = (HTTPStatus.INTERNAL_SERVER_ERROR, "api_error")
 _KIND_OF_STATUS: dict[int, str] = {
     HTTPStatus.UNAUTHORIZED: "authentication_error",
     HTTPStatus.NOT_FOUND: "not_found_error",
@@ -43,19 +45,31 @@ def error_response(
     *,
     kind: str | None = None,
     code: str | None = None,
+    param: str | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     """`kind` (the error object's `type`) defaults to the usual one for `status`."""
-    extra = dict(headers or {})
-    if status == HTTPStatus.TOO_MANY_REQUESTS:
-        extra["Retry-After"] = str(RETRY_AFTER_S)
-    if status == HTTPStatus.UNAUTHORIZED:
-        extra["WWW-Authenticate"] = 'Bearer realm="lmdock"'
     kind = kind or _KIND_OF_STATUS.get(status, "invalid_request_error")
-    return JSONResponse(error_body(message, kind, code), status_code=status, headers=extra)
+    extra = _headers(status) | dict(headers or {})
+    return JSONResponse(error_body(message, kind, code, param), status_code=status, headers=extra)
+
+
+def _headers(status: int) -> dict[str, str]:
+    if status == HTTPStatus.TOO_MANY_REQUESTS:
+        return {"Retry-After": str(RETRY_AFTER_S)}
+    if status == HTTPStatus.UNAUTHORIZED:
+        return {"WWW-Authenticate": 'Bearer realm="lmdock"'}
+    return {}
 
 
 def typed_error_response(exc: LmdockError) -> JSONResponse:
-    status, kind = _STATUS.get(exc.status, (HTTPStatus.INTERNAL_SERVER_ERROR, "api_error"))
+    status, _ = _STATUS.get(exc.status, _UNMAPPED)
+    return JSONResponse(typed_error_body(exc), status_code=status, headers=_headers(status))
+
+
+def typed_error_body(exc: LmdockError) -> dict[str, Any]:
+    """The error object of a typed error (also what a stream sends when it fails midway)."""
+    _, kind = _STATUS.get(exc.status, _UNMAPPED)
     code = "model_not_found" if isinstance(exc, NotFound) else None
-    return error_response(status, str(exc), kind=kind, code=code)
+    param = exc.param if isinstance(exc, InvalidArgument) else None
+    return error_body(str(exc), kind, code, param)

@@ -1,8 +1,10 @@
-"""The HTTP API's outer layer (plain ASGI): the token, admission, the access log, a last resort.
+"""The HTTP API's outer layer (plain ASGI): CORS, the token, admission, the access log, a last resort.
 
 It runs on the event loop before any route and costs no thread, so it answers even when every
 inference thread is busy:
 
+* cross-origin access as `http_cors.CorsPolicy` decides (preflights are answered before the
+  token is checked: browsers send them without it);
 * no `Authorization: Bearer <token>` header matching the daemon's token: 401. Only the header
   counts; a token in the query string is ignored (and, like the whole query string, never logged);
 * more than `max_in_flight` requests being answered: 429 with `Retry-After`, never a reset;
@@ -21,6 +23,7 @@ from http import HTTPStatus
 
 from lmdock.client.daemon.auth import bearer_matches
 from lmdock.client.daemon.config import TASK_NAME
+from lmdock.client.daemon.http_cors import CorsPolicy
 from lmdock.client.daemon.http_errors import AUTH_HINT, error_response
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,10 +35,11 @@ INTERNAL = "internal error; see the daemon's log"
 
 
 class Guard:
-    def __init__(self, app: ASGIApp, *, token: str, max_in_flight: int) -> None:
+    def __init__(self, app: ASGIApp, *, token: str, max_in_flight: int, cors: CorsPolicy) -> None:
         self.app = app
         self.token = token
         self.max_in_flight = max_in_flight
+        self.cors = cors
         self.in_flight = 0  # only the event loop's thread touches it
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -43,11 +47,14 @@ class Guard:
             return
         started = time.monotonic()
         status = 0
+        cors_headers = self.cors.headers(scope)
 
         async def watched(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if cors_headers:
+                    message = {**message, "headers": [*message.get("headers", []), *cors_headers]}
             await send(message)
 
         try:
@@ -75,6 +82,9 @@ class Guard:
         )
 
     async def _admit(self, scope: Scope, receive: Receive, send: Send) -> None:
+        preflight = self.cors.preflight(scope)
+        if preflight is not None:
+            return await preflight(scope, receive, send)
         if not bearer_matches(Headers(scope=scope).get("authorization"), self.token):
             refusal = error_response(HTTPStatus.UNAUTHORIZED, AUTH_HINT, code="invalid_api_key")
             return await refusal(scope, receive, send)

@@ -97,6 +97,7 @@ def options_from_pb(message: pb.GenerationParams, *, default_max_tokens: int) ->
         temperature=message.temperature,
         top_p=message.top_p or 1.0,
         stop=tuple(message.stop),
+        fit=not message.max_tokens,
     )
 
 
