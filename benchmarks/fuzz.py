@@ -1,0 +1,196 @@
+"""Fuzz: the long run of tests/security/test_fuzz.py, with the same generators and market.
+
+One market in this process (port 0, SQLite, API keys per role, no rate limit), seeded as
+`tests/security/fuzz_market.py` says, with the packaged MiniLM as its base model. In rounds
+until `--inputs` inputs were tried, for every MarketService RPC (from the proto descriptor)
+and each of anonymous, consumer, publisher and admin: random request bytes and well-formed
+messages with drawn fields; broken Upload streams; mutated packages through the checker
+(unpack + check) and through Upload. Health is checked after each batch (a market that stops
+serving would be restarted and counted). Prints one JSON object: inputs tried, status codes
+by RPC, INTERNAL/UNKNOWN count (with the first few inputs that caused them), ERROR records and
+tracebacks logged, server restarts, what was left behind (temp files, orphan blobs, new
+learnwares or keys), wall time, machine:
+
+    python benchmarks/fuzz.py [--inputs 10000] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+# the generators and the market live with the fuzz suite, in tests/security/
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import grpc
+from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import strategies as st
+from lmdock.common.embedder_files import DEFAULT_EMBEDDER, embedder_dir
+from lmdock.common.profile_factory import make_profile
+
+from tests.security.fuzz_inputs import (
+    METHODS,
+    mutated_packages,
+    raw_requests,
+    requests,
+    upload_streams,
+    whole_upload,
+)
+from tests.security.fuzz_market import BUGS, ROLES, FuzzMarket, LogWatch, fuzz_market
+
+#: Examples per batch, relative to one RPC's batch: packages are slower and richer.
+WEIGHTS = {"raw": 1, "fields": 2, "stream": 2, "checker": 4, "package-upload": 1}
+
+
+def cpu_model() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
+
+
+class Run:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.stack = ExitStack()
+        self.market = self._open()
+        self.inputs: Counter[str] = Counter()
+        self.checker: Counter[str] = Counter()
+        self.findings: list[dict[str, str]] = []
+        self.restarts = 0
+        self.earlier: Counter[tuple[str, str]] = Counter()  # statuses of markets restarted since
+
+    def _open(self) -> FuzzMarket:
+        n = len(list(self.folder.iterdir()))
+        return self.stack.enter_context(
+            fuzz_market(
+                self.folder / f"market-{n}",
+                make_profile(),
+                base_model=DEFAULT_EMBEDDER,
+                base_folder=embedder_dir(DEFAULT_EMBEDDER),
+            )
+        )
+
+    def batch(
+        self, kind: str, strategy: st.SearchStrategy[Any], target: Callable[[Any], str], *, n: int, at: int
+    ) -> None:
+        """Run `n` drawn inputs through `target`, recording its statuses and any bug."""
+
+        @settings(
+            max_examples=n,
+            database=None,
+            deadline=None,
+            derandomize=False,
+            suppress_health_check=list(HealthCheck),
+        )
+        @seed(at)
+        @given(strategy)
+        def run(value: Any) -> None:
+            self.inputs[kind] += 1
+            status = target(value)
+            if status in BUGS and len(self.findings) < 20:
+                self.findings.append({"kind": kind, "status": status, "input": repr(value)[:300]})
+
+        run()
+        if not self.market.healthy():
+            self.restarts += 1
+            self.earlier.update(self.market.statuses)
+            self.market = self._open()
+
+    def round(self, number: int, per_rpc: int, workdir: Path) -> None:
+        m = self.market
+        for method in sorted(METHODS):
+            for role in ROLES:
+                known = m.known(method, role)
+                call = lambda p, method=method, role=role: self.market.call(method, role, p)  # noqa: E731
+                self.batch("raw", raw_requests(method, known), call, n=per_rpc * WEIGHTS["raw"], at=number)
+                self.batch("fields", requests(method, known), call, n=per_rpc * WEIGHTS["fields"], at=number)
+        for role in ROLES:
+            stream = lambda s, role=role: self.market.call("Upload", role, s)  # noqa: E731
+            self.batch("stream", upload_streams(m.package), stream, n=per_rpc * WEIGHTS["stream"], at=number)
+
+        def check(archive: bytes) -> str:
+            status = self.market.run_checker(archive, workdir)
+            self.checker[status] += 1
+            return status
+
+        packages = mutated_packages(m.parts)
+        self.batch("checker", packages, check, n=per_rpc * WEIGHTS["checker"] * len(ROLES), at=number)
+        self.batch(
+            "package-upload",
+            packages,
+            self.upload,
+            n=per_rpc * WEIGHTS["package-upload"] * len(ROLES),
+            at=number,
+        )
+
+    def upload(self, archive: bytes) -> str:
+        return self.market.call("Upload", "publisher", whole_upload(archive))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--inputs", type=int, default=10_000, help="inputs to try at least")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--per-rpc", type=int, default=10, help="examples per RPC, role and kind in a round")
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    watch = LogWatch()
+    with tempfile.TemporaryDirectory() as tmp, watch.watching():
+        root = Path(tmp)
+        (root / "markets").mkdir()
+        (root / "checker").mkdir()
+        run = Run(root / "markets")
+        statuses: Counter[tuple[str, str]] = Counter()
+        try:
+            number = args.seed
+            while sum(run.inputs.values()) < args.inputs:
+                run.round(number, args.per_rpc, root / "checker")
+                number += 1
+            statuses.update(run.earlier + run.market.statuses)
+            left = run.market.leftovers()
+            left["checker_files"] = len(list((root / "checker").iterdir()))
+        finally:
+            run.stack.close()
+    by_rpc: dict[str, dict[str, int]] = {}
+    for (method, status), count in sorted(statuses.items()):
+        by_rpc.setdefault(method, {})[status] = count
+    bugs = sum(c for (_, s), c in statuses.items() if s in BUGS) + sum(run.checker[s] for s in BUGS)
+    print(
+        json.dumps(
+            {
+                "inputs": sum(run.inputs.values()),
+                "inputs_by_kind": dict(run.inputs),
+                "status_by_rpc": by_rpc,
+                "package_checker": dict(run.checker),
+                "accepted_uploads": run.market.accepted_uploads,
+                "internal_or_unknown": bugs,
+                "findings": run.findings,
+                "log_errors": len(watch.records),
+                "tracebacks": sum(1 for r in watch.records if r.exc_info),
+                "log_lines": watch.lines()[:10],
+                "server_restarts": run.restarts,
+                "left_behind": left,
+                "wall_s": round(time.perf_counter() - started, 1),
+                "machine": f"{os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}, "
+                f"grpcio {grpc.__version__}",
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
