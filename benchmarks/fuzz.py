@@ -1,6 +1,7 @@
 """Fuzz: the long run of tests/security/test_fuzz.py, with the same generators and market.
 
-One market in this process (port 0, SQLite, API keys per role, no rate limit), seeded as
+One market in this process (port 0; SQLite, or with `--db postgresql` a throwaway PostgreSQL
+cluster as the tests start one; API keys per role; no rate limit), seeded as
 `tests/security/fuzz_market.py` says, with the packaged MiniLM as its base model. In rounds
 until `--inputs` inputs were tried, for every MarketService RPC (from the proto descriptor)
 and each of anonymous, consumer, publisher and admin: random request bytes and well-formed
@@ -11,7 +12,7 @@ by RPC, INTERNAL/UNKNOWN count (with the first few inputs that caused them), ERR
 tracebacks logged, server restarts, what was left behind (temp files, orphan blobs, new
 learnwares or keys), wall time, machine:
 
-    python benchmarks/fuzz.py [--inputs 10000] [--seed 0]
+    python benchmarks/fuzz.py [--inputs 10000] [--seed 0] [--db sqlite|postgresql]
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -60,9 +61,25 @@ def cpu_model() -> str:
     return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
 
 
+def databases(kind: str, stack: ExitStack) -> Iterator[str]:
+    """Database URLs for the markets: "" (SQLite in the market's folder), or new databases in a
+    throwaway PostgreSQL cluster (tests/pg.py), stopped with `stack`."""
+    if kind == "sqlite":
+        while True:
+            yield ""
+    from tests.pg import PgCluster
+
+    cluster = PgCluster()
+    cluster.start()
+    stack.callback(cluster.stop)
+    while True:
+        yield cluster.url(cluster.create_database())
+
+
 class Run:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, db_urls: Iterator[str]) -> None:
         self.folder = folder
+        self.db_urls = db_urls  # a fresh database for each market (a restart too)
         self.stack = ExitStack()
         self.market = self._open()
         self.inputs: Counter[str] = Counter()
@@ -79,6 +96,7 @@ class Run:
                 make_profile(),
                 base_model=DEFAULT_EMBEDDER,
                 base_folder=embedder_dir(DEFAULT_EMBEDDER),
+                db_url=next(self.db_urls),
             )
         )
 
@@ -144,15 +162,16 @@ def main() -> None:
     parser.add_argument("--inputs", type=int, default=10_000, help="inputs to try at least")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--per-rpc", type=int, default=10, help="examples per RPC, role and kind in a round")
+    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
 
     started = time.perf_counter()
     watch = LogWatch()
-    with tempfile.TemporaryDirectory() as tmp, watch.watching():
+    with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp, watch.watching():
         root = Path(tmp)
         (root / "markets").mkdir()
         (root / "checker").mkdir()
-        run = Run(root / "markets")
+        run = Run(root / "markets", databases(args.db, stack))
         statuses: Counter[tuple[str, str]] = Counter()
         try:
             number = args.seed
@@ -184,6 +203,7 @@ def main() -> None:
                 "server_restarts": run.restarts,
                 "left_behind": left,
                 "wall_s": round(time.perf_counter() - started, 1),
+                "database": args.db,
                 "machine": f"{os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}, "
                 f"grpcio {grpc.__version__}",
             },

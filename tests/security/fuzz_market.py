@@ -1,11 +1,11 @@
 """A real market to fuzz, shared by `tests/security/test_fuzz.py` and `benchmarks/fuzz.py`.
 
-The market runs on port 0 with SQLite, API keys for every role (no anonymous access but the
-public RPC) and no rate limit (a refusal for pace would hide the code behind it). It holds
-two learnwares and a signing key of publisher "acme"; the fuzzing publisher "fuzzpub" has a
-registered key and a valid, unpublished package to mutate. Calls go out as raw bytes and come
-back as status names; `leftovers` says what a refused call left behind; `LogWatch` collects
-every ERROR record and traceback the process logs.
+The market runs on port 0 with SQLite (or a PostgreSQL URL), API keys for every role (no
+anonymous access but the public RPC) and no rate limit (a refusal for pace would hide the code
+behind it). It holds two learnwares and a signing key of publisher "acme"; the fuzzing
+publisher "fuzzpub" has a registered key and a valid, unpublished package to mutate. Calls go
+out as raw bytes and come back as status names; `leftovers` says what a refused call left
+behind; `LogWatch` collects every ERROR record and traceback the process logs.
 """
 
 from __future__ import annotations
@@ -174,13 +174,14 @@ def _register(running: Running, publisher: str) -> Ed25519PrivateKey:
 
 @contextmanager
 def fuzz_market(
-    folder: Path, profile: SpecProfile, *, base_model: str, base_folder: Path
+    folder: Path, profile: SpecProfile, *, base_model: str, base_folder: Path, db_url: str = ""
 ) -> Iterator[FuzzMarket]:
-    """The seeded market (see the module docstring), served until the block ends."""
+    """The seeded market (see the module docstring; `db_url` "" is SQLite), served until the
+    block ends."""
     adapter = make_adapter(base_folder, folder / "adapter", base_name=base_model)
     settings = ServerSettings(rate_limits=RateLimits(calls_per_second=0))
     with running_market(
-        folder / "market", profile, base_models={base_model: base_folder}, settings=settings
+        folder / "market", profile, db_url=db_url, base_models={base_model: base_folder}, settings=settings
     ) as running:
         market = running.market
         api_keys = {
