@@ -3,25 +3,28 @@
 Found by fuzzing (issue 14) on PostgreSQL: its text cannot hold NUL, so any request string
 that reached a query -- a learnware id, a List filter, a publisher, a key id, an upload's
 sha256, a manifest's description -- raised psycopg's DataError, answered INTERNAL with a
-traceback in the log. The database now refuses such a value before it is sent, on SQLite too.
+traceback in the log. The database now refuses such a value before it is sent, on SQLite too,
+and a manifest's card before the market stores anything of the package.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import tarfile
 from pathlib import Path
 
 import grpc
 import pytest
 from lmdock.client.connection import MarketClient
 from lmdock.common.errors import InvalidArgument
-from lmdock.common.signing import generate_key, public_key_to_b64
+from lmdock.common.signing import generate_key, sign_manifest
 from lmdock.server.auth import AccessPolicy
 from lmdock.server.identity import Role
 from lmdock.v1 import market_pb2 as pb
 from lmdock.v1 import market_pb2_grpc as pb_grpc
 
-from tests.helpers import cluster_spec, make_adapter, make_package
+from tests.helpers import cluster_spec, make_adapter, make_package, rewrite_tar
 from tests.market_helpers import TINY_BERT, running_market
 
 NUL = "a\0b"
@@ -54,18 +57,32 @@ def test_request_strings_with_nul_are_invalid_arguments(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
+@pytest.mark.parametrize(("field", "value"), [("domain", NUL), ("description", NUL), ("tags", [NUL])])
 def test_a_package_with_nul_in_its_card_is_refused_and_leaves_nothing(
-    db_url: str, tmp_path: Path, tiny_bert: Path, profile
+    db_url: str, tmp_path: Path, tiny_bert: Path, profile, field: str, value: object
 ) -> None:
+    """On an open (demo) market the refusal came after the publisher's first key was
+    registered, and the key stayed. The card now refuses NUL before anything is stored."""
     key = generate_key()
-    out = tmp_path / "pkg.tar"
+    valid = tmp_path / "valid.tar"
     make_package(
-        out,
+        valid,
         make_adapter(tiny_bert, tmp_path / "adapter", base_name=TINY_BERT),
         key=key,
         spec=cluster_spec(profile, 1),
         base_model=TINY_BERT,
-        domain="fine\0print",
+    )
+    with tarfile.open(valid) as tar:
+        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+    manifest[field] = value
+    signature = sign_manifest(manifest, key).to_dict()
+    hostile = rewrite_tar(
+        valid,
+        tmp_path / "hostile.tar",
+        change={
+            "manifest.json": json.dumps(manifest).encode(),
+            "signature.json": json.dumps(signature).encode(),
+        },
     )
     with running_market(
         tmp_path / "m",
@@ -74,8 +91,8 @@ def test_a_package_with_nul_in_its_card_is_refused_and_leaves_nothing(
         base_models={TINY_BERT: tiny_bert},
         access=AccessPolicy.open_demo(),
     ) as market:
-        market.market.signing_keys.register("tester", public_key_to_b64(key.public_key()), registered_by="t")
-        with MarketClient(market.address) as client, pytest.raises(InvalidArgument, match="NUL"):
-            client.upload(out)
+        with MarketClient(market.address) as client, pytest.raises(InvalidArgument, match="NUL character"):
+            client.upload(hostile)
+        assert market.market.signing_keys.list() == []
         assert market.market.catalogue.package_digests() == set()
         assert [p for p in market.market.blobs.root.rglob("*") if p.is_file()] == []
