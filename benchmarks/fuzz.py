@@ -12,7 +12,7 @@ by RPC, INTERNAL/UNKNOWN count (with the first few inputs that caused them), ERR
 tracebacks logged, server restarts, what was left behind (temp files, orphan blobs, new
 learnwares or keys), wall time, machine:
 
-    python benchmarks/fuzz.py [--inputs 10000] [--seed 0] [--db sqlite|postgresql]
+    python benchmarks/fuzz.py [--inputs 10000] [--seed 0] [--db sqlite|postgresql] [--open-demo]
 """
 
 from __future__ import annotations
@@ -77,8 +77,10 @@ def databases(kind: str, stack: ExitStack) -> Iterator[str]:
 
 
 class Run:
-    def __init__(self, folder: Path, db_urls: Iterator[str]) -> None:
+    def __init__(self, folder: Path, db_urls: Iterator[str], *, open_demo: bool) -> None:
         self.folder = folder
+        self.open_demo = open_demo
+        self.uploader = "anonymous" if open_demo else "publisher"  # who uploads mutated packages
         self.db_urls = db_urls  # a fresh database for each market (a restart too)
         self.stack = ExitStack()
         self.market = self._open()
@@ -97,6 +99,7 @@ class Run:
                 base_model=DEFAULT_EMBEDDER,
                 base_folder=embedder_dir(DEFAULT_EMBEDDER),
                 db_url=next(self.db_urls),
+                open_demo=self.open_demo,
             )
         )
 
@@ -154,7 +157,7 @@ class Run:
         )
 
     def upload(self, archive: bytes) -> str:
-        return self.market.call("Upload", "publisher", whole_upload(archive))
+        return self.market.call("Upload", self.uploader, whole_upload(archive))
 
 
 def main() -> None:
@@ -163,6 +166,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--per-rpc", type=int, default=10, help="examples per RPC, role and kind in a round")
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument(
+        "--open-demo", action="store_true", help="anonymous callers may publish (an embedded, local market)"
+    )
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -171,7 +177,7 @@ def main() -> None:
         root = Path(tmp)
         (root / "markets").mkdir()
         (root / "checker").mkdir()
-        run = Run(root / "markets", databases(args.db, stack))
+        run = Run(root / "markets", databases(args.db, stack), open_demo=args.open_demo)
         statuses: Counter[tuple[str, str]] = Counter()
         try:
             number = args.seed
@@ -204,6 +210,7 @@ def main() -> None:
                 "left_behind": left,
                 "wall_s": round(time.perf_counter() - started, 1),
                 "database": args.db,
+                "access": "open demo" if args.open_demo else "API keys",
                 "machine": f"{os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}, "
                 f"grpcio {grpc.__version__}",
             },

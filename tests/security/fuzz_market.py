@@ -1,11 +1,11 @@
 """A real market to fuzz, shared by `tests/security/test_fuzz.py` and `benchmarks/fuzz.py`.
 
 The market runs on port 0 with SQLite (or a PostgreSQL URL), API keys for every role (no
-anonymous access but the public RPC) and no rate limit (a refusal for pace would hide the code
-behind it). It holds two learnwares and a signing key of publisher "acme"; the fuzzing
-publisher "fuzzpub" has a registered key and a valid, unpublished package to mutate. Calls go
-out as raw bytes and come back as status names; `leftovers` says what a refused call left
-behind; `LogWatch` collects every ERROR record and traceback the process logs.
+anonymous access but the public RPC, unless `open_demo`) and no rate limit (a refusal for
+pace would hide the code behind it). It holds two learnwares and a signing key of publisher
+"acme"; the fuzzing publisher "fuzzpub" has a registered key and a valid, unpublished package
+to mutate. Calls go out as raw bytes and come back as status names; `leftovers` says what a
+refused call left behind; `LogWatch` collects every ERROR record and traceback the process logs.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from lmdock.common.package_reader import unpack_package
 from lmdock.common.profile import SpecProfile
 from lmdock.common.signing import generate_key, public_key_to_b64, sign_manifest
 from lmdock.server.app import ServerSettings
+from lmdock.server.auth import AccessPolicy
 from lmdock.server.checks import check_package
 from lmdock.server.identity import Role
 from lmdock.server.limits import RateLimits
@@ -85,6 +86,8 @@ class FuzzMarket:
     owner_ids: tuple[str, ...]
     statuses: Counter[tuple[str, str]] = field(default_factory=Counter)  # (method, status) -> calls
     accepted_uploads: int = 0
+    #: publishers of accepted uploads: on an open market their first key is theirs to keep
+    accepted_publishers: set[str] = field(default_factory=set)
 
     def known(self, method: str, role: str) -> Known:
         """What a caller may name: everything, except what it could change with `method`."""
@@ -111,7 +114,7 @@ class FuzzMarket:
             if descriptor.client_streaming:
                 reply = self.channel.stream_unary(path)(iter(payloads), timeout=timeout, metadata=metadata)
                 if method == "Upload":
-                    self._unpublish(pb.UploadResponse.FromString(reply).learnware.id)
+                    self._unpublish(pb.UploadResponse.FromString(reply).learnware)
             elif descriptor.server_streaming:
                 for _ in self.channel.unary_stream(path)(payloads[0], timeout=timeout, metadata=metadata):
                     pass
@@ -124,18 +127,20 @@ class FuzzMarket:
         self.statuses[method, status] += 1
         return status
 
-    def _unpublish(self, learnware_id: str) -> None:
+    def _unpublish(self, learnware: pb.Learnware) -> None:
         """A fuzzed upload that passed every check was a valid package: take it down again."""
         self.accepted_uploads += 1
+        self.accepted_publishers.add(learnware.publisher)
         with MarketClient(self.running.address, api_key=self.api_keys["admin"]) as admin:
-            admin.unpublish(learnware_id)
+            admin.unpublish(learnware.id)
 
     def leftovers(self) -> dict[str, int]:
         """What calls left behind: temp files, unlisted blobs, learnwares and keys beyond the seed."""
         market = self.running.market
         tmp = market.blobs.root / "tmp"
         listed = market.catalogue.package_digests()
-        keys = market.signing_keys.list()
+        kept = self.accepted_publishers - {OWNER, FUZZER}  # first keys of accepted new publishers
+        keys = [k for k in market.signing_keys.list() if k.publisher not in kept]
         return {
             "tmp_files": sum(1 for p in tmp.rglob("*") if p.is_file()),
             "orphan_blobs": len(market.blobs.digests() - listed),
@@ -174,14 +179,25 @@ def _register(running: Running, publisher: str) -> Ed25519PrivateKey:
 
 @contextmanager
 def fuzz_market(
-    folder: Path, profile: SpecProfile, *, base_model: str, base_folder: Path, db_url: str = ""
+    folder: Path,
+    profile: SpecProfile,
+    *,
+    base_model: str,
+    base_folder: Path,
+    db_url: str = "",
+    open_demo: bool = False,
 ) -> Iterator[FuzzMarket]:
-    """The seeded market (see the module docstring; `db_url` "" is SQLite), served until the
-    block ends."""
+    """The seeded market (see the module docstring; `db_url` "" is SQLite; `open_demo` lets
+    anonymous callers publish, trusting a new publisher's first key), served until the block ends."""
     adapter = make_adapter(base_folder, folder / "adapter", base_name=base_model)
     settings = ServerSettings(rate_limits=RateLimits(calls_per_second=0))
     with running_market(
-        folder / "market", profile, db_url=db_url, base_models={base_model: base_folder}, settings=settings
+        folder / "market",
+        profile,
+        db_url=db_url,
+        base_models={base_model: base_folder},
+        settings=settings,
+        access=AccessPolicy.open_demo() if open_demo else None,
     ) as running:
         market = running.market
         api_keys = {

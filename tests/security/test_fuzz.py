@@ -51,13 +51,27 @@ def market(tmp_path_factory: pytest.TempPathFactory, profile, tiny_bert: Path, w
         yield m
 
 
-@pytest.fixture()
-def clean(market: FuzzMarket, watch: LogWatch) -> Iterator[None]:
-    """After each test: no error logged, the market healthy, nothing left behind."""
-    yield
+@pytest.fixture(scope="module")
+def open_market(
+    tmp_path_factory: pytest.TempPathFactory, profile, tiny_bert: Path, watch
+) -> Iterator[FuzzMarket]:
+    """A market that lets anonymous callers publish, trusting a new publisher's first key."""
+    folder = tmp_path_factory.mktemp("fuzz-open")
+    with fuzz_market(folder, profile, base_model=TINY_BERT, base_folder=tiny_bert, open_demo=True) as m:
+        yield m
+
+
+def _assert_clean(market: FuzzMarket, watch: LogWatch) -> None:
+    """No error logged, the market healthy, nothing left behind."""
     assert watch.lines() == []
     assert market.healthy()
     assert market.leftovers() == dict.fromkeys(market.leftovers(), 0)
+
+
+@pytest.fixture()
+def clean(market: FuzzMarket, watch: LogWatch) -> Iterator[None]:
+    yield
+    _assert_clean(market, watch)
 
 
 def test_every_rpc_of_the_service_is_fuzzed() -> None:
@@ -116,3 +130,17 @@ def test_mutated_packages_uploaded_leave_nothing(market: FuzzMarket, clean: None
         assert market.call("Upload", "publisher", whole_upload(archive)) not in BUGS
 
     run()
+
+
+def test_anonymous_uploads_to_an_open_market_leave_nothing(open_market: FuzzMarket, watch: LogWatch) -> None:
+    """The open (demo) market registers a new publisher's first key as it publishes: a refused
+    package must not leave that key behind."""
+
+    @settings(FAST, max_examples=30)
+    @given(archive=mutated_packages(open_market.parts), stream=upload_streams(open_market.package))
+    def run(archive: bytes, stream: list[bytes]) -> None:
+        assert open_market.call("Upload", "anonymous", whole_upload(archive)) not in BUGS
+        assert open_market.call("Upload", "anonymous", stream) not in BUGS
+
+    run()
+    _assert_clean(open_market, watch)
