@@ -8,9 +8,9 @@ and each of anonymous, consumer, publisher and admin: random request bytes and w
 messages with drawn fields; broken Upload streams; mutated packages through the checker
 (unpack + check) and through Upload. Health is checked after each batch (a market that stops
 serving would be restarted and counted). Prints one JSON object: inputs tried, status codes
-by RPC, INTERNAL/UNKNOWN count (with the first few inputs that caused them), ERROR records and
-tracebacks logged, server restarts, what was left behind (temp files, orphan blobs, new
-learnwares or keys), wall time, machine:
+by RPC, the count of INTERNAL/UNKNOWN answers and untyped checker errors (with the first few
+inputs that caused them), ERROR records and tracebacks logged, server restarts, what was left
+behind (temp files, orphan blobs, new learnwares or keys), wall time, machine:
 
     python benchmarks/fuzz.py [--inputs 10000] [--seed 0] [--db sqlite|postgresql] [--open-demo]
 """
@@ -76,6 +76,10 @@ def databases(kind: str, stack: ExitStack) -> Iterator[str]:
         yield cluster.url(cluster.create_database())
 
 
+def is_bug(status: str) -> bool:
+    return status in BUGS or status.startswith("UNTYPED")
+
+
 class Run:
     def __init__(self, folder: Path, db_urls: Iterator[str], *, open_demo: bool) -> None:
         self.folder = folder
@@ -120,7 +124,7 @@ class Run:
         def run(value: Any) -> None:
             self.inputs[kind] += 1
             status = target(value)
-            if status in BUGS and len(self.findings) < 20:
+            if is_bug(status) and len(self.findings) < 20:
                 self.findings.append({"kind": kind, "status": status, "input": repr(value)[:300]})
 
         run()
@@ -142,7 +146,10 @@ class Run:
             self.batch("stream", upload_streams(m.package), stream, n=per_rpc * WEIGHTS["stream"], at=number)
 
         def check(archive: bytes) -> str:
-            status = self.market.run_checker(archive, workdir)
+            try:
+                status = self.market.run_checker(archive, workdir)
+            except Exception as exc:  # an untyped error is a finding, reported, not the run's end
+                status = f"UNTYPED {type(exc).__name__}"
             self.checker[status] += 1
             return status
 
@@ -192,7 +199,9 @@ def main() -> None:
     by_rpc: dict[str, dict[str, int]] = {}
     for (method, status), count in sorted(statuses.items()):
         by_rpc.setdefault(method, {})[status] = count
-    bugs = sum(c for (_, s), c in statuses.items() if s in BUGS) + sum(run.checker[s] for s in BUGS)
+    bugs = sum(c for (_, s), c in statuses.items() if is_bug(s)) + sum(
+        c for s, c in run.checker.items() if is_bug(s)
+    )
     print(
         json.dumps(
             {
@@ -201,7 +210,7 @@ def main() -> None:
                 "status_by_rpc": by_rpc,
                 "package_checker": dict(run.checker),
                 "accepted_uploads": run.market.accepted_uploads,
-                "internal_or_unknown": bugs,
+                "internal_unknown_or_untyped": bugs,
                 "findings": run.findings,
                 "log_errors": len(watch.records),
                 "tracebacks": sum(1 for r in watch.records if r.exc_info),

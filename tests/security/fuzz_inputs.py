@@ -9,6 +9,7 @@ calls passes the first checks and reaches the code behind them.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import io
@@ -102,8 +103,9 @@ def binaries() -> st.SearchStrategy[bytes]:
 @dataclass(frozen=True)
 class Known:
     """What the market holds that a caller may name: fields drawn partly from these get past
-    the first checks. The harness leaves out what the caller could change (its own keys, an
-    admin's view of everything), so that a fuzzed call never succeeds at altering the market."""
+    the first checks. For the RPCs that change the market the harness leaves out what the
+    caller could change (a publisher's own keys; for an admin, every id), so that a fuzzed call
+    never succeeds at altering the market's seed."""
 
     profile: SpecProfile
     learnware_ids: tuple[str, ...] = ()
@@ -150,14 +152,12 @@ def plausible_specs(draw: st.DrawFn, profile: SpecProfile) -> pb.Spec:
 
 @st.composite
 def _public_keys(draw: st.DrawFn) -> str:
-    import base64
-
     raw = draw(st.one_of(st.binary(min_size=32, max_size=32), st.binary(max_size=40)))
     return base64.b64encode(raw).decode("ascii")
 
 
 def _hints(known: Known) -> dict[str, st.SearchStrategy[Any]]:
-    """Strategies mixed into the generic ones, by full field name or message type name."""
+    """Strategies mixed into the generic ones: by message type (full name) or by field name."""
     hex_ids = st.text("0123456789abcdef", min_size=16, max_size=16)
     return {
         "lmdock.v1.Spec": plausible_specs(known.profile),
