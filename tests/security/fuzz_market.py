@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -134,8 +135,17 @@ class FuzzMarket:
         with MarketClient(self.running.address, api_key=self.api_keys["admin"]) as admin:
             admin.unpublish(learnware.id)
 
-    def leftovers(self) -> dict[str, int]:
-        """What calls left behind: temp files, unlisted blobs, learnwares and keys beyond the seed."""
+    def leftovers(self, *, settle_s: float = 5.0) -> dict[str, int]:
+        """What calls left behind: temp files, unlisted blobs, learnwares and keys beyond the seed.
+
+        A refused upload's temp file goes when its handler ends, which can be just after grpc
+        answered the caller (a message over the size limit): up to `settle_s` is allowed for it."""
+        deadline = time.monotonic() + settle_s
+        while any((found := self._leftovers()).values()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return found
+
+    def _leftovers(self) -> dict[str, int]:
         market = self.running.market
         tmp = market.blobs.root / "tmp"
         listed = market.catalogue.package_digests()
