@@ -35,6 +35,10 @@ class Card:
             raise InvalidArgument(f"learnware id {self.id!r} must be 3-64 chars of a-z, 0-9, '.', '_', '-'")
         for key in ("name", "domain", "licence", "publisher"):
             check_text_field(key, getattr(self, key))
+        for key in ("description", "version"):
+            _check_no_nul(key, getattr(self, key))
+        for tag in self.tags:
+            _check_no_nul("tags", tag)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -69,3 +73,11 @@ def check_text_field(key: str, value: Any) -> None:
         raise InvalidArgument(
             f"manifest field {key!r} must be a non-empty string (<= {MAX_FIELD_CHARS} chars)"
         )
+    _check_no_nul(key, value)
+
+
+def _check_no_nul(key: str, value: str) -> None:
+    """No catalogue can hold a NUL (PostgreSQL's text cannot): refused before the market
+    registers or stores anything of the package."""
+    if "\0" in value:
+        raise InvalidArgument(f"manifest field {key!r} contains a NUL character")

@@ -2,9 +2,9 @@
 
 Server side, `ErrorStatusInterceptor` (grpc's thread-pool server: the daemon) and
 `AioErrorStatusInterceptor` (grpc.aio: the market) wrap every handler, unary or streaming: an LmdockError
-becomes its own status (`LmdockError.status`) with its message; a request stream that broke
-(the client went away) becomes CANCELLED; anything else is a bug and becomes INTERNAL, logged
-with its type and traceback, never with the message or the request. Client side,
+becomes its own status (`LmdockError.status`) with its message (cut to `MAX_MESSAGE_BYTES`); a
+request stream that broke (the client went away) becomes CANCELLED; anything else is a bug and
+becomes INTERNAL, logged with its type and traceback, never with the message or the request. Client side,
 `TypedErrorsInterceptor` turns a failed call's RpcError back into the typed error for its
 status (`error_for_status`).
 
@@ -65,11 +65,26 @@ def status_of(exc: Exception) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+#: The longest message a status carries, in UTF-8 bytes. grpc sends it percent-encoded in a
+#: trailer (up to 3 bytes per byte), and a client refuses trailers past 8 KiB: a message that
+#: echoes a caller's megabyte-long value would reach it as RESOURCE_EXHAUSTED, not its status.
+MAX_MESSAGE_BYTES = 1024
+
+
+def _bounded(message: str) -> str:
+    """`message`, cut to MAX_MESSAGE_BYTES (at a character boundary) with a note of the rest."""
+    data = message.encode("utf-8")
+    if len(data) <= MAX_MESSAGE_BYTES:
+        return message
+    kept = data[:MAX_MESSAGE_BYTES].decode("utf-8", errors="ignore")
+    return f"{kept}... ({len(data) - len(kept.encode('utf-8'))} more bytes)"
+
+
 def _answer(exc: Exception, internal: str) -> tuple[grpc.StatusCode, str]:
     """The status and message a failed handler answers with; logs what the operator must see."""
     code = status_of(exc)
     if isinstance(exc, LmdockError):
-        return code, str(exc)
+        return code, _bounded(str(exc))
     if code == grpc.StatusCode.CANCELLED:
         log.info("client stream ended early (cancelled or past its deadline)")
         return code, "the request stream was cancelled"

@@ -8,6 +8,7 @@ match what it declares; `unpack_package` makes a package visible only once all o
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import tarfile
 import tempfile
@@ -28,12 +29,36 @@ __all__ = ["check_files", "sign_package", "unpack_package", "verify_folder"]
 _PLAIN_MEMBERS = (tarfile.REGTYPE, tarfile.AREGTYPE)
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 reads as inf, which no canonical JSON can write back
+        raise InvalidArgument(f"number {text[:40]} is out of range")
+    return value
+
+
+def _checked_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # more digits than Python converts (4300)
+        raise InvalidArgument(f"an integer of {len(text)} digits is out of range") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise InvalidArgument(f"{name} is not a JSON value")
+
+
 def _read_json(path: Path, limit: int) -> Any:
+    """Strict JSON: no NaN or Infinity, and no number a signature's canonical JSON cannot hold."""
     if path.stat().st_size > limit:
         raise InvalidArgument(f"{path.name} is larger than {limit} bytes")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return json.loads(
+            path.read_text(encoding="utf-8"),
+            parse_float=_finite_float,
+            parse_int=_checked_int,
+            parse_constant=_refuse_constant,
+        )
+    except (UnicodeDecodeError, json.JSONDecodeError, InvalidArgument) as exc:
         raise InvalidArgument(f"{path.name} is not valid UTF-8 JSON: {exc}") from None
     except RecursionError:  # thousands of nested brackets: no lmdock file nests deeper than 4
         raise InvalidArgument(f"{path.name} is nested too deeply") from None

@@ -8,13 +8,13 @@ The migrations ship inside the package (`lmdock.server.migrations`), so a wheel 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from lmdock.common.errors import FailedPrecondition
+from lmdock.common.errors import FailedPrecondition, InvalidArgument
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
@@ -37,6 +37,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _refuse_nul(
+    _conn: Any, _cursor: Any, _statement: str, parameters: Any, _context: Any, executemany: bool
+) -> None:
+    """No text value holds a NUL character, on any backend: PostgreSQL's text cannot (psycopg
+    raises DataError, which a caller would get as INTERNAL), so SQLite refuses them too."""
+    for row in parameters if executemany else [parameters]:
+        values = row.values() if isinstance(row, Mapping) else row or ()
+        if any(isinstance(value, str) and "\0" in value for value in values):
+            raise InvalidArgument("text may not contain NUL characters")
+
+
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to `revision` (idempotent)."""
     config = Config()
@@ -52,6 +63,7 @@ class Database:
         self.engine: Engine = create_engine(url, pool_pre_ping=True)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        event.listen(self.engine, "before_cursor_execute", _refuse_nul)
         try:
             migrate(self.engine)
         except OperationalError as exc:

@@ -77,3 +77,21 @@ def test_a_signature_that_is_not_base64_is_refused(
         data = json.loads(tar.extractfile("signature.json").read())  # type: ignore[union-attr]
     with pytest.raises(InvalidArgument, match=message):
         Signature.from_dict({**data, field: value})
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"1" * 5000],
+    ids=["nan", "inf", "-inf", "1e400", "5000 digits"],
+)
+def test_numbers_no_canonical_json_can_hold_are_refused(package: Path, tmp_path: Path, value: bytes) -> None:
+    """Found by fuzzing: an extra field (or a training value) of NaN, 1e400 or an integer of
+    5000 digits got past the manifest's parse and raised ValueError from canonical JSON or
+    from int() -- INTERNAL on the market."""
+    with tarfile.open(package) as tar:
+        text = tar.extractfile("manifest.json").read()  # type: ignore[union-attr]
+    bad = rewrite_tar(
+        package, tmp_path / "bad.tar", change={"manifest.json": b'{"extra": ' + value + b", " + text[1:]}
+    )
+    with pytest.raises(InvalidArgument, match=r"manifest\.json is not valid UTF-8 JSON"):
+        unpack_package(bad, tmp_path / "out")
