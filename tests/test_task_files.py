@@ -101,7 +101,7 @@ def test_missing_and_oversized_files(tmp_path: Path) -> None:
 
 
 def test_the_cli_and_the_daemon_share_one_front_door_and_one_minimum(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`lmdock search` reads every format through `read_task_file`, and refuses what the daemon refuses."""
     from lmdock.client.cli import main
@@ -113,6 +113,7 @@ def test_the_cli_and_the_daemon_share_one_front_door_and_one_minimum(
     path = _file(tmp_path, "notes.csv", "id,note\n" + rows)
     # refused while reading, before any connection: the market address is never dialled
     argv = ["search", "--market", "127.0.0.1:9", "--data", str(path), "--text-column", "note"]
-    assert main([*argv, "--epsilon", "1", "--ledger", str(tmp_path / "ledger.jsonl")]) == 2
+    monkeypatch.setenv("LMDOCK_HOME", str(tmp_path / "home"))
+    assert main([*argv, "--epsilon", "1"]) == 2
     assert f"has 49 records; a private search needs at least {MIN_SEARCH_RECORDS}" in capsys.readouterr().err
-    assert not (tmp_path / "ledger.jsonl").exists()
+    assert not (tmp_path / "home" / "ledger.jsonl").exists()
