@@ -23,6 +23,7 @@ records gives them a fresh budget.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -247,14 +248,24 @@ class LedgerState:
             caps={unit.name: unit.cap} | {c: self._units[c].cap for c in charged},
         )
 
+    def with_entries(self, bodies: Sequence[dict[str, Any]]) -> LedgerState:
+        """This state as it would read with `bodies` appended (digests left blank)."""
+        if not bodies:
+            return self
+        extra = tuple(Entry(seq=len(self.entries) + i, digest="", data=b) for i, b in enumerate(bodies, 1))
+        return LedgerState(
+            entries=(*self.entries, *extra), head=self.head, interrupted=self.interrupted, budget=self.budget
+        )
+
     def check(self, dataset: DataSet | str, release: Release, *, kind: str = "spec") -> tuple[Charge, Spent]:
         """Where `release` would be booked and the booked data set's total after it;
         BudgetExceeded if it would bring any data set it reads over its cap."""
         charge = self.resolve(dataset)
+        trial = self.with_entries(charge.writes)  # a new data set adopts releases of its content key
         spent_after = Spent(epsilon=0.0, delta=0.0, releases=0, method="none")
         for name in (charge.dataset, *charge.charged):
             cap = charge.caps[name]
-            before = [e.release for e in self._booked(name)]
+            before = [e.release for e in trial._booked(name)]
             after = compose([*before, release], delta=cap.delta)
             if not after.within(cap):
                 spent = compose(before, delta=cap.delta)

@@ -272,3 +272,74 @@ def test_an_anchor_elsewhere(tmp_path: Path) -> None:
 def test_unknown_kind_is_refused(ledger: Ledger) -> None:
     with pytest.raises(InvalidArgument):
         ledger.record("a" * 64, one(), kind="gift")
+
+
+def test_a_ledger_written_before_data_sets_were_named_keeps_verifying_and_is_adopted(tmp_path: Path) -> None:
+    """Old entries name the data set by its content key and have no register entry: they verify
+    as before, count under that key, and a data set registered with the same records adopts them."""
+    from lmdock.common.canonical import canonical_json, sha256_hex
+
+    texts = [f"old record {i}" for i in range(60)]
+    key, prev, lines_ = dataset_id(texts), "0" * 64, []
+    for seq in (1, 2):
+        data = {
+            "seq": seq,
+            "prev": prev,
+            "time": "2026-11-01T00:00:00+00:00",
+            "dataset": key,
+            "kind": "spec",
+            "unit": "record",
+            "release": one().to_dict(),
+            "destination": "market:1",
+            "spec": None,
+        }
+        lines_.append(canonical_json(data).decode())
+        prev = sha256_hex(lines_[-1].encode())
+    path = tmp_path / "ledger.jsonl"
+    path.write_text("".join(line + "\n" for line in lines_))
+    path.with_name("ledger.jsonl.head").write_text(json.dumps({"count": 2, "head": prev, "pending": None}))
+    ledger = Ledger(path, budget=Budget(epsilon=3.0, delta=1e-6))
+    state = ledger.state()
+    assert len(state.releases) == 2 and state.unregistered() == [key] and state.spent(key).releases == 2
+    debit = ledger.record(DataSet.of(texts, name="old-notes"), one(), kind="spec")
+    assert debit.dataset == "old-notes" and debit.spent.releases == 3  # the two old ones adopted
+    assert ledger.state().unregistered() == []
+
+
+def test_person_and_record_level_totals_are_kept_apart(ledger: Ledger) -> None:
+    data = DataSet.of([f"r{i}" for i in range(60)], name="ward")
+    ledger.record(data, one(), kind="spec", unit="person")
+    state = ledger.state()
+    assert state.per_person("ward") == state.spent("ward") == compose([one()], delta=ROOMY.delta)
+    debit = ledger.record(data, one(0.5), kind="spec", unit="record")
+    # per record: every release (a person-level one protects each record too); per person:
+    # none, since a record-level release bounds no person's total
+    assert debit.spent == compose([one(), one(0.5)], delta=ROOMY.delta) and debit.per_person is None
+
+
+def test_cli_raise_cap_is_recorded_and_shown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lmdock.client.cli import main
+    from lmdock.client.ledger import default_ledger_path
+
+    monkeypatch.setenv("LMDOCK_HOME", str(tmp_path / "home"))
+    Ledger(default_ledger_path()).record(
+        DataSet.of([f"r{i}" for i in range(60)], name="notes"), one(), kind="spec"
+    )
+    capsys.readouterr()
+    assert (
+        main(["ledger", "raise-cap", "notes", "--epsilon", "5", "--reason", "board approval", "--json"]) == 0
+    )
+    assert json.loads(capsys.readouterr().out)["cap"] == {"epsilon": 5.0, "delta": 1e-6}
+    assert main(["ledger", "raise-cap", "nobody", "--epsilon", "5", "--reason", "x"]) == 2
+    assert "no data set 'nobody' is registered" in capsys.readouterr().err
+    assert main(["ledger", "show", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [a["kind"] for a in shown["admin"]] == ["register", "raise-cap"]
+    (notes,) = shown["datasets"]
+    assert (notes["dataset"], notes["cap_epsilon"], notes["per_record"]["epsilon"]) == ("notes", 5.0, 1.0)
+    assert notes["per_person"] is None and notes["registered"] and notes["records"] == 60
+    assert main(["ledger", "show"]) == 0
+    out = capsys.readouterr().out
+    assert "cap of notes raised from 3 to 5" in out and "board approval" in out and "per person" in out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import json
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,17 @@ def test_the_cli_and_the_daemon_share_one_front_door_and_one_minimum(
     assert main([*argv, "--epsilon", "1"]) == 2
     assert f"has 49 records; a private search needs at least {MIN_SEARCH_RECORDS}" in capsys.readouterr().err
     assert not (tmp_path / "home" / "ledger.jsonl").exists()
+
+
+def test_person_ids_are_normalised_the_same_way_by_every_reader(tmp_path: Path) -> None:
+    spellings = [" P-17", "p-17 ", "Ｐ-17", "P-17", "7", " 7", "Ann  Lee", "ann lee"]
+    jsonl = tmp_path / "people.jsonl"
+    rows = [{"text": f"note {i}", "person": p} for i, p in enumerate(spellings)]
+    rows.append({"text": "note with an integer id", "person": 7})
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    csv_path = tmp_path / "people.csv"
+    csv_path.write_text("text,person\n" + "".join(f'note {i},"{p}"\n' for i, p in enumerate(spellings)))
+    from_jsonl = read_task_file(jsonl).persons
+    from_csv = read_task_file(csv_path, columns=Columns(person="person")).persons
+    assert from_jsonl[:-1] == from_csv == ("p-17",) * 4 + ("7",) * 2 + ("ann lee",) * 2
+    assert from_jsonl[-1] == "7"
