@@ -199,9 +199,7 @@ class Ledger:
         """Write the pending entry out in full (if torn or missing) and commit it in the anchor."""
         last = state.entries[-1]
         if state.interrupted:
-            log.warning(
-                "ledger: release %d was interrupted while being recorded; it counts as spent", last.seq
-            )
+            log.warning("ledger: entry %d was interrupted while being recorded; it counts", last.seq)
             self._append(canonical_json(last.data).decode("utf-8"), cut_to=cut_to)
         self._write_anchor(count=last.seq, head=last.digest, pending=None)
 

@@ -231,7 +231,10 @@ class LedgerState:
         return Charge(dataset=name, charged=charged, writes=writes, caps=caps)
 
     def _resolve_key(self, key: str) -> Charge:
-        holders = [u for u in self._units.values() if key in u.keys]
+        """A registered name, or the content key some data set was declared with."""
+        holders = (
+            [self._units[key]] if key in self._units else [u for u in self._units.values() if key in u.keys]
+        )
         if not holders:  # never declared: registered now, under its key, records unknown
             name = f"data-{key[:12]}"
             register: dict[str, Any] = {"kind": "register", "dataset": name, "cap": _cap_dict(self.budget)}

@@ -343,3 +343,16 @@ def test_cli_raise_cap_is_recorded_and_shown(
     assert main(["ledger", "show"]) == 0
     out = capsys.readouterr().out
     assert "cap of notes raised from 3 to 5" in out and "board approval" in out and "per person" in out
+
+
+def test_a_release_booked_by_name_or_content_key_counts_against_the_declared_data_set(ledger: Ledger) -> None:
+    """`build` declares the file's data set, then books the run by the records' content key."""
+    texts = [f"training record {i}" for i in range(60)]
+    assert ledger.declare(DataSet.of(texts, name="ward")) == "ward"
+    assert ledger.declare(DataSet.of(texts, name="ward")) == "ward"  # nothing new to write
+    ledger.record(dataset_id(texts), one(), kind="training")
+    ledger.record("ward", one(), kind="training")
+    state = ledger.state()
+    assert [e.kind for e in state.entries] == ["register", "training", "training"]
+    assert [e.dataset for e in state.releases] == ["ward", "ward"] and list(state.units) == ["ward"]
+    assert state.spent("ward").releases == 2
