@@ -27,7 +27,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lmdock.client.privacy_unit import DataSet, decode_fingerprints, encode_fingerprints
+from lmdock.client.privacy_unit import (
+    DataSet,
+    check_name,
+    decode_fingerprints,
+    encode_fingerprints,
+    is_content_key,
+)
 from lmdock.common.accounting import Budget, Release, Spent, check_delta, compose
 from lmdock.common.errors import BudgetExceeded, IntegrityError, InvalidArgument
 from lmdock.common.mechanism import least_cost
@@ -206,7 +212,7 @@ class LedgerState:
     def resolve(self, dataset: DataSet | str) -> Charge:
         """The data set a release of `dataset` is booked to (registering or extending it if
         need be) and the other registered data sets it shares records with."""
-        if isinstance(dataset, str):  # only a content key (a caller that read the texts itself)
+        if isinstance(dataset, str):  # a name, or a content key (a caller that read the texts itself)
             return self._resolve_key(dataset)
         overlapping = [u for u in self._units.values() if u.overlaps(dataset)]
         exact = [u for u in overlapping if dataset.key in u.keys]
@@ -235,8 +241,8 @@ class LedgerState:
         holders = (
             [self._units[key]] if key in self._units else [u for u in self._units.values() if key in u.keys]
         )
-        if not holders:  # never declared: registered now, under its key, records unknown
-            name = f"data-{key[:12]}"
+        if not holders:  # never declared: registered now, records unknown
+            name = f"data-{key[:12]}" if is_content_key(key) else check_name(key)
             register: dict[str, Any] = {"kind": "register", "dataset": name, "cap": _cap_dict(self.budget)}
             register |= {"records": 0, "key": key, "fingerprints": ""}
             return Charge(dataset=name, charged=(), writes=(register,), caps={name: self.budget})

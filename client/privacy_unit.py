@@ -46,6 +46,11 @@ def check_name(name: str) -> str:
     return name
 
 
+def is_content_key(text: str) -> bool:
+    """Whether `text` is a content key (`dataset_id`) rather than a name."""
+    return bool(_CONTENT_KEY.fullmatch(text))
+
+
 def default_name(path: Path) -> str:
     """The data set a task file stands for when none is named: its file name without suffix."""
     name = re.sub(r"[^a-z0-9._-]+", "-", path.stem.casefold()).strip("-._")[:64]

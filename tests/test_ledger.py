@@ -356,3 +356,5 @@ def test_a_release_booked_by_name_or_content_key_counts_against_the_declared_dat
     assert [e.kind for e in state.entries] == ["register", "training", "training"]
     assert [e.dataset for e in state.releases] == ["ward", "ward"] and list(state.units) == ["ward"]
     assert state.spent("ward").releases == 2
+    assert ledger.record("other-ward", one(), kind="training").dataset == "other-ward"  # a new name
+    assert list(ledger.state().units) == ["ward", "other-ward"]
