@@ -175,8 +175,21 @@ def _show(args: argparse.Namespace) -> int:
     print(f"ledger {ledger.path} ({len(entries)} releases, {units} data sets, head {state.head[:16]})")
     if entries:
         columns = ("seq", "time", "dataset", "kind", "unit", "epsilon", "delta", "destination")
-        rows = [tuple(e[c][:24] if c == "dataset" else e[c] for c in columns) for e in entries]
-        print(table(["#", "time (UTC)", "data set", "kind", "unit", "epsilon", "delta", "sent to"], rows))
+        rows = [
+            tuple(" + ".join([e["dataset"], *e["charged"]]) if c == "dataset" else e[c] for c in columns)
+            for e in entries
+        ]
+        headers = [
+            "#",
+            "time (UTC)",
+            "data set (+ also charged)",
+            "kind",
+            "unit",
+            "epsilon",
+            "delta",
+            "sent to",
+        ]
+        print(table(headers, rows))
     if datasets:
         print("\nspent per data set (epsilon per record and, apart, per person; the cap holds per record):")
         summary = [
