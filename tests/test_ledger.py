@@ -260,6 +260,39 @@ def test_concurrent_writers_never_interleave(tmp_path: Path) -> None:
     assert len(releases) == 16 and {e.content[0] for e in releases} == {"x", "y"}
 
 
+def blocked_on(path: Path, pid: int) -> bool:
+    """Whether the kernel lists process `pid` as waiting for a lock on `path` (/proc/locks)."""
+    inode = f":{path.stat().st_ino} "
+    return any(
+        "->" in line and f" {pid} " in line and inode in line
+        for line in Path("/proc/locks").read_text().splitlines()
+    )
+
+
+def test_a_second_process_waits_for_the_lock(ledger: Ledger) -> None:
+    """The lock makes a second writer wait (it does not fail): it books once the first is done."""
+    ledger.record("a" * 64, one(), kind="spec")
+    script = textwrap.dedent(
+        """
+        import sys
+        from pathlib import Path
+        from lmdock.client.ledger import Ledger
+        from lmdock.common.accounting import Budget, Release
+        ledger = Ledger(Path(sys.argv[1]), budget=Budget(epsilon=50.0, delta=1e-6))
+        ledger.record("a" * 64, Release(epsilon=1.0, delta=1e-6, noise_multiplier=4.3), kind="spec")
+        """
+    )
+    with ledger._locked(exclusive=True):
+        proc = subprocess.Popen([sys.executable, "-c", script, str(ledger.path)])
+        deadline = time.monotonic() + 120  # a bound, not a timing: the loop ends on the event
+        while not blocked_on(ledger.path.with_name("ledger.jsonl.lock"), proc.pid):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        assert len(ledger._state()[0].releases) == 1  # it is waiting, having written nothing
+    assert proc.wait() == 0
+    assert len(ledger.state().releases) == 2
+
+
 def test_an_anchor_elsewhere(tmp_path: Path) -> None:
     anchor = tmp_path / "other-volume" / "head.json"
     ledger = Ledger(tmp_path / "ledger.jsonl", anchor=anchor, budget=ROOMY)
