@@ -140,13 +140,14 @@ def test_cli_search_prints_the_release_and_the_spent_budget(
 
 
 def test_a_search_too_noisy_for_the_profile_is_refused_before_booking(
-    market: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    market: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """epsilon 0.1 over 60 texts needs sigma ~1.2, above the profile's max_sigma 0.76: a
     readable error, and nothing booked (the distance shows its sd when it does go through)."""
     task = write_task(tmp_path / "task.jsonl")
-    ledger = tmp_path / "ledger.jsonl"
-    common = ["--market", market, "--data", str(task), "--ledger", str(ledger)]
+    monkeypatch.setenv("LMDOCK_HOME", str(tmp_path / "home"))
+    ledger = tmp_path / "home" / "ledger.jsonl"
+    common = ["--market", market, "--data", str(task)]
     code, _, err = run_cli(capsys, "search", *common, "--epsilon", "0.1")
     assert code == 2 and "above the market profile's max_sigma 0.7598" in err and "Traceback" not in err
     assert Ledger(ledger).state().entries == ()
