@@ -100,10 +100,21 @@ def _parse(line: str, seq: int, prev: str) -> Entry:
 
 
 class Ledger:
-    def __init__(self, path: Path, *, anchor: Path | None = None, budget: Budget = DEFAULT_BUDGET) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        anchor: Path | None = None,
+        budget: Budget = DEFAULT_BUDGET,
+        declared: DataSet | None = None,
+    ) -> None:
+        """`budget`: the cap a data set gets when it is registered. `declared`: the data set a
+        command reads, as the user named it; a booking by its content key alone (a caller that
+        read the texts itself, e.g. `build_learnware`) is a booking of it."""
         self.path = path
         self.anchor = anchor or path.with_name(path.name + ".head")
         self.budget = budget
+        self.declared = declared
         self._lock = path.with_name(path.name + ".lock")
 
     # -- reading -------------------------------------------------------------------------------
@@ -138,7 +149,9 @@ class Ledger:
         if anchor is None:
             if raw:
                 raise IntegrityError(f"its anchor {self.anchor} is missing")
-            return LedgerState(entries=(), head=GENESIS, interrupted=False, budget=self.budget), None
+            return LedgerState(
+                entries=(), head=GENESIS, interrupted=False, budget=self.budget, declared=self.declared
+            ), None
         count, head, pending = anchor
         parts = raw.split(b"\n")  # parts[-1] follows the last newline: b"" unless torn
         if len(parts) - 1 < count:
@@ -160,12 +173,22 @@ class Ledger:
         if pending is None:
             if tail:
                 raise IntegrityError("it has bytes after the last entry its anchor names")
-            return LedgerState(entries=tuple(entries), head=head, interrupted=False, budget=self.budget), None
+            return LedgerState(
+                entries=tuple(entries),
+                head=head,
+                interrupted=False,
+                budget=self.budget,
+                declared=self.declared,
+            ), None
         # A write was under way: the pending line is authoritative and counts as spent.
         last = _parse(pending, count + 1, head)
         complete = tail == pending.encode("utf-8") + b"\n"
         state = LedgerState(
-            entries=(*entries, last), head=last.digest, interrupted=not complete, budget=self.budget
+            entries=(*entries, last),
+            head=last.digest,
+            interrupted=not complete,
+            budget=self.budget,
+            declared=self.declared,
         )
         return state, len(raw) - len(tail)
 
@@ -274,7 +297,11 @@ class Ledger:
                 release.delta,
             )
             after = LedgerState(
-                entries=(*state.entries, *written), head=entry.digest, interrupted=False, budget=self.budget
+                entries=(*state.entries, *written),
+                head=entry.digest,
+                interrupted=False,
+                budget=self.budget,
+                declared=self.declared,
             )
             return after.debit(charge, spent, entry)
 
@@ -288,14 +315,6 @@ class Ledger:
             spec=released.spec,
             destination=destination,
         )
-
-    def declare(self, dataset: DataSet) -> str:
-        """Register `dataset` (or its new records) without a release, so that a later booking
-        by content key (`record(dataset_id(texts), ...)`) finds it; returns its name."""
-        with self._writing() as state:
-            charge = state.resolve(dataset)
-            self._commit_all(state, charge.writes)
-            return charge.dataset
 
     def raise_cap(self, name: str, *, epsilon: float, reason: str, by: str) -> Entry:
         """The recorded administrator action that raises a registered data set's cap on epsilon

@@ -159,6 +159,7 @@ class LedgerState:
     head: str
     interrupted: bool  # the last entry was being written when its writer stopped; counted
     budget: Budget
+    declared: DataSet | None = None  # the data set the command reads, as named (`Ledger`)
     _units: dict[str, Unit] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -214,6 +215,8 @@ class LedgerState:
         need be) and the other registered data sets it shares records with."""
         if isinstance(dataset, str):  # a name, or a content key (a caller that read the texts itself)
             return self._resolve_key(dataset)
+        if dataset.name is None and self.declared is not None and dataset.key == self.declared.key:
+            dataset = self.declared
         overlapping = [u for u in self._units.values() if u.overlaps(dataset)]
         exact = [u for u in overlapping if dataset.key in u.keys]
         if dataset.name is not None:
@@ -237,7 +240,10 @@ class LedgerState:
         return Charge(dataset=name, charged=charged, writes=writes, caps=caps)
 
     def _resolve_key(self, key: str) -> Charge:
-        """A registered name, or the content key some data set was declared with."""
+        """A registered name, the content key of the declared data set, or one some data set was
+        declared with."""
+        if self.declared is not None and key == self.declared.key:
+            return self.resolve(self.declared)
         holders = (
             [self._units[key]] if key in self._units else [u for u in self._units.values() if key in u.keys]
         )
@@ -263,7 +269,11 @@ class LedgerState:
             return self
         extra = tuple(Entry(seq=len(self.entries) + i, digest="", data=b) for i, b in enumerate(bodies, 1))
         return LedgerState(
-            entries=(*self.entries, *extra), head=self.head, interrupted=self.interrupted, budget=self.budget
+            entries=(*self.entries, *extra),
+            head=self.head,
+            interrupted=self.interrupted,
+            budget=self.budget,
+            declared=self.declared,
         )
 
     def check(self, dataset: DataSet | str, release: Release, *, kind: str = "spec") -> tuple[Charge, Spent]:

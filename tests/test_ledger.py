@@ -378,16 +378,20 @@ def test_cli_raise_cap_is_recorded_and_shown(
     assert "cap of notes raised from 3 to 5" in out and "board approval" in out and "per person" in out
 
 
-def test_a_release_booked_by_name_or_content_key_counts_against_the_declared_data_set(ledger: Ledger) -> None:
-    """`build` declares the file's data set, then books the run by the records' content key."""
+def test_a_release_booked_by_content_key_lands_on_the_declared_data_set(tmp_path: Path) -> None:
+    """`build` tells the ledger the file's data set; `build_learnware` books by content key."""
     texts = [f"training record {i}" for i in range(60)]
-    assert ledger.declare(DataSet.of(texts, name="ward")) == "ward"
-    assert ledger.declare(DataSet.of(texts, name="ward")) == "ward"  # nothing new to write
-    ledger.record(dataset_id(texts), one(), kind="training")
+    path = tmp_path / "ledger.jsonl"
+    ledger = Ledger(path, budget=ROOMY, declared=DataSet.of(texts, name="ward"))
+    charge, _ = ledger.state().check(dataset_id(texts), one(), kind="training")
+    assert charge.dataset == "ward" and ledger.state().entries == ()  # declaring writes nothing
+    assert ledger.record(dataset_id(texts), one(), kind="training").dataset == "ward"
     ledger.record("ward", one(), kind="training")
     state = ledger.state()
     assert [e.kind for e in state.entries] == ["register", "training", "training"]
     assert [e.dataset for e in state.releases] == ["ward", "ward"] and list(state.units) == ["ward"]
-    assert state.spent("ward").releases == 2
-    assert ledger.record("other-ward", one(), kind="training").dataset == "other-ward"  # a new name
-    assert list(ledger.state().units) == ["ward", "other-ward"]
+    assert state.spent("ward").releases == 2 and state.units["ward"].records == 60
+    plain = Ledger(path, budget=ROOMY)  # later, undeclared: the same key still finds it
+    assert plain.record(dataset_id(texts), one(), kind="training").dataset == "ward"
+    assert plain.record("other-ward", one(), kind="training").dataset == "other-ward"  # a new name
+    assert list(plain.state().units) == ["ward", "other-ward"]

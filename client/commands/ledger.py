@@ -38,7 +38,7 @@ def add_ledger_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def ledger_from(args: argparse.Namespace) -> Any:
+def ledger_from(args: argparse.Namespace, *, declared: Any = None) -> Any:
     """The home's ledger (or, for show/verify, the file named by --ledger), with the cap a data
     set registered by this command gets."""
     from lmdock.client.ledger import DEFAULT_BUDGET, Ledger, default_ledger_path
@@ -59,7 +59,7 @@ def ledger_from(args: argparse.Namespace) -> Any:
     chosen = getattr(args, "inspect_ledger", None)
     path = Path(chosen).expanduser() if chosen else default_ledger_path()
     anchor = Path(args.ledger_anchor).expanduser() if args.ledger_anchor else None
-    return Ledger(path, anchor=anchor, budget=budget)
+    return Ledger(path, anchor=anchor, budget=budget, declared=declared)
 
 
 def dataset_name(args: argparse.Namespace, data: Path) -> str:

@@ -92,15 +92,13 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _declared_ledger(args: argparse.Namespace, data: Path) -> Any:
-    """The home's ledger, with the data set `data` holds registered under its name (--dataset or
-    the file's), so that the release booked by content further on counts against it."""
+    """The home's ledger, told the data set `data` holds and its name (--dataset or the file's):
+    the release booked by those records' content key further on is booked to it."""
     from lmdock.client.commands.ledger import dataset_name, ledger_from
     from lmdock.client.privacy_unit import DataSet
     from lmdock.client.task import read_task_file
 
-    ledger = ledger_from(args)
-    ledger.declare(DataSet.of(read_task_file(data).texts, name=dataset_name(args, data)))
-    return ledger
+    return ledger_from(args, declared=DataSet.of(read_task_file(data).texts, name=dataset_name(args, data)))
 
 
 def _package(args: argparse.Namespace) -> int:
