@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import signal
 import subprocess
@@ -184,15 +185,15 @@ def lmdock(*args: str) -> list[str]:
     return [sys.executable, "-m", "lmdock.client.cli", *args]
 
 
-def timed(command: list[str]) -> float:
+def timed(command: list[str], env: dict[str, str] | None = None) -> float:
     """Seconds one uninterrupted run takes: kills are drawn around it."""
     started = time.monotonic()
-    subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, env=env)
     return time.monotonic() - started
 
 
-def killed_after(command: list[str], seconds: float) -> None:
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def killed_after(command: list[str], seconds: float, env: dict[str, str] | None = None) -> None:
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         proc.wait(timeout=seconds)
     except subprocess.TimeoutExpired:
@@ -227,17 +228,15 @@ def search_kills(work: Path, address: str, kills: int) -> dict[str, object]:
     task = work / "task.jsonl"
     notes = (json.dumps({"text": f"note {i}: the patient reports symptom {i % 7}"}) for i in range(60))
     task.write_text("".join(note + "\n" for note in notes))
-    ledger = work / "ledger.jsonl"
+    # one ledger per home: the timing run books in a home of its own
+    timing_home, home = (os.environ | {"LMDOCK_HOME": str(work / h)} for h in ("timing-home", "home"))
+    ledger = work / "home" / "ledger.jsonl"
     # epsilon 0.5 over 60 notes: sigma about 0.27, inside the default profile's max_sigma (0.76)
     search = lmdock("search", "--market", address, "--data", str(task), "--epsilon", "0.5")
-    full = timed([*search, "--ledger", str(work / "timing-ledger.jsonl")])
+    full = timed(search, env=timing_home)
     for _ in range(kills):
-        killed_after(
-            [*search, "--ledger", str(ledger), "--budget-epsilon", "100"], random.uniform(0.5, 1.1) * full
-        )
-    verify = subprocess.run(
-        lmdock("ledger", "verify", "--ledger", str(ledger)), capture_output=True, text=True
-    )
+        killed_after([*search, "--budget-epsilon", "100"], random.uniform(0.5, 1.1) * full, env=home)
+    verify = subprocess.run(lmdock("ledger", "verify"), capture_output=True, text=True, env=home)
     releases = sum(1 for line in ledger.read_text().splitlines() if line.strip()) if ledger.exists() else 0
     return {
         "kills": kills,

@@ -48,6 +48,7 @@ def search_task(
     progress: Progress | None = None,
     ledger: Ledger | None = None,
     persons: Sequence[str] = (),
+    dataset: str | None = None,
 ) -> SearchOutcome:
     """Compute the DP spec of `texts` locally and send only it; return it with the ranking.
 
@@ -56,7 +57,8 @@ def search_task(
     (for a borderline case, after the profile request only, before embedding), and a spec
     already released for these texts, parameters and profile is re-sent from the ledger at no
     cost. Without one, the caller accounts for the release itself. `persons` (one id per text)
-    makes the person the privacy unit.
+    makes the person the privacy unit; `dataset` names the data set the ledger books (None:
+    the registered data set holding these records, else one named after their content).
     """
     if ledger is None:
         profile = client.profile()
@@ -65,7 +67,9 @@ def search_task(
         ).spec
         debit = None
     else:
-        booking = SpecBooking.open(ledger, texts, epsilon=epsilon, delta=delta, persons=persons)
+        booking = SpecBooking.open(
+            ledger, texts, epsilon=epsilon, delta=delta, persons=persons, dataset=dataset
+        )
         profile = client.profile()
         spec, debit = booking.spec(profile, destination=client.address, progress=progress)
     p = spec.privacy  # parameters only in logs: never a text, never a vector

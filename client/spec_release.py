@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 from lmdock.client.embedder import Embedder
-from lmdock.client.ledger import Debit, Ledger, LedgerState, dataset_id
+from lmdock.client.ledger import DataSet, Debit, Ledger, LedgerState
 from lmdock.client.progress import Progress
+from lmdock.common.accounting import check_delta
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.features import build_feature_map
 from lmdock.common.profile import SpecProfile
@@ -81,7 +82,7 @@ class SpecBooking:
     ledger: Ledger
     state: LedgerState
     texts: Sequence[str]
-    dataset: str
+    dataset: DataSet
     epsilon: float
     delta: float
     persons: Sequence[str]
@@ -95,11 +96,15 @@ class SpecBooking:
         epsilon: float,
         delta: float,
         persons: Sequence[str] = (),
+        dataset: str | None = None,
     ) -> SpecBooking:
-        """Read the ledger once; BudgetExceeded for a release no profile could fit (before the
-        market is contacted)."""
-        booking = cls(ledger, ledger.state(), texts, dataset_id(texts), epsilon, delta, tuple(persons))
-        booking.state.check_spec_budget(booking.dataset, epsilon=epsilon, delta=delta, unit=booking.unit)
+        """Read the ledger once; refuse a delta over the policy (`max_delta`) and a release no
+        profile could fit in the budget (BudgetExceeded), both before the market is contacted.
+        `dataset` names the data set (None: the registered one holding these records, if any)."""
+        check_delta(delta, n=len(set(persons)) if persons else len(texts), what="a spec")
+        data = DataSet.of(texts, name=dataset)
+        booking = cls(ledger, ledger.state(), texts, data, epsilon, delta, tuple(persons))
+        booking.state.check_spec_budget(data, epsilon=epsilon, delta=delta, unit=booking.unit)
         return booking
 
     @property
@@ -118,15 +123,15 @@ class SpecBooking:
         (free: re-sending published output is post-processing), else a new release, checked at
         its exact cost before anything is embedded and booked durably before it is returned
         (BudgetExceeded, and no spec, over the cap)."""
-        cached = self.state.cached_spec(
-            self.dataset,
+        cached = self.state.cached_release(
+            self.dataset.key,
             profile_id=profile.profile_id,
             epsilon=self.epsilon,
             delta=self.delta,
             unit=self.unit,
         )
-        if cached is not None:
-            return cached, Debit(self.dataset, self.state.spent(self.dataset))
+        if cached is not None and (spec := cached.spec()) is not None:
+            return spec, self.state.resent(cached)
         plan = _plan(self.texts, profile, epsilon=self.epsilon, delta=self.delta, persons=self.persons)
         self.state.check(self.dataset, plan.cost)
         released = _release(plan, self.texts, self.persons, embedder, progress)

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from lmdock.common.accounting import Release
+from lmdock.common.accounting import Release, check_delta
 from lmdock.common.calibration import validate_privacy
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.mechanism import Calibration, add_noise, calibrate
@@ -314,6 +314,7 @@ def plan_release(
         raise InvalidArgument(f"privacy unit must be one of {UNITS}, got {unit!r}")
     if units < MIN_RECORDS:
         raise InvalidArgument(f"a private spec needs at least {MIN_RECORDS} {unit}s, got {units}")
+    check_delta(delta, n=units, what="a spec")
     bucket = size_bucket(units)
     calibration = calibrate(
         epsilon=epsilon, delta=delta, clip_radius=profile.clip_radius, bucket=bucket, dim=profile.feature_dim

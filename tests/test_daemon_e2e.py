@@ -221,10 +221,10 @@ def test_an_exhausted_budget_sends_nothing(
         config = write_config(tmp_path, market=address, budget_epsilon=3.0)  # one search of 2 fits
         with running(config) as daemon:
             first = _add(config, "triage", medical, capsys=capsys)
-            # the composed epsilon at the budget's delta (1e-5): at most the release's own 2
+            # the composed epsilon at the budget's delta (1e-6): at most the release's own 2
             assert first["state"] == "ready" and 0 < first["budget_spent"] <= 2.0
             ledger = daemon.preparer.ledger
-            assert len(ledger.state().entries) == 1
+            assert len(ledger.state().releases) == 1
 
             # another release of the same records would exceed the cap: refused, nothing sent
             args = [
@@ -242,9 +242,9 @@ def test_an_exhausted_budget_sends_nothing(
             assert "budget" in capsys.readouterr().err.lower()
             refused = daemon.registry.get("again")
             assert refused.state == "failed" and refused.bytes_sent == 0
-            assert len(ledger.state().entries) == 1
+            assert len(ledger.state().releases) == 1
 
             # the same release again is re-sent from the ledger at no further cost
             same = _add(config, "same", medical, capsys=capsys)
             assert same["state"] == "ready" and same["learnware_id"] == first["learnware_id"]
-            assert len(ledger.state().entries) == 1 and same["budget_spent"] == first["budget_spent"]
+            assert len(ledger.state().releases) == 1 and same["budget_spent"] == first["budget_spent"]

@@ -70,36 +70,40 @@ def test_the_plan_is_fixed_before_training_and_checked_against_the_run() -> None
         dp_plan_for(plan, records=2000, config=replace(PROBE_TRAINING, epochs=3))
 
 
-def dp_build(capsys, tiny_bert: Path, data: Path, out: Path, ledger: Path, epsilon: str, *extra: str):
+def dp_build(capsys, tiny_bert: Path, data: Path, out: Path, epsilon: str, *extra: str):
     return run_cli(
         capsys,
         *("build", "--base", str(tiny_bert), "--data", str(data), "--out", str(out), "--max-tokens", "16"),
-        *("--dp-epsilon", epsilon, "--dp-delta", "1e-5", "--ledger", str(ledger), "--budget-epsilon", "3"),
+        *("--dp-epsilon", epsilon, "--dp-delta", "1e-6", "--budget-epsilon", "3"),
         *("--labels", "positive,negative"),
         *extra,
     )
 
 
-def test_a_dp_classifier_publishes_only_a_declared_label_set(tmp_path: Path, capsys) -> None:
+def test_a_dp_classifier_publishes_only_a_declared_label_set(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LMDOCK_HOME", str(tmp_path / "home"))
     data = write_task(tmp_path / "train.jsonl", 120)
     args = ("build", "--base", "unused", "--data", str(data), "--out", str(tmp_path / "b"))
-    dp = ("--dp-epsilon", "2", "--dp-delta", "1e-5", "--ledger", str(tmp_path / "l.jsonl"))
+    dp = ("--dp-epsilon", "2", "--dp-delta", "1e-6")
     code, _, err = run_cli(capsys, *args, *dp)
     assert code == 2 and "declare the labels with --labels" in err
     code, _, err = run_cli(capsys, *args, *dp, "--labels", "positive,neutral")
     assert code == 2 and "labels outside --labels: 'negative'" in err
     code, _, err = run_cli(capsys, *args, *dp, "--labels", "positive,positive,negative")
     assert code == 2 and "distinct" in err
-    assert not (tmp_path / "b").exists() and not (tmp_path / "l.jsonl").exists()
+    assert not (tmp_path / "b").exists() and not (tmp_path / "home" / "ledger.jsonl").exists()
 
 
 @pytest.mark.slow
 def test_dp_builds_are_debited_write_ahead_and_refused_over_budget(
-    tiny_bert: Path, tmp_path: Path, profile, capsys
+    tiny_bert: Path, tmp_path: Path, profile, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("LMDOCK_HOME", str(tmp_path / "home"))
     data = write_task(tmp_path / "train.jsonl", 120)
-    ledger_path = tmp_path / "ledger.jsonl"
-    code, out, err = dp_build(capsys, tiny_bert, data, tmp_path / "b", ledger_path, "2", "--json")
+    ledger_path = tmp_path / "home" / "ledger.jsonl"
+    code, out, err = dp_build(capsys, tiny_bert, data, tmp_path / "b", "2", "--json")
     assert code == 0, err
     built = json.loads(out)
     assert built["pooling"] == "mean" and built["privacy"]["dp"] is True
@@ -107,18 +111,19 @@ def test_dp_builds_are_debited_write_ahead_and_refused_over_budget(
     # the scores are noised counts over the 12 held-out records, never a raw fraction j / 12
     released = built["training"]["eval_scores"]
     assert released["dp"] is True and released["held_out_records"] == built["records"]["eval_records"] == 12
-    assert released["epsilon"] == 0.5 and released["delta"] == 1e-5
+    assert released["epsilon"] == 0.5 and released["delta"] == 1e-6
     for value in built["eval_scores"].values():
         assert min(abs(value * 12 - j) for j in range(13)) > 1e-9, value
     # parallel composition: the build's epsilon is max(DP-SGD, scores)
     assert built["privacy"]["epsilon"] == max(built["training"]["dp_sgd"]["epsilon"], 0.5)
-    dataset = dataset_id(read_jsonl_task(data).texts)  # the whole file: the split is a function of it
+    dataset = "train"  # named after the file, all of it: the split is a function of the file
+    assert Ledger(ledger_path).state().unit(dataset_id(read_jsonl_task(data).texts)).name == dataset
     assert built["ledger"]["spent"]["dataset"] == dataset and built["ledger"]["spent"]["releases"] == 2
     card = (tmp_path / "b" / "README.md").read_text()
     assert "linear head on its mean-pooled states" in card and "replace-one" in card
     assert "Differentially private (epsilon=0.5)" in card
 
-    code, out, _ = run_cli(capsys, "ledger", "show", "--ledger", str(ledger_path), "--json")
+    code, out, _ = run_cli(capsys, "ledger", "show", "--json")
     scores_entry, entry = json.loads(out)["entries"]  # the ledger books both releases
     assert scores_entry["destination"].endswith("(scores)") and scores_entry["epsilon"] == 0.5
     training = built["training"]["dp_sgd"]
@@ -127,26 +132,20 @@ def test_dp_builds_are_debited_write_ahead_and_refused_over_budget(
     assert entry["noise_multiplier"] == training["noise_multiplier"] and entry["destination"].startswith(
         "build "
     )
-    code, out, _ = run_cli(capsys, "ledger", "show", "--ledger", str(ledger_path))
+    code, out, _ = run_cli(capsys, "ledger", "show")
     assert code == 0 and "training" in out
 
     # a second run of 2 on the same file would bring it over the cap of 3: refused before training
-    code, _, err = dp_build(capsys, tiny_bert, data, tmp_path / "b2", ledger_path, "2.5")
+    code, _, err = dp_build(capsys, tiny_bert, data, tmp_path / "b2", "2.5")
     assert code == 2 and "privacy budget" in err and "Nothing was trained or written" in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "b",
-        "ledger.jsonl",
-        "ledger.jsonl.head",
-        "ledger.jsonl.lock",
-        "train.jsonl",
-    ]
-    assert len(Ledger(ledger_path).state().entries) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "home", "train.jsonl"]
+    assert len(Ledger(ledger_path).state().releases) == 2
 
     # the DP spec of the package is the same data set's release, composed with the training run
     cli_json(capsys, "keys", "gen", "--key", str(tmp_path / "k.key"))
     with embedded_market(tmp_path / "market", profile=profile) as (address, _market):
         flags = ["--id", "toy-dp", "--domain", "reviews", "--licence", "MIT", "--publisher", "acme"]
-        common = [*flags, "--spec-epsilon", "0.5", "--ledger", str(ledger_path), "--budget-epsilon", "3"]
+        common = [*flags, "--spec-epsilon", "0.5", "--budget-epsilon", "3"]
         cli_json(
             capsys,
             "package",
@@ -157,10 +156,10 @@ def test_dp_builds_are_debited_write_ahead_and_refused_over_budget(
             "--out",
             str(tmp_path / "p.tar"),
         )
-        entries = Ledger(ledger_path).state().entries
+        entries = Ledger(ledger_path).state().releases
         assert [e.data["kind"] for e in entries] == ["training", "training", "spec"]
         assert {e.dataset for e in entries} == {dataset}
-        spent = Ledger(ledger_path, budget=Budget(epsilon=3.0, delta=1e-5)).state().spent(dataset)
+        spent = Ledger(ledger_path, budget=Budget(epsilon=3.0, delta=1e-6)).state().spent(dataset)
         assert built["ledger"]["spent"]["epsilon"] < spent.epsilon < built["ledger"]["spent"]["epsilon"] + 0.5
         # packaging again re-uses the spec already released: no new cost
         cli_json(
@@ -173,9 +172,9 @@ def test_dp_builds_are_debited_write_ahead_and_refused_over_budget(
             "--out",
             str(tmp_path / "q.tar"),
         )
-        assert len(Ledger(ledger_path).state().entries) == 3
+        assert len(Ledger(ledger_path).state().releases) == 3
         # a spec that would not fit is refused before anything is embedded or written
-        over = [*flags, "--spec-epsilon", "3", "--ledger", str(ledger_path), "--budget-epsilon", "3"]
+        over = [*flags, "--spec-epsilon", "3", "--budget-epsilon", "3"]
         code, _, err = run_cli(
             capsys,
             "package",
@@ -191,7 +190,7 @@ def test_dp_builds_are_debited_write_ahead_and_refused_over_budget(
 
 def test_the_ledger_refuses_a_training_release_over_the_cap(tmp_path: Path) -> None:
     plan = plan_dp_sgd(DPConfig(epsilon=4.0, delta=1e-6), records=500, batch_size=64, epochs=5)
-    ledger = Ledger(tmp_path / "l.jsonl", budget=Budget(epsilon=3.0, delta=1e-5))
+    ledger = Ledger(tmp_path / "l.jsonl", budget=Budget(epsilon=3.0, delta=1e-6))
     with pytest.raises(BudgetExceeded, match="Nothing was trained or written"):
         ledger.record("d" * 64, plan.release(), kind="training")
     assert ledger.state().entries == ()

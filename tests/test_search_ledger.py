@@ -48,8 +48,8 @@ def test_a_retry_re_sends_the_cached_release_at_no_cost(market: str, tmp_path: P
         first = search_task(client, TEXTS, epsilon=1.0, delta=1e-6, ledger=ledger).spec
         again = search_task(client, TEXTS, epsilon=1.0, delta=1e-6, ledger=ledger, top_k=1).spec
     assert np.array_equal(first.values, again.values) and first.privacy == again.privacy
-    assert len(ledger.state().entries) == 1 and ledger.state().spent(dataset_id(TEXTS)).epsilon == 1.0
-    assert ledger.state().entries[0].data["destination"] == market
+    assert len(ledger.state().releases) == 1 and ledger.state().spent(dataset_id(TEXTS)).epsilon == 1.0
+    assert ledger.state().releases[0].data["destination"] == market
 
 
 def test_an_over_budget_search_sends_nothing(market: str, tmp_path: Path) -> None:
@@ -61,7 +61,7 @@ def test_an_over_budget_search_sends_nothing(market: str, tmp_path: Path) -> Non
         with pytest.raises(BudgetExceeded, match="Nothing was sent"):
             search_task(client, TEXTS, epsilon=0.5, delta=1e-6, ledger=ledger)
     assert len(recorder.messages) == sent  # not even the profile request
-    assert len(ledger.state().entries) == 1
+    assert len(ledger.state().releases) == 1
 
 
 def test_person_level_specs_are_calibrated_to_the_number_of_persons(market: str, tmp_path: Path) -> None:
@@ -75,8 +75,11 @@ def test_person_level_specs_are_calibrated_to_the_number_of_persons(market: str,
         len(TEXTS)
     )
     assert spec.privacy.sigma > 2 * record_level.privacy.sigma
-    # both releases are of the same records: one data set, one budget
-    assert ledger.state().spent(dataset_id(TEXTS)).releases == 2
+    # both releases are of the same records: one data set, one budget, per record; per person
+    # there is no bound once a record-level release is booked (never mixed into one total)
+    state = ledger.state()
+    assert state.spent(dataset_id(TEXTS)).releases == 2
+    assert state.per_person(dataset_id(TEXTS)) is None
 
 
 def write_task(path: Path, *, persons: bool = False) -> Path:
@@ -95,29 +98,34 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
 
 
 def test_cli_search_prints_the_release_and_the_spent_budget(
-    market: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    market: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("LMDOCK_HOME", str(tmp_path / "home"))
     task = write_task(tmp_path / "task.jsonl", persons=True)
-    ledger = str(tmp_path / "ledger.jsonl")
-    common = ["--market", market, "--data", str(task), "--ledger", ledger, "--budget-epsilon", "1"]
+    ledger = str(tmp_path / "home" / "ledger.jsonl")
+    common = ["--market", market, "--data", str(task), "--budget-epsilon", "1"]
     code, out, _ = run_cli(capsys, "search", *common, "--epsilon", "1", "--json")
     report = json.loads(out)
     assert code == 0 and report["privacy"]["unit"] == "person" and report["privacy"]["fresh_release"]
-    assert report["ledger"]["spent"]["epsilon"] == pytest.approx(0.8725, abs=0.005)  # at delta=1e-5
+    spent = report["ledger"]["spent"]
+    assert report["ledger"]["path"] == ledger and spent["dataset"] == "task"  # named after the file
+    assert spent["epsilon"] == spent["per_record"]["epsilon"] == spent["per_person"]["epsilon"] == 1.0
+    assert (spent["cap_epsilon"], spent["cap_delta"]) == (1.0, 1e-6)
     code, out, _ = run_cli(capsys, "search", *common, "--epsilon", "1")
     assert code == 0 and "re-sent the cached release (no new cost)" in out and "per person" in out
     code, _, err = run_cli(capsys, "search", *common, "--epsilon", "0.8")  # 1 and 0.8: 1.153
     assert code == 2 and "lmdock: error: privacy budget" in err and "Nothing was sent" in err
 
-    code, out, _ = run_cli(capsys, "ledger", "show", "--ledger", ledger, "--json")
+    code, out, _ = run_cli(capsys, "ledger", "show", "--json")
     shown = json.loads(out)
     assert code == 0 and len(shown["entries"]) == 1 and shown["entries"][0]["unit"] == "person"
+    assert [a["kind"] for a in shown["admin"]] == ["register"] and shown["admin"][0]["dataset"] == "task"
     assert "values" not in out  # show lists releases, not the released vectors
     code, out, _ = run_cli(capsys, "ledger", "show", "--ledger", ledger)
     assert code == 0 and "spent per data set" in out
     code, out, _ = run_cli(capsys, "ledger", "verify", "--ledger", ledger, "--json")
     verified = json.loads(out)
-    assert code == 0 and verified["ok"] and verified["entries"] == 1
+    assert code == 0 and verified["ok"] and (verified["entries"], verified["releases"]) == (2, 1)
     head = verified["head"]
     code, out, _ = run_cli(capsys, "ledger", "verify", "--ledger", ledger, "--expect-head", head)
     assert code == 0 and "ledger OK" in out
@@ -132,13 +140,14 @@ def test_cli_search_prints_the_release_and_the_spent_budget(
 
 
 def test_a_search_too_noisy_for_the_profile_is_refused_before_booking(
-    market: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    market: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """epsilon 0.1 over 60 texts needs sigma ~1.2, above the profile's max_sigma 0.76: a
     readable error, and nothing booked (the distance shows its sd when it does go through)."""
     task = write_task(tmp_path / "task.jsonl")
-    ledger = tmp_path / "ledger.jsonl"
-    common = ["--market", market, "--data", str(task), "--ledger", str(ledger)]
+    monkeypatch.setenv("LMDOCK_HOME", str(tmp_path / "home"))
+    ledger = tmp_path / "home" / "ledger.jsonl"
+    common = ["--market", market, "--data", str(task)]
     code, _, err = run_cli(capsys, "search", *common, "--epsilon", "0.1")
     assert code == 2 and "above the market profile's max_sigma 0.7598" in err and "Traceback" not in err
     assert Ledger(ledger).state().entries == ()
@@ -160,7 +169,8 @@ def test_one_search_reads_and_verifies_the_ledger_at_most_twice(
 
     monkeypatch.setattr(Ledger, "_state", counted)
     task = write_task(tmp_path / "task.jsonl")
-    common = ["--market", market, "--data", str(task), "--ledger", str(tmp_path / "ledger.jsonl")]
+    monkeypatch.setenv("LMDOCK_HOME", str(tmp_path / "home"))
+    common = ["--market", market, "--data", str(task)]
     assert run_cli(capsys, "search", *common, "--epsilon", "1", "--json")[0] == 0
     fresh, reads[:] = len(reads), []
     assert run_cli(capsys, "search", *common, "--epsilon", "1", "--json")[0] == 0

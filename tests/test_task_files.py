@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import json
 from pathlib import Path
 
 import pytest
@@ -101,7 +102,7 @@ def test_missing_and_oversized_files(tmp_path: Path) -> None:
 
 
 def test_the_cli_and_the_daemon_share_one_front_door_and_one_minimum(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`lmdock search` reads every format through `read_task_file`, and refuses what the daemon refuses."""
     from lmdock.client.cli import main
@@ -113,6 +114,21 @@ def test_the_cli_and_the_daemon_share_one_front_door_and_one_minimum(
     path = _file(tmp_path, "notes.csv", "id,note\n" + rows)
     # refused while reading, before any connection: the market address is never dialled
     argv = ["search", "--market", "127.0.0.1:9", "--data", str(path), "--text-column", "note"]
-    assert main([*argv, "--epsilon", "1", "--ledger", str(tmp_path / "ledger.jsonl")]) == 2
+    monkeypatch.setenv("LMDOCK_HOME", str(tmp_path / "home"))
+    assert main([*argv, "--epsilon", "1"]) == 2
     assert f"has 49 records; a private search needs at least {MIN_SEARCH_RECORDS}" in capsys.readouterr().err
-    assert not (tmp_path / "ledger.jsonl").exists()
+    assert not (tmp_path / "home" / "ledger.jsonl").exists()
+
+
+def test_person_ids_are_normalised_the_same_way_by_every_reader(tmp_path: Path) -> None:
+    spellings = [" P-17", "p-17 ", "Ｐ-17", "P-17", "7", " 7", "Ann  Lee", "ann lee"]
+    jsonl = tmp_path / "people.jsonl"
+    rows = [{"text": f"note {i}", "person": p} for i, p in enumerate(spellings)]
+    rows.append({"text": "note with an integer id", "person": 7})
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    csv_path = tmp_path / "people.csv"
+    csv_path.write_text("text,person\n" + "".join(f'note {i},"{p}"\n' for i, p in enumerate(spellings)))
+    from_jsonl = read_task_file(jsonl).persons
+    from_csv = read_task_file(csv_path, columns=Columns(person="person")).persons
+    assert from_jsonl[:-1] == from_csv == ("p-17",) * 4 + ("7",) * 2 + ("ann lee",) * 2
+    assert from_jsonl[-1] == "7"

@@ -22,7 +22,7 @@ __all__ = ["register"]
 
 
 def _search(args: argparse.Namespace) -> int:
-    from lmdock.client.commands.ledger import ledger_from, spent_dict, spent_line
+    from lmdock.client.commands.ledger import dataset_name, debit_dict, ledger_from, spent_line
     from lmdock.client.commands.output import emit_json, progress_bar, table
     from lmdock.client.operations import search_task
     from lmdock.client.task import MIN_SEARCH_RECORDS
@@ -41,12 +41,13 @@ def _search(args: argparse.Namespace) -> int:
             progress=progress_bar("embedding", enabled=not args.json),
             ledger=ledger,
             persons=task.persons,
+            dataset=dataset_name(args, Path(args.data)),
         )
         sent = client.bytes_sent
     privacy, result, debit = outcome.spec.privacy, outcome.result, outcome.debit
     assert debit is not None  # a search with a ledger is always booked
     fresh = debit.fresh
-    spent = spent_dict(ledger, debit.dataset, debit.spent)
+    spent = debit_dict(debit)
     if args.json:
         emit_json(
             {
@@ -60,7 +61,7 @@ def _search(args: argparse.Namespace) -> int:
                     "neighbouring": privacy.neighbouring,
                     "fresh_release": fresh,
                 },
-                "ledger": {"path": str(ledger.path), "spent": spent, "cap_delta": ledger.budget.delta},
+                "ledger": {"path": str(ledger.path), "spent": spent},
                 "bytes_sent": sent,
             }
         )

@@ -26,7 +26,7 @@ def _dp_summary(training: Any) -> dict[str, Any]:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from lmdock.client.commands.ledger import ledger_from, spent_dict, spent_line
+    from lmdock.client.commands.ledger import debit_dict, spent_line
     from lmdock.client.commands.output import emit_json, progress_bar
     from lmdock.client.publish.build import build_learnware
     from lmdock.client.publish.dp_sgd import DPConfig
@@ -49,7 +49,7 @@ def _build(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "target_modules": tuple(m for m in args.target_modules.split(",") if m) or None,
     }
-    ledger = ledger_from(args) if dp is not None else None
+    ledger = _declared_ledger(args, Path(args.data)) if dp is not None else None
     info, debit = build_learnware(
         base_model=args.base,
         data_path=Path(args.data),
@@ -63,7 +63,7 @@ def _build(args: argparse.Namespace) -> int:
         progress=progress_bar("training", enabled=not args.json),
         ledger=ledger,
     )
-    spent = None if debit is None else spent_dict(ledger, debit.dataset, debit.spent)
+    spent = None if debit is None else debit_dict(debit)
     if args.json:
         emit_json(
             {
@@ -91,15 +91,24 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _declared_ledger(args: argparse.Namespace, data: Path) -> Any:
+    """The home's ledger, told the data set `data` holds and its name (--dataset or the file's):
+    the release booked by those records' content key further on is booked to it."""
+    from lmdock.client.commands.ledger import dataset_name, ledger_from
+    from lmdock.client.privacy_unit import DataSet
+    from lmdock.client.task import read_task_file
+
+    return ledger_from(args, declared=DataSet.of(read_task_file(data).texts, name=dataset_name(args, data)))
+
+
 def _package(args: argparse.Namespace) -> int:
-    from lmdock.client.commands.ledger import ledger_from
     from lmdock.client.commands.output import emit_json, progress_bar
     from lmdock.client.publish.package import load_build, load_card, package_build
     from lmdock.common.calibration import validate_privacy
 
     if args.spec_epsilon is not None:
         validate_privacy(epsilon=args.spec_epsilon, delta=args.spec_delta)
-    load_build(Path(args.build_dir), base_model=args.base)  # refuse a wrong build before the network
+    build = load_build(Path(args.build_dir), base_model=args.base)  # a wrong build fails before the network
     card = load_card(
         Path(args.card) if args.card else None,
         {
@@ -113,6 +122,7 @@ def _package(args: argparse.Namespace) -> int:
             "version": args.version,
         },
     )
+    spec_source = Path(args.data) if args.data else Path(build.data["path"])
     with market_client(args) as client:
         profile = client.profile()
     out = Path(args.out) if args.out else Path(f"{card.id}.tar")
@@ -132,7 +142,7 @@ def _package(args: argparse.Namespace) -> int:
         data_path=Path(args.data) if args.data else None,
         base_model=args.base,
         progress=progress_bar("embedding", enabled=not args.json),
-        ledger=ledger_from(args) if args.spec_epsilon is not None else None,
+        ledger=None if args.spec_epsilon is None else _declared_ledger(args, spec_source),
     )
     privacy = manifest.spec.privacy
     spec = (

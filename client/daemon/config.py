@@ -19,6 +19,7 @@ from typing import Any
 from lmdock.client.addresses import is_loopback
 from lmdock.client.cache import default_cache_dir
 from lmdock.client.task import FORMATS, MIN_SEARCH_RECORDS
+from lmdock.common.accounting import DELTA_CEILING
 from lmdock.common.errors import InvalidArgument
 
 __all__ = [
@@ -128,9 +129,8 @@ class CacheSettings:
 class PrivacySettings:
     epsilon: float = 1.0  # spent by one task's search
     delta: float = 1e-6
-    budget_epsilon: float = 3.0  # cap per dataset, over all its releases
-    budget_delta: float = 1e-5
-    ledger: str = ""  # default <cache.dir>/ledger.jsonl, the file `lmdock search` uses too
+    budget_epsilon: float = 3.0  # cap of a data set registered by the daemon, over all its releases
+    budget_delta: float = 1e-6  # at most 1e-6 (common.accounting.max_delta)
     ledger_anchor: str = ""  # where the ledger's head is anchored; default <ledger>.head
     min_records: int = MIN_SEARCH_RECORDS
 
@@ -139,6 +139,10 @@ class PrivacySettings:
         _positive(self.budget_epsilon, "privacy.budget_epsilon")
         if not 0 < self.delta < 1 or not 0 < self.budget_delta < 1:
             raise InvalidArgument("privacy.delta and privacy.budget_delta must be in (0, 1)")
+        if self.budget_delta > DELTA_CEILING:
+            raise InvalidArgument(
+                f"privacy.budget_delta={self.budget_delta:g} is above the limit delta <= min(1e-6, 1/(10 n))"
+            )
         if self.epsilon > self.budget_epsilon or self.delta > self.budget_delta:
             raise InvalidArgument("one search (privacy.epsilon, delta) must fit in the budget per dataset")
         if self.min_records < 1:
@@ -263,7 +267,8 @@ class DaemonConfig:
 
     @property
     def ledger_path(self) -> Path:
-        return Path(self.privacy.ledger) if self.privacy.ledger else self.cache_dir / "ledger.jsonl"
+        """One ledger per home: the cache folder's, the file `lmdock search` uses by default."""
+        return self.cache_dir / "ledger.jsonl"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"tasks": [dataclasses.asdict(t) for t in self.tasks]}
@@ -303,7 +308,7 @@ _SECTIONS: dict[str, type] = {
 }
 #: Keys holding file system paths, resolved against the config file's folder.
 _PATH_KEYS = {"state_dir", "log_file", "tls_ca", "client_cert", "client_key", "api_key_file", "dir"}
-_PATH_KEYS |= {"ledger", "ledger_anchor", "token_file", "data"}
+_PATH_KEYS |= {"ledger_anchor", "token_file", "data"}
 _SIZE_KEYS = {"max_bytes", "max_request_bytes"}
 
 
@@ -329,6 +334,11 @@ def _build(cls: type, table: Any, where: str, base_dir: Path | None) -> Any:
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(table) - known)
+    if where == "privacy" and "ledger" in unknown:
+        raise InvalidArgument(
+            "privacy.ledger is no longer a setting: there is one ledger per home, <cache.dir>/ledger.jsonl "
+            "(the one `lmdock search` uses), so that no second file gives a data set a fresh budget"
+        )
     if unknown:
         raise InvalidArgument(f"unknown key(s) {unknown} in [{where}]; known: {sorted(known)}")
     values: dict[str, Any] = {}

@@ -147,6 +147,7 @@ class Preparer:
             progress=embedding,
             ledger=self.ledger,
             persons=task.persons,
+            dataset=settings.name,  # the task's data set is named after it
         )
         log.info(
             "task %s: spec sent (%d bytes so far), %d learnware(s) ranked",

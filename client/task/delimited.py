@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lmdock.client.task.data import Columns, ReaderLimits, TaskData
 from lmdock.client.task.encoding import read_utf8
+from lmdock.client.task.normalize import person_id
 from lmdock.common.errors import InvalidArgument
 
 __all__ = ["read_csv_task"]
@@ -55,7 +56,7 @@ def read_csv_task(
             labels.append(_cell(row, positions.get("label")))
             answers.append(_cell(row, positions.get("answer")))
             if columns.person:
-                person = _cell(row, positions["person"])
+                person = person_id(row[positions["person"]])
                 if person is None:
                     raise InvalidArgument(f"{where}: column {columns.person!r} (the person) is empty")
                 persons.append(person)

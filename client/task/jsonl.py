@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from lmdock.client.task.data import ReaderLimits, TaskData
+from lmdock.client.task.normalize import person_id
 from lmdock.common.errors import InvalidArgument
 
 __all__ = ["read_jsonl_task"]
@@ -53,7 +54,7 @@ def read_jsonl_task(
         person = record.get(person_field)
         if person is not None and (isinstance(person, bool) or not isinstance(person, (str, int))):
             raise InvalidArgument(f'{path}:{number}: "{person_field}" must be a string or an integer')
-        persons.append(None if person is None or str(person) == "" else str(person))
+        persons.append(person_id(person))
         if len(texts) > limits.max_records:
             raise InvalidArgument(f"{path} has more than {limits.max_records} records")
     if not texts:
