@@ -267,13 +267,13 @@ def test_dp_build_is_recorded_verified_and_listed(
         "--dp-epsilon",
         "4",
         "--dp-delta",
-        "1e-5",
+        "1e-6",
         "--budget-epsilon",
         "8",
     )
     assert built["task"] == "generation"
     assert built["privacy"]["dp"] is True and 0 < built["privacy"]["epsilon"] <= 4.0 * 1.01
-    assert built["privacy"]["delta"] == 1e-5
+    assert built["privacy"]["delta"] == 1e-6
     assert built["training"]["dp_sgd"]["accountant"] == "pld" and built["training"]["dp_sgd"]["steps"] > 0
     assert built["training"]["dp_sgd"]["neighbouring"] == "replace-one"
     assert set(built["eval_scores"]) == {"exact_match", "base_exact_match"}

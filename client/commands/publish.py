@@ -282,7 +282,7 @@ def register(sub: Any) -> None:
     p.add_argument("--eval-fraction", type=float, default=0.1, help="held-out share for the model card")
     p.add_argument("--seed", type=int, default=0, help="split, shuffling and initialisation (not DP noise)")
     p.add_argument("--dp-epsilon", type=float, help="train with DP-SGD to this epsilon")
-    p.add_argument("--dp-delta", type=float, help="delta of DP-SGD (below 1/records)")
+    p.add_argument("--dp-delta", type=float, help="delta of DP-SGD (at most min(1e-6, 1/(10 records)))")
     p.add_argument("--dp-max-grad-norm", type=float, default=1.0, help="per-record gradient clipping norm")
     p.add_argument(
         "--dp-score-epsilon",

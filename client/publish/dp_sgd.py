@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-from lmdock.common.accounting import Release, dp_sgd_noise_multiplier, pld_epsilon
+from lmdock.common.accounting import Release, check_delta, dp_sgd_noise_multiplier, pld_epsilon
 from lmdock.common.errors import InvalidArgument
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -53,12 +53,8 @@ class DPConfig:
             raise InvalidArgument(f"the clipping norm must be positive, got {self.max_grad_norm}")
 
     def check_records(self, records: int) -> None:
-        """δ must be well below 1/n, or releasing one whole record would fit inside the guarantee."""
-        if self.delta >= 1 / records:
-            raise InvalidArgument(
-                f"--dp-delta {self.delta:g} is not below 1/n = {1 / records:.3g} for {records} training "
-                "records; choose a smaller delta (e.g. 1/n²)"
-            )
+        """The one δ policy of every release (`lmdock.common.accounting.max_delta`)."""
+        check_delta(self.delta, n=records, what="--dp-delta")
 
 
 @dataclass(frozen=True)
