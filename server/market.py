@@ -21,7 +21,7 @@ from lmdock.common.package_reader import unpack_package
 from lmdock.common.profile import SpecProfile
 from lmdock.common.signing import Signature, verify_possession
 from lmdock.common.spec import Spec
-from lmdock.server.apikeys import ApiKeys
+from lmdock.server.apikeys import KEY_CACHE_TTL_S, ApiKeys
 from lmdock.server.base_models import BaseModels
 from lmdock.server.blobs import BlobWriter, LocalBlobStore, StagedBlob
 from lmdock.server.catalogue import Catalogue, Page
@@ -62,6 +62,7 @@ class Market:
         base_models: BaseModels | None = None,
         index: Callable[[Iterable[LearnwareInfo]], SpecIndex] = ExactIndex,
         change_poll_s: float = CHANGE_POLL_S,
+        api_key_ttl_s: float = KEY_CACHE_TTL_S,
     ) -> None:
         """`index` builds the search index from the catalogue's learnwares (the seam for ANN).
 
@@ -70,7 +71,7 @@ class Market:
         self.profile = profile
         self.db = db
         self.catalogue = Catalogue(db)
-        self.api_keys = ApiKeys(db)
+        self.api_keys = ApiKeys(db, ttl_s=api_key_ttl_s)
         self.signing_keys = SigningKeys(db)
         self.blobs = blobs
         self.limits = limits
@@ -112,6 +113,7 @@ class Market:
         limits: MarketLimits = MarketLimits(),
         base_models: BaseModels | None = None,
         change_poll_s: float = CHANGE_POLL_S,
+        api_key_ttl_s: float = KEY_CACHE_TTL_S,
     ) -> Market:
         """A market storing its catalogue in `db_url` (default: SQLite in data_dir) and blobs on disk."""
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -123,6 +125,7 @@ class Market:
             limits=limits,
             base_models=base_models,
             change_poll_s=change_poll_s,
+            api_key_ttl_s=api_key_ttl_s,
         )
 
     def close(self) -> None:
