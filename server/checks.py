@@ -129,7 +129,8 @@ def _expected_tensors(
     lora.init_lora_weights = False  # shapes only: no initialisation work on the skeleton
     lora.base_model_name_or_path = None  # the skeleton has no name; spares PEFT's rename warning
     try:
-        peft_model = get_peft_model(model, lora)
+        with torch.device("meta"):  # else PEFT allocates and initialises every LoRA matrix on the CPU
+            peft_model = get_peft_model(model, lora)
     except Exception as exc:  # PEFT raises many types for configs that do not fit the model
         raise InvalidArgument(
             f"adapter_config.json does not fit base model {manifest.base_model!r}: {exc}"
