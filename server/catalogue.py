@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,6 +157,20 @@ class Catalogue:
                 store()
             session.commit()
 
+    def add_many(self, learnwares: Iterable[LearnwareInfo]) -> None:
+        """List learnwares whose blobs are already stored, in one transaction (imports, benchmarks)."""
+        with self.db.session() as session:
+            _lock(session)
+            for lw in learnwares:
+                session.add(_to_row(lw))
+                session.add(ChangeRow(learnware_id=lw.card.id, op="add", at=utc_now()))
+            try:
+                session.flush()
+            except SqlIntegrityError:
+                raise AlreadyExists("a learnware or an identical package is already published") from None
+            self._notify(session, "batch")
+            session.commit()
+
     def remove(self, learnware_id: str) -> LearnwareInfo:
         """Delete the row (and its tags); returns what it held."""
         with self.db.session() as session:
@@ -184,10 +198,12 @@ class Catalogue:
         change = ChangeRow(learnware_id=learnware_id, op=op, at=utc_now())
         session.add(change)
         session.flush()  # gives the change its number
-        if self.db.engine.dialect.name == "postgresql":
-            session.execute(
-                text("SELECT pg_notify(:channel, :seq)"), {"channel": CHANGES_CHANNEL, "seq": str(change.seq)}
-            )
+        self._notify(session, str(change.seq))
+
+    def _notify(self, session: Session, payload: str) -> None:
+        if self.db.engine.dialect.name == "postgresql":  # delivered when the transaction commits
+            notify = text("SELECT pg_notify(:channel, :payload)")
+            session.execute(notify, {"channel": CHANGES_CHANNEL, "payload": payload})
 
     def last_change(self) -> int:
         """The number of the latest change (0 for none)."""
