@@ -7,6 +7,7 @@ PostgreSQL's notifications, or, once those were missed, from catching up on reco
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -149,3 +150,66 @@ def test_identical_uploads_on_two_replicas_publish_once_and_keep_the_bytes(
             got = tmp_path / f"got-{running.port}.tar"
             client.download("rep-3", got)
             assert got.read_bytes() == pkg.read_bytes()
+
+
+def test_unpublish_on_one_replica_racing_a_republish_on_the_other_never_loses_listed_bytes(
+    replicas: tuple[Running, Running], adapter: Path, tmp_path: Path, profile
+) -> None:
+    """Unpublish through B while A republishes the same package: whichever wins, a listed
+    learnware's bytes are all there and unlisted bytes are gone."""
+    a, b = replicas
+    pkg = package(tmp_path, adapter, profile, learnware_id="rep-4", spec=cluster_spec(profile, 4))
+    with MarketClient(a.address) as client:
+        client.upload(pkg)
+    with admin(b) as remover, MarketClient(a.address) as publisher:
+        for trial in range(3):
+            eventually(lambda: publisher.list() != [], "listed before the race")
+            start = threading.Barrier(2)
+
+            def unpublish(remover: MarketClient = remover, start: threading.Barrier = start) -> None:
+                start.wait()
+                remover.unpublish("rep-4")
+
+            def republish(publisher: MarketClient = publisher, start: threading.Barrier = start) -> None:
+                start.wait()
+                with contextlib.suppress(AlreadyExists):  # it was still listed
+                    publisher.upload(pkg)
+
+            threads = [threading.Thread(target=unpublish), threading.Thread(target=republish)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            if publisher.list():
+                got = tmp_path / f"race-{trial}.tar"
+                publisher.download("rep-4", got)
+                assert got.read_bytes() == pkg.read_bytes()
+            else:
+                assert a.market.blobs.digests() == set()
+                publisher.upload(pkg)  # listed again for the next trial
+
+
+def test_replicas_on_one_sqlite_file_agree_by_polling(
+    tmp_path: Path, adapter: Path, tiny_bert: Path, profile
+) -> None:
+    """SQLite has no notifications: a replica learns of the other's writes on its next poll."""
+    with ExitStack() as stack:
+        a, b = (
+            stack.enter_context(
+                running_market(
+                    tmp_path / "shared",
+                    profile,
+                    base_models={TINY_BERT: tiny_bert},
+                    access=AccessPolicy.open_demo(),
+                    change_poll_s=0.05,
+                )
+            )
+            for _ in range(2)
+        )
+        spec = cluster_spec(profile, 5)
+        with MarketClient(a.address) as client:
+            client.upload(package(tmp_path, adapter, profile, learnware_id="rep-5", spec=spec))
+        eventually(lambda: found(b, spec)[:1] == ["rep-5"], "B polls A's upload")
+        with admin(b) as client:
+            client.unpublish("rep-5")
+        eventually(lambda: found(a, spec) == [], "A polls B's unpublish")
