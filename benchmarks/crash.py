@@ -114,8 +114,9 @@ def market_round(
                     acked[info.card.id] = info.package_sha256
                     uploaded[0] += 1
                     if random.random() < 0.3:
-                        admin.unpublish(info.card.id)
+                        # asked to go: no longer owed, whether or not the reply outlives the market
                         acked.pop(info.card.id, None)
+                        admin.unpublish(info.card.id)
                 except LmdockError:  # the market died under us, or the package is already there
                     continue
 

@@ -18,8 +18,9 @@ from lmdock.common.spec import exact_spec
 LABELS = ("negative", "positive")
 
 
-def make_adapter(out: Path) -> Path:
-    """A real (untrained) LoRA adapter on the packaged MiniLM, which every market accepts."""
+def make_adapter(out: Path, *, rank: int = 4) -> Path:
+    """A real (untrained) LoRA adapter on the packaged MiniLM, which every market accepts
+    (36,864 bytes of weights per unit of `rank`, beside the classifier)."""
     from lmdock.client.models import quiet_model_libraries
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import AutoModelForSequenceClassification
@@ -30,7 +31,7 @@ def make_adapter(out: Path) -> Path:
         embedder_dir(DEFAULT_EMBEDDER), num_labels=len(LABELS)
     )
     config = LoraConfig(
-        task_type=TaskType.SEQ_CLS, r=4, target_modules=["query", "value"], modules_to_save=["classifier"]
+        task_type=TaskType.SEQ_CLS, r=rank, target_modules=["query", "value"], modules_to_save=["classifier"]
     )
     get_peft_model(model, config).save_pretrained(out)
     tidy_adapter_folder(out)
@@ -47,10 +48,11 @@ def make_packages(
     *,
     prefix: str = "crash",
     key: Ed25519PrivateKey | None = None,
+    rank: int = 4,
 ) -> list[Path]:
     """`count` packages of publisher "acme" signed by `key` (default: a new one), each with its
     own random exact spec."""
-    adapter = make_adapter(folder / "adapter")
+    adapter = make_adapter(folder / "adapter", rank=rank)
     files = {name: adapter / name for name in ("adapter_config.json", "adapter_model.safetensors")}
     key = key or Ed25519PrivateKey.generate()
     rng = np.random.default_rng(0)

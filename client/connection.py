@@ -7,6 +7,7 @@ Every call carries a deadline, and remote statuses come back as lmdock's typed e
 from __future__ import annotations
 
 import builtins
+import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from lmdock.client.channel import TlsOptions, WireRecorder, open_channel
 from lmdock.common import serde
 from lmdock.common.errors import IntegrityError, InvalidArgument, LmdockError, error_for_status
 from lmdock.common.grpc_errors import TypedErrorsInterceptor
-from lmdock.common.hashing import sha256_file
+from lmdock.common.hashing import hash_file_into, sha256_file
 from lmdock.common.market_types import Caller, LearnwareInfo, PackageHeader, SearchResult, SigningKeyInfo
 from lmdock.common.profile import SpecProfile
 from lmdock.common.signing import prove_possession, public_key_to_b64
@@ -109,12 +110,15 @@ class MarketClient:
     def download(self, learnware_id: str, dest: Path, *, stream_timeout: float = 600.0) -> PackageHeader:
         """Stream the package into `dest`, resuming after any bytes already there; verify sha256.
 
-        On a hash mismatch the partial file is deleted and IntegrityError raised.
+        The bytes are hashed as they are written (a resumed download hashes the part it had
+        first), so the file is never read back. On a hash mismatch the partial file is deleted
+        and IntegrityError raised.
         """
         offset = dest.stat().st_size if dest.exists() else 0
         request = pb.DownloadRequest(learnware_id=learnware_id, offset=offset)
+        digest = hashlib.sha256()
 
-        def run() -> PackageHeader:
+        def run() -> tuple[PackageHeader, int]:
             responses = self._stub.Download(request, timeout=stream_timeout)
             first = next(responses, None)
             if first is None or first.WhichOneof("part") != "header":
@@ -123,24 +127,27 @@ class MarketClient:
             if header.learnware_id != learnware_id:
                 raise IntegrityError("market sent a different learnware than requested")
             dest.parent.mkdir(parents=True, exist_ok=True)
+            if offset:
+                hash_file_into(digest, dest)
             with dest.open("ab") as out:
                 for message in responses:
                     if message.WhichOneof("part") != "chunk":
                         raise IntegrityError("market sent a second header")
+                    digest.update(message.chunk)
                     out.write(message.chunk)
                     if out.tell() > header.size:
                         break
                 out.flush()
                 os.fsync(out.fileno())
-            return header
+                return header, out.tell()
 
         try:
-            header = run()
+            header, size = run()
         except LmdockError as exc:
             if exc.status == "INVALID_ARGUMENT" and offset:
                 dest.unlink(missing_ok=True)  # stale partial from another version: start over
             raise
-        if sha256_file(dest) != header.sha256 or dest.stat().st_size != header.size:
+        if digest.hexdigest() != header.sha256 or size != header.size:
             dest.unlink(missing_ok=True)
             raise IntegrityError(f"downloaded package for {learnware_id!r} does not match its sha256")
         return header

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Protocol
 
-__all__ = ["sha256_file"]
+__all__ = ["Digest", "hash_file_into", "sha256_file"]
+
+
+class Digest(Protocol):
+    def update(self, data: bytes, /) -> None: ...
+
+
+def hash_file_into(digest: Digest, path: Path, *, chunk: int = 1024 * 1024) -> None:
+    """Feed `path`'s bytes to `digest` (to go on hashing what is appended after them)."""
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
 
 
 def sha256_file(path: Path, *, chunk: int = 1024 * 1024) -> str:
     h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
+    hash_file_into(h, path, chunk=chunk)
     return h.hexdigest()

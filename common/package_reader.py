@@ -3,10 +3,12 @@
 The format is `lmdock.common.package`'s. Everything here assumes hostile bytes: each tar
 header is checked before any byte is written, the manifest is read alone, and the rest must
 match what it declares; `unpack_package` makes a package visible only once all of it verified.
+Each member is hashed while it is copied out of the archive, so no file is read back to check it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -64,8 +66,9 @@ def _read_json(path: Path, limit: int) -> Any:
         raise InvalidArgument(f"{path.name} is nested too deeply") from None
 
 
-def _extract_members(archive: Path, into: Path, limits: PackageLimits) -> None:
-    """Copy the tar's plain files into `into`, checking all that a stranger controls first.
+def _extract_members(archive: Path, into: Path, limits: PackageLimits) -> dict[str, str]:
+    """Copy the tar's plain files into `into`, checking all that a stranger controls first;
+    returns the sha256 of each declared file, taken as it was written.
 
     1. every header: plain regular files only (links, folders, devices and sparse members,
        which expand far beyond the bytes sent, are refused), allowed names, no duplicates, at
@@ -95,8 +98,7 @@ def _extract_members(archive: Path, into: Path, limits: PackageLimits) -> None:
                         f"{name} is {members[name].size} bytes in the package, "
                         f"the manifest declares {entry.size}"
                     )
-            for name in sorted(declared):
-                _copy_member(tar, members[name], into)
+            return {name: _copy_member(tar, members[name], into) for name in sorted(declared)}
     except tarfile.TarError as exc:
         raise InvalidArgument(f"package is not a valid uncompressed tar archive: {exc}") from None
 
@@ -120,13 +122,18 @@ def _checked_members(tar: tarfile.TarFile, limits: PackageLimits) -> dict[str, t
     return members
 
 
-def _copy_member(tar: tarfile.TarFile, member: tarfile.TarInfo, into: Path) -> None:
+def _copy_member(tar: tarfile.TarFile, member: tarfile.TarInfo, into: Path) -> str:
+    """Write the member into `into`; returns the sha256 of the bytes written."""
     src = tar.extractfile(member)
     assert src is not None  # plain regular files always have content
+    digest = hashlib.sha256()
     with src, (into / member.name).open("xb") as dst:
-        shutil.copyfileobj(src, dst, 1024 * 1024)  # a plain member's reader ends at its size
+        while block := src.read(1024 * 1024):  # a plain member's reader ends at its size
+            digest.update(block)
+            dst.write(block)
         if dst.tell() != member.size:
             raise InvalidArgument(f"package member {member.name!r} is cut short")
+    return digest.hexdigest()
 
 
 def _check_file_set(present: set[str], listed: set[str]) -> None:
@@ -137,8 +144,12 @@ def _check_file_set(present: set[str], listed: set[str]) -> None:
         )
 
 
-def check_files(folder: Path, *, limits: PackageLimits = PackageLimits()) -> Manifest:
-    """Check an unpacked package's manifest, its exact file set and every sha256 (not the signature)."""
+def check_files(
+    folder: Path, *, limits: PackageLimits = PackageLimits(), digests: dict[str, str] | None = None
+) -> Manifest:
+    """Check an unpacked package's manifest, its exact file set and every sha256 (not the signature).
+
+    `digests`: each file's sha256 as it was written into `folder` (else each file is read)."""
     if not (folder / MANIFEST).is_file():
         raise InvalidArgument(f"package has no {MANIFEST}")
     manifest_dict = _read_json(folder / MANIFEST, limits.max_json_bytes)
@@ -151,7 +162,8 @@ def check_files(folder: Path, *, limits: PackageLimits = PackageLimits()) -> Man
     parsed: dict[str, Any] = {}
     for name, entry in manifest.files.items():
         path = folder / name
-        if path.stat().st_size != entry.size or sha256_file(path) != entry.sha256:
+        actual = digests[name] if digests is not None else sha256_file(path)
+        if path.stat().st_size != entry.size or actual != entry.sha256:
             raise IntegrityError(f"{name} does not match its sha256 in the manifest")
         if name.endswith(".json"):
             parsed[name] = _read_json(path, limits.max_json_bytes)
@@ -160,10 +172,14 @@ def check_files(folder: Path, *, limits: PackageLimits = PackageLimits()) -> Man
 
 
 def verify_folder(
-    folder: Path, *, limits: PackageLimits = PackageLimits(), trusted_key: str | None = None
+    folder: Path,
+    *,
+    limits: PackageLimits = PackageLimits(),
+    trusted_key: str | None = None,
+    digests: dict[str, str] | None = None,
 ) -> tuple[Manifest, Signature]:
     """Check an unpacked package: manifest, exact file set, every sha256, the signature."""
-    manifest = check_files(folder, limits=limits)
+    manifest = check_files(folder, limits=limits, digests=digests)
     if not (folder / SIGNATURE).is_file():
         raise InvalidArgument(f"package is not signed (it has no {SIGNATURE}): sign it with `lmdock sign`")
     signature = Signature.from_dict(_read_json(folder / SIGNATURE, limits.max_json_bytes))
@@ -186,8 +202,8 @@ def unpack_package(
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".unpack-"))
     try:
-        _extract_members(archive, staging, limits)
-        manifest, signature = verify_folder(staging, limits=limits, trusted_key=trusted_key)
+        digests = _extract_members(archive, staging, limits)
+        manifest, signature = verify_folder(staging, limits=limits, trusted_key=trusted_key, digests=digests)
         if dest.exists():
             shutil.rmtree(dest)
         staging.rename(dest)
@@ -206,8 +222,8 @@ def sign_package(
     """
     staging = Path(tempfile.mkdtemp(dir=package.parent, prefix=".sign-"))
     try:
-        _extract_members(package, staging, limits)
-        manifest = check_files(staging, limits=limits)
+        digests = _extract_members(package, staging, limits)
+        manifest = check_files(staging, limits=limits, digests=digests)
         manifest_dict = manifest.to_dict()
         signature = sign_manifest(manifest_dict, key)
         write_tar(package, manifest_dict, signature, {name: staging / name for name in manifest.files})

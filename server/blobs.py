@@ -3,17 +3,25 @@
 A blob lives at ROOT/ab/cdef... (its sha256). Writes stream into ROOT/tmp/ (`BlobWriter`: the
 upload handler pushes each chunk as it arrives, so a slow stream holds no thread), are fsync'd, checked
 against the expected hash and size, then renamed into place, so a reader never sees a partial
-blob and a crash leaves only temp files, which `LocalBlobStore()` removes on start.
+blob and a crash leaves only temp files.
 The `BlobStore` protocol is what the market uses, leaving room for an S3-compatible backend.
+
+Several market processes (replicas) may share ROOT (a shared directory: NFS, CephFS, ...).
+Each stages in a temp folder of its own, ROOT/tmp/<id>/, while holding an exclusive lock on
+ROOT.locks/<id> (beside ROOT, which holds only blobs and temp files); on start a store removes
+the temp folders whose lock it can take (their process is gone), never a live replica's.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
 import tempfile
 import threading
+import uuid
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -102,18 +110,31 @@ class BlobStore(Protocol):
     def delete(self, sha256: str) -> None: ...
     def temp_dir(self) -> Path: ...
     def digests(self) -> set[str]: ...
+    def close(self) -> None: ...
 
 
 class LocalBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._tmp = root / "tmp"
-        self._tmp.mkdir(parents=True, exist_ok=True)
-        for leftover in self._tmp.iterdir():  # garbage of uploads that never finished
-            if leftover.is_dir():
-                shutil.rmtree(leftover, ignore_errors=True)
-            else:
+        locks, temps = _locks_dir(root), root / "tmp"
+        locks.mkdir(parents=True, exist_ok=True)
+        temps.mkdir(parents=True, exist_ok=True)
+        for leftover in temps.iterdir():  # files of the single-process layout: nobody owns them
+            if not leftover.is_dir():
                 leftover.unlink(missing_ok=True)
+        for lock in locks.iterdir():  # garbage of uploads whose process died
+            _remove_if_abandoned(lock, temps / lock.name)
+        name = uuid.uuid4().hex
+        self._lock_file = (locks / name).open("wb")
+        fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._tmp = temps / name
+        self._tmp.mkdir()
+
+    def close(self) -> None:
+        """Remove this store's temp folder and lock (a store is also cleaned up after a crash)."""
+        shutil.rmtree(self._tmp, ignore_errors=True)
+        (_locks_dir(self.root) / self._tmp.name).unlink(missing_ok=True)
+        self._lock_file.close()
 
     def _path(self, sha256: str) -> Path:
         if len(sha256) != 64 or not set(sha256) <= _HEX:
@@ -163,3 +184,23 @@ class LocalBlobStore:
         """The sha256 of every committed blob."""
         found = (p.parent.name + p.name for p in self.root.glob("??/*") if p.is_file())
         return {d for d in found if len(d) == 64 and set(d) <= _HEX}
+
+
+def _locks_dir(root: Path) -> Path:
+    return root.with_name(root.name + ".locks")
+
+
+def _remove_if_abandoned(lock: Path, temp: Path) -> None:
+    """Remove `temp` and `lock` if no live process holds the lock."""
+    try:
+        handle = lock.open("rb")
+    except FileNotFoundError:  # its owner closed meanwhile
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # a live replica's
+        shutil.rmtree(temp, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()

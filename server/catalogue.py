@@ -2,13 +2,20 @@
 
 Rows keep the manifest's metadata, the spec as little-endian float32 bytes and the sha256 of
 the package blob. The catalogue never stores package bytes (see `blobs`).
+
+Every add and remove also writes a row to the change log (`catalogue_changes`), in the same
+transaction, after taking the catalogue's lock row: writes are serialised across all market
+processes on the database, so change numbers commit in order (a replica that has applied
+change n has seen every change below it) and a blob file is stored or deleted only while no
+other process can list or unlist the same bytes. On PostgreSQL the transaction also sends a
+NOTIFY on `CHANGES_CHANNEL`, delivered at commit: the replicas' wake-up, never their source.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,12 +24,23 @@ from lmdock.common.errors import AlreadyExists, InvalidArgument, NotFound
 from lmdock.common.market_types import LearnwareInfo
 from lmdock.common.package import TaskInfo
 from lmdock.common.spec import Privacy, Spec
-from lmdock.server.db import Database
-from lmdock.server.tables import LearnwareRow, TagRow
-from sqlalchemy import select
+from lmdock.server.db import Database, utc_now
+from lmdock.server.tables import ChangeRow, LearnwareRow, LockRow, TagRow
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError as SqlIntegrityError
+from sqlalchemy.orm import Session
 
-__all__ = ["Catalogue", "Page"]
+__all__ = ["CHANGES_CHANNEL", "Catalogue", "Change", "Page"]
+
+#: The PostgreSQL NOTIFY channel of catalogue changes (the payload is the change number).
+CHANGES_CHANNEL = "lmdock_catalogue"
+
+
+@dataclass(frozen=True)
+class Change:
+    seq: int
+    learnware_id: str
+    op: str  # "add" or "remove"
 
 
 def _to_row(lw: LearnwareInfo) -> LearnwareRow:
@@ -51,6 +69,12 @@ def _to_row(lw: LearnwareInfo) -> LearnwareRow:
         dp_trained=lw.dp_trained,
         dp_epsilon=lw.dp_epsilon,
     )
+
+
+def _lock(session: Session) -> None:
+    """Take the catalogue's lock row until the transaction ends (a row lock on PostgreSQL, the
+    database's write lock on SQLite)."""
+    session.execute(update(LockRow).where(LockRow.name == "catalogue").values(name=LockRow.name))
 
 
 def _from_row(row: LearnwareRow) -> LearnwareInfo:
@@ -115,28 +139,81 @@ class Catalogue:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def add(self, lw: LearnwareInfo) -> None:
+    def add(self, lw: LearnwareInfo, *, store: Callable[[], None] | None = None) -> None:
+        """List `lw`; `store` (the blob's commit) runs inside the transaction, under the lock."""
         with self.db.session() as session:
+            _lock(session)
             if session.get(LearnwareRow, lw.card.id) is not None:
                 raise AlreadyExists(f"a learnware with id {lw.card.id!r} is already published")
             session.add(_to_row(lw))
             try:
-                session.commit()
+                session.flush()
             except SqlIntegrityError:
                 raise AlreadyExists(
                     f"learnware {lw.card.id!r} or an identical package is already published"
                 ) from None
+            self._log(session, lw.card.id, "add")
+            if store is not None:
+                store()
+            session.commit()
+
+    def add_many(self, learnwares: Iterable[LearnwareInfo]) -> None:
+        """List learnwares whose blobs are already stored, in one transaction (imports, benchmarks)."""
+        with self.db.session() as session:
+            _lock(session)
+            for lw in learnwares:
+                session.add(_to_row(lw))
+                session.add(ChangeRow(learnware_id=lw.card.id, op="add", at=utc_now()))
+            try:
+                session.flush()
+            except SqlIntegrityError:
+                raise AlreadyExists("a learnware or an identical package is already published") from None
+            self._notify(session, "batch")
+            session.commit()
 
     def remove(self, learnware_id: str) -> LearnwareInfo:
         """Delete the row (and its tags); returns what it held."""
         with self.db.session() as session:
+            _lock(session)
             row = session.get(LearnwareRow, learnware_id)
             if row is None:
                 raise NotFound(f"no learnware with id {learnware_id!r}")
             info = _from_row(row)
             session.delete(row)
+            self._log(session, learnware_id, "remove")
             session.commit()
         return info
+
+    def drop_unreferenced(self, sha256: str, delete: Callable[[str], None]) -> bool:
+        """`delete(sha256)` unless a listed learnware names it, under the lock; True if deleted."""
+        with self.db.session() as session:
+            _lock(session)
+            if session.scalar(select(LearnwareRow.id).where(LearnwareRow.package_sha256 == sha256)):
+                return False
+            delete(sha256)
+            session.commit()
+        return True
+
+    def _log(self, session: Session, learnware_id: str, op: str) -> None:
+        change = ChangeRow(learnware_id=learnware_id, op=op, at=utc_now())
+        session.add(change)
+        session.flush()  # gives the change its number
+        self._notify(session, str(change.seq))
+
+    def _notify(self, session: Session, payload: str) -> None:
+        if self.db.engine.dialect.name == "postgresql":  # delivered when the transaction commits
+            notify = text("SELECT pg_notify(:channel, :payload)")
+            session.execute(notify, {"channel": CHANGES_CHANNEL, "payload": payload})
+
+    def last_change(self) -> int:
+        """The number of the latest change (0 for none)."""
+        with self.db.session() as session:
+            return int(session.scalar(select(func.coalesce(func.max(ChangeRow.seq), 0))) or 0)
+
+    def changes_after(self, seq: int, *, limit: int) -> list[Change]:
+        query = select(ChangeRow).where(ChangeRow.seq > seq).order_by(ChangeRow.seq).limit(limit)
+        with self.db.session() as session:
+            return [Change(r.seq, r.learnware_id, r.op) for r in session.scalars(query)]
 
     def exists(self, learnware_id: str) -> bool:
         with self.db.session() as session:

@@ -24,6 +24,7 @@ from lmdock.common.errors import FailedPrecondition, InvalidArgument
 from lmdock.common.package import Manifest
 from lmdock.common.profile import SpecProfile
 from lmdock.server.base_models import BaseModels
+from lmdock.server.tensor_scan import FLOAT_DTYPES, non_finite_tensor
 from safetensors import SafetensorError, safe_open
 
 __all__ = ["check_package"]
@@ -128,7 +129,8 @@ def _expected_tensors(
     lora.init_lora_weights = False  # shapes only: no initialisation work on the skeleton
     lora.base_model_name_or_path = None  # the skeleton has no name; spares PEFT's rename warning
     try:
-        peft_model = get_peft_model(model, lora)
+        with torch.device("meta"):  # else PEFT allocates and initialises every LoRA matrix on the CPU
+            peft_model = get_peft_model(model, lora)
     except Exception as exc:  # PEFT raises many types for configs that do not fit the model
         raise InvalidArgument(
             f"adapter_config.json does not fit base model {manifest.base_model!r}: {exc}"
@@ -155,25 +157,25 @@ def _check_shapes(base: str, got: dict[str, tuple[int, ...]], expected: dict[str
 
 
 #: safetensors dtype names of the floats an adapter may hold.
-ADAPTER_DTYPES = ("F16", "BF16", "F32", "F64")
+ADAPTER_DTYPES = tuple(FLOAT_DTYPES)
 
 
 def _check_weights(path: Path) -> None:
     try:
-        with safe_open(str(path), framework="pt") as weights:
+        with safe_open(str(path), framework="pt") as weights:  # checks the header against the file
             names = list(weights.keys())
             if not names:
                 raise InvalidArgument(f"{path.name} holds no tensors")
             for name in names:
-                # from the header, before loading: torch cannot test every float (e.g. F8) for NaN
+                # from the header, before any value is read: only floats can be tested for NaN
                 dtype = weights.get_slice(name).get_dtype()
                 if dtype not in ADAPTER_DTYPES:
                     raise InvalidArgument(
                         f"{path.name}: tensor {name!r} has dtype {dtype}; adapters hold floats only "
                         f"({', '.join(ADAPTER_DTYPES)})"
                     )
-                tensor = weights.get_tensor(name)
-                if not bool(torch.isfinite(tensor).all()):
-                    raise InvalidArgument(f"{path.name}: tensor {name!r} contains NaN or Inf")
     except SafetensorError as exc:
         raise InvalidArgument(f"{path.name} is not a valid safetensors file: {exc}") from None
+    bad = non_finite_tensor(path)
+    if bad is not None:
+        raise InvalidArgument(f"{path.name}: tensor {bad!r} contains NaN or Inf")

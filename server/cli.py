@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 from lmdock.common.errors import InvalidArgument, LmdockError
+from lmdock.server.apikeys import KEY_CACHE_TTL_S
 from lmdock.server.app import ServerSettings, ServerTLS, create_server
 from lmdock.server.auth import AccessPolicy
 from lmdock.server.base_models import BaseModels, parse_base_model_option
@@ -25,7 +26,7 @@ from lmdock.server.db import Database
 from lmdock.server.identity import Role
 from lmdock.server.keys_cli import add_keys_commands
 from lmdock.server.limits import RateLimits, StreamLimits
-from lmdock.server.market import Market, MarketLimits
+from lmdock.server.market import CHANGE_POLL_S, Market, MarketLimits
 from lmdock.server.observability import Observer, serve_metrics
 
 log = logging.getLogger("lmdock.market")
@@ -67,7 +68,13 @@ def _serve(args: argparse.Namespace) -> int:
         reflection=args.reflection,
     )
     market = Market.open(
-        data_dir, profile=profile, db_url=args.db_url, limits=limits, base_models=base_models
+        data_dir,
+        profile=profile,
+        db_url=args.db_url,
+        limits=limits,
+        base_models=base_models,
+        change_poll_s=args.change_poll_seconds,
+        api_key_ttl_s=args.api_key_ttl,
     )
     observer = Observer()
     server, port = create_server(
@@ -171,6 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=defaults.max_seconds,
         help="longest a stream may stay open",
+    )
+    serve.add_argument(
+        "--change-poll-seconds",
+        type=float,
+        default=CHANGE_POLL_S,
+        help="how often to read the catalogue's change log when no notification came (replicas)",
+    )
+    serve.add_argument(
+        "--api-key-ttl",
+        type=float,
+        default=KEY_CACHE_TTL_S,
+        help="seconds an API key is trusted without reading it again: a revocation made by "
+        "another process takes effect within this long (0: read on every call)",
     )
     serve.add_argument("--max-message-bytes", type=int, default=4 * 1024 * 1024, help="gRPC message limit")
     serve.add_argument(

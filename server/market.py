@@ -7,8 +7,8 @@ ownership: publishers manage only their own learnwares and signing keys, admins 
 from __future__ import annotations
 
 import builtins
+import logging
 import shutil
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +21,7 @@ from lmdock.common.package_reader import unpack_package
 from lmdock.common.profile import SpecProfile
 from lmdock.common.signing import Signature, verify_possession
 from lmdock.common.spec import Spec
-from lmdock.server.apikeys import ApiKeys
+from lmdock.server.apikeys import KEY_CACHE_TTL_S, ApiKeys
 from lmdock.server.base_models import BaseModels
 from lmdock.server.blobs import BlobWriter, LocalBlobStore, StagedBlob
 from lmdock.server.catalogue import Catalogue, Page
@@ -30,9 +30,15 @@ from lmdock.server.db import Database, utc_now
 from lmdock.server.identity import Identity
 from lmdock.server.index import SpecIndex
 from lmdock.server.index.exact import ExactIndex
+from lmdock.server.replica import IndexFollower
 from lmdock.server.signing_keys import SigningKeys
 
 __all__ = ["Market", "MarketLimits"]
+
+log = logging.getLogger("lmdock.market")
+
+#: Seconds between polls of the change log when no notification came (see `replica`).
+CHANGE_POLL_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -55,29 +61,47 @@ class Market:
         limits: MarketLimits = MarketLimits(),
         base_models: BaseModels | None = None,
         index: Callable[[Iterable[LearnwareInfo]], SpecIndex] = ExactIndex,
+        change_poll_s: float = CHANGE_POLL_S,
+        api_key_ttl_s: float = KEY_CACHE_TTL_S,
     ) -> None:
-        """`index` builds the search index from the catalogue's learnwares (the seam for ANN)."""
+        """`index` builds the search index from the catalogue's learnwares (the seam for ANN).
+
+        Any number of markets may share one database and blob store: each keeps its index in
+        step with the catalogue's change log (`replica.IndexFollower`)."""
         self.profile = profile
         self.db = db
         self.catalogue = Catalogue(db)
-        self.api_keys = ApiKeys(db)
+        self.api_keys = ApiKeys(db, ttl_s=api_key_ttl_s)
         self.signing_keys = SigningKeys(db)
         self.blobs = blobs
         self.limits = limits
         self.base_models = base_models or BaseModels()
+        watermark = self.catalogue.last_change()  # before the rows: nothing after it is missed
+        listed = self.catalogue.iter_all(profile_id=profile.profile_id)
+        self.index = index(lw for lw in listed if self._searchable(lw))
+        self.follower = IndexFollower(
+            self.catalogue,
+            self.index,
+            accept=self._searchable,
+            watermark=watermark,
+            settled=self.catalogue.last_change(),
+            poll_s=change_poll_s,
+        )
+        self.follower.catch_up()
+        self.follower.start()
+        # Blobs are shared by content (identical uploads stage the same sha256) and by every
+        # market on the store; one is deleted only under the catalogue's lock, when no row names
+        # it (`Catalogue.drop_unreferenced`). A market killed between committing a blob and its
+        # row (or a row's removal and its blob's) leaves bytes nothing lists: drop them.
+        for orphan in self.blobs.digests() - self.catalogue.package_digests():
+            self.catalogue.drop_unreferenced(orphan, self.blobs.delete)
+
+    def _searchable(self, lw: LearnwareInfo) -> bool:
         # A learnware listed before the profile's max_sigma was lowered below its spec's noise
         # is ranked no more than an upload of it would be accepted.
-        listed = self.catalogue.iter_all(profile_id=profile.profile_id)
-        self.index = index(lw for lw in listed if lw.spec.privacy.sigma <= profile.max_sigma)
-        # Blobs are shared by content: identical uploads stage the same sha256. Committing a blob
-        # and listing it, or unlisting and deleting it, happen under this lock, and a blob is
-        # deleted only when no catalogue row names it (so a losing duplicate upload, or an
-        # unpublish beside a re-upload of the same bytes, never takes a listed package's bytes).
-        self._blob_refs = threading.Lock()
-        # A market killed between committing a blob and its row (or a row's removal and its
-        # blob's) leaves bytes nothing lists: the blob folder is this market's, so drop them.
-        for orphan in self.blobs.digests() - self.catalogue.package_digests():
-            self.blobs.delete(orphan)
+        return (
+            lw.spec.profile_id == self.profile.profile_id and lw.spec.privacy.sigma <= self.profile.max_sigma
+        )
 
     @classmethod
     def open(
@@ -88,6 +112,8 @@ class Market:
         db_url: str = "",
         limits: MarketLimits = MarketLimits(),
         base_models: BaseModels | None = None,
+        change_poll_s: float = CHANGE_POLL_S,
+        api_key_ttl_s: float = KEY_CACHE_TTL_S,
     ) -> Market:
         """A market storing its catalogue in `db_url` (default: SQLite in data_dir) and blobs on disk."""
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -98,9 +124,13 @@ class Market:
             blobs=LocalBlobStore(data_dir / "blobs"),
             limits=limits,
             base_models=base_models,
+            change_poll_s=change_poll_s,
+            api_key_ttl_s=api_key_ttl_s,
         )
 
     def close(self) -> None:
+        self.follower.stop()
+        self.blobs.close()
         self.db.close()
 
     # consumers
@@ -184,17 +214,15 @@ class Market:
             info = LearnwareInfo.from_manifest(
                 manifest, sha256=sha256, size=size, created_at=utc_now(), signing_key_id=signature.key_id
             )
-            with self._blob_refs:
-                staged.commit()
-                try:
-                    self.catalogue.add(info)
-                except BaseException:
-                    self._delete_unreferenced(sha256)
-                    raise
+            try:
+                self.catalogue.add(info, store=staged.commit)  # the blob is committed under the lock
+            except BaseException:
+                self.catalogue.drop_unreferenced(sha256, self.blobs.delete)
+                raise
         finally:
             staged.discard()
             shutil.rmtree(workdir, ignore_errors=True)
-        self.index.add(info)
+        self._catch_up()
         return info
 
     def _check_publisher(self, caller: Identity, manifest: Manifest, signature: Signature) -> None:
@@ -214,16 +242,17 @@ class Market:
         lw = self.catalogue.get(learnware_id)
         if not caller.may_manage(lw.card.publisher):
             raise PermissionDenied(f"learnware {learnware_id!r} belongs to publisher {lw.card.publisher!r}")
-        with self._blob_refs:
-            removed = self.catalogue.remove(learnware_id)
-            self._delete_unreferenced(removed.package_sha256)
-        self.index.remove(learnware_id)
+        removed = self.catalogue.remove(learnware_id)
+        self.catalogue.drop_unreferenced(removed.package_sha256, self.blobs.delete)
+        self._catch_up()
         return removed
 
-    def _delete_unreferenced(self, sha256: str) -> None:
-        """Delete a package's bytes unless a listed learnware still serves them (lock held)."""
-        if not self.catalogue.has_package(sha256):
-            self.blobs.delete(sha256)
+    def _catch_up(self) -> None:
+        """Apply this write (and any before it) to the index now, so the caller reads it back."""
+        try:
+            self.follower.catch_up()
+        except Exception as exc:  # committed all the same: the follower's next poll applies it
+            log.warning("the index will learn of this change on the next poll: %s", exc)
 
     def register_signing_key(
         self, caller: Identity, public_key: str, *, proof: bytes, publisher: str = ""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-__all__ = ["ApiKeyRow", "Base", "LearnwareRow", "SigningKeyRow", "TagRow"]
+__all__ = ["ApiKeyRow", "Base", "ChangeRow", "LearnwareRow", "LockRow", "SigningKeyRow", "TagRow"]
 
 
 class Base(DeclarativeBase):
@@ -87,3 +87,23 @@ class SigningKeyRow(Base):
     registered_by: Mapped[str] = mapped_column(String(256))
     created_at: Mapped[str] = mapped_column(String(40))
     revoked_at: Mapped[str] = mapped_column(String(40))
+
+
+class ChangeRow(Base):
+    """One catalogue add or remove, in commit order: replicas apply those after their watermark."""
+
+    __tablename__ = "catalogue_changes"
+
+    # INTEGER on SQLite, where only that type is the autoincrementing rowid
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
+    learnware_id: Mapped[str] = mapped_column(String(64))
+    op: Mapped[str] = mapped_column(String(8))  # "add" or "remove"
+    at: Mapped[str] = mapped_column(String(40))
+
+
+class LockRow(Base):
+    """A row that writers update first, to serialise their transactions across processes."""
+
+    __tablename__ = "market_locks"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)

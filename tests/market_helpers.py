@@ -13,7 +13,7 @@ from lmdock.common.profile import SpecProfile
 from lmdock.server.app import ServerSettings, ServerTLS, create_server
 from lmdock.server.auth import AccessPolicy
 from lmdock.server.base_models import BaseModels
-from lmdock.server.market import Market, MarketLimits
+from lmdock.server.market import CHANGE_POLL_S, Market, MarketLimits
 from lmdock.server.observability import Observer
 
 TINY_BERT = "tiny-bert"
@@ -40,11 +40,13 @@ def running_market(
     limits: MarketLimits | None = None,
     observer: Observer | None = None,
     grace: float | None = None,
+    change_poll_s: float = CHANGE_POLL_S,
 ) -> Iterator[Running]:
     market = Market.open(
         data_dir,
         profile=profile,
         db_url=db_url,
+        change_poll_s=change_poll_s,
         limits=limits or MarketLimits(),
         base_models=BaseModels(base_models or {}, allow_local_paths=allow_local_base_models),
     )

@@ -85,7 +85,8 @@ def test_keys_and_an_authenticated_market(tmp_path: Path) -> None:
     listed = json.loads(market_cli("keys", "list", "--data-dir", data, "--json").stdout)
     assert [(k["principal"], k["role"], k["revoked_at"]) for k in listed] == [("acme", "publisher", "")]
     assert "api_key" not in listed[0] and key["api_key"] not in json.dumps(listed)
-    with serving("--data-dir", data) as ready:
+    # no key cache: the revocation below comes from another process (the cache's bound: test_market_db)
+    with serving("--data-dir", data, "--api-key-ttl", "0") as ready:
         with MarketClient(ready["listening"]) as anonymous:
             assert status_of(anonymous.profile) == "UNAUTHENTICATED"  # authenticated by default
         with MarketClient(ready["listening"], api_key=key["api_key"]) as acme:

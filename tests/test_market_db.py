@@ -14,7 +14,7 @@ from lmdock.common.errors import AlreadyExists, InvalidArgument, NotFound, Permi
 from lmdock.common.market_types import LearnwareInfo
 from lmdock.common.package import TaskInfo
 from lmdock.common.signing import generate_key, key_id, public_key_to_b64, sign_manifest
-from lmdock.server.apikeys import ApiKeys
+from lmdock.server.apikeys import KEY_CACHE_TTL_S, ApiKeys
 from lmdock.server.catalogue import Catalogue
 from lmdock.server.db import MIGRATIONS, Database, migrate
 from lmdock.server.identity import Role
@@ -124,6 +124,30 @@ def test_api_keys_are_stored_hashed_and_revocable(db: Database) -> None:
         keys.revoke("000000000000")
     with pytest.raises(InvalidArgument):
         keys.create("has space", Role.CONSUMER)
+
+
+def test_a_revocation_reaches_every_replica_within_the_key_cache_ttl(db: Database) -> None:
+    """Keys are cached for KEY_CACHE_TTL_S: no database read per call, a revocation honoured by
+    the market that made it at once and by any other one sharing the database within the TTL."""
+    now = [0.0]
+    here = ApiKeys(db, clock=lambda: now[0])
+    other_db = Database(db.url)  # another market process on the same database
+    try:
+        there = ApiKeys(other_db, clock=lambda: now[0])
+        created, key = here.create("acme", Role.PUBLISHER)
+        assert there.authenticate(key).principal == "acme"  # read once, then cached
+        here.revoke(created.key_id)
+        with pytest.raises(Unauthenticated, match="revoked"):
+            here.authenticate(key)  # the revoking market forgets the key at once
+        now[0] = KEY_CACHE_TTL_S - 0.1
+        assert there.authenticate(key).principal == "acme"  # the other still trusts its copy ...
+        now[0] = KEY_CACHE_TTL_S + 0.1
+        with pytest.raises(Unauthenticated, match="revoked"):
+            there.authenticate(key)  # ... until the TTL runs out
+        with pytest.raises(Unauthenticated, match="unknown"):  # the secret is checked on every call
+            there.authenticate(key[:-1] + ("A" if key[-1] != "A" else "B"))
+    finally:
+        other_db.close()
 
 
 def test_signing_keys_register_check_and_revoke(db: Database) -> None:
