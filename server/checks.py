@@ -18,7 +18,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 from lmdock.common.card import Card
 from lmdock.common.errors import FailedPrecondition, InvalidArgument
 from lmdock.common.package import Manifest
@@ -82,6 +81,7 @@ def _check_adapter_config(manifest: Manifest, config: dict[str, Any]) -> None:
 
 def _skeleton(manifest: Manifest, base_config: dict[str, Any]) -> Any:
     """The base model with the task's head, built on the meta device (shapes only, no weights)."""
+    import torch  # imported at the first upload, not at start (most of the market's import time)
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     fields = dict(base_config)
@@ -159,6 +159,8 @@ ADAPTER_DTYPES = ("F16", "BF16", "F32", "F64")
 
 
 def _check_weights(path: Path) -> None:
+    import torch
+
     try:
         with safe_open(str(path), framework="pt") as weights:
             names = list(weights.keys())

@@ -9,7 +9,6 @@ from __future__ import annotations
 import builtins
 import shutil
 import threading
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -29,7 +28,7 @@ from lmdock.server.checks import check_package
 from lmdock.server.db import Database, utc_now
 from lmdock.server.identity import Identity
 from lmdock.server.index import SpecIndex
-from lmdock.server.index.exact import ExactIndex
+from lmdock.server.index.backends import IndexFactory, IndexSource, exact_index, index_factory
 from lmdock.server.signing_keys import SigningKeys
 
 __all__ = ["Market", "MarketLimits"]
@@ -54,9 +53,9 @@ class Market:
         blobs: LocalBlobStore,
         limits: MarketLimits = MarketLimits(),
         base_models: BaseModels | None = None,
-        index: Callable[[Iterable[LearnwareInfo]], SpecIndex] = ExactIndex,
+        index: IndexFactory = exact_index,
     ) -> None:
-        """`index` builds the search index from the catalogue's learnwares (the seam for ANN)."""
+        """`index` builds the search index from the catalogue's learnwares (`server/index/`)."""
         self.profile = profile
         self.db = db
         self.catalogue = Catalogue(db)
@@ -67,8 +66,15 @@ class Market:
         self.base_models = base_models or BaseModels()
         # A learnware listed before the profile's max_sigma was lowered below its spec's noise
         # is ranked no more than an upload of it would be accepted.
-        listed = self.catalogue.iter_all(profile_id=profile.profile_id)
-        self.index = index(lw for lw in listed if lw.spec.privacy.sigma <= profile.max_sigma)
+        pid, max_sigma = profile.profile_id, profile.max_sigma
+        self.index: SpecIndex = index(
+            IndexSource(
+                profile=profile,
+                entries=lambda: self.catalogue.iter_index_entries(profile_id=pid, max_sigma=max_sigma),
+                keys=lambda: self.catalogue.iter_index_keys(profile_id=pid, max_sigma=max_sigma),
+                count=lambda: self.catalogue.count(profile_id=pid),
+            )
+        )
         # Blobs are shared by content: identical uploads stage the same sha256. Committing a blob
         # and listing it, or unlisting and deleting it, happen under this lock, and a blob is
         # deleted only when no catalogue row names it (so a losing duplicate upload, or an
@@ -88,8 +94,11 @@ class Market:
         db_url: str = "",
         limits: MarketLimits = MarketLimits(),
         base_models: BaseModels | None = None,
+        index: str = "exact",
     ) -> Market:
-        """A market storing its catalogue in `db_url` (default: SQLite in data_dir) and blobs on disk."""
+        """A market storing its catalogue in `db_url` (default: SQLite in data_dir) and blobs on
+        disk, searching with the `index` backend (`server/index/backends.py`)."""
+        factory = index_factory(index, data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(db_url or default_db_url(data_dir))
         return cls(
@@ -98,9 +107,11 @@ class Market:
             blobs=LocalBlobStore(data_dir / "blobs"),
             limits=limits,
             base_models=base_models,
+            index=factory,
         )
 
     def close(self) -> None:
+        self.index.close()
         self.db.close()
 
     # consumers

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from lmdock.common.card import Card
-from lmdock.common.market_types import LearnwareInfo, SearchResult
+from lmdock.common.market_types import LearnwareInfo, Match, MixtureComponent, SearchResult
+from lmdock.common.mixture import explain_as_mixture
 from lmdock.common.package import TaskInfo
 from lmdock.common.profile import SpecProfile
+from lmdock.common.ranking import distances
 from lmdock.common.spec import EXACT, Spec, debiased_sq_distance
 from lmdock.server.blobs import LocalBlobStore
 from lmdock.server.db import Database
 from lmdock.server.index import SpecIndex
+from lmdock.server.index.backends import IndexSource
 from lmdock.server.index.exact import ExactIndex
 from lmdock.server.market import Market, default_db_url
 
@@ -91,6 +93,96 @@ def test_an_empty_index_finds_nothing() -> None:
     assert index.search(_query(np.random.default_rng(0)), top_k=5, mixture=True).matches == ()
 
 
+def _reference_search(items: list[LearnwareInfo], query: Spec, *, top_k: int, mixture: bool) -> SearchResult:
+    """The exact index as it was: every row in float64, a full stable sort by the bound."""
+    if not items:
+        return SearchResult(matches=())
+    matrix = np.stack([lw.spec.values for lw in items])
+    sigmas = np.array([lw.spec.privacy.sigma for lw in items], np.float64)
+    est = distances(query, matrix, sigmas)
+    dim = matrix.shape[1]
+    a = float(np.sum(query.values.astype(np.float64) ** 2)) - query.privacy.sigma**2 * dim
+    b = np.sum(matrix.astype(np.float64) ** 2, axis=1) - sigmas**2 * dim
+    scores = np.clip(1.0 - est.distance / np.maximum(a + b, 1e-12), 0.0, 1.0)
+    ranked = np.argsort(est.bound, kind="stable")
+    components: tuple[MixtureComponent, ...] = ()
+    residual = 0.0
+    if mixture:
+        near = ranked[:32]
+        found = explain_as_mixture(
+            query.values, query.privacy.sigma, matrix[near], sigmas[near], max_components=4
+        )
+        components = tuple(
+            MixtureComponent(learnware_id=items[int(near[i])].card.id, weight=w)
+            for i, w in zip(found.indices, found.weights, strict=True)
+        )
+        residual = found.residual
+    return SearchResult(
+        mixture=components,
+        mixture_residual=residual,
+        matches=tuple(
+            Match(
+                learnware_id=items[i].card.id,
+                name=items[i].card.name,
+                domain=items[i].card.domain,
+                distance=float(est.distance[i]),
+                score=float(scores[i]),
+                distance_sd=float(est.sd[i]),
+                rank_bound=float(est.bound[i]),
+            )
+            for i in ranked[:top_k]
+        ),
+    )
+
+
+def _clustered(n: int, dim: int, seed: int, noisy_share: float) -> list[LearnwareInfo]:
+    """Noisy copies around a few centres (near ties), some exact duplicates, some DP-noisy specs."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((8, dim)) * 0.3
+    items = []
+    for i in range(n):
+        values = centres[i % 8] + 0.02 * rng.standard_normal(dim)
+        if i % 11 == 0:
+            values = centres[i % 8]
+        sigma = float(rng.uniform(0.01, 0.3)) if rng.random() < noisy_share else 0.0
+        items.append(_learnware(i, values + sigma * rng.standard_normal(dim), sigma=sigma))
+    return items
+
+
+def _queries(items: list[LearnwareInfo], seed: int) -> list[Spec]:
+    rng = np.random.default_rng(seed)
+    dim = items[0].spec.values.shape[0]
+    out = []
+    for j in range(12):
+        sigma = (0.0, 0.05, 0.5)[j % 3]
+        privacy = dataclasses.replace(EXACT, sigma=sigma, epsilon=1.0, delta=1e-6) if sigma else EXACT
+        base = items[int(rng.integers(len(items)))].spec.values
+        values = base + 0.01 * rng.standard_normal(dim) + sigma * rng.standard_normal(dim)
+        out.append(Spec(profile_id="p", values=values.astype(np.float32), privacy=privacy))
+    return out
+
+
+@pytest.mark.parametrize("noisy_share", [0.0, 0.3])
+def test_the_exact_index_answers_as_a_full_float64_scan(noisy_share: float) -> None:
+    """Bit for bit (distances, scores, bounds, tie order, mixtures), through adds and removes."""
+    items = _clustered(600, 48, seed=4, noisy_share=noisy_share)
+    index = ExactIndex(items[:500])
+    kept = list(items[:500])
+    rng = np.random.default_rng(5)
+    for step in range(3):  # removals past a quarter of the rows compact the arrays
+        for lw in [kept[int(i)] for i in rng.choice(len(kept), 60, replace=False)]:
+            index.remove(lw.card.id)
+            kept.remove(lw)
+        for lw in items[500 + 30 * step : 530 + 30 * step]:
+            index.add(lw)
+            kept.append(lw)
+        assert len(index) == len(kept)
+        for query in _queries(kept, seed=step):
+            for top_k, mixture in ((1, False), (10, False), (100, True)):
+                expected = _reference_search(kept, query, top_k=top_k, mixture=mixture)
+                assert index.search(query, top_k=top_k, mixture=mixture) == expected
+
+
 @pytest.mark.parametrize("mixture", [False, True])
 def test_searches_during_uploads_see_whole_snapshots(mixture: bool) -> None:
     items = _learnwares(300, seed=2)
@@ -133,8 +225,9 @@ def test_searches_during_uploads_see_whole_snapshots(mixture: bool) -> None:
 class _RecordingIndex(ExactIndex):
     """An index of another kind, as far as the market can tell: it records what it is asked."""
 
-    def __init__(self, learnwares: Iterable[LearnwareInfo] = ()) -> None:
-        super().__init__(learnwares)
+    def __init__(self, source: IndexSource) -> None:
+        super().__init__()
+        self.extend(source.entries())
         self.queries: list[Spec] = []
 
     def search(self, query: Spec, *, top_k: int, mixture: bool = False) -> SearchResult:
