@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 from lmdock.common.card import Card
+from lmdock.common.errors import InvalidArgument
 from lmdock.common.market_types import LearnwareInfo, Match, MixtureComponent, SearchResult
 from lmdock.common.mixture import explain_as_mixture
 from lmdock.common.package import TaskInfo
@@ -17,9 +19,10 @@ from lmdock.common.ranking import distances
 from lmdock.common.spec import EXACT, Spec, debiased_sq_distance
 from lmdock.server.blobs import LocalBlobStore
 from lmdock.server.db import Database
-from lmdock.server.index import SpecIndex
+from lmdock.server.index import IndexEntry, SpecIndex
 from lmdock.server.index.backends import IndexSource
 from lmdock.server.index.exact import ExactIndex
+from lmdock.server.index.hnsw import HnswIndex
 from lmdock.server.market import Market, default_db_url
 
 from tests.helpers import cluster_spec
@@ -249,3 +252,110 @@ def test_the_market_searches_the_index_it_is_given(tmp_path: Path, profile: Spec
         assert market.index.queries == [query]
     finally:
         market.close()
+
+
+def _spread_clusters(n: int, dim: int, seed: int) -> list[LearnwareInfo]:
+    """Noisy copies around 30 centres (as benchmarks/search.py makes them), a tenth DP-noisy."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((30, dim))
+    centres *= 0.7 / np.linalg.norm(centres, axis=1, keepdims=True)
+    items = []
+    for i in range(n):
+        sigma = 0.05 if i % 10 == 0 else 0.0
+        values = centres[i % 30] + (0.05 + sigma) * rng.standard_normal(dim)
+        items.append(_learnware(i, values, sigma=sigma))
+    return items
+
+
+def _recall(found: SearchResult, exact: SearchResult) -> float:
+    want = {m.learnware_id for m in exact.matches}
+    return len(want & {m.learnware_id for m in found.matches}) / len(want)
+
+
+def test_the_hnsw_index_finds_what_the_exact_one_does_with_its_scores() -> None:
+    """A few thousand clustered specs (a third of them DP-noisy), through removes and adds:
+    the same first match, recall@10 >= 0.99, and every returned match carries the exact
+    index's distance, score, sd and bound."""
+    items = _spread_clusters(3000, 64, seed=6)
+    hnsw = HnswIndex(64)
+    hnsw.extend(IndexEntry.of(lw) for lw in items[:2800])
+    exact = ExactIndex(items[:2800])
+    for lw in items[:2800:20]:
+        hnsw.remove(lw.card.id)
+        exact.remove(lw.card.id)
+    for lw in items[2800:]:
+        hnsw.add(lw)
+        exact.add(lw)
+    assert len(hnsw) == len(exact)
+    recalls = []
+    for seed in range(8):
+        for query in _queries(items[2800:] + items[1:2800:20], seed=seed):
+            truth = exact.search(query, top_k=100)
+            by_id = {m.learnware_id: m for m in truth.matches}
+            found = hnsw.search(query, top_k=10)
+            assert found.matches[0] == truth.matches[0]
+            assert all(by_id[m.learnware_id] == m for m in found.matches)
+            recalls.append(_recall(found, exact.search(query, top_k=10)))
+    assert np.mean(recalls) >= 0.99
+
+
+def _catalogued_market(tmp_path: Path, profile: SpecProfile, n: int) -> Market:
+    market = Market.open(tmp_path, profile=profile, index="hnsw")
+    rng = np.random.default_rng(7)
+    for i in range(n):
+        lw = _learnware(i, rng.standard_normal(profile.feature_dim) * 0.05, sigma=0.1 * (i % 7 == 0))
+        spec = dataclasses.replace(lw.spec, profile_id=profile.profile_id)
+        market.catalogue.add(dataclasses.replace(lw, spec=spec, package_sha256=f"{i:064x}"))
+    return market
+
+
+def _reopened(tmp_path: Path, profile: SpecProfile, caplog: pytest.LogCaptureFixture) -> tuple[Market, str]:
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="lmdock.market.index"):
+        market = Market.open(tmp_path, profile=profile, index="hnsw")
+    return market, caplog.text
+
+
+def test_the_hnsw_index_persists_and_is_rebuilt_when_stale(
+    tmp_path: Path, profile: SpecProfile, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = _catalogued_market(tmp_path, profile, 200)  # rows behind the index's back: stale
+    first.close()
+    market, log = _reopened(tmp_path, profile, caplog)
+    assert "catalogue changed" in log and len(market.index) == 200
+    query = cluster_spec(profile, seed=3)
+    before = market.search(query, top_k=20)
+    market.index.remove("lw-5")  # as an unpublish does; close persists it
+    market.close()
+
+    market, log = _reopened(tmp_path, profile, caplog)  # the catalogue still lists lw-5
+    assert "catalogue changed" in log and "lw-5" in {
+        m.learnware_id for m in market.index.search(query, top_k=200).matches
+    }
+    market.catalogue.remove("lw-5")
+    market.index.remove("lw-5")
+    market.close()
+
+    market, log = _reopened(tmp_path, profile, caplog)
+    assert "loaded the HNSW index of 199" in log
+    assert [m for m in market.search(query, top_k=19).matches] == [
+        m for m in before.matches if m.learnware_id != "lw-5"
+    ][:19]
+    market.close()
+
+    (tmp_path / "index" / "hnsw.json").write_text("{not json")
+    market, log = _reopened(tmp_path, profile, caplog)
+    assert "unreadable hnsw.json" in log and len(market.index) == 199
+    market.close()
+
+    # A lower max_sigma (policy: the same profile id) leaves the noisy specs out: another set.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="lmdock.market.index"):
+        market = Market.open(tmp_path, profile=dataclasses.replace(profile, max_sigma=0.05), index="hnsw")
+    assert "catalogue changed" in caplog.text and len(market.index) == 199 - 29
+    market.close()
+
+
+def test_an_unknown_index_is_refused_by_name(tmp_path: Path, profile: SpecProfile) -> None:
+    with pytest.raises(InvalidArgument, match="unknown index 'annoy'"):
+        Market.open(tmp_path, profile=profile, index="annoy")

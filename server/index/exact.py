@@ -149,6 +149,13 @@ class ExactIndex:
     def add(self, lw: LearnwareInfo) -> None:
         self.extend([IndexEntry.of(lw)])
 
+    def live(self) -> tuple[list[Listing], np.ndarray, np.ndarray]:
+        """The live rows in order: listings, float32 vectors, sigmas (what a backend persists)."""
+        with self._lock:
+            snap = self._snapshot
+        keep = np.flatnonzero(~snap.dead[: snap.n])
+        return [snap.listings[int(i)] for i in keep], snap.rows[keep], snap.sigmas[keep]
+
     def extend(self, entries: Iterable[IndexEntry], *, expected: int = 0, chunk: int = 4096) -> None:
         """Add entries in order, in chunks (one lock, one snapshot and one norm pass per chunk)."""
         batch: list[IndexEntry] = []
@@ -217,11 +224,19 @@ class ExactIndex:
         self._positions = {x.learnware_id: i for i, x in enumerate(self._listings)}
 
     def search(self, query: Spec, *, top_k: int, mixture: bool = False) -> SearchResult:
+        found = self.candidates(query, rows_needed(top_k, mixture))
+        if found is None:
+            return SearchResult(matches=())
+        return found.result(query, top_k=top_k, mixture=mixture)
+
+    def candidates(self, query: Spec, wanted: int) -> Candidates | None:
+        """At least the first `wanted` rows by the bound (all rows, when fewer), scored exactly
+        and sorted; their `order` is their position among this index's rows. None when empty."""
         with self._lock:  # updates replace the snapshot whole; the search runs on the one it took
             snap = self._snapshot
-        want = min(rows_needed(top_k, mixture), snap.n - snap.removed)
+        want = min(wanted, snap.n - snap.removed)
         if want <= 0 or self._bounds is None:
-            return SearchResult(matches=())
+            return None
         n, bounds = snap.n, self._bounds
         exact_rows = snap.noisy == 0
         key, offset = bounds.keys(
@@ -253,7 +268,7 @@ class ExactIndex:
             # Done when no row left out can reach the last bound needed (ties go by position,
             # so an equal one could still come first: strictly above).
             if bounds.bound(query, next_key, offset, exact_rows) > found.estimates.bound[want - 1]:
-                return found.result(query, top_k=top_k, mixture=mixture)
+                return found
             size = min(n, 4 * size)
 
 

@@ -45,6 +45,7 @@ class Candidates:
     sq_norms: np.ndarray  # float64 (k,): ||mu_l||^2, summed in float64 as `distances` does
     listings: Sequence[Listing]
     estimates: Distances
+    order: np.ndarray  # int64: each row's position in the order of adding (breaks ties)
 
     @classmethod
     def score(
@@ -56,17 +57,35 @@ class Candidates:
         listings: Sequence[Listing],
         positions: np.ndarray,
     ) -> Candidates:
-        estimates = distances(query, rows, sigmas)
-        order = np.lexsort((positions, estimates.bound))
-        return cls(
-            rows=rows[order],
-            sigmas=sigmas[order],
-            sq_norms=sq_norms[order],
-            listings=[listings[int(i)] for i in order],
-            estimates=Distances(
-                distance=estimates.distance[order], sd=estimates.sd[order], bound=estimates.bound[order]
-            ),
+        return cls(rows, sigmas, sq_norms, listings, distances(query, rows, sigmas), positions).sorted()
+
+    def sorted(self) -> Candidates:
+        est = self.estimates
+        order = np.lexsort((self.order, est.bound))
+        return Candidates(
+            rows=self.rows[order],
+            sigmas=self.sigmas[order],
+            sq_norms=self.sq_norms[order],
+            listings=[self.listings[int(i)] for i in order],
+            estimates=Distances(distance=est.distance[order], sd=est.sd[order], bound=est.bound[order]),
+            order=self.order[order],
         )
+
+    def merged(self, other: Candidates) -> Candidates:
+        """Both sets as one, sorted (their `order` must count in one order of adding)."""
+        a, b = self.estimates, other.estimates
+        return Candidates(
+            rows=np.concatenate([self.rows, other.rows]),
+            sigmas=np.concatenate([self.sigmas, other.sigmas]),
+            sq_norms=np.concatenate([self.sq_norms, other.sq_norms]),
+            listings=[*self.listings, *other.listings],
+            estimates=Distances(
+                distance=np.concatenate([a.distance, b.distance]),
+                sd=np.concatenate([a.sd, b.sd]),
+                bound=np.concatenate([a.bound, b.bound]),
+            ),
+            order=np.concatenate([self.order, other.order]),
+        ).sorted()
 
     def result(self, query: Spec, *, top_k: int, mixture: bool) -> SearchResult:
         """The answer, when these are the first rows by the bound (`rows_needed` of them at least)."""
