@@ -359,3 +359,18 @@ def test_the_hnsw_index_persists_and_is_rebuilt_when_stale(
 def test_an_unknown_index_is_refused_by_name(tmp_path: Path, profile: SpecProfile) -> None:
     with pytest.raises(InvalidArgument, match="unknown index 'annoy'"):
         Market.open(tmp_path, profile=profile, index="annoy")
+
+
+def test_the_hnsw_index_returns_the_live_rows_when_most_are_removed() -> None:
+    items = _spread_clusters(60, 16, seed=8)
+    index = HnswIndex(16)
+    index.extend(IndexEntry.of(lw) for lw in items)
+    for lw in items[:57]:
+        index.remove(lw.card.id)
+    query = _queries(items, seed=9)[0]
+    assert [m.learnware_id for m in index.search(query, top_k=10).matches] == [
+        m.learnware_id for m in ExactIndex(items[57:]).search(query, top_k=10).matches
+    ]
+    for lw in items[57:]:
+        index.remove(lw.card.id)
+    assert len(index) == 0 and index.search(query, top_k=10, mixture=True).matches == ()

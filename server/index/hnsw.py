@@ -334,12 +334,17 @@ class HnswIndex:
                 [self._listings[int(i)] for i in positions],
                 np.array([self._seqs[int(i)] for i in positions], np.int64),
             )
-            # Rows the graph ranks past the last have ||s - mu_l||^2 at least this (less float32
-            # rounding), so d_l at least `beyond` and a bound at least rank_bound(beyond).
-            last = float(sq_distances[0][returned][-1])
-            beyond = last * (1.0 - _F32_L2_ERROR * self.dim) - query.privacy.sigma**2 * self.dim
-            floor = float(rank_bound(np.array([beyond]), query.privacy.sigma, np.zeros(1), self.dim)[0])
-            if len(positions) >= live or floor > found.estimates.bound[want - 1]:
+            if len(positions) >= live:
+                return found
+            if len(positions) >= want:
+                # Rows the graph ranks past the last have ||s - mu_l||^2 at least this (less
+                # float32 rounding), so d_l at least `beyond` and a bound at least rank_bound(beyond).
+                last = float(sq_distances[0][returned][-1])
+                beyond = last * (1.0 - _F32_L2_ERROR * self.dim) - query.privacy.sigma**2 * self.dim
+                floor = float(rank_bound(np.array([beyond]), query.privacy.sigma, np.zeros(1), self.dim)[0])
+                if floor > found.estimates.bound[want - 1]:
+                    return found
+            if size >= live:  # the graph found fewer rows than it holds live: its best
                 return found
             size = min(live, 4 * size)
 
