@@ -55,9 +55,9 @@ FORMAT = 1
 #: Graph degree and build/search beam widths (recall: docs/performance.md); a larger
 #: shortlist widens the search beam with it.
 M, EF_CONSTRUCTION, EF_SEARCH = 32, 80, 64
-#: Query noise energy (sigma^2 D) per extra search beam: distances between specs of norm <= R = 1
-#: lie in [0, 4], so 4 is one such range of noise.
-NOISE_ENERGY_PER_BEAM = 4.0
+#: Query noise energy (sigma^2 D) per extra search beam width. Measured at 100k clustered specs
+#: with DP queries (sigma 0.18, sigma^2 D = 12.4): 4.0 gave recall@1 0.93, 1.0 gave 1.0 (@10 0.996).
+NOISE_ENERGY_PER_BEAM = 1.0
 _F32_L2_ERROR = 2.0 * float(np.finfo(np.float32).eps)  # of faiss' float32 distances, per dimension
 _MASK = (1 << 64) - 1
 
@@ -133,6 +133,7 @@ class HnswIndex:
         # the scanned (noisy) rows: (seq, key hash) by id
         self._scanned = ExactIndex()
         self._scanned_keys: dict[str, tuple[int, int]] = {}
+        self._saved = False  # the files hold exactly this index
 
     # building and persistence
 
@@ -198,11 +199,13 @@ class HnswIndex:
             for x, seq, h in zip(_listings(scanned), scanned["seqs"], scanned["hashes"], strict=True)
         }
         log.info("loaded the HNSW index of %d learnwares from %s", len(self), meta_path)
+        self._saved = True
         return ""
 
     def save(self) -> None:
-        """Write the files atomically: a crash leaves the old set, or no header (a rebuild)."""
-        if self.directory is None:
+        """Write the files atomically (a crash leaves the old set, or no header: a rebuild);
+        nothing when they already hold this index."""
+        if self.directory is None or self._saved:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         graph_path, scanned_path, meta_path = self._paths()
@@ -234,6 +237,7 @@ class HnswIndex:
             _write_atomically(scanned_path, lambda tmp: tmp.write_bytes(_npy_bytes(rows)))
             text = json.dumps(meta)
             _write_atomically(meta_path, lambda tmp: tmp.write_text(text))
+            self._saved = True
 
     def close(self) -> None:
         self.save()
@@ -273,6 +277,7 @@ class HnswIndex:
                 self._next_seq += 1
             if rows is not None:
                 self._graph.add(rows)
+            self._saved = False
 
     def remove(self, learnware_id: str) -> None:
         with self._rw.writing():
@@ -280,8 +285,10 @@ class HnswIndex:
             if position is not None:
                 self._dead.add(position)
                 self._select_live()
+                self._saved = False
             elif self._scanned_keys.pop(learnware_id, None) is not None:
                 self._scanned.remove(learnware_id)
+                self._saved = False
 
     def _select_live(self) -> None:
         if not self._dead:
