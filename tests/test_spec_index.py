@@ -186,11 +186,12 @@ def test_the_exact_index_answers_as_a_full_float64_scan(noisy_share: float) -> N
                 assert index.search(query, top_k=top_k, mixture=mixture) == expected
 
 
+@pytest.mark.parametrize("backend", ["exact", "hnsw"])
 @pytest.mark.parametrize("mixture", [False, True])
-def test_searches_during_uploads_see_whole_snapshots(mixture: bool) -> None:
+def test_searches_during_uploads_see_whole_snapshots(mixture: bool, backend: str) -> None:
     items = _learnwares(300, seed=2)
     by_id = {lw.card.id: lw for lw in items}
-    index = ExactIndex()
+    index: SpecIndex = ExactIndex() if backend == "exact" else HnswIndex(DIM)
     errors: list[BaseException] = []
     done = threading.Event()
 
