@@ -375,3 +375,20 @@ def test_the_hnsw_index_returns_the_live_rows_when_most_are_removed() -> None:
     for lw in items[57:]:
         index.remove(lw.card.id)
     assert len(index) == 0 and index.search(query, top_k=10, mixture=True).matches == ()
+
+
+@pytest.mark.parametrize("backend", ["exact", "hnsw"])
+def test_adding_a_listed_id_replaces_it(backend: str) -> None:
+    """As a replica's change log may re-apply an add: one match per id, the newer spec's."""
+    items = _learnwares(30, seed=10)
+    index: SpecIndex = ExactIndex(items) if backend == "exact" else HnswIndex(DIM)
+    if backend == "hnsw":
+        for lw in items:
+            index.add(lw)
+    newer = _learnware(3, np.zeros(DIM), sigma=0.01)
+    index.add(newer)
+    query = _query(np.random.default_rng(11))
+    found = index.search(query, top_k=100).matches
+    assert len(index) == 30 and len(found) == 30
+    expected = ExactIndex([*(lw for lw in items if lw.card.id != "lw-3"), newer]).search(query, top_k=100)
+    assert {m.learnware_id: m for m in found} == {m.learnware_id: m for m in expected.matches}

@@ -179,6 +179,13 @@ class ExactIndex:
             self._sigmas[n : n + k] = [e.sigma for e in batch]
             sq, low, slope = self._bounds.row_terms(rows)
             self._sq[n : n + k], self._low[n : n + k], self._slope[n : n + k] = sq, low, slope
+            replaced = [
+                self._positions[e.listing.learnware_id]
+                for e in batch
+                if e.listing.learnware_id in self._positions
+            ]
+            if replaced:  # an add of a listed id replaces it
+                self._mark_dead(replaced)
             for i, entry in enumerate(batch):
                 self._positions[entry.listing.learnware_id] = n + i
             self._listings.extend(e.listing for e in batch)
@@ -202,14 +209,17 @@ class ExactIndex:
             i = self._positions.pop(learnware_id, None)
             if i is None:
                 return
-            dead = self._dead.copy()  # a search may still read the old mask
-            dead[i] = True
-            self._dead = dead
-            self._removed += 1
-            self._noisy -= int(self._sigmas[i] > 0)
+            self._mark_dead([i])
             if 4 * self._removed >= self._n:
                 self._compact()
             self._publish()
+
+    def _mark_dead(self, rows: list[int]) -> None:
+        dead = self._dead.copy()  # a search may still read the old mask
+        dead[rows] = True
+        self._dead = dead
+        self._removed += len(rows)
+        self._noisy -= int(np.count_nonzero(self._sigmas[rows] > 0))
 
     def _compact(self) -> None:
         """Copy the live rows into fresh arrays (in order, so ties keep the order of adding)."""

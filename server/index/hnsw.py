@@ -265,6 +265,7 @@ class HnswIndex:
         rows = np.stack([e.values for e in exact]).astype(np.float32) if exact else None
         with self._rw.writing():
             for entry in batch:
+                self._forget(entry.listing.learnware_id)  # an add of a listed id replaces it
                 if entry.sigma > 0:
                     key = key_hash(entry.listing.learnware_id, entry.package_sha256)
                     self._scanned_keys[entry.listing.learnware_id] = (self._next_seq, key)
@@ -281,14 +282,18 @@ class HnswIndex:
 
     def remove(self, learnware_id: str) -> None:
         with self._rw.writing():
-            position = self._positions.pop(learnware_id, None)
-            if position is not None:
-                self._dead.add(position)
-                self._select_live()
-                self._saved = False
-            elif self._scanned_keys.pop(learnware_id, None) is not None:
-                self._scanned.remove(learnware_id)
-                self._saved = False
+            self._forget(learnware_id)
+
+    def _forget(self, learnware_id: str) -> None:
+        """Drop a learnware from whichever part holds it (write lock held)."""
+        position = self._positions.pop(learnware_id, None)
+        if position is not None:
+            self._dead.add(position)
+            self._select_live()
+            self._saved = False
+        elif self._scanned_keys.pop(learnware_id, None) is not None:
+            self._scanned.remove(learnware_id)
+            self._saved = False
 
     def _select_live(self) -> None:
         if not self._dead:
