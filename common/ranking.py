@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 from lmdock.common.spec import Spec, debiased_sq_distance
 
-__all__ = ["RANK_Z", "Distances", "distances"]
+__all__ = ["RANK_Z", "Distances", "distances", "rank_bound"]
 
 #: Standard deviations added to a distance before ranking (one-sided 97.7 %).
 RANK_Z = 2.0
@@ -61,11 +61,23 @@ def distances(
     """`Distances` of the query to each row of `candidates` (noise `candidate_sigmas`)."""
     d = debiased_sq_distance(query, candidates, candidate_sigmas)
     dim = query.values.shape[0]
-    sigma2 = query.privacy.sigma**2
+    tau2 = query.privacy.sigma**2 + np.asarray(candidate_sigmas, dtype=np.float64) ** 2
+    sd: FloatArray = np.sqrt(4.0 * tau2 * np.maximum(d, 0.0) + 2.0 * dim * tau2**2)
+    bound = rank_bound(d, query.privacy.sigma, candidate_sigmas, dim, z=z)
+    return Distances(distance=d, sd=sd, bound=bound)
+
+
+def rank_bound(
+    d: FloatArray, query_sigma: float, candidate_sigmas: npt.ArrayLike, dim: int, *, z: float = RANK_Z
+) -> FloatArray:
+    """bound_l = d_l + z * sqrt(Var_rank d_l) for debiased distances `d` (see the module doc).
+
+    Increasing in d_l for each candidate, so a lower bound of d_l gives a lower bound of
+    bound_l: what lets an index skip candidates without scoring them exactly.
+    """
+    sigma2 = query_sigma**2
     own2 = np.asarray(candidate_sigmas, dtype=np.float64) ** 2
     tau2 = sigma2 + own2
-    signal = 4.0 * tau2 * np.maximum(d, 0.0)
-    rank_var = signal + 2.0 * dim * own2 * (2.0 * sigma2 + own2)
-    sd: FloatArray = np.sqrt(signal + 2.0 * dim * tau2**2)
+    rank_var = 4.0 * tau2 * np.maximum(d, 0.0) + 2.0 * dim * own2 * (2.0 * sigma2 + own2)
     bound: FloatArray = d + z * np.sqrt(rank_var)
-    return Distances(distance=d, sd=sd, bound=bound)
+    return bound

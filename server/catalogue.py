@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from lmdock.common.card import Card
@@ -25,6 +27,7 @@ from lmdock.common.market_types import LearnwareInfo
 from lmdock.common.package import TaskInfo
 from lmdock.common.spec import Privacy, Spec
 from lmdock.server.db import Database, utc_now
+from lmdock.server.index import IndexEntry, Listing
 from lmdock.server.tables import ChangeRow, LearnwareRow, LockRow, TagRow
 from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError as SqlIntegrityError
@@ -268,8 +271,40 @@ class Catalogue:
         more = len(rows) > page_size
         return Page(items=items, next_token=_encode_token(items[-1].card.id) if more and items else "")
 
-    def iter_all(self, *, profile_id: str) -> Iterator[LearnwareInfo]:
-        query = select(LearnwareRow).where(LearnwareRow.profile_id == profile_id).order_by(LearnwareRow.id)
+    def count(self, *, profile_id: str) -> int:
+        query = select(func.count()).select_from(LearnwareRow).where(LearnwareRow.profile_id == profile_id)
         with self.db.session() as session:
-            for row in session.scalars(query):
-                yield _from_row(row)
+            return int(session.scalar(query) or 0)
+
+    def iter_index_entries(self, *, profile_id: str, max_sigma: float) -> Iterator[IndexEntry]:
+        """What the search index keeps of each learnware with spec noise <= max_sigma, in id order.
+
+        A plain SELECT of a few columns, streamed: no ORM objects, tags or full records, so a
+        million rows cost their vectors and little else.
+        """
+        columns = (LearnwareRow.name, LearnwareRow.domain, LearnwareRow.spec_values)
+        for (learnware_id, sha256, sigma), (name, domain, values) in self._index_rows(profile_id, columns):
+            if sigma <= max_sigma:
+                vector = np.frombuffer(values, dtype="<f4").astype(np.float32)
+                # few distinct domains: one string each, not one per learnware
+                listing = Listing(learnware_id, name, sys.intern(domain))
+                yield IndexEntry(listing, vector, sigma, sha256)
+
+    def iter_index_keys(self, *, profile_id: str, max_sigma: float) -> Iterator[tuple[str, str]]:
+        """(id, package sha256) of each learnware `iter_index_entries` yields, reading no vector."""
+        for (learnware_id, sha256, sigma), _ in self._index_rows(profile_id, ()):
+            if sigma <= max_sigma:
+                yield learnware_id, sha256
+
+    def _index_rows(
+        self, profile_id: str, columns: tuple[Any, ...]
+    ) -> Iterator[tuple[tuple[str, str, float], tuple[Any, ...]]]:
+        """((id, package sha256, spec sigma), the other columns asked for) per row, in id order."""
+        query = (
+            select(LearnwareRow.id, LearnwareRow.package_sha256, LearnwareRow.spec_privacy, *columns)
+            .where(LearnwareRow.profile_id == profile_id)
+            .order_by(LearnwareRow.id)
+        )
+        with self.db.session() as session:
+            for learnware_id, sha256, privacy, *rest in session.execute(query).yield_per(2048):
+                yield (learnware_id, sha256, float(json.loads(privacy)["sigma"])), tuple(rest)

@@ -18,7 +18,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 from lmdock.common.card import Card
 from lmdock.common.errors import FailedPrecondition, InvalidArgument
 from lmdock.common.package import Manifest
@@ -83,6 +82,7 @@ def _check_adapter_config(manifest: Manifest, config: dict[str, Any]) -> None:
 
 def _skeleton(manifest: Manifest, base_config: dict[str, Any]) -> Any:
     """The base model with the task's head, built on the meta device (shapes only, no weights)."""
+    import torch  # imported at the first upload, not at start (most of the market's import time)
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     fields = dict(base_config)
@@ -118,6 +118,7 @@ def _expected_tensors(
     manifest: Manifest, folder: Path, base_config: dict[str, Any]
 ) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every tensor PEFT saves for this adapter config on this base model."""
+    import torch
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
 
     model = _skeleton(manifest, base_config)

@@ -24,6 +24,7 @@ from lmdock.server.config import load_or_create_profile
 from lmdock.server.database_options import add_database_options, database_url
 from lmdock.server.db import Database
 from lmdock.server.identity import Role
+from lmdock.server.index.backends import BACKENDS
 from lmdock.server.keys_cli import add_keys_commands
 from lmdock.server.limits import RateLimits, StreamLimits
 from lmdock.server.market import CHANGE_POLL_S, Market, MarketLimits
@@ -75,6 +76,7 @@ def _serve(args: argparse.Namespace) -> int:
         base_models=base_models,
         change_poll_s=args.change_poll_seconds,
         api_key_ttl_s=args.api_key_ttl,
+        index=args.index,
     )
     observer = Observer()
     server, port = create_server(
@@ -96,13 +98,15 @@ def _serve(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     server.start()
     log.info(
-        "market listening on %s:%d (%s, profile %s, max_sigma %.4g, %d learnwares searchable, anonymous: %s)",
+        "market listening on %s:%d (%s, profile %s, max_sigma %.4g, %d learnwares searchable by the %s "
+        "index, anonymous: %s)",
         host,
         port,
         "mTLS" if tls and tls.client_ca_file else "TLS" if tls else "plaintext",
         profile.profile_id,
         profile.max_sigma,
         len(market.index),
+        args.index,
         args.allow_anonymous,
     )
     ready = {"listening": f"{host}:{port}", "profile_id": profile.profile_id}
@@ -148,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=PATH",
         help="accept adapters for base model NAME, whose config.json is in PATH (repeatable)",
+    )
+    serve.add_argument(
+        "--index",
+        choices=BACKENDS,
+        default="exact",
+        help="search index: exact (scan, the default) or hnsw (approximate shortlist re-ranked exactly, "
+        "persisted in DATA_DIR/index; needs lmdock[ann]); see docs/search.md",
     )
     serve.add_argument("--reflection", action="store_true", help="enable gRPC server reflection")
     serve.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (0: any)")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import builtins
 import logging
 import shutil
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -29,7 +28,7 @@ from lmdock.server.checks import check_package
 from lmdock.server.db import Database, utc_now
 from lmdock.server.identity import Identity
 from lmdock.server.index import SpecIndex
-from lmdock.server.index.exact import ExactIndex
+from lmdock.server.index.backends import IndexFactory, IndexSource, exact_index, index_factory
 from lmdock.server.replica import IndexFollower
 from lmdock.server.signing_keys import SigningKeys
 
@@ -60,11 +59,11 @@ class Market:
         blobs: LocalBlobStore,
         limits: MarketLimits = MarketLimits(),
         base_models: BaseModels | None = None,
-        index: Callable[[Iterable[LearnwareInfo]], SpecIndex] = ExactIndex,
+        index: IndexFactory = exact_index,
         change_poll_s: float = CHANGE_POLL_S,
         api_key_ttl_s: float = KEY_CACHE_TTL_S,
     ) -> None:
-        """`index` builds the search index from the catalogue's learnwares (the seam for ANN).
+        """`index` builds the search index from the catalogue's learnwares (`server/index/`).
 
         Any number of markets may share one database and blob store: each keeps its index in
         step with the catalogue's change log (`replica.IndexFollower`)."""
@@ -77,8 +76,15 @@ class Market:
         self.limits = limits
         self.base_models = base_models or BaseModels()
         watermark = self.catalogue.last_change()  # before the rows: nothing after it is missed
-        listed = self.catalogue.iter_all(profile_id=profile.profile_id)
-        self.index = index(lw for lw in listed if self._searchable(lw))
+        pid, max_sigma = profile.profile_id, profile.max_sigma
+        self.index: SpecIndex = index(
+            IndexSource(
+                profile=profile,
+                entries=lambda: self.catalogue.iter_index_entries(profile_id=pid, max_sigma=max_sigma),
+                keys=lambda: self.catalogue.iter_index_keys(profile_id=pid, max_sigma=max_sigma),
+                count=lambda: self.catalogue.count(profile_id=pid),
+            )
+        )
         self.follower = IndexFollower(
             self.catalogue,
             self.index,
@@ -114,8 +120,11 @@ class Market:
         base_models: BaseModels | None = None,
         change_poll_s: float = CHANGE_POLL_S,
         api_key_ttl_s: float = KEY_CACHE_TTL_S,
+        index: str = "exact",
     ) -> Market:
-        """A market storing its catalogue in `db_url` (default: SQLite in data_dir) and blobs on disk."""
+        """A market storing its catalogue in `db_url` (default: SQLite in data_dir) and blobs on
+        disk, searching with the `index` backend (`server/index/backends.py`)."""
+        factory = index_factory(index, data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(db_url or default_db_url(data_dir))
         return cls(
@@ -126,10 +135,12 @@ class Market:
             base_models=base_models,
             change_poll_s=change_poll_s,
             api_key_ttl_s=api_key_ttl_s,
+            index=factory,
         )
 
     def close(self) -> None:
         self.follower.stop()
+        self.index.close()
         self.blobs.close()
         self.db.close()
 

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from lmdock.common.card import Card
-from lmdock.common.market_types import LearnwareInfo, SearchResult
+from lmdock.common.errors import InvalidArgument
+from lmdock.common.market_types import LearnwareInfo, Match, MixtureComponent, SearchResult
+from lmdock.common.mixture import explain_as_mixture
 from lmdock.common.package import TaskInfo
 from lmdock.common.profile import SpecProfile
+from lmdock.common.ranking import distances
 from lmdock.common.spec import EXACT, Spec, debiased_sq_distance
 from lmdock.server.blobs import LocalBlobStore
 from lmdock.server.db import Database
-from lmdock.server.index import SpecIndex
+from lmdock.server.index import IndexEntry, SpecIndex
+from lmdock.server.index.backends import IndexSource
 from lmdock.server.index.exact import ExactIndex
+from lmdock.server.index.hnsw import HnswIndex
 from lmdock.server.market import Market, default_db_url
 
 from tests.helpers import cluster_spec
@@ -91,11 +96,102 @@ def test_an_empty_index_finds_nothing() -> None:
     assert index.search(_query(np.random.default_rng(0)), top_k=5, mixture=True).matches == ()
 
 
+def _reference_search(items: list[LearnwareInfo], query: Spec, *, top_k: int, mixture: bool) -> SearchResult:
+    """The exact index as it was: every row in float64, a full stable sort by the bound."""
+    if not items:
+        return SearchResult(matches=())
+    matrix = np.stack([lw.spec.values for lw in items])
+    sigmas = np.array([lw.spec.privacy.sigma for lw in items], np.float64)
+    est = distances(query, matrix, sigmas)
+    dim = matrix.shape[1]
+    a = float(np.sum(query.values.astype(np.float64) ** 2)) - query.privacy.sigma**2 * dim
+    b = np.sum(matrix.astype(np.float64) ** 2, axis=1) - sigmas**2 * dim
+    scores = np.clip(1.0 - est.distance / np.maximum(a + b, 1e-12), 0.0, 1.0)
+    ranked = np.argsort(est.bound, kind="stable")
+    components: tuple[MixtureComponent, ...] = ()
+    residual = 0.0
+    if mixture:
+        near = ranked[:32]
+        found = explain_as_mixture(
+            query.values, query.privacy.sigma, matrix[near], sigmas[near], max_components=4
+        )
+        components = tuple(
+            MixtureComponent(learnware_id=items[int(near[i])].card.id, weight=w)
+            for i, w in zip(found.indices, found.weights, strict=True)
+        )
+        residual = found.residual
+    return SearchResult(
+        mixture=components,
+        mixture_residual=residual,
+        matches=tuple(
+            Match(
+                learnware_id=items[i].card.id,
+                name=items[i].card.name,
+                domain=items[i].card.domain,
+                distance=float(est.distance[i]),
+                score=float(scores[i]),
+                distance_sd=float(est.sd[i]),
+                rank_bound=float(est.bound[i]),
+            )
+            for i in ranked[:top_k]
+        ),
+    )
+
+
+def _clustered(n: int, dim: int, seed: int, noisy_share: float) -> list[LearnwareInfo]:
+    """Noisy copies around a few centres (near ties), some exact duplicates, some DP-noisy specs."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((8, dim)) * 0.3
+    items = []
+    for i in range(n):
+        values = centres[i % 8] + 0.02 * rng.standard_normal(dim)
+        if i % 11 == 0:
+            values = centres[i % 8]
+        sigma = float(rng.uniform(0.01, 0.3)) if rng.random() < noisy_share else 0.0
+        items.append(_learnware(i, values + sigma * rng.standard_normal(dim), sigma=sigma))
+    return items
+
+
+def _queries(items: list[LearnwareInfo], seed: int) -> list[Spec]:
+    rng = np.random.default_rng(seed)
+    dim = items[0].spec.values.shape[0]
+    out = []
+    for j in range(12):
+        sigma = (0.0, 0.05, 0.5)[j % 3]
+        privacy = dataclasses.replace(EXACT, sigma=sigma, epsilon=1.0, delta=1e-6) if sigma else EXACT
+        base = items[int(rng.integers(len(items)))].spec.values
+        values = base + 0.01 * rng.standard_normal(dim) + sigma * rng.standard_normal(dim)
+        out.append(Spec(profile_id="p", values=values.astype(np.float32), privacy=privacy))
+    return out
+
+
+@pytest.mark.parametrize("noisy_share", [0.0, 0.3])
+def test_the_exact_index_answers_as_a_full_float64_scan(noisy_share: float) -> None:
+    """Bit for bit (distances, scores, bounds, tie order, mixtures), through adds and removes."""
+    items = _clustered(600, 48, seed=4, noisy_share=noisy_share)
+    index = ExactIndex(items[:500])
+    kept = list(items[:500])
+    rng = np.random.default_rng(5)
+    for step in range(3):  # removals past a quarter of the rows compact the arrays
+        for lw in [kept[int(i)] for i in rng.choice(len(kept), 60, replace=False)]:
+            index.remove(lw.card.id)
+            kept.remove(lw)
+        for lw in items[500 + 30 * step : 530 + 30 * step]:
+            index.add(lw)
+            kept.append(lw)
+        assert len(index) == len(kept)
+        for query in _queries(kept, seed=step):
+            for top_k, mixture in ((1, False), (10, False), (100, True)):
+                expected = _reference_search(kept, query, top_k=top_k, mixture=mixture)
+                assert index.search(query, top_k=top_k, mixture=mixture) == expected
+
+
+@pytest.mark.parametrize("backend", ["exact", "hnsw"])
 @pytest.mark.parametrize("mixture", [False, True])
-def test_searches_during_uploads_see_whole_snapshots(mixture: bool) -> None:
+def test_searches_during_uploads_see_whole_snapshots(mixture: bool, backend: str) -> None:
     items = _learnwares(300, seed=2)
     by_id = {lw.card.id: lw for lw in items}
-    index = ExactIndex()
+    index: SpecIndex = ExactIndex() if backend == "exact" else HnswIndex(DIM)
     errors: list[BaseException] = []
     done = threading.Event()
 
@@ -133,8 +229,9 @@ def test_searches_during_uploads_see_whole_snapshots(mixture: bool) -> None:
 class _RecordingIndex(ExactIndex):
     """An index of another kind, as far as the market can tell: it records what it is asked."""
 
-    def __init__(self, learnwares: Iterable[LearnwareInfo] = ()) -> None:
-        super().__init__(learnwares)
+    def __init__(self, source: IndexSource) -> None:
+        super().__init__()
+        self.extend(source.entries())
         self.queries: list[Spec] = []
 
     def search(self, query: Spec, *, top_k: int, mixture: bool = False) -> SearchResult:
@@ -156,3 +253,142 @@ def test_the_market_searches_the_index_it_is_given(tmp_path: Path, profile: Spec
         assert market.index.queries == [query]
     finally:
         market.close()
+
+
+def _spread_clusters(n: int, dim: int, seed: int) -> list[LearnwareInfo]:
+    """Noisy copies around 30 centres (as benchmarks/search.py makes them), a tenth DP-noisy."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((30, dim))
+    centres *= 0.7 / np.linalg.norm(centres, axis=1, keepdims=True)
+    items = []
+    for i in range(n):
+        sigma = 0.05 if i % 10 == 0 else 0.0
+        values = centres[i % 30] + (0.05 + sigma) * rng.standard_normal(dim)
+        items.append(_learnware(i, values, sigma=sigma))
+    return items
+
+
+def _recall(found: SearchResult, exact: SearchResult) -> float:
+    want = {m.learnware_id for m in exact.matches}
+    return len(want & {m.learnware_id for m in found.matches}) / len(want)
+
+
+def test_the_hnsw_index_finds_what_the_exact_one_does_with_its_scores() -> None:
+    """A few thousand clustered specs (a third of them DP-noisy), through removes and adds:
+    the same first match, recall@10 >= 0.99, and every returned match carries the exact
+    index's distance, score, sd and bound."""
+    items = _spread_clusters(3000, 64, seed=6)
+    hnsw = HnswIndex(64)
+    hnsw.extend(IndexEntry.of(lw) for lw in items[:2800])
+    exact = ExactIndex(items[:2800])
+    for lw in items[:2800:20]:
+        hnsw.remove(lw.card.id)
+        exact.remove(lw.card.id)
+    for lw in items[2800:]:
+        hnsw.add(lw)
+        exact.add(lw)
+    assert len(hnsw) == len(exact)
+    recalls = []
+    for seed in range(8):
+        for query in _queries(items[2800:] + items[1:2800:20], seed=seed):
+            truth = exact.search(query, top_k=100)
+            by_id = {m.learnware_id: m for m in truth.matches}
+            found = hnsw.search(query, top_k=10)
+            assert found.matches[0] == truth.matches[0]
+            assert all(by_id[m.learnware_id] == m for m in found.matches)
+            recalls.append(_recall(found, exact.search(query, top_k=10)))
+    assert np.mean(recalls) >= 0.99
+
+
+def _catalogued_market(tmp_path: Path, profile: SpecProfile, n: int) -> Market:
+    market = Market.open(tmp_path, profile=profile, index="hnsw")
+    rng = np.random.default_rng(7)
+    for i in range(n):
+        lw = _learnware(i, rng.standard_normal(profile.feature_dim) * 0.05, sigma=0.1 * (i % 7 == 0))
+        spec = dataclasses.replace(lw.spec, profile_id=profile.profile_id)
+        market.catalogue.add(dataclasses.replace(lw, spec=spec, package_sha256=f"{i:064x}"))
+    return market
+
+
+def _reopened(tmp_path: Path, profile: SpecProfile, caplog: pytest.LogCaptureFixture) -> tuple[Market, str]:
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="lmdock.market.index"):
+        market = Market.open(tmp_path, profile=profile, index="hnsw")
+    return market, caplog.text
+
+
+def test_the_hnsw_index_persists_and_is_rebuilt_when_stale(
+    tmp_path: Path, profile: SpecProfile, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = _catalogued_market(tmp_path, profile, 200)  # rows behind the index's back: stale
+    first.close()
+    market, log = _reopened(tmp_path, profile, caplog)
+    assert "catalogue changed" in log and len(market.index) == 200
+    query = cluster_spec(profile, seed=3)
+    before = market.search(query, top_k=20)
+    market.index.remove("lw-5")  # as an unpublish does; close persists it
+    market.close()
+
+    market, log = _reopened(tmp_path, profile, caplog)  # the catalogue still lists lw-5
+    assert "catalogue changed" in log and "lw-5" in {
+        m.learnware_id for m in market.index.search(query, top_k=200).matches
+    }
+    market.catalogue.remove("lw-5")
+    market.index.remove("lw-5")
+    market.close()
+
+    market, log = _reopened(tmp_path, profile, caplog)
+    assert "loaded the HNSW index of 199" in log
+    assert [m for m in market.search(query, top_k=19).matches] == [
+        m for m in before.matches if m.learnware_id != "lw-5"
+    ][:19]
+    market.close()
+
+    (tmp_path / "index" / "hnsw.json").write_text("{not json")
+    market, log = _reopened(tmp_path, profile, caplog)
+    assert "unreadable hnsw.json" in log and len(market.index) == 199
+    market.close()
+
+    # A lower max_sigma (policy: the same profile id) leaves the noisy specs out: another set.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="lmdock.market.index"):
+        market = Market.open(tmp_path, profile=dataclasses.replace(profile, max_sigma=0.05), index="hnsw")
+    assert "catalogue changed" in caplog.text and len(market.index) == 199 - 29
+    market.close()
+
+
+def test_an_unknown_index_is_refused_by_name(tmp_path: Path, profile: SpecProfile) -> None:
+    with pytest.raises(InvalidArgument, match="unknown index 'annoy'"):
+        Market.open(tmp_path, profile=profile, index="annoy")
+
+
+def test_the_hnsw_index_returns_the_live_rows_when_most_are_removed() -> None:
+    items = _spread_clusters(60, 16, seed=8)
+    index = HnswIndex(16)
+    index.extend(IndexEntry.of(lw) for lw in items)
+    for lw in items[:57]:
+        index.remove(lw.card.id)
+    query = _queries(items, seed=9)[0]
+    assert [m.learnware_id for m in index.search(query, top_k=10).matches] == [
+        m.learnware_id for m in ExactIndex(items[57:]).search(query, top_k=10).matches
+    ]
+    for lw in items[57:]:
+        index.remove(lw.card.id)
+    assert len(index) == 0 and index.search(query, top_k=10, mixture=True).matches == ()
+
+
+@pytest.mark.parametrize("backend", ["exact", "hnsw"])
+def test_adding_a_listed_id_replaces_it(backend: str) -> None:
+    """As a replica's change log may re-apply an add: one match per id, the newer spec's."""
+    items = _learnwares(30, seed=10)
+    index: SpecIndex = ExactIndex(items) if backend == "exact" else HnswIndex(DIM)
+    if backend == "hnsw":
+        for lw in items:
+            index.add(lw)
+    newer = _learnware(3, np.zeros(DIM), sigma=0.01)
+    index.add(newer)
+    query = _query(np.random.default_rng(11))
+    found = index.search(query, top_k=100).matches
+    assert len(index) == 30 and len(found) == 30
+    expected = ExactIndex([*(lw for lw in items if lw.card.id != "lw-3"), newer]).search(query, top_k=100)
+    assert {m.learnware_id: m for m in found} == {m.learnware_id: m for m in expected.matches}
