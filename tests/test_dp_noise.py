@@ -67,7 +67,7 @@ def _noise_step(seed: int) -> tuple[torch.Tensor, PrivateTraining]:
     """One DP-SGD step on an empty batch: the gradient is the noise alone, z C / B per coordinate."""
     torch.manual_seed(seed)
     model = torch.nn.Linear(100, 50)
-    plan = plan_dp_sgd(DPConfig(epsilon=2.0, delta=1e-5), records=1000, batch_size=100, epochs=1)
+    plan = plan_dp_sgd(DPConfig(epsilon=2.0, delta=1e-6), records=1000, batch_size=100, epochs=1)
     private = PrivateTraining(model, torch.optim.SGD(model.parameters(), lr=0.1), plan)
     try:
         private.optimiser.zero_grad()
