@@ -11,6 +11,7 @@ import pytest
 import torch
 from lmdock.client.publish.objectives import load_task_model
 from lmdock.common.package import TaskInfo
+from lmdock.lab.gen_scoring import first_adapted_layer
 from lmdock.lab.loglik import (
     Question,
     SplitModel,
@@ -83,7 +84,7 @@ def test_gold_metric_is_exp_of_the_mean_token_log_likelihood(llama) -> None:
     assert score == pytest.approx(np.exp(mean), rel=1e-5) and 0 < score <= 1
 
 
-def test_a_top_layer_adapter_leaves_the_lower_activations_shared(tiny_llama: Path) -> None:
+def test_a_top_layer_adapter_leaves_the_lower_activations_shared(tiny_llama: Path, tmp_path: Path) -> None:
     torch.manual_seed(0)
     tm = load_task_model(
         tiny_llama,
@@ -110,6 +111,8 @@ def test_a_top_layer_adapter_leaves_the_lower_activations_shared(tiny_llama: Pat
     np.testing.assert_allclose(adapted, [float(want[4, 2079]), float(want[5, 1029])], atol=1e-5)
     np.testing.assert_allclose(base, [float(want_base[4, 2079]), float(want_base[5, 1029])], atol=1e-5)
     assert not np.allclose(adapted, base)
+    tm.model.save_pretrained(str(tmp_path / "adapter"))
+    assert first_adapted_layer(tmp_path / "adapter") == 1  # named module by module, no layer selector
 
 
 def test_batches_bound_the_padded_tokens() -> None:

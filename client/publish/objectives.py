@@ -36,14 +36,24 @@ _HEAD_NAMES = ("pre_classifier", "classifier", "score", "pooler")
 IGNORE = -100
 
 
-def top_layers(model: Any, layers: int) -> list[int] | None:
-    """Indices of the top `layers` transformer layers (None: all of them)."""
+def top_layers(model: Any, targets: Sequence[str], layers: int) -> list[str]:
+    """The `targets` modules of the top `layers` transformer layers, by full name (all: just `targets`).
+
+    Named one by one, not with PEFT's `layers_to_transform`: a package may choose modules only by
+    name (`lmdock.common.adapter_config`), and the market refuses layer selectors.
+    """
     if layers == 0:
-        return None
+        return list(targets)
     total = int(model.config.num_hidden_layers)
     if layers > total:
         raise InvalidArgument(f"the base model has {total} layers; cannot adapt the top {layers}")
-    return list(range(total - layers, total))
+    names = []
+    for name, _ in model.named_modules():
+        parts = name.split(".")
+        numbers = [int(p) for p in parts if p.isdigit()]
+        if parts[-1] in targets and numbers and numbers[0] >= total - layers:
+            names.append(name)
+    return names
 
 
 def attention_targets(model: torch.nn.Module) -> tuple[str, ...]:
@@ -145,9 +155,8 @@ def load_task_model(
         r=rank,
         lora_alpha=alpha,
         lora_dropout=dropout,
-        target_modules=list(target_modules or attention_targets(model)),
+        target_modules=top_layers(model, target_modules or attention_targets(model), layers),
         modules_to_save=heads or None,
-        layers_to_transform=top_layers(model, layers),
     )
     peft_model = get_peft_model(model, lora)
     peft_model.peft_config["default"].base_model_name_or_path = base_model
