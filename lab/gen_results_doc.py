@@ -6,7 +6,7 @@ from typing import Any
 
 from lmdock.lab.results_doc import table
 
-__all__ = ["GEN_BEGIN", "GEN_END", "generative_markdown"]
+__all__ = ["GEN_BEGIN", "GEN_END", "NAMES", "generative_markdown"]
 
 GEN_BEGIN = "<!-- lmdock-lab:generative:begin -->"
 GEN_END = "<!-- lmdock-lab:generative:end -->"
@@ -97,7 +97,7 @@ def _seconds(results: dict[str, Any]) -> str:
     return ", ".join(f"{lap['step'].replace('_', ' ')} {lap['seconds']:.0f} s" for lap in results["timings"])
 
 
-def generative_markdown(results: dict[str, Any]) -> str:
+def generative_markdown(results: dict[str, Any], *, plot: str) -> str:
     """The section, between GEN_BEGIN and GEN_END."""
     summary = results["summary"]
     columns = summary["columns"]
@@ -136,6 +136,7 @@ def generative_markdown(results: dict[str, Any]) -> str:
         _partial(results),
         "### Domain averages (all tasks)\n",
         table(["domain", "tasks", *head, "selected / oracle"], _domain_rows(summary["domains"], columns)),
+        f"![generative market, domain averages]({plot})\n",
         "### Informative tasks (oracle above base beyond the 95% interval)\n",
         table(
             ["domain", "tasks", *head, "selected / oracle"],

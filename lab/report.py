@@ -9,8 +9,8 @@ from typing import Any
 
 from lmdock.client.files import atomic_write_text
 from lmdock.common.errors import FailedPrecondition
-from lmdock.lab.gen_results_doc import GEN_BEGIN, GEN_END, generative_markdown
-from lmdock.lab.plots import write_plots
+from lmdock.lab.gen_results_doc import GEN_BEGIN, GEN_END, NAMES, generative_markdown
+from lmdock.lab.plots import write_generative_plot, write_plots
 from lmdock.lab.results_doc import headline_table, results_markdown
 
 __all__ = [
@@ -77,8 +77,9 @@ def write_generative_report(results: dict[str, Any], out_dir: Path, *, docs: Pat
     for name, data in files.items():
         _json(out_dir / name, data)
         written.append(out_dir / name)
+    written.append(write_generative_plot(results, out_dir, NAMES))
     if docs is not None:
-        block = generative_markdown(results)
+        block = generative_markdown(results, plot=os.path.relpath(out_dir / "generative.png", docs.parent))
         if not (docs.is_file() and update_readme(docs, block, begin=GEN_BEGIN, end=GEN_END)):
             before = docs.read_text(encoding="utf-8").rstrip() + "\n\n" if docs.is_file() else ""
             atomic_write_text(docs, f"{before}{GEN_BEGIN}\n{block}{GEN_END}\n", mode=PUBLISHED)

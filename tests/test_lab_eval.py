@@ -120,6 +120,7 @@ def test_generative_quick_eval_produces_every_column_and_a_win_tie_loss_table(
     for outcome in summary["wtl"].values():
         assert sum(outcome.values()) == 3
     assert set(summary["domains"]) == {"all", "finance", "medical", "math"}
+    assert (tmp_path / "generative" / "generative.png").read_bytes().startswith(b"\x89PNG")
     text = docs.read_text()
     assert text.startswith("# Results\n\nthe classifier's report\n") and text.count(GEN_BEGIN) == 1
     assert "Win / tie / loss" in text and "**Partial run**" in text
