@@ -69,6 +69,8 @@ def _eval_generative(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, repeats=args.repeats)
     if args.examples:
         settings = dataclasses.replace(settings, examples=args.examples)
+    if args.generalist_k:
+        settings = dataclasses.replace(settings, k=args.generalist_k)
     out = (
         Path(args.out)
         if args.out
@@ -265,6 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the generative market (SmolLM2 + LoRA); results/generative/ and its section of docs/results.md",
     )
     e.add_argument("--examples", type=_positive, help="--generative: scored examples per task (default 100)")
+    e.add_argument(
+        "--generalist-k",
+        type=_positive,
+        help="--generative: the generalist trains for k times a learnware's optimizer steps (default 3)",
+    )
     e.add_argument(
         "--learnwares", help="--generative: only these learnwares (comma-separated; a partial run)"
     )

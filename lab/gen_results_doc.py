@@ -205,6 +205,12 @@ METHOD = """\
   batch and their activations serve the base and every adapter (`SplitModel`), so k adapters cost
   lower + k·upper; the vocabulary projection runs only at the positions read; prompts are cut per
   data set (the prompt cap above; a long context is cut at its end, keeping the question).
+* **Not yet built (designs).** (1) Training from cached lower activations: run layers < 22 once
+  per record and prompt cap of a data set (no grad, fp16, keyed by data set, record and cap) and
+  train the top 8 from them, so a data set's versions and epochs share one lower pass. (2) Prompt
+  sharing for multi-token choices: the prompt once with its key/value cache, then all choices
+  batched after it; the two BANKING77 tasks (12 and 11 multi-token intents) are two thirds of the
+  full market's question tokens today. See docs/performance.md for the measured budget.
 * **Generalist.** One adapter of rank {rank} on a seeded sample of the union of every learnware's
   training records, {records} records in one pass = {steps} optimizer steps, k = {k} times a median
   learnware's steps: the CPU-scale stand-in for a general-purpose model.

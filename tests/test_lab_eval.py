@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from lmdock.common.errors import InvalidArgument
 from lmdock.common.package import TaskInfo
 from lmdock.lab.cli import main
 from lmdock.lab.gen_metrics import COLUMNS
-from lmdock.lab.gen_results_doc import GEN_BEGIN
+from lmdock.lab.gen_results_doc import GEN_BEGIN, GEN_END
 from lmdock.lab.report import README_BEGIN, README_END, update_readme
 
 from tests.helpers import LABELS, make_adapter
@@ -133,3 +134,15 @@ def test_a_generative_partial_run_names_what_it_does_not_know(tmp_path: Path, ca
     argv = ["eval", "--generative", "--quick", "--workdir", str(tmp_path), "--learnwares", "nope"]
     assert main(argv) == 2
     assert "no learnware nope in the generative-quick market" in capsys.readouterr().err
+
+
+def test_rerendering_the_classifier_report_keeps_the_generative_section(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(Path(__file__).parents[1] / "results", results, ignore=shutil.ignore_patterns("*.png"))
+    docs = tmp_path / "results.md"
+    section = f"{GEN_BEGIN}\n## Generative market\n\nits tables\n{GEN_END}\n"
+    docs.write_text(f"old classifier report\n\n{section}")
+    assert main(["report", "--out", str(results), "--docs", str(docs), "--no-readme"]) == 0
+    text = docs.read_text()
+    assert "old classifier report" not in text and text.startswith("# Results")
+    assert text.endswith(section) and text.count(GEN_BEGIN) == 1
