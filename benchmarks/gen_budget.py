@@ -7,7 +7,8 @@ of training is proportional to the tokens trained on (records x epochs x (prompt
 and of scoring to the tokens read: the lower layers once per question, the upper layers once
 per question and model. This counts those tokens for the measured subset and for the whole
 catalogue with the real tokenizer, turns the run's seconds into seconds per token, and prints
-one JSON object: the measured rates and the full market's estimate per phase.
+one JSON object: the measured rates and the full market's estimate for its two costs that
+grow with the market (packaging, publishing and searches take seconds in all).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from lmdock.client.models import quiet_model_libraries, resolve_base_model
 from lmdock.client.prompts import answer_ids, prompt_ids
 from lmdock.lab.building import Recipe
 from lmdock.lab.definitions import UserTask, materialize
-from lmdock.lab.gen_eval import subset
+from lmdock.lab.gen_eval import GEN_FULL_SETTINGS, subset
 from lmdock.lab.gen_market import GEN_FULL, generalist_recipe
 from lmdock.lab.gen_scoring import GOLD_TOKENS
 from lmdock.lab.loglik import choice_questions, gold_questions
@@ -74,7 +75,7 @@ def main() -> None:
     measured = counts(
         tokenizer, args.data, tuple(settings["learnwares"]), tuple(settings["tasks"]), settings["examples"]
     )
-    full = counts(tokenizer, args.data, (), (), settings["examples"])
+    full = counts(tokenizer, args.data, (), (), GEN_FULL_SETTINGS.examples)
     train_seconds = sum(m["train_seconds"] for m in run["market"])
     rate = {
         "train_seconds_per_1k_tokens": 1000 * train_seconds / measured["train_tokens"],
@@ -83,8 +84,6 @@ def main() -> None:
         * laps["scores:upper"]
         / (measured["question_tokens"] * measured["models"]),
     }
-    other = laps["build"] - train_seconds + laps["publish_and_pull"] + laps["specs_and_searches"]
-    per_learnware_other = other / (measured["learnwares"] + 1)
     estimate = {
         "train": rate["train_seconds_per_1k_tokens"] * full["train_tokens"] / 1000,
         "score_lower": rate["lower_seconds_per_1k_tokens"] * full["question_tokens"] / 1000,
@@ -92,7 +91,6 @@ def main() -> None:
         * full["question_tokens"]
         * full["models"]
         / 1000,
-        "package_publish_search": per_learnware_other * (full["learnwares"] + 1),
     }
     print(
         json.dumps(
