@@ -36,7 +36,16 @@ from lmdock.common.package import FORMAT, TaskInfo
 from lmdock.common.profile import SpecProfile
 from lmdock.common.signing import generate_key, load_private_key, save_private_key
 
-__all__ = ["PUBLISHER", "Built", "CachingEmbedder", "Log", "Recipe", "build_packages", "publisher_key"]
+__all__ = [
+    "PUBLISHER",
+    "Built",
+    "CachingEmbedder",
+    "Log",
+    "Recipe",
+    "build_in",
+    "build_packages",
+    "publisher_key",
+]
 
 PUBLISHER = "lmdock-reference"
 Log = Callable[[str], None]
@@ -265,6 +274,27 @@ def _worker(folder: Path, recipe: Recipe, profile: SpecProfile, key_file: Path, 
         folder, recipe, profile=profile, key_file=key_file, embedder=CachingEmbedder(profile), log=_stderr
     )
     return recipe.card.id
+
+
+def build_in(
+    workdir: Path,
+    recipes: Sequence[Recipe],
+    *,
+    profile: SpecProfile,
+    log: Log = print,
+    embedder: CachingEmbedder | None = None,
+    jobs: int = 1,
+) -> list[Built]:
+    """`build_packages` into WORKDIR/packages, signed with WORKDIR's reference publisher key."""
+    return build_packages(
+        recipes,
+        workdir / "packages",
+        profile=profile,
+        key_file=publisher_key(workdir),
+        log=log,
+        embedder=embedder,
+        jobs=jobs,
+    )
 
 
 def build_packages(

@@ -143,17 +143,9 @@ def _report(args: argparse.Namespace) -> int:
 
 def _packages(args: argparse.Namespace, market: Any, profile: Any) -> Any:
     """The reference market's signed packages under `profile`, built into the cache if missing."""
-    from lmdock.lab.building import build_packages, publisher_key
+    from lmdock.lab.building import build_in
 
-    workdir = _workdir(args)
-    return build_packages(
-        market.recipes,
-        workdir / "packages",
-        profile=profile,
-        key_file=publisher_key(workdir),
-        log=_log,
-        jobs=args.jobs,
-    )
+    return build_in(_workdir(args), market.recipes, profile=profile, log=_log, jobs=args.jobs)
 
 
 def _build(args: argparse.Namespace) -> int:

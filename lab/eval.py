@@ -27,7 +27,7 @@ from lmdock.client.cache import AdapterCache
 from lmdock.client.connection import MarketClient
 from lmdock.client.spec_release import features_of
 from lmdock.common.errors import InvalidArgument
-from lmdock.lab.building import Built, CachingEmbedder, build_packages, publisher_key
+from lmdock.lab.building import Built, CachingEmbedder, build_in
 from lmdock.lab.cost import measure_cost
 from lmdock.lab.definitions import MaterializedMarket, materialize
 from lmdock.lab.embedded import embedded_market
@@ -133,15 +133,7 @@ def evaluate(
     ):
         profile = client.profile()  # the market decides the profile; specs are recomputed under it
         embedder = CachingEmbedder(profile)
-        built = build_packages(
-            market.recipes,
-            workdir / "packages",
-            profile=profile,
-            key_file=publisher_key(workdir),
-            log=log,
-            embedder=embedder,
-            jobs=jobs,
-        )
+        built = build_in(workdir, market.recipes, profile=profile, log=log, embedder=embedder, jobs=jobs)
         clock.lap("build")
         upload_seconds = publish_packages(address, built)
         clock.lap("publish")

@@ -27,7 +27,7 @@ from lmdock.client.operations import pull
 from lmdock.client.spec_release import features_of
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.spec import release
-from lmdock.lab.building import Built, CachingEmbedder, build_packages, publisher_key
+from lmdock.lab.building import Built, CachingEmbedder, build_in
 from lmdock.lab.definitions import MarketDef, MaterializedMarket, materialize
 from lmdock.lab.embedded import embedded_market
 from lmdock.lab.eval import Clock, publish_packages
@@ -102,14 +102,8 @@ def evaluate_generative(
     ):
         profile = client.profile()
         embedder = CachingEmbedder(profile)
-        built = build_packages(
-            [*market.recipes, generalist],
-            workdir / "packages",
-            profile=profile,
-            key_file=publisher_key(workdir),
-            log=log,
-            embedder=embedder,
-            jobs=jobs,
+        built = build_in(
+            workdir, [*market.recipes, generalist], profile=profile, log=log, embedder=embedder, jobs=jobs
         )
         clock.lap("build")
         learnwares, general = built[:-1], built[-1]

@@ -103,6 +103,22 @@ def _versions(
     ]
 
 
+def _single(
+    id_: str, name: str, domain: str, description: str, data: Selection, prompt: Prompt
+) -> LearnwareDef:
+    """A learnware in one version (r = 8, lr = 2e-3): its data set's subsets are the versions."""
+    return LearnwareDef(
+        id=id_,
+        name=name,
+        domain=domain,
+        description=description,
+        data=(data,),
+        eval_fraction=0.1,
+        prompt=prompt,
+        training=_config(8, 2e-3, prompt),
+    )
+
+
 def _learnwares() -> list[LearnwareDef]:
     out = _versions(
         "gen-fin-sentiment",
@@ -116,15 +132,13 @@ def _learnwares() -> list[LearnwareDef]:
     for group in ("cards", "transfers", "payments"):
         intents = tuple(BANKING_GROUPS[group].split())
         out.append(
-            LearnwareDef(
-                id=f"gen-fin-banking-{group}",
-                name=f"Banking intents: {group}",
-                domain="finance",
-                description=f"Names the intent of a retail-banking message about {group} (BANKING77).",
-                data=(Selection(BANKING, "label", (0.4, 1.0), where=(("label", intents),)),),
-                eval_fraction=0.1,
-                prompt=P_BANKING,
-                training=_config(8, 2e-3, P_BANKING),
+            _single(
+                f"gen-fin-banking-{group}",
+                f"Banking intents: {group}",
+                "finance",
+                f"Names the intent of a retail-banking message about {group} (BANKING77).",
+                Selection(BANKING, "label", (0.4, 1.0), where=(("label", intents),)),
+                P_BANKING,
             )
         )
     out += _versions(
@@ -148,15 +162,13 @@ def _learnwares() -> list[LearnwareDef]:
     for key in ("ghr", "gard", "niddk-nhlbi"):
         sources = MEDQUAD_SOURCES[key]
         out.append(
-            LearnwareDef(
-                id=f"gen-med-qtype-{key}",
-                name=f"Medical question type ({'/'.join(sources)})",
-                domain="medical",
-                description=f"Names the type of a health question from {', '.join(sources)} (MedQuAD).",
-                data=(Selection(MEDQUAD, "label", (0.4, 1.0), where=(("meta.source", sources),), limit=300),),
-                eval_fraction=0.1,
-                prompt=P_MEDQUAD_TYPE,
-                training=_config(8, 2e-3, P_MEDQUAD_TYPE),
+            _single(
+                f"gen-med-qtype-{key}",
+                f"Medical question type ({'/'.join(sources)})",
+                "medical",
+                f"Names the type of a health question from {', '.join(sources)} (MedQuAD).",
+                Selection(MEDQUAD, "label", (0.4, 1.0), where=(("meta.source", sources),), limit=300),
+                P_MEDQUAD_TYPE,
             )
         )
     out += _versions(
