@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 from lmdock.client.publish.objectives import load_task_model
+from lmdock.client.publish.training import TrainingConfig
+from lmdock.common.errors import InvalidArgument
 from lmdock.common.package import TaskInfo
 from lmdock.lab.gen_scoring import first_adapted_layer
 from lmdock.lab.loglik import (
@@ -120,3 +122,19 @@ def test_batches_bound_the_padded_tokens() -> None:
     grouped = list(batches(questions, tokens=18))
     assert [len(b) for b in grouped] == [2, 2, 2]
     assert [q for b in grouped for q in b] == questions
+
+
+def test_more_top_layers_than_the_model_has_is_refused(tiny_llama: Path) -> None:
+    with pytest.raises(InvalidArgument, match="has 2 layers; cannot adapt the top 3"):
+        load_task_model(
+            tiny_llama,
+            TaskInfo("generation"),
+            base_model="t",
+            max_tokens=8,
+            rank=2,
+            alpha=4,
+            dropout=0.0,
+            layers=3,
+        )
+    with pytest.raises(InvalidArgument, match="0 \\(all\\) or more"):
+        TrainingConfig(layers=-1)
