@@ -11,7 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["answer_text", "chat_prompt", "has_chat_template", "instruction_prompt"]
+__all__ = [
+    "answer_ids",
+    "answer_text",
+    "chat_prompt",
+    "has_chat_template",
+    "instruction_prompt",
+    "prompt_ids",
+]
 
 
 def has_chat_template(tokenizer: Any) -> bool:
@@ -36,3 +43,19 @@ def instruction_prompt(tokenizer: Any, instruction: str) -> str:
 def answer_text(tokenizer: Any, answer: str) -> str:
     """The answer as it follows its prompt: the assistant's turn, or after a space."""
     return answer if has_chat_template(tokenizer) else " " + answer
+
+
+def prompt_ids(tokenizer: Any, instruction: str, *, max_tokens: int) -> list[int]:
+    """The prompt's token ids as training and scoring read them, cut to `max_tokens` (on the
+    tokenizer's truncation side; generative models keep a long prompt's end). A prompt gets
+    the tokenizer's special tokens unless a chat template wrote its own."""
+    text = instruction_prompt(tokenizer, instruction)
+    specials = not has_chat_template(tokenizer)
+    return list(
+        tokenizer(text, truncation=True, max_length=max_tokens, add_special_tokens=specials)["input_ids"]
+    )
+
+
+def answer_ids(tokenizer: Any, answer: str) -> list[int]:
+    """The answer's token ids as they follow the prompt (no special tokens, no end token)."""
+    return list(tokenizer(answer_text(tokenizer, answer), add_special_tokens=False)["input_ids"])

@@ -14,9 +14,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,21 @@ class SharedBase:
             peft_name, _ = self._adapters.pop(name)
             if self._adapters:
                 self._model.delete_adapter(peft_name)
+
+    @contextlib.contextmanager
+    def selected(self, name: str | None) -> Iterator[Any]:
+        """The model with adapter `name` active (None: the base alone), held under the lock."""
+        if name is not None:
+            self._task(name, self.kind)
+        with self._lock:
+            if self._model is None:
+                yield self._base
+            elif name is None:
+                with self._model.disable_adapter():
+                    yield self._model
+            else:
+                self._select(name)
+                yield self._model
 
     def chat_prompt(self, messages: Sequence[dict[str, str]]) -> str:
         return chat_prompt(self.tokenizer, messages)

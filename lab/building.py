@@ -27,7 +27,7 @@ from lmdock.client.embedder import Embedder
 from lmdock.client.files import atomic_write_text
 from lmdock.client.operations import score_predictions
 from lmdock.client.publish.package import package_learnware
-from lmdock.client.publish.training import TrainingConfig, train_classifier
+from lmdock.client.publish.training import TrainingConfig, train_adapter, train_classifier
 from lmdock.client.runtime import load_learnware, zero_shot_classify
 from lmdock.common.canonical import canonical_json, sha256_hex
 from lmdock.common.card import Card
@@ -36,7 +36,16 @@ from lmdock.common.package import FORMAT, TaskInfo
 from lmdock.common.profile import SpecProfile
 from lmdock.common.signing import generate_key, load_private_key, save_private_key
 
-__all__ = ["PUBLISHER", "Built", "CachingEmbedder", "Log", "Recipe", "build_packages", "publisher_key"]
+__all__ = [
+    "PUBLISHER",
+    "Built",
+    "CachingEmbedder",
+    "Log",
+    "Recipe",
+    "build_in",
+    "build_packages",
+    "publisher_key",
+]
 
 PUBLISHER = "lmdock-reference"
 Log = Callable[[str], None]
@@ -53,6 +62,8 @@ class Recipe:
     training: TrainingConfig
     #: What the spec summarises; empty means the training texts.
     spec_texts: tuple[str, ...] = ()
+    kind: str = "classification"  # or "generation": train_texts are prompts, train_labels answers
+    base_model: str = DEFAULT_EMBEDDER
 
     @property
     def summarised_texts(self) -> tuple[str, ...]:
@@ -68,6 +79,9 @@ class Recipe:
             if card[key] == usual:
                 del card[key]
         data.update(card)
+        for key, usual in (("kind", "classification"), ("base_model", DEFAULT_EMBEDDER)):
+            if data[key] == usual:  # as before these fields, so cached classifier packages keep their names
+                del data[key]
         for key in ("train_texts", "train_labels", "eval_texts", "eval_labels", "spec_texts"):
             data[key] = sha256_hex(canonical_json(list(data[key])))
         return sha256_hex(canonical_json({"format": FORMAT, "profile": profile.profile_id, "recipe": data}))[
@@ -115,39 +129,82 @@ def publisher_key(workdir: Path) -> Path:
     return path
 
 
+def _train_classifier(recipe: Recipe, adapter: Path) -> tuple[dict[str, float], str]:
+    """Train a classifier; its held-out scores and the model card's line about them."""
+    config = recipe.training
+    task = TaskInfo(kind="classification", labels=recipe.labels)
+    train_classifier(
+        base_model=recipe.base_model,
+        texts=recipe.train_texts,
+        labels=recipe.train_labels,
+        label_names=recipe.labels,
+        out_dir=adapter,
+        config=config,
+    )
+    model = load_learnware(adapter, base_model=recipe.base_model, task=task)
+    eval_texts, gold = list(recipe.eval_texts), list(recipe.eval_labels)
+    accuracy = score_predictions(model.predict(eval_texts), gold) or 0.0
+    base = score_predictions(zero_shot_classify(recipe.base_model, eval_texts, recipe.labels), gold) or 0.0
+    majority = max(gold.count(label) for label in set(gold)) / len(gold)
+    scores = {"accuracy": accuracy, "base_zero_shot_accuracy": base, "majority_accuracy": majority}
+    card = (
+        f"Base model: {recipe.base_model} + LoRA (r={config.rank}) and a {len(recipe.labels)}-way head.\n"
+        f"Held-out accuracy {accuracy:.3f}; base model zero-shot {base:.3f}; "
+        f"majority class {majority:.3f} ({len(gold)} records).\n"
+    )
+    return scores, card
+
+
+def _train_generator(recipe: Recipe, adapter: Path) -> tuple[dict[str, float], str]:
+    """Train a generative adapter (answers after the chat template's prompt); the lab's eval
+    scores it on the user tasks, so the build states only its training loss."""
+    config = recipe.training
+    report = train_adapter(
+        base_model=recipe.base_model,
+        task=TaskInfo(kind="generation"),
+        texts=recipe.train_texts,
+        targets=recipe.train_labels,
+        out_dir=adapter,
+        config=config,
+    )
+    layers = f"top {config.layers} layers" if config.layers else "all layers"
+    card = (
+        f"Base model: {recipe.base_model} + LoRA (r={config.rank}, {layers}), generating the answer.\n"
+        f"Final training loss {report.final_loss:.3f} (mean cross-entropy of the answer tokens).\n"
+    )
+    return {"train_loss": report.final_loss}, card
+
+
+#: The sidecar's names for a classifier's held-out scores (older caches read them so).
+_SIDECAR = {"accuracy": "eval_accuracy", "base_zero_shot_accuracy": "eval_base_accuracy"}
+
+
+def _sidecar_scores(scores: dict[str, float]) -> dict[str, float]:
+    return {_SIDECAR.get(k, "eval_" + k.removesuffix("_accuracy")): v for k, v in scores.items()}
+
+
 def _build(
     recipe: Recipe, out: Path, *, profile: SpecProfile, key: Any, embedder: CachingEmbedder, log: Log
 ) -> dict[str, Any]:
     config = recipe.training
-    task = TaskInfo(kind="classification", labels=recipe.labels)
+    generative = recipe.kind == "generation"
+    task = (
+        TaskInfo(kind="generation") if generative else TaskInfo(kind="classification", labels=recipe.labels)
+    )
     with tempfile.TemporaryDirectory() as tmp:
         adapter = Path(tmp) / "adapter"
         log(f"  training {recipe.card.id} on {len(recipe.train_texts)} records ({config.epochs} epochs)")
         started, cpu_started = time.perf_counter(), time.process_time()
-        train_classifier(
-            base_model=DEFAULT_EMBEDDER,
-            texts=recipe.train_texts,
-            labels=recipe.train_labels,
-            label_names=recipe.labels,
-            out_dir=adapter,
-            config=config,
-        )
+        scores, lines = (_train_generator if generative else _train_classifier)(recipe, adapter)
         train_seconds = time.perf_counter() - started
         train_cpu_seconds = time.process_time() - cpu_started
-        model = load_learnware(adapter, base_model=DEFAULT_EMBEDDER, task=task)
-        eval_texts, gold = list(recipe.eval_texts), list(recipe.eval_labels)
-        accuracy = score_predictions(model.predict(eval_texts), gold) or 0.0
-        base = score_predictions(zero_shot_classify(DEFAULT_EMBEDDER, eval_texts, recipe.labels), gold) or 0.0
-        majority = max(gold.count(label) for label in set(gold)) / len(gold)
         log(
-            f"  {recipe.card.id}: accuracy {accuracy:.3f} (base zero-shot {base:.3f}, "
-            f"majority {majority:.3f}) in {train_seconds:.0f}s"
+            f"  {recipe.card.id}: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
+            + f" in {train_seconds:.0f}s"
         )
         card = (
-            f"# {recipe.card.name}\n\n{recipe.card.description}\n\n"
-            f"Base model: {DEFAULT_EMBEDDER} + LoRA (r={config.rank}) and a {len(recipe.labels)}-way head.\n"
-            f"Held-out accuracy {accuracy:.3f}; base model zero-shot {base:.3f}; "
-            f"majority class {majority:.3f} ({len(gold)} records).\n\n"
+            f"# {recipe.card.name}\n\n{recipe.card.description}\n\n{lines}\n"
             f"Data licence: {recipe.card.licence} (see lmdock/lab/data/README.md and docs/results.md).\n"
         )
         started = time.perf_counter()
@@ -158,13 +215,9 @@ def _build(
             spec_texts=recipe.summarised_texts,
             key=key,
             card=recipe.card,
-            base_model=DEFAULT_EMBEDDER,
+            base_model=recipe.base_model,
             task=task,
-            eval_scores={
-                "accuracy": accuracy,
-                "base_zero_shot_accuracy": base,
-                "majority_accuracy": majority,
-            },
+            eval_scores=scores,
             training={
                 "dp": False,
                 "records": len(recipe.train_texts),
@@ -179,10 +232,8 @@ def _build(
         "train_seconds": round(train_seconds, 2),
         "train_cpu_seconds": round(train_cpu_seconds, 2),
         "package_seconds": round(package_seconds, 2),
-        "eval_accuracy": accuracy,
-        "eval_base_accuracy": base,
-        "eval_majority": majority,
-        "eval_records": len(gold),
+        **_sidecar_scores(scores),
+        "eval_records": len(recipe.eval_labels),
         "package_bytes": out.stat().st_size,
         "mean_embedding": [round(float(x), 7) for x in mean],
     }
@@ -223,6 +274,27 @@ def _worker(folder: Path, recipe: Recipe, profile: SpecProfile, key_file: Path, 
         folder, recipe, profile=profile, key_file=key_file, embedder=CachingEmbedder(profile), log=_stderr
     )
     return recipe.card.id
+
+
+def build_in(
+    workdir: Path,
+    recipes: Sequence[Recipe],
+    *,
+    profile: SpecProfile,
+    log: Log = print,
+    embedder: CachingEmbedder | None = None,
+    jobs: int = 1,
+) -> list[Built]:
+    """`build_packages` into WORKDIR/packages, signed with WORKDIR's reference publisher key."""
+    return build_packages(
+        recipes,
+        workdir / "packages",
+        profile=profile,
+        key_file=publisher_key(workdir),
+        log=log,
+        embedder=embedder,
+        jobs=jobs,
+    )
 
 
 def build_packages(

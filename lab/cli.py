@@ -1,6 +1,7 @@
 """`lmdock-lab`: the reference market and its evaluation.
 
 lmdock-lab eval  [--quick] [--data DIR] ...   build, publish, evaluate, write results
+lmdock-lab eval --generative [--quick] ...     the same for the generative (SmolLM2) market
 lmdock-lab build [--quick] [--data DIR]       build (or read back) the reference learnwares
 lmdock-lab serve [--quick] [--data DIR]       serve the reference market until interrupted
 lmdock-lab tasks --out DIR [--data DIR]       write the user tasks as JSONL task files
@@ -40,7 +41,8 @@ def _workdir(args: argparse.Namespace) -> Path:
         return Path(args.workdir).expanduser()
     from lmdock.client.cache import default_cache_dir
 
-    return default_cache_dir() / ("reference-quick" if args.quick else "reference")
+    name = "reference-generative" if getattr(args, "generative", False) else "reference"
+    return default_cache_dir() / (f"{name}-quick" if args.quick else name)
 
 
 def _market(args: argparse.Namespace) -> Any:
@@ -50,7 +52,50 @@ def _market(args: argparse.Namespace) -> Any:
     return materialize(QUICK if args.quick else FULL, _data_root(args), quick=args.quick)
 
 
+def _names(text: str | None) -> tuple[str, ...]:
+    return tuple(n.strip() for n in (text or "").split(",") if n.strip())
+
+
+def _eval_generative(args: argparse.Namespace) -> int:
+    from lmdock.lab.gen_eval import GEN_FULL_SETTINGS, GEN_QUICK_SETTINGS, evaluate_generative
+    from lmdock.lab.report import write_generative_report
+
+    settings = dataclasses.replace(
+        GEN_QUICK_SETTINGS if args.quick else GEN_FULL_SETTINGS,
+        learnwares=_names(args.learnwares),
+        tasks=_names(args.tasks),
+    )
+    if args.repeats:
+        settings = dataclasses.replace(settings, repeats=args.repeats)
+    if args.examples:
+        settings = dataclasses.replace(settings, examples=args.examples)
+    if args.generalist_k:
+        settings = dataclasses.replace(settings, k=args.generalist_k)
+    out = (
+        Path(args.out)
+        if args.out
+        else Path("results/generative-quick" if args.quick else "results/generative")
+    )
+    docs = None if args.quick and not args.docs else Path(args.docs or "docs/results.md")
+    results = evaluate_generative(
+        data_root=_data_root(args), workdir=_workdir(args), settings=settings, log=_log, jobs=args.jobs
+    )
+    written = write_generative_report(results, out, docs=docs)
+    summary = results["summary"]
+    brief = {
+        "columns": summary["columns"],
+        "all": summary["domains"]["all"],
+        "wtl": summary["wtl"],
+        "timings": results["timings"],
+        "written": [str(p) for p in written],
+    }
+    print(json.dumps(brief, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in brief.items()))
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
+    if args.generative:
+        return _eval_generative(args)
     from lmdock.lab.eval import FULL_SETTINGS, QUICK_SETTINGS, evaluate
     from lmdock.lab.report import write_report
 
@@ -98,17 +143,9 @@ def _report(args: argparse.Namespace) -> int:
 
 def _packages(args: argparse.Namespace, market: Any, profile: Any) -> Any:
     """The reference market's signed packages under `profile`, built into the cache if missing."""
-    from lmdock.lab.building import build_packages, publisher_key
+    from lmdock.lab.building import build_in
 
-    workdir = _workdir(args)
-    return build_packages(
-        market.recipes,
-        workdir / "packages",
-        profile=profile,
-        key_file=publisher_key(workdir),
-        log=_log,
-        jobs=args.jobs,
-    )
+    return build_in(_workdir(args), market.recipes, profile=profile, log=_log, jobs=args.jobs)
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -216,6 +253,21 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--repeats", type=_positive, help="private searches per task and point (default 20; quick 3)"
     )
+    e.add_argument(
+        "--generative",
+        action="store_true",
+        help="the generative market (SmolLM2 + LoRA); results/generative/ and its section of docs/results.md",
+    )
+    e.add_argument("--examples", type=_positive, help="--generative: scored examples per task (default 100)")
+    e.add_argument(
+        "--generalist-k",
+        type=_positive,
+        help="--generative: the generalist trains for k times a learnware's optimizer steps (default 3)",
+    )
+    e.add_argument(
+        "--learnwares", help="--generative: only these learnwares (comma-separated; a partial run)"
+    )
+    e.add_argument("--tasks", help="--generative: only these user tasks (comma-separated; a partial run)")
     r = command(
         "report",
         "render the plots, docs/results.md and the README table again from results/*.json",

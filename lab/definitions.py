@@ -15,11 +15,40 @@ from pathlib import Path
 
 from lmdock.client.publish.training import TrainingConfig
 from lmdock.common.card import Card
+from lmdock.common.embedder_files import DEFAULT_EMBEDDER
 from lmdock.common.errors import InvalidArgument
 from lmdock.lab.building import PUBLISHER, Recipe
 from lmdock.lab.datasets import Record, Selection, load_records, position, select
 
-__all__ = ["LearnwareDef", "MarketDef", "MaterializedMarket", "TaskDef", "UserTask", "materialize"]
+__all__ = [
+    "LearnwareDef",
+    "MarketDef",
+    "MaterializedMarket",
+    "Prompt",
+    "TaskDef",
+    "UserTask",
+    "materialize",
+]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """How a record becomes a generative learnware's instruction, and how its answer is scored.
+
+    The record's text is cut to 3 * max_tokens characters (a long context loses its end, not the
+    question that heads it) and put into `template`; `{choices}` lists the answer set. A closed
+    answer set (labels, letters) is scored by log-likelihood over its choices; an open one by
+    the gold continuation's token probability (`lmdock.lab.loglik`).
+    """
+
+    template: str = "{text}"
+    max_tokens: int = 128  # the whole prompt's cap, in tokens (chat template included)
+    closed: bool = True
+
+    def render(self, text: str, choices: Sequence[str]) -> str:
+        cap = 3 * self.max_tokens
+        cut = text if len(text) <= cap else text[:cap].rstrip() + " …"
+        return self.template.format(text=cut, choices=", ".join(choices))
 
 
 @dataclass(frozen=True)
@@ -34,6 +63,9 @@ class LearnwareDef:
     #: None: about EXAMPLES_SEEN training examples in all (3 to 8 epochs).
     epochs: int | None = None
     eval_fraction: float = 0.15
+    #: A generative learnware (None: a classifier): its prompt, base model and training settings.
+    prompt: Prompt | None = None
+    training: TrainingConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +75,7 @@ class TaskDef:
     description: str
     data: tuple[Selection, ...]
     right: tuple[str, ...]  # learnwares that count as the right answer for identification
+    prompt: Prompt | None = None  # a generative task (None: classification)
 
 
 @dataclass(frozen=True)
@@ -51,6 +84,7 @@ class MarketDef:
     learnwares: tuple[LearnwareDef, ...]
     tasks: tuple[TaskDef, ...]
     licences: dict[str, str]  # data set -> licence and attribution
+    base_model: str = DEFAULT_EMBEDDER
 
 
 @dataclass(frozen=True)
@@ -62,6 +96,10 @@ class UserTask:
     labels: tuple[str, ...]
     right: tuple[str, ...]
     datasets: tuple[str, ...]
+    #: Generative tasks: the instructions the model reads, and the closed answer set (() = open).
+    prompts: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()
+    prompt_tokens: int = 0  # the prompts' token cap (`Prompt.max_tokens`)
 
     @property
     def label_set(self) -> tuple[str, ...]:
@@ -105,18 +143,34 @@ class _Data:
 
 
 def _recipe(
-    definition: LearnwareDef, selected: list[tuple[Record, str]], licences: dict[str, str], quick: bool
+    definition: LearnwareDef,
+    selected: list[tuple[Record, str]],
+    licences: dict[str, str],
+    quick: bool,
+    base_model: str,
 ) -> Recipe:
     # in split order across all selections, so a multi-source learnware evaluates on every source
     pairs = sorted(selected, key=lambda p: position(p[0].dataset, p[0].id))
     n_eval = math.ceil(definition.eval_fraction * len(pairs))
     evaluation, train = pairs[:n_eval], pairs[n_eval:]
     labels = tuple(sorted({label for _, label in train}))
-    if len(labels) < 2 or not evaluation:
+    prompt = definition.prompt
+    if prompt is not None and not prompt.closed:
+        labels = ()
+    if (prompt is None and len(labels) < 2) or not evaluation or not train:
         raise InvalidArgument(f"learnware {definition.id}: too little data ({len(pairs)} records)")
-    config = TrainingConfig(epochs=_epochs(definition, len(train)), max_tokens=definition.max_tokens)
-    if quick:
-        config = TrainingConfig(epochs=3, max_tokens=32)
+    if definition.training is not None:
+        config = definition.training  # a generative learnware states its settings
+    else:
+        config = TrainingConfig(epochs=_epochs(definition, len(train)), max_tokens=definition.max_tokens)
+        if quick:
+            config = TrainingConfig(epochs=3, max_tokens=32)
+
+    def shown(records: list[tuple[Record, str]]) -> tuple[str, ...]:
+        if prompt is None:
+            return tuple(r.text for r, _ in records)
+        return tuple(prompt.render(r.text, labels) for r, _ in records)
+
     datasets = sorted({s.dataset for s in definition.data})
     return Recipe(
         card=Card(
@@ -129,11 +183,15 @@ def _recipe(
             tags=definition.tags,
         ),
         labels=labels,
-        train_texts=tuple(r.text for r, _ in train),
+        train_texts=shown(train),
         train_labels=tuple(label for _, label in train),
-        eval_texts=tuple(r.text for r, _ in evaluation),
+        eval_texts=shown(evaluation),
         eval_labels=tuple(label for _, label in evaluation),
         training=config,
+        # the spec summarises the raw texts, as a user's spec does (the prompt is the model's side)
+        spec_texts=() if prompt is None else tuple(r.text for r, _ in train),
+        kind="classification" if prompt is None else "generation",
+        base_model=base_model,
     )
 
 
@@ -141,6 +199,8 @@ def _task(definition: TaskDef, data: _Data) -> tuple[UserTask, list[Record]]:
     pairs = data.pairs(definition.data)
     if len(pairs) < 20:
         raise InvalidArgument(f"task {definition.id}: only {len(pairs)} records")
+    prompt = definition.prompt
+    choices = tuple(sorted({label for _, label in pairs})) if prompt is not None and prompt.closed else ()
     task = UserTask(
         id=definition.id,
         domain=definition.domain,
@@ -149,6 +209,9 @@ def _task(definition: TaskDef, data: _Data) -> tuple[UserTask, list[Record]]:
         labels=tuple(label for _, label in pairs),
         right=definition.right,
         datasets=tuple(sorted({s.dataset for s in definition.data})),
+        prompts=() if prompt is None else tuple(prompt.render(r.text, choices) for r, _ in pairs),
+        choices=choices,
+        prompt_tokens=0 if prompt is None else prompt.max_tokens,
     )
     return task, [r for r, _ in pairs]
 
@@ -166,7 +229,10 @@ def materialize(catalogue: MarketDef, root: Path, *, quick: bool = False) -> Mat
     selected = {d.id: data.pairs(d.data) for d in catalogue.learnwares}
     used_ids = {(r.dataset, r.id) for pairs in selected.values() for r, _ in pairs}
     used_texts = {_normal(r.text) for pairs in selected.values() for r, _ in pairs}
-    recipes = tuple(_recipe(d, selected[d.id], catalogue.licences, quick) for d in catalogue.learnwares)
+    recipes = tuple(
+        _recipe(d, selected[d.id], catalogue.licences, quick, catalogue.base_model)
+        for d in catalogue.learnwares
+    )
     tasks = []
     for definition in catalogue.tasks:
         unknown = set(definition.right) - set(ids)

@@ -27,7 +27,7 @@ from lmdock.client.cache import AdapterCache
 from lmdock.client.connection import MarketClient
 from lmdock.client.spec_release import features_of
 from lmdock.common.errors import InvalidArgument
-from lmdock.lab.building import Built, CachingEmbedder, build_packages, publisher_key
+from lmdock.lab.building import Built, CachingEmbedder, build_in
 from lmdock.lab.cost import measure_cost
 from lmdock.lab.definitions import MaterializedMarket, materialize
 from lmdock.lab.embedded import embedded_market
@@ -36,7 +36,7 @@ from lmdock.lab.reference_market import FULL, QUICK
 from lmdock.lab.scoring import compute_scores
 from lmdock.lab.selection import Ranking, draw_rankings, retriever_ranking
 
-__all__ = ["FULL_SETTINGS", "QUICK_SETTINGS", "Settings", "evaluate"]
+__all__ = ["FULL_SETTINGS", "QUICK_SETTINGS", "Clock", "Settings", "evaluate", "publish_packages"]
 
 Log = Callable[[str], None]
 
@@ -61,7 +61,7 @@ FULL_SETTINGS = Settings(
 QUICK_SETTINGS = Settings(quick=True, epsilons=(0.5, 1.0, math.inf), sizes=(25, 100), repeats=3)
 
 
-class _Clock:
+class Clock:
     """Seconds spent in each step of the run (printed as it goes)."""
 
     def __init__(self, log: Log) -> None:
@@ -76,7 +76,7 @@ class _Clock:
         self.log(f"[{name}: {self.laps[-1]['seconds']} s]")
 
 
-def _publish(address: str, built: list[Built]) -> list[float]:
+def publish_packages(address: str, built: list[Built]) -> list[float]:
     seconds = []
     with MarketClient(address) as publisher:
         for b in built:
@@ -122,7 +122,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Everything the report needs, as plain data."""
     started = time.perf_counter()
-    clock = _Clock(log)
+    clock = Clock(log)
     catalogue = QUICK if settings.quick else FULL
     market = materialize(catalogue, data_root, quick=settings.quick)
     log(f"{catalogue.name}: {len(market.recipes)} learnwares, {len(market.tasks)} user tasks")
@@ -133,17 +133,9 @@ def evaluate(
     ):
         profile = client.profile()  # the market decides the profile; specs are recomputed under it
         embedder = CachingEmbedder(profile)
-        built = build_packages(
-            market.recipes,
-            workdir / "packages",
-            profile=profile,
-            key_file=publisher_key(workdir),
-            log=log,
-            embedder=embedder,
-            jobs=jobs,
-        )
+        built = build_in(workdir, market.recipes, profile=profile, log=log, embedder=embedder, jobs=jobs)
         clock.lap("build")
-        upload_seconds = _publish(address, built)
+        upload_seconds = publish_packages(address, built)
         clock.lap("publish")
         log(f"published {len(built)} learnwares on {address} (profile {profile.profile_id})")
         scores = compute_scores(

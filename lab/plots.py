@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_plots"]
+__all__ = ["write_generative_plot", "write_plots"]
 
 DPI = 90
 
@@ -65,13 +65,18 @@ def _reuse(plt: Any, results: dict[str, Any], out: Path) -> None:
         ("selected (ε=1)", [sel[d]["labels"]["selected"]["mean"] for d in domains]),
         ("oracle", [base[d]["oracle"] for d in domains]),
     ]
+    _bars(plt, domains, bars, "accuracy", out)
+
+
+def _bars(plt: Any, domains: list[str], bars: list[tuple[str, list[float]]], ylabel: str, out: Path) -> None:
+    """One group of bars per domain, one bar per column."""
     fig, ax = plt.subplots(figsize=(7.2, 3.6))
     width = 0.8 / len(bars)
     for i, (name, values) in enumerate(bars):
         ax.bar([j + i * width for j in range(len(domains))], values, width, label=name)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(domains))])
     ax.set_xticklabels(domains)
-    ax.set_ylabel("accuracy")
+    ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.1))
     fig.tight_layout()
@@ -101,3 +106,13 @@ def write_plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
     )
     _reuse(plt, results, paths[2])
     return paths
+
+
+def write_generative_plot(results: dict[str, Any], out_dir: Path, names: dict[str, str]) -> Path:
+    """generative.png: the generative market's domain averages, one bar per column."""
+    summary = results["summary"]
+    domains = list(summary["domains"])
+    bars = [(names[c], [summary["domains"][d][c] for d in domains]) for c in summary["columns"]]
+    path = out_dir / "generative.png"
+    _bars(_pyplot(), domains, bars, "accuracy or gold-answer token probability", path)
+    return path

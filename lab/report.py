@@ -9,10 +9,19 @@ from typing import Any
 
 from lmdock.client.files import atomic_write_text
 from lmdock.common.errors import FailedPrecondition
-from lmdock.lab.plots import write_plots
+from lmdock.lab.gen_results_doc import GEN_BEGIN, GEN_END, NAMES, generative_markdown
+from lmdock.lab.plots import write_generative_plot, write_plots
 from lmdock.lab.results_doc import headline_table, results_markdown
 
-__all__ = ["README_BEGIN", "README_END", "load_results", "render", "write_report"]
+__all__ = [
+    "README_BEGIN",
+    "README_END",
+    "load_results",
+    "render",
+    "update_readme",
+    "write_generative_report",
+    "write_report",
+]
 
 README_BEGIN = "<!-- lmdock-lab:headline:begin -->"
 README_END = "<!-- lmdock-lab:headline:end -->"
@@ -37,15 +46,45 @@ def _rounded(scores: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def update_readme(readme: Path, block: str) -> bool:
-    """Replace the text between the README markers with `block`; False when there are no markers."""
+def update_readme(readme: Path, block: str, *, begin: str = README_BEGIN, end: str = README_END) -> bool:
+    """Replace the text between the markers with `block`; False when there are no markers."""
     text = readme.read_text(encoding="utf-8")
-    if README_BEGIN not in text or README_END not in text:
+    if begin not in text or end not in text:
         return False
-    head, rest = text.split(README_BEGIN, 1)
-    _, tail = rest.split(README_END, 1)
-    atomic_write_text(readme, f"{head}{README_BEGIN}\n{block}{README_END}{tail}", mode=PUBLISHED)
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    atomic_write_text(readme, f"{head}{begin}\n{block}{end}{tail}", mode=PUBLISHED)
     return True
+
+
+def _generative_block(docs: Path) -> str:
+    """The generative section already in `docs` (markers included), kept when the rest is rewritten."""
+    text = docs.read_text(encoding="utf-8") if docs.is_file() else ""
+    if GEN_BEGIN not in text or GEN_END not in text:
+        return ""
+    return GEN_BEGIN + text.split(GEN_BEGIN, 1)[1].split(GEN_END, 1)[0] + GEN_END + "\n"
+
+
+def write_generative_report(results: dict[str, Any], out_dir: Path, *, docs: Path | None) -> list[Path]:
+    """results/generative/*.json and the generative section of `docs` (appended when absent)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {
+        "market.json": {k: v for k, v in results.items() if k not in ("scores", "summary")},
+        "scores.json": results["scores"],
+        "summary.json": results["summary"],
+    }
+    written = []
+    for name, data in files.items():
+        _json(out_dir / name, data)
+        written.append(out_dir / name)
+    written.append(write_generative_plot(results, out_dir, NAMES))
+    if docs is not None:
+        block = generative_markdown(results, plot=os.path.relpath(out_dir / "generative.png", docs.parent))
+        if not (docs.is_file() and update_readme(docs, block, begin=GEN_BEGIN, end=GEN_END)):
+            before = docs.read_text(encoding="utf-8").rstrip() + "\n\n" if docs.is_file() else ""
+            atomic_write_text(docs, f"{before}{GEN_BEGIN}\n{block}{GEN_END}\n", mode=PUBLISHED)
+        written.append(docs)
+    return written
 
 
 def write_report(
@@ -109,7 +148,8 @@ def render(results: dict[str, Any], out_dir: Path, *, docs: Path | None, readme:
     written = write_plots(results, out_dir)
     if docs is not None:
         text = results_markdown(results, plots_from=os.path.relpath(out_dir, docs.parent))
-        atomic_write_text(docs, text, mode=PUBLISHED)
+        kept = _generative_block(docs)
+        atomic_write_text(docs, f"{text}\n{kept}" if kept else text, mode=PUBLISHED)
         written.append(docs)
     if readme is not None and update_readme(
         readme, headline_table(results, plot=os.path.relpath(out_dir, readme.parent))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["headline_table", "results_markdown"]
+__all__ = ["headline_table", "results_markdown", "table"]
 
 COMMAND = "nice -n 10 lmdock-lab eval --data ../shared/data --jobs 2"
 PAPER = (
@@ -22,7 +22,7 @@ def _pm(ms: dict[str, float]) -> str:
     return f"{100 * ms['mean']:.1f} ± {100 * ms['std']:.1f}"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
@@ -98,7 +98,7 @@ def headline_table(results: dict[str, Any], *, plot: str) -> str:
     return (
         "Accuracy (%) on held-out user tasks, mean ± std over "
         f"{results['settings']['repeats']} private searches per task (ε = 1, δ = 1e-6, up to 300 texts):\n\n"
-        + _table(REUSE_HEADER, _reuse_rows(results))
+        + table(REUSE_HEADER, _reuse_rows(results))
         + f"\n![selection under differential privacy]({plot}/privacy_epsilon.png)\n\n"
         f"Regenerate with `{COMMAND}` (results/, the plots, docs/results.md and this table). "
         + _timing(results)
@@ -254,7 +254,7 @@ def results_markdown(results: dict[str, Any], *, plots_from: str) -> str:
         "`lab/results_doc.py` and rerun.\n",
         f"**Reference point.** {PAPER}\n",
         "## Headline (ε = 1, δ = 1e-6)\n",
-        _table(REUSE_HEADER, _reuse_rows(results)),
+        table(REUSE_HEADER, _reuse_rows(results)),
         _targets(results),
         f"Means over tasks; ± is the std over {s['repeats']} repeated private searches per task (fresh "
         "CSPRNG noise each); everything else is seeded and deterministic. 'selected' takes the best-ranked "
@@ -262,7 +262,7 @@ def results_markdown(results: dict[str, Any], *, plots_from: str) -> str:
         f"![reuse per domain]({plots_from}/reuse.png)\n",
         "More baselines: *random (can answer)* draws only among the learnwares that share a label with "
         "the task; *spec only* takes the first-ranked learnware whatever its labels.\n",
-        _table(
+        table(
             ["domain", "random (can answer)", "selected, spec only", "LoraRetriever-style, spec only"],
             [
                 [
@@ -281,12 +281,12 @@ def results_markdown(results: dict[str, Any], *, plots_from: str) -> str:
         f"{results['profile']['max_tokens']} tokens). Every spec is computed under the market's profile at "
         "build time; nothing is hard-coded.\n",
         "### Learnwares\n",
-        _table(
+        table(
             ["id", "domain", "data", "labels", "train", "held-out acc.", "base zero-shot", "majority"],
             lw_rows,
         ),
         "### Per task (ε = 1)\n",
-        _table(
+        table(
             [
                 "task",
                 "domain",
@@ -305,7 +305,7 @@ def results_markdown(results: dict[str, Any], *, plots_from: str) -> str:
         "## Identification\n",
         "Top-1: the pick is one of the task's right learnwares; top-3: one of them is among the first three "
         "candidates; ties: the pick scores as high as the oracle. Percent, mean ± std over draws.\n",
-        _table(
+        table(
             [
                 "domain",
                 "top-1",
@@ -325,19 +325,19 @@ def results_markdown(results: dict[str, Any], *, plots_from: str) -> str:
         "## Privacy\n",
         f"![epsilon]({plots_from}/privacy_epsilon.png)\n![task size]({plots_from}/privacy_size.png)\n",
         "Against ε (whole task):\n",
-        _table(
+        table(
             ["ε", "selected", "selected / oracle", "top-1", "top-1 (spec only)"],
             _privacy_rows(results["privacy"]["epsilon"], "epsilon"),
         ),
         _unavailable_note(results),
         "Against the task size n at ε = 1 (each repeat a seeded random subset of n texts; a task with "
         "fewer texts uses all of them; the selected learnware is scored on the whole task):\n",
-        _table(
+        table(
             ["n", "selected", "selected / oracle", "top-1", "top-1 (spec only)"],
             _privacy_rows(results["privacy"]["size"], "n"),
         ),
         "## Cost\n",
-        _table(
+        table(
             ["step", "seconds (median)", "bytes"],
             [
                 [
@@ -368,7 +368,7 @@ def results_markdown(results: dict[str, Any], *, plots_from: str) -> str:
         "Times were taken on 2 CPU cores shared with other jobs, so they vary from run to run.\n",
         LIMITS,
         "## Data and licences\n",
-        _table(["data set", "licence; attribution"], licence_rows),
+        table(["data set", "licence; attribution"], licence_rows),
         "Source repositories, commits and how each sample was cut: the `SOURCE.md` next to each data set "
         "in the shared data folder; the demo's samples and their licence files: `lab/data/`.\n",
         "## Reproduce\n",

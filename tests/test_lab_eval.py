@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ from lmdock.client.runtime import load_learnware
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.package import TaskInfo
 from lmdock.lab.cli import main
+from lmdock.lab.gen_metrics import COLUMNS
+from lmdock.lab.gen_results_doc import GEN_BEGIN, GEN_END
 from lmdock.lab.report import README_BEGIN, README_END, update_readme
 
 from tests.helpers import LABELS, make_adapter
@@ -90,3 +93,56 @@ def test_classifier_answers_only_with_the_labels_asked_for(tiny_bert: Path, tmp_
     assert set(model.predict(texts)) <= set(LABELS)
     with pytest.raises(InvalidArgument, match="none of the labels"):
         model.predict(texts, labels=["unknown"])
+
+
+@pytest.mark.slow
+def test_generative_quick_eval_produces_every_column_and_a_win_tie_loss_table(
+    smollm2: Path, tmp_path: Path, capsys
+) -> None:
+    threads = torch.get_num_threads()
+    docs = tmp_path / "results.md"
+    docs.write_text("# Results\n\nthe classifier's report\n")
+    argv = ["eval", "--generative", "--quick", "--json", "--workdir", str(tmp_path / "work")]
+    argv += ["--out", str(tmp_path / "generative"), "--docs", str(docs)]
+    try:
+        assert main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)
+    brief = json.loads(capsys.readouterr().out)
+    assert brief["columns"] == list(COLUMNS)
+    assert {lap["step"] for lap in brief["timings"]} >= {"build", "scores", "scores:lower", "scores:upper"}
+    summary = json.loads((tmp_path / "generative" / "summary.json").read_text())
+    assert len(summary["per_task"]) == 3
+    for row in summary["per_task"]:
+        assert set(row["values"]) == set(row["ci"]) == set(COLUMNS)
+        assert set(row["wtl"]) == set(COLUMNS) - {"selected"}
+        assert row["n"] == 6 and row["metric"] == "accuracy"
+        assert row["values"]["oracle"] >= row["values"]["random"]
+    for outcome in summary["wtl"].values():
+        assert sum(outcome.values()) == 3
+    assert set(summary["domains"]) == {"all", "finance", "medical", "math"}
+    assert (tmp_path / "generative" / "generative.png").read_bytes().startswith(b"\x89PNG")
+    text = docs.read_text()
+    assert text.startswith("# Results\n\nthe classifier's report\n") and text.count(GEN_BEGIN) == 1
+    assert "Win / tie / loss" in text and "**Partial run**" in text
+    # a second run reads packages and scores back from the cache and replaces the section in place
+    assert main(argv) == 0
+    assert docs.read_text().count(GEN_BEGIN) == 1
+
+
+def test_a_generative_partial_run_names_what_it_does_not_know(tmp_path: Path, capsys) -> None:
+    argv = ["eval", "--generative", "--quick", "--workdir", str(tmp_path), "--learnwares", "nope"]
+    assert main(argv) == 2
+    assert "no learnware nope in the generative-quick market" in capsys.readouterr().err
+
+
+def test_rerendering_the_classifier_report_keeps_the_generative_section(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(Path(__file__).parents[1] / "results", results, ignore=shutil.ignore_patterns("*.png"))
+    docs = tmp_path / "results.md"
+    section = f"{GEN_BEGIN}\n## Generative market\n\nits tables\n{GEN_END}\n"
+    docs.write_text(f"old classifier report\n\n{section}")
+    assert main(["report", "--out", str(results), "--docs", str(docs), "--no-readme"]) == 0
+    text = docs.read_text()
+    assert "old classifier report" not in text and text.startswith("# Results")
+    assert text.endswith(section) and text.count(GEN_BEGIN) == 1

@@ -21,19 +21,39 @@ from typing import Any
 
 import torch
 from lmdock.client.heads import check_mean_pooling, classification_logits
-from lmdock.client.prompts import answer_text, has_chat_template, instruction_prompt
+from lmdock.client.prompts import answer_ids, prompt_ids
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.package import TaskInfo
 from peft import LoraConfig, TaskType, get_peft_model
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-__all__ = ["TaskModel", "attention_targets", "load_task_model"]
+__all__ = ["TaskModel", "attention_targets", "load_task_model", "top_layers"]
 
 #: LoRA goes on the attention query/value projections; their names differ by architecture.
 _ATTENTION_NAMES = (("q_proj", "v_proj"), ("query", "value"), ("q_lin", "v_lin"), ("c_attn",))
 #: Task heads trained in full and saved with the adapter, where the architecture has them.
 _HEAD_NAMES = ("pre_classifier", "classifier", "score", "pooler")
 IGNORE = -100
+
+
+def top_layers(model: Any, targets: Sequence[str], layers: int) -> list[str]:
+    """The `targets` modules of the top `layers` transformer layers, by full name (all: just `targets`).
+
+    Named one by one, not with PEFT's `layers_to_transform`: a package may choose modules only by
+    name (`lmdock.common.adapter_config`), and the market refuses layer selectors.
+    """
+    if layers == 0:
+        return list(targets)
+    total = int(model.config.num_hidden_layers)
+    if layers > total:
+        raise InvalidArgument(f"the base model has {total} layers; cannot adapt the top {layers}")
+    names = []
+    for name, _ in model.named_modules():
+        parts = name.split(".")
+        numbers = [int(p) for p in parts if p.isdigit()]
+        if parts[-1] in targets and numbers and numbers[0] >= total - layers:
+            names.append(name)
+    return names
 
 
 def attention_targets(model: torch.nn.Module) -> tuple[str, ...]:
@@ -71,19 +91,13 @@ class TaskModel:
         logits = classification_logits(self.model, batch, self.task.pooling)
         return torch.nn.functional.cross_entropy(logits, torch.tensor([index[y] for y in labels]))
 
-    def _token_ids(self, text: str, *, prompt: bool) -> list[int]:
-        """A prompt gets the tokenizer's special tokens unless a chat template wrote its own."""
-        specials = prompt and not has_chat_template(self.tokenizer)
-        ids = self.tokenizer(text, truncation=prompt, max_length=self.max_tokens, add_special_tokens=specials)
-        return list(ids["input_ids"])
-
     def _generation_loss(self, prompts: Sequence[str], answers: Sequence[str]) -> torch.Tensor:
         ids, labels = [], []
         end = [self.eos_id] if self.eos_id is not None else []
         for prompt, answer in zip(prompts, answers, strict=True):
             # the prompt is tokenized exactly as the runtime does before generating
-            p = self._token_ids(instruction_prompt(self.tokenizer, prompt), prompt=True)
-            a = self._token_ids(answer_text(self.tokenizer, answer), prompt=False)[: self.max_tokens] + end
+            p = prompt_ids(self.tokenizer, prompt, max_tokens=self.max_tokens)
+            a = answer_ids(self.tokenizer, answer)[: self.max_tokens] + end
             ids.append(p + a)
             labels.append([IGNORE] * len(p) + a)
         width = max(len(x) for x in ids)
@@ -110,11 +124,13 @@ def load_task_model(
     alpha: int,
     dropout: float,
     target_modules: Sequence[str] = (),
+    layers: int = 0,
 ) -> TaskModel:
     """The base model in `folder` with a fresh LoRA adapter for `task` (only LoRA and heads train).
 
     A mean-pooled classifier (`task.pooling == "mean"`) keeps only `classifier` as its head:
-    the [CLS] pooler is not used (see `lmdock.client.heads`).
+    the [CLS] pooler is not used (see `lmdock.client.heads`). `layers` > 0 puts LoRA on the top
+    `layers` layers only.
     """
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if task.kind == "classification":
@@ -139,7 +155,7 @@ def load_task_model(
         r=rank,
         lora_alpha=alpha,
         lora_dropout=dropout,
-        target_modules=list(target_modules or attention_targets(model)),
+        target_modules=top_layers(model, target_modules or attention_targets(model), layers),
         modules_to_save=heads or None,
     )
     peft_model = get_peft_model(model, lora)

@@ -49,8 +49,13 @@ class TrainingConfig:
     dropout: float = 0.05
     seed: int = 0
     target_modules: tuple[str, ...] = ()  # () = the base model's attention query/value projections
+    #: LoRA on the top `layers` decoder layers only (0: all): backward stops below them, and the
+    #: frozen lower layers' activations are shared by every such adapter (`lmdock.lab.loglik`).
+    layers: int = 0
 
     def __post_init__(self) -> None:
+        if self.layers < 0:
+            raise InvalidArgument(f"training layers must be 0 (all) or more, got {self.layers}")
         for name in ("epochs", "batch_size", "max_tokens", "rank", "alpha"):
             if getattr(self, name) < 1:
                 raise InvalidArgument(f"training {name} must be at least 1, got {getattr(self, name)}")
@@ -117,6 +122,7 @@ def train_adapter(
         alpha=config.alpha,
         dropout=config.dropout,
         target_modules=config.target_modules,
+        layers=config.layers,
     )
     tm.model.train()
     started = time.perf_counter()

@@ -1,0 +1,157 @@
+"""Log-likelihood scoring of a causal LM, lm-evaluation-harness style, at CPU cost.
+
+Every question put to the model is a token sequence and the (position, token) pairs to read:
+log p(token | the sequence before position + 1). Three kinds of question are built on that:
+
+* `choice_logprobs`: log p(choice | prompt) for each of a closed set of choices. When every
+  choice is one token (letters, yes/no, ...), ONE forward pass of the prompt reads them all
+  from the next-token distribution; otherwise each choice is its own sequence, prompt + choice,
+  and its log-likelihood is the sum over its tokens (the harness's `acc`, unnormalised).
+* `gold_logprobs`: the per-token log-likelihoods of a gold continuation (teacher-forced).
+* the vocabulary projection runs only at the positions read, never over the whole sequence
+  (at 49k tokens it costs as much as several layers).
+
+`SplitModel` runs the decoder in two parts: the lower layers once (no adapter touches them,
+they are frozen), and the upper layers once per adapter on the cached lower activations, so
+scoring k top-layer adapters costs lower + k * upper instead of k * (lower + upper).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from transformers.masking_utils import create_causal_mask
+
+__all__ = [
+    "Lower",
+    "Question",
+    "SplitModel",
+    "batches",
+    "choice_questions",
+    "gold_questions",
+    "read_choices",
+    "read_gold",
+]
+
+Floats = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Question:
+    ids: tuple[int, ...]
+    reads: tuple[tuple[int, int], ...]  # (position whose output is read, token whose log p is taken)
+
+
+def _continuation(prompt: Sequence[int], answer: Sequence[int]) -> Question:
+    ids = (*prompt, *answer)
+    return Question(ids, tuple((len(prompt) - 1 + j, t) for j, t in enumerate(answer)))
+
+
+def choice_questions(prompts: Sequence[Sequence[int]], choices: Sequence[Sequence[int]]) -> list[Question]:
+    """One question per prompt when every choice is a single distinct token, else one per (prompt, choice)."""
+    firsts = [c[0] for c in choices if len(c) == 1]
+    if len(firsts) == len(choices) and len(set(firsts)) == len(firsts):
+        return [Question(tuple(p), tuple((len(p) - 1, t) for t in firsts)) for p in prompts]
+    return [_continuation(p, c) for p in prompts for c in choices]
+
+
+def read_choices(answers: Sequence[Floats], n_prompts: int, n_choices: int) -> Floats:
+    """(prompts, choices) log-likelihoods from what `choice_questions`' questions returned."""
+    if len(answers) == n_prompts:  # the one-pass form
+        return np.stack(answers)
+    return np.array([a.sum() for a in answers]).reshape(n_prompts, n_choices)
+
+
+def gold_questions(prompts: Sequence[Sequence[int]], golds: Sequence[Sequence[int]]) -> list[Question]:
+    return [_continuation(p, g) for p, g in zip(prompts, golds, strict=True)]
+
+
+def read_gold(answers: Sequence[Floats]) -> Floats:
+    """Per example: exp(mean token log-likelihood) of the gold continuation, in (0, 1]."""
+    return np.array([float(np.exp(a.mean())) for a in answers])
+
+
+@dataclass
+class Lower:
+    """A batch's activations after the lower layers, ready for any adapter's upper layers."""
+
+    hidden: torch.Tensor
+    mask: Any
+    positions: Any
+    rotary: tuple[torch.Tensor, torch.Tensor]
+    questions: Sequence[Question]
+
+
+class SplitModel:
+    """A Llama-style causal LM (peft-wrapped or not) run as lower layers [0, split) and upper [split, L)."""
+
+    def __init__(self, model: Any, split: int, *, pad_id: int) -> None:
+        self.model = model
+        self.decoder = model.get_decoder()
+        self.head = model.get_output_embeddings()
+        self.split = split
+        self.pad_id = pad_id
+        if not 0 <= split <= len(self.decoder.layers):
+            raise ValueError(f"split {split} outside the model's {len(self.decoder.layers)} layers")
+
+    @torch.inference_mode()
+    def lower(self, questions: Sequence[Question]) -> Lower:
+        """Embed a batch (right-padded) and run the lower layers."""
+        width = max(len(q.ids) for q in questions)
+        ids = torch.tensor([list(q.ids) + [self.pad_id] * (width - len(q.ids)) for q in questions])
+        attention = torch.tensor([[1] * len(q.ids) + [0] * (width - len(q.ids)) for q in questions])
+        hidden = self.decoder.embed_tokens(ids)
+        positions = torch.arange(width).unsqueeze(0)
+        mask = create_causal_mask(
+            config=self.decoder.config,
+            inputs_embeds=hidden,
+            attention_mask=attention,
+            cache=None,
+            position_ids=positions,
+        )
+        rotary = self.decoder.rotary_emb(hidden, position_ids=positions)
+        lower = Lower(hidden, mask, positions, rotary, questions)
+        lower.hidden = self._layers(lower, hidden, self.decoder.layers[: self.split])
+        return lower
+
+    def _layers(self, lower: Lower, hidden: torch.Tensor, layers: Any) -> torch.Tensor:
+        for layer in layers:
+            hidden = layer(
+                hidden,
+                attention_mask=lower.mask,
+                position_embeddings=lower.rotary,
+                position_ids=lower.positions,
+            )
+        return hidden
+
+    @torch.inference_mode()
+    def upper(self, lower: Lower) -> list[Floats]:
+        """The upper layers (with whatever adapter is active) and each question's read log p's."""
+        hidden = self.decoder.norm(self._layers(lower, lower.hidden, self.decoder.layers[self.split :]))
+        rows = [i for i, q in enumerate(lower.questions) for _ in q.reads]
+        cols = [p for q in lower.questions for p, _ in q.reads]
+        tokens = torch.tensor([t for q in lower.questions for _, t in q.reads])
+        logp = torch.log_softmax(self.head(hidden[rows, cols]).float(), dim=-1)
+        picked = logp[torch.arange(len(tokens)), tokens].double().numpy()
+        out, start = [], 0
+        for q in lower.questions:
+            out.append(picked[start : start + len(q.reads)])
+            start += len(q.reads)
+        return out
+
+
+def batches(questions: Sequence[Question], *, tokens: int) -> Iterator[list[Question]]:
+    """Questions in order, grouped so that a batch holds about `tokens` padded tokens."""
+    batch: list[Question] = []
+    for q in questions:
+        if batch and (len(batch) + 1) * max(len(q.ids), *(len(b.ids) for b in batch)) > tokens:
+            yield batch
+            batch = []
+        batch.append(q)
+    if batch:
+        yield batch
