@@ -43,6 +43,7 @@ from lmdock.server.app import ServerSettings, create_server
 from lmdock.server.identity import Role
 from lmdock.server.limits import RateLimits
 from lmdock.server.market import Market
+from lmdock.server.workers import one_blas_thread
 from lmdock.v1 import market_pb2 as pb
 from raw_grpc import RawServer
 
@@ -130,7 +131,15 @@ def main() -> None:
     parser.add_argument("--learnwares", type=int, default=10_000)
     parser.add_argument("--callers", default="1,8,32")
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--blas-threads",
+        choices=("one", "library"),
+        default="one",
+        help="one BLAS thread, as lmdock-market serve runs (default), or the BLAS library's own count",
+    )
     args = parser.parse_args()
+    if args.blas_threads == "one":
+        one_blas_thread()
     profile = make_profile()
     with tempfile.TemporaryDirectory(prefix="lmdock-rpc-") as tmp:
         work = Path(tmp)
@@ -183,6 +192,7 @@ def main() -> None:
             {
                 "learnwares": args.learnwares,
                 "seconds": args.seconds,
+                "blas_threads": args.blas_threads,
                 "rows": rows,
                 "no_key_cache": no_key_cache,
                 "machine": {

@@ -29,6 +29,7 @@ from lmdock.server.keys_cli import add_keys_commands
 from lmdock.server.limits import RateLimits, StreamLimits
 from lmdock.server.market import CHANGE_POLL_S, Market, MarketLimits
 from lmdock.server.observability import Observer, serve_metrics
+from lmdock.server.workers import one_blas_thread
 
 log = logging.getLogger("lmdock.market")
 
@@ -68,6 +69,7 @@ def _serve(args: argparse.Namespace) -> int:
         ),
         reflection=args.reflection,
     )
+    one_blas_thread()
     market = Market.open(
         data_dir,
         profile=profile,

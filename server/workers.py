@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-__all__ = ["Workers"]
+__all__ = ["Workers", "one_blas_thread"]
 
 T = TypeVar("T")
 
@@ -28,3 +28,16 @@ class Workers:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def one_blas_thread() -> None:
+    """Run BLAS (each search's matrix-vector product) on one thread in this process.
+
+    The worker pool already runs searches side by side; BLAS threads on top of it oversubscribe
+    the cores and thrash (`benchmarks/rpc.py`, 10k learnwares, 8 callers: 86 Search QPS with
+    OpenBLAS' own threads, 657 with one). Called by `lmdock-market serve`, whose process is the
+    market's alone; an embedded market leaves its host process's BLAS as it is.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
