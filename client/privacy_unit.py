@@ -23,6 +23,7 @@ from lmdock.common.canonical import sha256_hex
 from lmdock.common.errors import InvalidArgument
 
 __all__ = [
+    "NAME",
     "DataSet",
     "check_name",
     "dataset_id",
@@ -31,14 +32,15 @@ __all__ = [
     "encode_fingerprints",
 ]
 
-_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+#: A data set's name, and a daemon task's (it names the task's data set); match with fullmatch.
+NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _CONTENT_KEY = re.compile(r"[0-9a-f]{64}")
 _FINGERPRINT_BYTES = 8
 
 
 def check_name(name: str) -> str:
     """A data set name: 1-64 characters of a-z, 0-9, '.', '_', '-' (not a 64-hex content key)."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or _CONTENT_KEY.fullmatch(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name) or _CONTENT_KEY.fullmatch(name):
         raise InvalidArgument(
             f"data set name {name!r} must be 1-64 characters of a-z, 0-9, '.', '_', '-', starting "
             "with a letter or digit (and not a 64-digit hex string)"

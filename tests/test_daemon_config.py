@@ -68,6 +68,8 @@ def test_tasks_and_sizes(tmp_path: Path) -> None:
         ("[market]\ntls_pin_sha256 = 'abc'\n", "must be a sha256 in hex"),
         ("[market]\ntls_server_name = 'market'\n", "tls_server_name needs TLS"),
         ("[[tasks]]\nname = 'Bad Name'\ndata = 'x'\n", "task name 'Bad Name' must be"),
+        # the whole name must match: a trailing newline would end a log line early
+        ("[[tasks]]\nname = \"triage\\n\"\ndata = 'x'\n", "task name 'triage\\n' must be"),
         ("[[tasks]]\nname = 'a'\n", "needs a data file"),
         ("[[tasks]]\nname = 'a'\ndata = 'x'\n[[tasks]]\nname = 'a'\ndata = 'y'\n", "named twice: a"),
         ("tasks = 3\n", "array of tables"),

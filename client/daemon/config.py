@@ -18,6 +18,7 @@ from typing import Any
 
 from lmdock.client.addresses import is_loopback
 from lmdock.client.cache import default_cache_dir
+from lmdock.client.privacy_unit import NAME
 from lmdock.client.task import FORMATS, MIN_SEARCH_RECORDS
 from lmdock.common.accounting import DELTA_CEILING
 from lmdock.common.errors import InvalidArgument
@@ -36,7 +37,7 @@ __all__ = [
     "parse_size",
 ]
 
-TASK_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+TASK_NAME = NAME  # a task's name is its data set's name (`lmdock.client.privacy_unit`)
 DEVICES = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -220,7 +221,7 @@ class TaskSettings:
     learnware: str = ""  # pin a learnware id: no search, no privacy spent
 
     def __post_init__(self) -> None:
-        if not TASK_NAME.match(self.name):
+        if not TASK_NAME.fullmatch(self.name):
             raise InvalidArgument(
                 f"task name {self.name!r} must be 1-64 characters of a-z, 0-9, '.', '_', '-' "
                 "(it is the model name apps ask for)"

@@ -108,4 +108,4 @@ def _model(scope: Scope) -> str:
     model = scope.get("state", {}).get("model")
     if model is None:
         return "-"
-    return model if TASK_NAME.match(model) else "(not a task name)"
+    return model if TASK_NAME.fullmatch(model) else "(not a task name)"
