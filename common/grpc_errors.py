@@ -45,12 +45,19 @@ def rewrap_handler(
 ) -> grpc.RpcMethodHandler:
     """`handler` with its behaviour wrapped: by `stream` when it streams responses, else by
     `unary`; its kind and (de)serializers are kept. What a server interceptor returns."""
-    kind = next(k for k in _KINDS if getattr(handler, k) is not None)
     wrap = stream if handler.response_streaming else unary
+    return _rebuilt(handler, wrap, request_deserializer=handler.request_deserializer)
+
+
+def _rebuilt(
+    handler: grpc.RpcMethodHandler, wrap: Callable[[Any], Any], *, request_deserializer: Any
+) -> grpc.RpcMethodHandler:
+    """A handler of `handler`'s kind, behaviour `wrap(its behaviour)`, its response serializer."""
+    kind = next(k for k in _KINDS if getattr(handler, k) is not None)
     rebuild: Callable[..., grpc.RpcMethodHandler] = getattr(grpc, f"{kind}_rpc_method_handler")
     return rebuild(
         wrap(getattr(handler, kind)),
-        request_deserializer=handler.request_deserializer,
+        request_deserializer=request_deserializer,
         response_serializer=handler.response_serializer,
     )
 
@@ -143,13 +150,8 @@ def rewrap_aio_handler(
     """An aio `handler` whose behaviour is `wrap(behaviour)`: a coroutine function that answers a
     unary call by returning and a streaming one by writing (`drive_aio`). Its kind and
     serializers are kept, except that with `raw_requests` the wrapper gets the request bytes."""
-    kind = next(k for k in _KINDS if getattr(handler, k) is not None)
-    rebuild: Callable[..., grpc.RpcMethodHandler] = getattr(grpc, f"{kind}_rpc_method_handler")
-    return rebuild(
-        wrap(getattr(handler, kind)),
-        request_deserializer=None if raw_requests else handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+    deserializer = None if raw_requests else handler.request_deserializer
+    return _rebuilt(handler, wrap, request_deserializer=deserializer)
 
 
 async def drive_aio(
