@@ -27,7 +27,7 @@ from lmdock.server.observability import Observer, serve_metrics
 from lmdock.v1 import market_pb2 as pb
 from lmdock.v1 import market_pb2_grpc as pb_grpc
 
-from tests.helpers import cluster_spec, make_adapter, make_package, random_unit_rows
+from tests.helpers import cluster_spec, make_adapter, make_package, random_unit_rows, wait_for
 from tests.market_helpers import running_market, status_of
 
 
@@ -56,13 +56,6 @@ def upload_requests(package: Path, gate: threading.Event | None = None, *, fail_
         if fail_after is not None and n == fail_after:
             time.sleep(5)  # outlives the call's deadline
         yield pb.UploadRequest(chunk=data[start : start + 4096])
-
-
-def wait_for(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def test_rate_limit_per_key(tmp_path: Path, profile) -> None:

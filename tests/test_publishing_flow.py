@@ -20,7 +20,7 @@ from lmdock.common.package_reader import sign_package
 from lmdock.common.signing import generate_key
 from lmdock.lab.embedded import embedded_market
 
-from tests.helpers import cluster_spec, make_adapter, make_package
+from tests.helpers import cluster_spec, make_adapter, make_package, wait_for
 
 POSITIVE = ("good", "great", "fine", "nice", "happy")
 NEGATIVE = ("bad", "awful", "poor", "sad", "ugly")
@@ -240,7 +240,8 @@ def test_an_interrupted_upload_leaves_nothing_and_can_be_retried(
             pb_grpc.MarketServiceStub(channel).Upload(dropped_connection(), timeout=30)
         with MarketClient(address) as client:
             assert client.list() == []
-        assert [p for p in (tmp_path / "market" / "blobs").rglob("*") if p.is_file()] == []
+        # the caller learns of the failure before the market's handler, cancelled, cleans up
+        wait_for(lambda: [p for p in (tmp_path / "market" / "blobs").rglob("*") if p.is_file()] == [])
         assert cli_json(capsys, "publish", str(package), "--market", address)["uploaded"] is True
 
 
