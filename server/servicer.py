@@ -8,11 +8,13 @@ request; handlers pass the caller on (`caller_of`) where ownership matters, run 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
 from lmdock.common import serde
 from lmdock.common.errors import InvalidArgument
+from lmdock.server.blobs import BlobWriter
 from lmdock.server.interceptor import caller_of
 from lmdock.server.market import Market
 from lmdock.server.workers import Workers
@@ -82,7 +84,14 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
         first = await anext(messages, None)
         if first is None or first.WhichOneof("part") != "header":
             raise InvalidArgument("the first UploadRequest must carry the header")
-        writer = await self.run(self.market.begin_upload, sha256=first.header.sha256, size=first.header.size)
+        opening = asyncio.ensure_future(
+            self.run(self.market.begin_upload, sha256=first.header.sha256, size=first.header.size)
+        )
+        try:
+            writer = await asyncio.shield(opening)
+        except asyncio.CancelledError:  # the caller left while the writer's file was being made
+            opening.add_done_callback(_discard_opened)
+            raise
         try:
             async for message in messages:
                 if message.WhichOneof("part") != "chunk":
@@ -134,6 +143,11 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
         return pb.WhoAmIResponse(
             principal=caller.principal, role=caller.role.label, authenticated_by=caller.authenticated_by
         )
+
+
+def _discard_opened(opening: asyncio.Future[BlobWriter]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().discard()
 
 
 def _require_id(learnware_id: str) -> None:
