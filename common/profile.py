@@ -15,6 +15,7 @@ published spec, package and client comparable; docs/search.md derives the defaul
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -92,7 +93,7 @@ class SpecProfile:
         if not (math.isfinite(self.max_sigma) and 0 < self.max_sigma <= MAX_SIGMA):
             raise InvalidArgument(f"max_sigma must be in (0, {MAX_SIGMA:g}], got {self.max_sigma!r}")
 
-    @property
+    @functools.cached_property  # the profile is frozen; every Search compares against its id
     def profile_id(self) -> str:
         """First 16 hex digits of the sha256 of the canonical encoding of every field that
         shapes a spec (all but `POLICY_FIELDS`, so profiles from before them keep their id)."""
