@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from lmdock.client.prompts import answer_ids, prompt_ids
 from lmdock.client.publish.dp_sgd import DPConfig
 from lmdock.client.publish.objectives import TaskModel, load_task_model
 from lmdock.client.publish.training import TrainingConfig, train_adapter
@@ -123,3 +126,32 @@ def test_delta_follows_the_policy_of_every_release(tiny_llama: Path, tmp_path: P
             dp=DPConfig(epsilon=1.0, delta=1e-5),
         )
     assert not (tmp_path / "adapter").exists()
+
+
+def test_the_answer_loss_reads_the_vocabulary_only_at_answer_tokens(tiny_llama: Path) -> None:
+    """The loss projects onto the vocabulary only where an answer token is predicted; it equals
+    the mean over examples of each one's mean cross-entropy over its answer tokens, computed
+    here from the full logits of every position."""
+    torch.manual_seed(0)
+    tm = load_task_model(
+        tiny_llama, GENERATION, base_model=str(tiny_llama), max_tokens=16, rank=4, alpha=8, dropout=0.0
+    )
+    texts, answers = ["good good", "bad awful poor sad", "fine"], ["positive", "negative", "a long answer"]
+    per_example = []
+    for text, answer in zip(texts, answers, strict=True):
+        prompt = prompt_ids(tm.tokenizer, text, max_tokens=16)
+        answer_tokens = [*answer_ids(tm.tokenizer, answer), tm.eos_id]
+        logits = tm.model(input_ids=torch.tensor([prompt + answer_tokens])).logits[0]
+        predicted = logits[len(prompt) - 1 : -1]  # the positions that predict the answer's tokens
+        per_example.append(torch.nn.functional.cross_entropy(predicted, torch.tensor(answer_tokens)))
+    expected = torch.stack(per_example).mean()
+    assert float(tm.loss(texts, answers)) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_a_model_whose_logits_are_capped_after_its_head_is_refused(tiny_llama: Path, tmp_path: Path) -> None:
+    capped = tmp_path / "capped"
+    shutil.copytree(tiny_llama, capped)
+    config = json.loads((capped / "config.json").read_text())
+    (capped / "config.json").write_text(json.dumps({**config, "final_logit_softcapping": 30.0}))
+    with pytest.raises(InvalidArgument, match="scaled or capped after the output layer"):
+        load_task_model(capped, GENERATION, base_model="capped", max_tokens=16, rank=4, alpha=8, dropout=0.0)

@@ -104,14 +104,26 @@ class TaskModel:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id or 0
         input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids])
         mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])
-        target = torch.tensor([y + [IGNORE] * (width - len(y)) for y in labels])
-        logits = self.model(input_ids=input_ids, attention_mask=mask).logits[:, :-1]
-        target = target[:, 1:]  # token t predicts token t+1
-        per_token = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE, reduction="none"
-        ).view(target.shape)
-        counted = (target != IGNORE).sum(dim=1).clamp(min=1)
-        return (per_token.sum(dim=1) / counted).mean()
+        target = torch.tensor([y + [IGNORE] * (width - len(y)) for y in labels])[:, 1:]  # t predicts t+1
+        hidden = self.model.get_decoder()(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        # The vocabulary projection only where an answer token is predicted: prompts are most of
+        # the tokens, and at 49k words the head costs several layers per position it runs at.
+        read = target != IGNORE
+        logits = self.model.get_output_embeddings()(hidden[:, :-1][read])
+        per_token = torch.nn.functional.cross_entropy(logits, target[read], reduction="none")
+        rows = read.nonzero()[:, 0]
+        per_example = torch.zeros(len(ids), dtype=per_token.dtype).index_add(0, rows, per_token)
+        return (per_example / read.sum(dim=1).clamp(min=1)).mean()
+
+
+def _check_plain_head(config: Any) -> None:
+    """The answer loss applies the output embedding itself (`TaskModel._generation_loss`): a
+    model that transforms its logits after it would train on other logits than it generates from."""
+    if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", 1.0) != 1.0:
+        raise InvalidArgument(
+            f"training adapters for {config.model_type!r} models is not supported: their logits are "
+            "scaled or capped after the output layer"
+        )
 
 
 def load_task_model(
@@ -148,6 +160,7 @@ def load_task_model(
         task_type = TaskType.SEQ_CLS
     else:
         model = AutoModelForCausalLM.from_pretrained(folder)
+        _check_plain_head(model.config)
         heads, task_type = [], TaskType.CAUSAL_LM
         tokenizer.truncation_side = "left"  # as the runtime: a long prompt keeps its end
     lora = LoraConfig(
