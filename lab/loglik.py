@@ -11,9 +11,10 @@ log p(token | the sequence before position + 1). Three kinds of question are bui
 * the vocabulary projection runs only at the positions read, never over the whole sequence
   (at 49k tokens it costs as much as several layers).
 
-`SplitModel` runs the decoder in two parts: the lower layers once (no adapter touches them,
-they are frozen), and the upper layers once per adapter on the cached lower activations, so
-scoring k top-layer adapters costs lower + k * upper instead of k * (lower + upper).
+`SplitModel` runs the decoder in two parts (`lmdock.client.publish.layer_split`): the lower
+layers once (no adapter touches them, they are frozen), and the upper layers once per adapter
+on the cached lower activations, so scoring k top-layer adapters costs lower + k * upper
+instead of k * (lower + upper).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
-from transformers.masking_utils import create_causal_mask
+from lmdock.client.publish.layer_split import Frame, LayerSplit
 
 __all__ = [
     "Lower",
@@ -81,9 +82,7 @@ class Lower:
     """A batch's activations after the lower layers, ready for any adapter's upper layers."""
 
     hidden: torch.Tensor
-    mask: Any
-    positions: Any
-    rotary: tuple[torch.Tensor, torch.Tensor]
+    frame: Frame
     questions: Sequence[Question]
 
 
@@ -91,48 +90,20 @@ class SplitModel:
     """A Llama-style causal LM (peft-wrapped or not) run as lower layers [0, split) and upper [split, L)."""
 
     def __init__(self, model: Any, split: int, *, pad_id: int) -> None:
-        self.model = model
-        self.decoder = model.get_decoder()
+        self.layers = LayerSplit(model, split)
         self.head = model.get_output_embeddings()
-        self.split = split
         self.pad_id = pad_id
-        if not 0 <= split <= len(self.decoder.layers):
-            raise ValueError(f"split {split} outside the model's {len(self.decoder.layers)} layers")
 
     @torch.inference_mode()
     def lower(self, questions: Sequence[Question]) -> Lower:
         """Embed a batch (right-padded) and run the lower layers."""
-        width = max(len(q.ids) for q in questions)
-        ids = torch.tensor([list(q.ids) + [self.pad_id] * (width - len(q.ids)) for q in questions])
-        attention = torch.tensor([[1] * len(q.ids) + [0] * (width - len(q.ids)) for q in questions])
-        hidden = self.decoder.embed_tokens(ids)
-        positions = torch.arange(width).unsqueeze(0)
-        mask = create_causal_mask(
-            config=self.decoder.config,
-            inputs_embeds=hidden,
-            attention_mask=attention,
-            cache=None,
-            position_ids=positions,
-        )
-        rotary = self.decoder.rotary_emb(hidden, position_ids=positions)
-        lower = Lower(hidden, mask, positions, rotary, questions)
-        lower.hidden = self._layers(lower, hidden, self.decoder.layers[: self.split])
-        return lower
-
-    def _layers(self, lower: Lower, hidden: torch.Tensor, layers: Any) -> torch.Tensor:
-        for layer in layers:
-            hidden = layer(
-                hidden,
-                attention_mask=lower.mask,
-                position_embeddings=lower.rotary,
-                position_ids=lower.positions,
-            )
-        return hidden
+        hidden, frame = self.layers.embed([q.ids for q in questions], pad_id=self.pad_id)
+        return Lower(self.layers.lower(hidden, frame), frame, questions)
 
     @torch.inference_mode()
     def upper(self, lower: Lower) -> list[Floats]:
         """The upper layers (with whatever adapter is active) and each question's read log p's."""
-        hidden = self.decoder.norm(self._layers(lower, lower.hidden, self.decoder.layers[self.split :]))
+        hidden = self.layers.upper(lower.hidden, lower.frame)
         rows = [i for i, q in enumerate(lower.questions) for _ in q.reads]
         cols = [p for q in lower.questions for p, _ in q.reads]
         tokens = torch.tensor([t for q in lower.questions for _, t in q.reads])
