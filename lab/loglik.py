@@ -3,10 +3,13 @@
 Every question put to the model is a token sequence and the (position, token) pairs to read:
 log p(token | the sequence before position + 1). Three kinds of question are built on that:
 
-* `choice_logprobs`: log p(choice | prompt) for each of a closed set of choices. When every
-  choice is one token (letters, yes/no, ...), ONE forward pass of the prompt reads them all
-  from the next-token distribution; otherwise each choice is its own sequence, prompt + choice,
-  and its log-likelihood is the sum over its tokens (the harness's `acc`, unnormalised).
+* `choice_questions`: log p(choice | prompt) for each of a closed set of choices, one forward
+  pass per prompt. When every choice is one token (letters, yes/no, ...), the next-token
+  distribution after the prompt reads them all; otherwise the prompt is packed with every
+  choice after it, each choice seeing the prompt and its own earlier tokens only (a segment
+  mask, positions restarting after the prompt), and a choice's log-likelihood is the sum over
+  its tokens (the harness's `acc`, unnormalised): what one sequence per choice gives, with the
+  prompt run once instead of once per choice.
 * `gold_logprobs`: the per-token log-likelihoods of a gold continuation (teacher-forced).
 * the vocabulary projection runs only at the positions read, never over the whole sequence
   (at 49k tokens it costs as much as several layers).
@@ -46,6 +49,10 @@ Floats = npt.NDArray[np.float64]
 class Question:
     ids: tuple[int, ...]
     reads: tuple[tuple[int, int], ...]  # (position whose output is read, token whose log p is taken)
+    #: A packed question: each token's position and segment (0 = the shared prompt; a token of
+    #: segment j > 0 sees the prompt and segment j's earlier tokens only). Empty: one sequence.
+    positions: tuple[int, ...] = ()
+    segments: tuple[int, ...] = ()
 
 
 def _continuation(prompt: Sequence[int], answer: Sequence[int]) -> Question:
@@ -53,19 +60,33 @@ def _continuation(prompt: Sequence[int], answer: Sequence[int]) -> Question:
     return Question(ids, tuple((len(prompt) - 1 + j, t) for j, t in enumerate(answer)))
 
 
+def _packed(prompt: Sequence[int], choices: Sequence[Sequence[int]]) -> Question:
+    """The prompt once, then every choice after it, each attending to the prompt and itself:
+    the same log-likelihoods as one sequence per choice, the prompt's cost paid once."""
+    ids, positions, segments, reads = list(prompt), list(range(len(prompt))), [0] * len(prompt), []
+    for j, choice in enumerate(choices, start=1):
+        for t, token in enumerate(choice):
+            reads.append((len(prompt) - 1 if t == 0 else len(ids) - 1, token))
+            ids.append(token)
+            positions.append(len(prompt) + t)
+            segments.append(j)
+    return Question(tuple(ids), tuple(reads), tuple(positions), tuple(segments))
+
+
 def choice_questions(prompts: Sequence[Sequence[int]], choices: Sequence[Sequence[int]]) -> list[Question]:
-    """One question per prompt when every choice is a single distinct token, else one per (prompt, choice)."""
+    """One question per prompt: the next-token distribution when every choice is a single
+    distinct token, else the prompt packed with all its choices (`_packed`)."""
     firsts = [c[0] for c in choices if len(c) == 1]
     if len(firsts) == len(choices) and len(set(firsts)) == len(firsts):
         return [Question(tuple(p), tuple((len(p) - 1, t) for t in firsts)) for p in prompts]
-    return [_continuation(p, c) for p in prompts for c in choices]
+    return [_packed(p, choices) for p in prompts]
 
 
-def read_choices(answers: Sequence[Floats], n_prompts: int, n_choices: int) -> Floats:
-    """(prompts, choices) log-likelihoods from what `choice_questions`' questions returned."""
-    if len(answers) == n_prompts:  # the one-pass form
-        return np.stack(answers)
-    return np.array([a.sum() for a in answers]).reshape(n_prompts, n_choices)
+def read_choices(answers: Sequence[Floats], choices: Sequence[Sequence[int]]) -> Floats:
+    """(prompts, choices) log-likelihoods, each summed over its tokens, from what
+    `choice_questions`' questions returned (its reads are the choices' tokens in order)."""
+    ends = np.cumsum([len(c) for c in choices])
+    return np.array([[part.sum() for part in np.split(a, ends[:-1])] for a in answers])
 
 
 def gold_questions(prompts: Sequence[Sequence[int]], golds: Sequence[Sequence[int]]) -> list[Question]:
@@ -97,7 +118,13 @@ class SplitModel:
     @torch.inference_mode()
     def lower(self, questions: Sequence[Question]) -> Lower:
         """Embed a batch (right-padded) and run the lower layers."""
-        hidden, frame = self.layers.embed([q.ids for q in questions], pad_id=self.pad_id)
+        packed = any(q.segments for q in questions)
+        hidden, frame = self.layers.embed(
+            [q.ids for q in questions],
+            pad_id=self.pad_id,
+            positions=[q.positions or tuple(range(len(q.ids))) for q in questions] if packed else None,
+            segments=[q.segments or (0,) * len(q.ids) for q in questions] if packed else None,
+        )
         return Lower(self.layers.lower(hidden, frame), frame, questions)
 
     @torch.inference_mode()

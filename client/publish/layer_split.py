@@ -39,26 +39,55 @@ class LayerSplit:
         if not 0 <= split <= len(self.decoder.layers):
             raise ValueError(f"split {split} outside the model's {len(self.decoder.layers)} layers")
 
-    def embed(self, ids: Sequence[Sequence[int]], *, pad_id: int) -> tuple[torch.Tensor, Frame]:
-        """The token embeddings of a right-padded batch, and its frame."""
+    def embed(
+        self,
+        ids: Sequence[Sequence[int]],
+        *,
+        pad_id: int,
+        positions: Sequence[Sequence[int]] | None = None,
+        segments: Sequence[Sequence[int]] | None = None,
+    ) -> tuple[torch.Tensor, Frame]:
+        """The token embeddings of a right-padded batch, and its frame (see `frame`)."""
         width = max(len(x) for x in ids)
         tokens = torch.tensor([list(x) + [pad_id] * (width - len(x)) for x in ids])
         hidden = self.decoder.embed_tokens(tokens)
-        return hidden, self.frame(hidden, [len(x) for x in ids])
+        return hidden, self.frame(hidden, [len(x) for x in ids], positions=positions, segments=segments)
 
-    def frame(self, hidden: torch.Tensor, lengths: Sequence[int]) -> Frame:
-        """The causal mask, positions and rotary embeddings of a batch of these `lengths`."""
+    def frame(
+        self,
+        hidden: torch.Tensor,
+        lengths: Sequence[int],
+        *,
+        positions: Sequence[Sequence[int]] | None = None,
+        segments: Sequence[Sequence[int]] | None = None,
+    ) -> Frame:
+        """The causal mask, positions and rotary embeddings of a batch of these `lengths`.
+
+        Packed sequences (e.g. one prompt followed by several continuations) give each token's
+        `positions` and `segments`: a token sees the earlier tokens of segment 0 and of its own
+        segment only. Without them, positions count from 0 and every token sees all before it.
+        """
         width = hidden.shape[1]
         attention = torch.tensor([[1] * n + [0] * (width - n) for n in lengths])
-        positions = torch.arange(width).unsqueeze(0)
+        position_ids = torch.arange(width).unsqueeze(0)
+        same_segment = None
+        if positions is not None:
+            position_ids = torch.tensor([list(p) + [0] * (width - len(p)) for p in positions])
+        if segments is not None:
+            seg = torch.tensor([list(s) + [0] * (width - len(s)) for s in segments])
+
+            def same_segment(batch: Any, head: Any, q: Any, kv: Any) -> Any:
+                return (seg[batch, kv] == 0) | (seg[batch, kv] == seg[batch, q])
+
         mask = create_causal_mask(
             config=self.decoder.config,
             inputs_embeds=hidden,
             attention_mask=attention,
             cache=None,
-            position_ids=positions,
+            position_ids=position_ids,
+            and_mask_function=same_segment,
         )
-        return Frame(mask, positions, self.decoder.rotary_emb(hidden, position_ids=positions))
+        return Frame(mask, position_ids, self.decoder.rotary_emb(hidden, position_ids=position_ids))
 
     def lower(self, hidden: torch.Tensor, frame: Frame) -> torch.Tensor:
         return self._layers(hidden, frame, self.decoder.layers[: self.split])
