@@ -29,7 +29,7 @@ from lmdock.common.spec import Privacy, Spec
 from lmdock.server.db import Database, utc_now
 from lmdock.server.index import IndexEntry, Listing
 from lmdock.server.tables import ChangeRow, LearnwareRow, LockRow, TagRow
-from sqlalchemy import func, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 from sqlalchemy.orm import Session
 
@@ -212,6 +212,24 @@ class Catalogue:
         """The number of the latest change (0 for none)."""
         with self.db.session() as session:
             return int(session.scalar(select(func.coalesce(func.max(ChangeRow.seq), 0))) or 0)
+
+    def first_change(self) -> int:
+        """The number of the oldest change kept (0 for none): older ones were pruned."""
+        with self.db.session() as session:
+            return int(session.scalar(select(func.coalesce(func.min(ChangeRow.seq), 0))) or 0)
+
+    def prune_changes(self, *, before: str) -> int:
+        """Delete the changes committed before `before` (an ISO time, as `utc_now` writes it),
+        keeping the newest whatever its age: on SQLite the next number counts on from it.
+        Returns how many were deleted."""
+        with self.db.session() as session:
+            newest = session.scalar(select(func.max(ChangeRow.seq)))
+            if newest is None:
+                return 0
+            old = delete(ChangeRow).where(ChangeRow.at < before, ChangeRow.seq < newest)
+            deleted = session.execute(old).rowcount  # type: ignore[attr-defined]  # a CursorResult
+            session.commit()
+            return int(deleted or 0)
 
     def changes_after(self, seq: int, *, limit: int) -> list[Change]:
         query = select(ChangeRow).where(ChangeRow.seq > seq).order_by(ChangeRow.seq).limit(limit)
