@@ -76,13 +76,13 @@ class Market:
         self.limits = limits
         self.base_models = base_models or BaseModels()
         watermark = self.catalogue.last_change()  # before the rows: nothing after it is missed
-        pid, max_sigma = profile.profile_id, profile.max_sigma
+        ids, max_sigma = profile.ids, profile.max_sigma
         self.index: SpecIndex = index(
             IndexSource(
                 profile=profile,
-                entries=lambda: self.catalogue.iter_index_entries(profile_id=pid, max_sigma=max_sigma),
-                keys=lambda: self.catalogue.iter_index_keys(profile_id=pid, max_sigma=max_sigma),
-                count=lambda: self.catalogue.count(profile_id=pid),
+                entries=lambda: self.catalogue.iter_index_entries(profile_ids=ids, max_sigma=max_sigma),
+                keys=lambda: self.catalogue.iter_index_keys(profile_ids=ids, max_sigma=max_sigma),
+                count=lambda: self.catalogue.count(profile_ids=ids),
             )
         )
         self.follower = IndexFollower(
@@ -105,9 +105,7 @@ class Market:
     def _searchable(self, lw: LearnwareInfo) -> bool:
         # A learnware listed before the profile's max_sigma was lowered below its spec's noise
         # is ranked no more than an upload of it would be accepted.
-        return (
-            lw.spec.profile_id == self.profile.profile_id and lw.spec.privacy.sigma <= self.profile.max_sigma
-        )
+        return lw.spec.profile_id in self.profile.ids and lw.spec.privacy.sigma <= self.profile.max_sigma
 
     @classmethod
     def open(
