@@ -120,8 +120,7 @@ def signed_bytes(manifest: dict[str, Any]) -> bytes:
     encode = MANIFEST_ENCODINGS.get(fmt) if isinstance(fmt, str) else None
     if encode is None:
         raise InvalidArgument(
-            f"package format {str(manifest.get('format'))[:64]!r} is not supported "
-            f"(need one of {', '.join(MANIFEST_ENCODINGS)})"
+            f"package format {str(fmt)[:64]!r} is not supported (need one of {', '.join(MANIFEST_ENCODINGS)})"
         )
     return encode(manifest)
 
