@@ -105,3 +105,14 @@ def test_a_v1_package_still_verifies(package: Path, tmp_path: Path, profile) -> 
     assert manifest.format == "lmdock-learnware/1"
     assert manifest.spec.profile_id == profile.legacy_profile_id != profile.profile_id
     manifest.spec.check_against(profile)  # the v1 id names the same profile
+
+
+def test_a_package_lmdock_wrote_before_v2_verifies(tmp_path: Path, profile) -> None:
+    """tests/interop/v1-package.tar was written by lmdock's own `write_package` before format v2
+    (commit 27e9f17; its weights file is a stand-in, the signature covers only hashes): a change
+    to how a manifest is read or re-encoded that broke v1 signatures fails here."""
+    golden = Path(__file__).parent / "interop" / "v1-package.tar"
+    manifest, _ = unpack_package(golden, tmp_path / "out")
+    assert manifest.format == "lmdock-learnware/1" and manifest.eval_scores["macro_f1"] == 1e-06
+    assert manifest.spec.profile_id == "fb7d84bda60c9291" == profile.legacy_profile_id
+    manifest.spec.check_against(profile)
