@@ -302,15 +302,16 @@ class LedgerState:
         return charge, spent_after
 
     def cached_release(
-        self, content: str, *, profile_id: str, epsilon: float, delta: float, unit: str
+        self, content: str, *, profile_ids: Sequence[str], epsilon: float, delta: float, unit: str
     ) -> Entry | None:
         """The newest release of these exact records as a spec under these parameters, if any:
-        free to re-send (re-sending published output is post-processing)."""
+        free to re-send (re-sending published output is post-processing). `profile_ids`: the
+        profile's ids (`SpecProfile.ids`), so a spec booked under its v1 id is found too."""
         for entry in reversed(self.releases):
             spec = entry.spec() if entry.content == content else None
             if (
                 spec is not None
-                and spec.profile_id == profile_id
+                and spec.profile_id in profile_ids
                 and spec.privacy.epsilon == epsilon
                 and spec.privacy.delta == delta
                 and spec.privacy.unit == unit
@@ -319,9 +320,9 @@ class LedgerState:
         return None
 
     def cached_spec(
-        self, content: str, *, profile_id: str, epsilon: float, delta: float, unit: str
+        self, content: str, *, profile_ids: Sequence[str], epsilon: float, delta: float, unit: str
     ) -> Spec | None:
-        entry = self.cached_release(content, profile_id=profile_id, epsilon=epsilon, delta=delta, unit=unit)
+        entry = self.cached_release(content, profile_ids=profile_ids, epsilon=epsilon, delta=delta, unit=unit)
         return None if entry is None else entry.spec()
 
     def has_release(self, content: str, *, epsilon: float, delta: float, unit: str) -> bool:

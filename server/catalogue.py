@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -289,38 +289,39 @@ class Catalogue:
         more = len(rows) > page_size
         return Page(items=items, next_token=_encode_token(items[-1].card.id) if more and items else "")
 
-    def count(self, *, profile_id: str) -> int:
-        query = select(func.count()).select_from(LearnwareRow).where(LearnwareRow.profile_id == profile_id)
+    def count(self, *, profile_ids: Sequence[str]) -> int:
+        """How many learnwares are listed under any of `profile_ids` (one profile's ids)."""
+        query = select(func.count()).select_from(LearnwareRow).where(LearnwareRow.profile_id.in_(profile_ids))
         with self.db.session() as session:
             return int(session.scalar(query) or 0)
 
-    def iter_index_entries(self, *, profile_id: str, max_sigma: float) -> Iterator[IndexEntry]:
+    def iter_index_entries(self, *, profile_ids: Sequence[str], max_sigma: float) -> Iterator[IndexEntry]:
         """What the search index keeps of each learnware with spec noise <= max_sigma, in id order.
 
         A plain SELECT of a few columns, streamed: no ORM objects, tags or full records, so a
         million rows cost their vectors and little else.
         """
         columns = (LearnwareRow.name, LearnwareRow.domain, LearnwareRow.spec_values)
-        for (learnware_id, sha256, sigma), (name, domain, values) in self._index_rows(profile_id, columns):
+        for (learnware_id, sha256, sigma), (name, domain, values) in self._index_rows(profile_ids, columns):
             if sigma <= max_sigma:
                 vector = np.frombuffer(values, dtype="<f4").astype(np.float32)
                 # few distinct domains: one string each, not one per learnware
                 listing = Listing(learnware_id, name, sys.intern(domain))
                 yield IndexEntry(listing, vector, sigma, sha256)
 
-    def iter_index_keys(self, *, profile_id: str, max_sigma: float) -> Iterator[tuple[str, str]]:
+    def iter_index_keys(self, *, profile_ids: Sequence[str], max_sigma: float) -> Iterator[tuple[str, str]]:
         """(id, package sha256) of each learnware `iter_index_entries` yields, reading no vector."""
-        for (learnware_id, sha256, sigma), _ in self._index_rows(profile_id, ()):
+        for (learnware_id, sha256, sigma), _ in self._index_rows(profile_ids, ()):
             if sigma <= max_sigma:
                 yield learnware_id, sha256
 
     def _index_rows(
-        self, profile_id: str, columns: tuple[Any, ...]
+        self, profile_ids: Sequence[str], columns: tuple[Any, ...]
     ) -> Iterator[tuple[tuple[str, str, float], tuple[Any, ...]]]:
         """((id, package sha256, spec sigma), the other columns asked for) per row, in id order."""
         query = (
             select(LearnwareRow.id, LearnwareRow.package_sha256, LearnwareRow.spec_privacy, *columns)
-            .where(LearnwareRow.profile_id == profile_id)
+            .where(LearnwareRow.profile_id.in_(profile_ids))
             .order_by(LearnwareRow.id)
         )
         with self.db.session() as session:

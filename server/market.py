@@ -100,13 +100,13 @@ class Market:
 
     def _build_index(self) -> tuple[SpecIndex, int, int]:
         watermark = self.catalogue.last_change()  # before the rows: nothing after it is missed
-        pid, max_sigma = self.profile.profile_id, self.profile.max_sigma
+        ids, max_sigma = self.profile.ids, self.profile.max_sigma
         index = self._index_factory(
             IndexSource(
                 profile=self.profile,
-                entries=lambda: self.catalogue.iter_index_entries(profile_id=pid, max_sigma=max_sigma),
-                keys=lambda: self.catalogue.iter_index_keys(profile_id=pid, max_sigma=max_sigma),
-                count=lambda: self.catalogue.count(profile_id=pid),
+                entries=lambda: self.catalogue.iter_index_entries(profile_ids=ids, max_sigma=max_sigma),
+                keys=lambda: self.catalogue.iter_index_keys(profile_ids=ids, max_sigma=max_sigma),
+                count=lambda: self.catalogue.count(profile_ids=ids),
             )
         )
         return index, watermark, self.catalogue.last_change()
@@ -114,9 +114,7 @@ class Market:
     def _searchable(self, lw: LearnwareInfo) -> bool:
         # A learnware listed before the profile's max_sigma was lowered below its spec's noise
         # is ranked no more than an upload of it would be accepted.
-        return (
-            lw.spec.profile_id == self.profile.profile_id and lw.spec.privacy.sigma <= self.profile.max_sigma
-        )
+        return lw.spec.profile_id in self.profile.ids and lw.spec.privacy.sigma <= self.profile.max_sigma
 
     @classmethod
     def open(
