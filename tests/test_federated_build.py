@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 
 from tests.market_helpers import running_market
 from tests.test_dp_training import toy_task
-from tests.test_publishing_flow import write_task
+from tests.test_publishing_flow import cli_json, run_cli, write_task
 
 SITES = ("north", "south", "east")
 
@@ -143,3 +143,27 @@ def test_the_federated_learnware_publishes_and_is_found(
         assert fresh and info.card.id == "fed-sentiment"
         result = market_client.search(manifest.spec, top_k=3)
         assert result.matches[0].learnware_id == "fed-sentiment"
+
+
+@pytest.mark.slow
+def test_lmdock_federate_package_states_the_guarantee(federation, tmp_path: Path, capsys) -> None:
+    *_, out = federation
+    flags = ["--id", "fed-cli", "--domain", "reviews", "--licence", "MIT", "--publisher", "net"]
+    made = cli_json(capsys, "federate", "package", str(out), *flags, "--out", str(tmp_path / "p.tar"))
+    assert made["id"] == "fed-cli" and made["training"]["federated"]["unit"].startswith("one record")
+    code, _, err = run_cli(capsys, "federate", "package", str(tmp_path), *flags)
+    assert code == 2 and "is not a federated build" in err
+
+
+def test_lmdock_federate_refuses_malformed_sites_readably(tmp_path: Path, capsys) -> None:
+    data = write_task(tmp_path / "a.jsonl", 30)
+    common = ["--market", "127.0.0.1:1", "--base", "x", "--labels", "a,b", "--dp-epsilon", "1", "--out", "o"]
+    for sites, message in (
+        (["--site", "a"], "NAME=TASKFILE"),
+        (["--site", f"a={data}"], "2 to 64 sites"),
+        (["--site", f"a={data}", "--site", f"a={data}"], "distinct names"),
+        (["--site", f"a={data}", "--site", f"b={tmp_path / 'missing.jsonl'}"], "does not exist"),
+        (["--site", f"A B={data}", "--site", f"b={data}"], "data set name"),
+    ):
+        code, _, err = run_cli(capsys, "federate", "build", *sites, *common)
+        assert code == 2 and message in err and "Traceback" not in err, err
