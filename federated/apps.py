@@ -3,7 +3,7 @@
 `flwr run` (deployment: a SuperLink and one SuperNode per site, docs/federated.md) and
 `local_grid.run_local` (the simulation the CLI and the tests run) load these same objects:
 `lmdock.federated.apps:client` and `lmdock.federated.apps:server`. The run config's `job`
-says what the ServerApp does (`build`, `search`); a search's sites run `search_client`.
+says what the ServerApp does (`build`, `search`, `evaluate`); a search's sites run `search_client`.
 """
 
 from __future__ import annotations
@@ -15,16 +15,19 @@ from flwr.serverapp import Grid, ServerApp
 from lmdock.common.errors import InvalidArgument
 from lmdock.federated.build import run_build
 from lmdock.federated.build_site import train_round
+from lmdock.federated.evaluate import run_evaluate
+from lmdock.federated.evaluate_site import evaluate_candidates
 from lmdock.federated.search import run_search
 from lmdock.federated.search_site import contribute
 from lmdock.federated.spec_site import release_spec
 
 __all__ = ["client", "search_client", "server"]
 
-#: Every site's ClientApp for building (and evaluating) on the Message API.
+#: Every site's ClientApp for building and evaluating, on the Message API.
 client = ClientApp()
 client.train()(train_round)
 client.query("spec")(release_spec)
+client.evaluate()(evaluate_candidates)
 
 #: Every site's ClientApp for searching: Flower's SecAgg+ client around its noisy kernel sum.
 search_client = ClientApp()
@@ -40,5 +43,7 @@ def main(grid: Grid, context: Context) -> None:
         run_build(grid, context.run_config)
     elif job == "search":
         run_search(grid, context)
+    elif job == "evaluate":
+        run_evaluate(grid, context)
     else:
-        raise InvalidArgument("the run config's job must be build or search")
+        raise InvalidArgument("the run config's job must be build, search or evaluate")

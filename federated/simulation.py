@@ -21,12 +21,13 @@ from lmdock.common.profile import SpecProfile
 from lmdock.federated.apps import client, search_client, server
 from lmdock.federated.build import FEDERATION_FILE, build_run_config
 from lmdock.federated.build_site import BuildSettings
+from lmdock.federated.evaluate import evaluate_run_config
 from lmdock.federated.local_grid import run_local
 from lmdock.federated.search import search_run_config
 from lmdock.federated.secure_spec import MAX_SITES
 from lmdock.federated.site import Site
 
-__all__ = ["federate_build", "federate_search", "sites_from"]
+__all__ = ["federate_build", "federate_evaluate", "federate_search", "sites_from"]
 
 
 def sites_from(pairs: Sequence[str], home: Path, *, budget_epsilon: float) -> list[Site]:
@@ -110,6 +111,22 @@ def federate_search(
             shares=shares,
             market=market,
             top_k=top_k,
+        ),
+    )
+    summary: dict[str, Any] = json.loads(out.read_text())
+    return summary
+
+
+def federate_evaluate(
+    sites: Sequence[Site], market: str, candidates: Sequence[str], out: Path, *, epsilon: float, delta: float
+) -> dict[str, Any]:
+    """The candidates re-ranked by the sites' DP counts of correct answers; return the summary."""
+    run_local(
+        server,
+        client,
+        {s.name: s.node_config() for s in sites},
+        run_config=evaluate_run_config(
+            uuid.uuid4().hex, market, list(candidates), out, epsilon=epsilon, delta=delta
         ),
     )
     summary: dict[str, Any] = json.loads(out.read_text())

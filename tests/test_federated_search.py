@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +16,17 @@ import pytest
 from flwr.common.secure_aggregation.quantization import dequantize, quantize
 from lmdock.client.connection import MarketClient
 from lmdock.client.ledger import Ledger
+from lmdock.client.publish.training import PROBE_TRAINING, train_adapter
 from lmdock.client.spec_release import features_of
 from lmdock.common.accounting import Budget
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.mechanism import sum_tv
+from lmdock.common.package import TaskInfo
 from lmdock.common.signing import generate_key
 from lmdock.common.spec import Spec, exact_spec
+from lmdock.federated.apps import client as site_client
 from lmdock.federated.apps import search_client, server
+from lmdock.federated.evaluate import evaluate_run_config
 from lmdock.federated.local_grid import run_local
 from lmdock.federated.search import search_run_config
 from lmdock.federated.secure_spec import plan_secure_spec
@@ -30,13 +35,25 @@ from lmdock.server.auth import AccessPolicy
 
 from tests.helpers import cluster_spec, make_adapter, make_package
 from tests.market_helpers import running_market
+from tests.test_dp_training import toy_task
 from tests.test_publishing_flow import write_task
 
 SITES = ("north", "south", "east", "west")
+PROBE = TaskInfo(kind="classification", labels=("negative", "positive"), pooling="mean")
+
+
+def _good_adapter(base: Path, out: Path) -> Path:
+    """A learnware that answers the sites' task well (a linear probe, trained without DP)."""
+    texts, labels = toy_task(120, seed=3)
+    config = replace(PROBE_TRAINING, learning_rate=0.5, batch_size=16, max_tokens=16)
+    train_adapter(base_model=str(base), task=PROBE, texts=texts, targets=labels, out_dir=out, config=config)
+    return out
 
 
 @pytest.fixture(scope="module")
-def search(tiny_bert: Path, profile, tmp_path_factory: pytest.TempPathFactory):
+def federation(tiny_bert: Path, profile, tmp_path_factory: pytest.TempPathFactory):
+    """Four sites and a market holding an untrained learnware whose spec is exactly the sites'
+    data (lw-0), two far from it, and a good learnware whose spec is far too (lw-good)."""
     root = tmp_path_factory.mktemp("federated-search")
     sites = [
         Site(
@@ -48,32 +65,49 @@ def search(tiny_bert: Path, profile, tmp_path_factory: pytest.TempPathFactory):
         )
         for k, name in enumerate(SITES)
     ]
-    contributing = sites[:3]  # west drops out after the key exchange
-    texts = [t for s in contributing for t in s.read().texts]
+    texts = [t for s in sites[:3] for t in s.read().texts]
     exact = features_of(texts, profile).mean(axis=0)
-    adapter = make_adapter(tiny_bert, root / "adapter")
+    untrained, good = make_adapter(tiny_bert, root / "adapter"), _good_adapter(tiny_bert, root / "good")
     key = generate_key()
-    with running_market(
-        root / "market", profile, access=AccessPolicy.open_demo(), allow_local_base_models=True
-    ) as market:
-        with MarketClient(market.address) as client:
-            specs = [exact_spec(exact[None, :], profile), *(cluster_spec(profile, seed=i) for i in range(3))]
-            for i, spec in enumerate(specs):
-                package = root / f"lw{i}.tar"
-                make_package(
-                    package, adapter, key=key, spec=spec, learnware_id=f"lw-{i}", base_model=str(tiny_bert)
-                )
-                client.upload(package)
-        out = root / "search.json"
-        run_local(
-            server,
-            search_client,
-            {s.name: {**s.node_config(), "honest-sites": 3} for s in sites},
-            run_config=search_run_config(
-                uuid.uuid4().hex, profile, out, epsilon=1.0, delta=1e-6, shares=3, market=market.address
-            ),
-            drop_after={"west": 2},  # answers the setup and key-sharing stages, then drops
-        )
+    learnwares = [
+        ("lw-0", untrained, exact_spec(exact[None, :], profile), None),
+        *((f"lw-{i + 1}", untrained, cluster_spec(profile, seed=i), None) for i in range(2)),
+        ("lw-good", good, cluster_spec(profile, seed=7), PROBE),
+    ]
+    with (
+        running_market(
+            root / "market", profile, access=AccessPolicy.open_demo(), allow_local_base_models=True
+        ) as market,
+        MarketClient(market.address) as client,
+    ):
+        for learnware_id, adapter, spec, task in learnwares:
+            package = root / f"{learnware_id}.tar"
+            make_package(
+                package,
+                adapter,
+                key=key,
+                spec=spec,
+                learnware_id=learnware_id,
+                base_model=str(tiny_bert),
+                task=task,
+            )
+            client.upload(package)
+        yield root, sites, exact, market.address
+
+
+@pytest.fixture(scope="module")
+def search(federation, profile):
+    root, sites, exact, market = federation
+    out = root / "search.json"
+    run_local(
+        server,
+        search_client,
+        {s.name: {**s.node_config(), "honest-sites": 3} for s in sites},
+        run_config=search_run_config(
+            uuid.uuid4().hex, profile, out, epsilon=1.0, delta=1e-6, shares=3, market=market
+        ),
+        drop_after={"west": 2},  # answers the setup and key-sharing stages, then drops
+    )
     return sites, exact, json.loads(out.read_text())
 
 
@@ -128,3 +162,27 @@ def test_the_distributed_noise_is_calibrated_like_one_release(profile) -> None:
     assert sum_tv(1.0, 2) == pytest.approx(10 * math.exp(-(math.pi**2) / 2))
     with pytest.raises(InvalidArgument, match="sites"):
         plan_secure_spec(profile, epsilon=1.0, delta=1e-6, shares=5, sites=4)
+
+
+@pytest.mark.slow
+def test_evaluating_together_reranks_the_search_by_dp_counts(federation, search) -> None:
+    root, sites, _, market = federation
+    _, _, found = search
+    ranked = [m["id"] for m in found["matches"]]
+    assert ranked[0] == "lw-0"  # the spec ranking: whose training data looks like the sites' data
+    candidates = ["lw-0", "lw-good"]
+    out = root / "evaluation.json"
+    run_local(
+        server,
+        site_client,
+        {s.name: s.node_config() for s in sites[:3]},
+        run_config=evaluate_run_config(uuid.uuid4().hex, market, candidates, out, epsilon=1.0, delta=1e-6),
+    )
+    summary = json.loads(out.read_text())
+    ranking = summary["ranking"]
+    assert ranking[0]["id"] == "lw-good" and ranking[0]["spec_rank"] == 2  # whose answers are right
+    assert ranking[0]["accuracy"] > ranking[-1]["accuracy"] + 5 * summary["accuracy_sd"]
+    assert summary["records"] == sum(len(s.read().texts) for s in sites[:3])
+    for site in sites[:3]:
+        kinds = [e.data["kind"] for e in Ledger(site.ledger_path).state().releases]
+        assert kinds == ["spec", "evaluation"]  # the search's release, then the noised counts

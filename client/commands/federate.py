@@ -112,6 +112,27 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from lmdock.client.commands.output import emit_json, table
+    from lmdock.common.calibration import validate_privacy
+    from lmdock.federated.simulation import federate_evaluate
+
+    validate_privacy(epsilon=args.epsilon, delta=args.delta)
+    candidates = [c.strip() for c in args.candidates.split(",") if c.strip()]
+    summary = federate_evaluate(
+        _sites(args), args.market, candidates, Path(args.out), epsilon=args.epsilon, delta=args.delta
+    )
+    if args.json:
+        emit_json(summary)
+        return 0
+    rows = [[r["id"], r["accuracy"], r["spec_rank"]] for r in summary["ranking"]]
+    print(table(["learnware", "accuracy (DP)", "spec rank"], rows))
+    print(
+        f"accuracy sd {summary['accuracy_sd']:.3g} over {summary['records']} records of {summary['sites']} sites"
+    )
+    return 0
+
+
 def _add_sites(p: argparse.ArgumentParser) -> None:
     p.add_argument("--site", action="append", required=True, help="NAME=TASKFILE, once per site")
     p.add_argument("--sites-home", default="federation", help="each site's ledger: DIR/NAME/ledger.jsonl")
@@ -156,3 +177,13 @@ def register(sub: Any) -> None:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--out", default="federated-search.json", help="where the summary is written")
     p.set_defaults(func=_search)
+
+    p = jobs.add_parser("evaluate", help="re-rank learnwares by the sites' DP counts of correct answers")
+    _add_sites(p)
+    add_market(p)
+    add_json(p)
+    p.add_argument("--candidates", required=True, help="learnware ids, a,b,c (e.g. a search's top k)")
+    p.add_argument("--epsilon", type=float, required=True, help="each site's, per record, for all counts")
+    p.add_argument("--delta", type=float, default=1e-6)
+    p.add_argument("--out", default="federated-evaluation.json", help="where the summary is written")
+    p.set_defaults(func=_evaluate)
