@@ -127,9 +127,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 0
     rows = [[r["id"], r["accuracy"], r["spec_rank"]] for r in summary["ranking"]]
     print(table(["learnware", "accuracy (DP)", "spec rank"], rows))
-    print(
-        f"accuracy sd {summary['accuracy_sd']:.3g} over {summary['records']} records of {summary['sites']} sites"
-    )
+    sd, records, sites = summary["accuracy_sd"], summary["records"], summary["sites"]
+    print(f"accuracy sd {sd:.3g} over {records} records of {sites} sites")
     return 0
 
 
