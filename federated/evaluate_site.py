@@ -46,12 +46,13 @@ def evaluate_candidates(message: Message, context: Context) -> Message:
     """The ClientApp's evaluate function (module docstring)."""
     site = Site.from_node_config(context.node_config)
     config = message.content["config"]
+    if not isinstance(config, ConfigRecord):
+        raise InvalidArgument("the request carries its settings as a ConfigRecord")
     try:
-        assert isinstance(config, ConfigRecord)
         candidates = [str(c) for c in config["candidates"]]  # type: ignore[union-attr]
         epsilon, delta = float(config["epsilon"]), float(config["delta"])  # type: ignore[arg-type]
         market, federation = str(config["market"]), str(config["federation"])
-    except (AssertionError, KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise InvalidArgument(f"an evaluation request is malformed: {exc}") from None
     validate_privacy(epsilon=epsilon, delta=delta)
     if not 1 <= len(candidates) <= MAX_CANDIDATES or len(set(candidates)) != len(candidates):

@@ -47,7 +47,7 @@ class Node:
     node_id: int
     app: ClientApp
     context: Context
-    #: Messages this node stopped answering from (a dropout, for tests and `--drop`): None keeps it.
+    #: After this many messages the node stops answering (a dropout, in tests); None: it never does.
     drop_after: int | None = None
     seen: int = field(default=0)
 

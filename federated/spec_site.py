@@ -35,12 +35,13 @@ def release_spec(message: Message, context: Context) -> Message:
     """The ClientApp's `query.spec` function (module docstring)."""
     site = Site.from_node_config(context.node_config)
     config = message.content["config"]
+    if not isinstance(config, ConfigRecord):
+        raise InvalidArgument("the request carries its settings as a ConfigRecord")
     try:
-        assert isinstance(config, ConfigRecord)
         profile = SpecProfile.from_json(str(config["profile"]))
         epsilon, delta = float(config["epsilon"]), float(config["delta"])  # type: ignore[arg-type]
         federation = str(config["federation"])
-    except (AssertionError, KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise InvalidArgument(f"a spec request is malformed: {exc}") from None
     data = site.read()
     ledger, _ = site.ledger(data)
