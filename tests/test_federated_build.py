@@ -42,7 +42,7 @@ def federation(tiny_bert: Path, profile, tmp_path_factory: pytest.TempPathFactor
             data=write_task(root / f"{name}.jsonl", 60 + 20 * k, seed=k),
             ledger_path=root / name / "ledger.jsonl",
             dataset=f"notes-{name}",
-            budget=Budget(epsilon=4.0, delta=1e-6),
+            budget=Budget(epsilon=6.0, delta=1e-6),
         )
         for k, name in enumerate(SITES)
     ]
@@ -51,7 +51,7 @@ def federation(tiny_bert: Path, profile, tmp_path_factory: pytest.TempPathFactor
         data=write_task(root / "west.jsonl", 60, seed=9),
         ledger_path=root / "west" / "ledger.jsonl",
         dataset="notes-west",
-        budget=Budget(epsilon=1.0, delta=1e-6),  # less than one DP-SGD run at epsilon 2
+        budget=Budget(epsilon=1.0, delta=1e-6),  # less than one DP-SGD run at epsilon 4
     )
     settings = BuildSettings(
         federation=uuid.uuid4().hex,
@@ -59,10 +59,10 @@ def federation(tiny_bert: Path, profile, tmp_path_factory: pytest.TempPathFactor
         labels=("positive", "negative"),
         rounds=2,
         local_epochs=3,
-        epsilon=2.0,
+        epsilon=4.0,
         delta=1e-6,
         batch_size=16,
-        learning_rate=0.5,
+        learning_rate=0.2,
         max_tokens=16,
     )
     out = root / "build"
@@ -91,8 +91,9 @@ def test_three_sites_train_one_dp_adapter_and_the_loss_falls(federation, tiny_be
     assert head and all(float(t.abs().max()) > 1e-3 for t in head)  # it started at zero
     texts, labels = toy_task(200, seed=5)
     model = load_learnware(out, base_model=str(tiny_bert), task=settings.task, device="cpu")
-    # a zero head answers uniformly: cross-entropy ln 2; the federated adapter does better
-    assert _loss(model, texts, labels) < math.log(2) - 0.05
+    # a zero head answers uniformly: cross-entropy ln 2; the federated adapter does far better
+    # (measured 0.07-0.13 over 4 runs: DP-SGD's noise moves it, so the bound leaves room)
+    assert _loss(model, texts, labels) < 0.5 * math.log(2)
     accuracy = sum(p == y for p, y in zip(model.predict(texts), labels, strict=True)) / len(labels)
     assert accuracy >= 0.9
 
