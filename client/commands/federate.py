@@ -7,6 +7,7 @@ client never depends on it otherwise).
 from __future__ import annotations
 
 import argparse
+import logging
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ __all__ = ["register"]
 def _sites(args: argparse.Namespace) -> Any:
     from lmdock.federated.simulation import sites_from
 
+    if not args.verbose:  # Flower logs every round at INFO
+        logging.getLogger("flwr").setLevel(logging.WARNING)
     return sites_from(args.site, Path(args.sites_home), budget_epsilon=args.budget_epsilon)
 
 
