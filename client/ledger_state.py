@@ -6,9 +6,10 @@ Entry kinds (one canonical-JSON line each, hash-chained by `client.ledger`):
                 record fingerprints (`client.privacy_unit`); written before its first release
     extend      records a registered data set did not hold yet (a grown or edited file)
     raise-cap   an administrator raised a data set's cap: old and new cap, who, and why
-    spec        a released spec; training: a DP training run. `dataset` is the data set booked,
-                `charged` the other registered data sets whose records the release read (it
-                counts against each of their caps), `content` the exact-content key.
+    spec        a released spec; training: a DP training run; evaluation: the noised counts of
+                correct answers a site releases in a federated evaluation. `dataset` is the data
+                set booked, `charged` the other registered data sets whose records the release
+                read (it counts against each of their caps), `content` the exact-content key.
 
 Ledgers written before data sets were named hold releases whose `dataset` is the content key
 (`dataset_id`): a data set registered with that exact content adopts them, and until then
@@ -41,7 +42,8 @@ from lmdock.common.spec import Spec
 
 __all__ = ["RELEASE_KINDS", "Charge", "Debit", "Entry", "LedgerState", "Unit", "check_entry"]
 
-RELEASE_KINDS = ("spec", "training")  # a released spec; a DP training run (DP-SGD)
+#: a released spec; a DP training run (DP-SGD); noised counts of a federated evaluation
+RELEASE_KINDS = ("spec", "training", "evaluation")
 ADMIN_KINDS = ("register", "extend", "raise-cap")
 
 

@@ -120,9 +120,10 @@ def make_package(
     domain: str = "testing",
     publisher: str = "tester",
     tags: tuple[str, ...] = (),
+    task: TaskInfo | None = None,
     **manifest_fields: Any,
 ) -> Manifest:
-    task = TaskInfo(kind=kind, labels=LABELS if kind == "classification" else ())
+    task = task or TaskInfo(kind=kind, labels=LABELS if kind == "classification" else ())
     card = Card(
         id=learnware_id,
         name=f"Test {learnware_id}",
