@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-from lmdock.client.embedder import Embedder
 from lmdock.client.ledger import DataSet, Debit, Ledger, LedgerState
 from lmdock.client.progress import Progress
 from lmdock.common.accounting import check_delta
@@ -15,6 +15,9 @@ from lmdock.common.errors import InvalidArgument
 from lmdock.common.features import build_feature_map
 from lmdock.common.profile import SpecProfile
 from lmdock.common.spec import ReleasePlan, Spec, SpecRelease, exact_spec, person_means, plan_release
+
+if TYPE_CHECKING:  # torch and transformers load at the first embedding, not before a refusal
+    from lmdock.client.embedder import Embedder
 
 __all__ = ["SpecBooking", "features_of", "private_spec", "public_spec"]
 
@@ -28,7 +31,10 @@ def features_of(
 ) -> npt.NDArray[np.float64]:
     """phi(embed(text)) for each text, under `profile` (rows have norm <= clip radius)."""
     feature_map = build_feature_map(profile)  # refuses an unreproducible profile first
-    embedder = embedder or Embedder(profile)
+    if embedder is None:
+        from lmdock.client.embedder import Embedder
+
+        embedder = Embedder(profile)
     return feature_map(embedder.embed(texts, progress=progress))
 
 

@@ -56,6 +56,12 @@ class DeadlineExceeded(LmdockError):
     status = "DEADLINE_EXCEEDED"
 
 
+class Unavailable(LmdockError):
+    """The other end does not answer (refused, unresolvable, down); the message says which end."""
+
+    status = "UNAVAILABLE"
+
+
 class IntegrityError(LmdockError):
     """Bytes or signatures that do not match what they claim to be."""
 
@@ -81,6 +87,7 @@ _BY_STATUS: dict[str, type[LmdockError]] = {
         ResourceExhausted,
         FailedPrecondition,
         DeadlineExceeded,
+        Unavailable,
         IntegrityError,
     )
 }

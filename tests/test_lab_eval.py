@@ -76,7 +76,7 @@ def test_update_readme_replaces_only_the_marked_block(tmp_path: Path) -> None:
 
 
 def test_missing_data_is_a_clear_cli_error(tmp_path: Path, capsys) -> None:
-    assert main(["eval", "--data", str(tmp_path / "nowhere"), "--workdir", str(tmp_path / "w")]) == 2
+    assert main(["eval", "--data", str(tmp_path / "nowhere"), "--workdir", str(tmp_path / "w")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("lmdock-lab: error: data set") and "not found" in err
     with pytest.raises(SystemExit) as exc:

@@ -90,7 +90,15 @@ class Daemon:
             self.registry.add(settings, replace=replace)
         if old is not None:
             self._unload_unused(old.learnware_id)
-        return self.prepare_task(settings.name, progress)
+        try:
+            return self.prepare_task(settings.name, progress)
+        except LmdockError:
+            # a failed add leaves the tasks as they were: the corrected command is not refused
+            # (a release it made stays in the ledger, and the same data re-sends it at no cost)
+            with self._preparing_lock:
+                if settings.name not in self._preparing:
+                    self.registry.restore(settings.name, old)
+            raise
 
     def retry_task(self, name: str, progress: StageProgress | None = None) -> TaskRecord:
         record = self.registry.get(name)

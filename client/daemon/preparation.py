@@ -89,6 +89,7 @@ class Preparer:
                 "epsilon_spent": spec.privacy.epsilon,
                 "delta_spent": spec.privacy.delta,
                 "budget_spent": debit.spent.epsilon,
+                "budget_delta": debit.spent.delta,
             }
         self.registry.update(name, stage="downloading", learnware_id=chosen, **changes)
         manifest = self._fetch(chosen, recorder, lambda done, total: progress("downloading", done, total))
