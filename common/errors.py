@@ -62,6 +62,12 @@ class Unavailable(LmdockError):
     status = "UNAVAILABLE"
 
 
+class Cancelled(LmdockError):
+    """Work stopped because its caller asked (Ctrl-C, `lmdock task remove`) or the daemon is stopping."""
+
+    status = "CANCELLED"
+
+
 class IntegrityError(LmdockError):
     """Bytes or signatures that do not match what they claim to be."""
 
@@ -88,6 +94,7 @@ _BY_STATUS: dict[str, type[LmdockError]] = {
         FailedPrecondition,
         DeadlineExceeded,
         Unavailable,
+        Cancelled,
         IntegrityError,
     )
 }

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 from lmdock.common.errors import (
     BudgetExceeded,
+    Cancelled,
     DeadlineExceeded,
     IntegrityError,
     InvalidArgument,
@@ -58,6 +59,7 @@ CODES: tuple[tuple[type[LmdockError], int, str, str], ...] = (
     (BudgetExceeded, 5, "budget", "the privacy budget refused the release (nothing was sent)"),
     (NotFound, 6, "not_found", "no such learnware, task, data set or file"),
     (IntegrityError, 7, "verification", "a signature, hash or ledger check failed"),
+    (Cancelled, INTERRUPTED, "cancelled", "interrupted (Ctrl-C) or cancelled"),
 )
 
 
@@ -78,10 +80,7 @@ def _epilog() -> str:
         if code not in seen:
             seen.add(code)
             lines.append(f"  {code:<4} {meaning}")
-    lines += [
-        f"  {INTERRUPTED:<4} interrupted (Ctrl-C)",
-        f"  {BROKEN_PIPE:<4} the reader of the output went away (as `| head`), quietly",
-    ]
+    lines.append(f"  {BROKEN_PIPE:<4} the reader of the output went away (as `| head`), quietly")
     return "\n".join(lines)
 
 

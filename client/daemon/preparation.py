@@ -10,6 +10,7 @@ it fails, evicts it and downloads it again — a damaged file is never loaded.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 from lmdock.client.cache import AdapterCache
@@ -23,7 +24,14 @@ from lmdock.client.progress import Progress, StageProgress
 from lmdock.client.task import Columns, TaskData
 from lmdock.client.task.read import read_task_file
 from lmdock.common.accounting import Budget
-from lmdock.common.errors import FailedPrecondition, IntegrityError, InvalidArgument, LmdockError, NotFound
+from lmdock.common.errors import (
+    Cancelled,
+    FailedPrecondition,
+    IntegrityError,
+    InvalidArgument,
+    LmdockError,
+    NotFound,
+)
 from lmdock.common.package import Manifest
 
 __all__ = ["Preparer"]
@@ -33,6 +41,17 @@ log = logging.getLogger(__name__)
 
 def _quiet(stage: str, done: int, total: int) -> None:
     """The progress sink when nobody watches."""
+
+
+def _cancellable(name: str, progress: StageProgress, cancel: threading.Event) -> StageProgress:
+    """`progress`, raising Cancelled at the first report after `cancel` is set."""
+
+    def report(stage: str, done: int, total: int) -> None:
+        if cancel.is_set():
+            raise Cancelled(f"task {name!r} was cancelled while {stage}; nothing was released since")
+        progress(stage, done, total)
+
+    return report
 
 
 class Preparer:
@@ -48,14 +67,25 @@ class Preparer:
         )
         self.repairs = 0  # cached learnwares that failed verification and were downloaded again
 
-    def prepare(self, name: str, progress: StageProgress | None = None) -> TaskRecord:
-        """Take task `name` from registered (or failed) to ready; on error it is marked failed."""
-        progress = progress or _quiet
+    def prepare(
+        self, name: str, progress: StageProgress | None = None, *, cancel: threading.Event | None = None
+    ) -> TaskRecord:
+        """Take task `name` from registered (or failed) to ready; on error it is marked failed.
+
+        Once `cancel` is set, the next progress report (each embedding batch, each download
+        chunk) raises Cancelled: embedding stops before anything is released, and the task
+        is left registered, to be prepared again at the next start.
+        """
+        watched = _cancellable(name, progress or _quiet, cancel or threading.Event())
         settings = self.registry.get(name).settings
         self.registry.update(name, state="preparing", stage="reading", error="")
         recorder = WireRecorder()  # counts every byte this preparation sends to the market
         try:
-            record = self._prepare(settings, progress, recorder)
+            record = self._prepare(settings, watched, recorder)
+        except Cancelled:
+            self.registry.update(name, state="registered", stage="", bytes_sent=recorder.bytes_sent)
+            log.info("task %s: preparation cancelled", name)
+            raise
         except LmdockError as exc:
             self.registry.update(
                 name, state="failed", stage="", error=str(exc), bytes_sent=recorder.bytes_sent
