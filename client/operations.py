@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from lmdock.client.cache import AdapterCache
 from lmdock.client.connection import MarketClient
@@ -48,6 +49,7 @@ def search_task(
     ledger: Ledger | None = None,
     persons: Sequence[str] = (),
     dataset: str | None = None,
+    checkpoint: Path | None = None,
 ) -> SearchOutcome:
     """Compute the DP spec of `texts` locally and send only it; return it with the ranking.
 
@@ -59,6 +61,7 @@ def search_task(
     the caller accounts for the release itself. `persons` (one id per text) makes the person
     the privacy unit; `dataset` names the data set the ledger books (None:
     the registered data set holding these records, else one named after their content).
+    `checkpoint` (with a ledger): a file where embedding saves its progress and resumes from.
     """
     if ledger is None:
         _refuse_an_empty_market(client)
@@ -73,7 +76,9 @@ def search_task(
         )
         _refuse_an_empty_market(client)
         profile = client.profile()
-        spec, debit = booking.spec(profile, destination=client.address, progress=progress)
+        spec, debit = booking.spec(
+            profile, destination=client.address, progress=progress, checkpoint=checkpoint
+        )
     p = spec.privacy  # parameters only in logs: never a text, never a vector
     if debit is not None and not debit.fresh:
         log.info("re-sending the spec already released for this data set (no new privacy cost)")

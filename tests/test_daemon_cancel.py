@@ -64,6 +64,7 @@ def test_removing_or_leaving_a_task_being_prepared_stops_its_embedding(
             removed = daemon.remove_task("big")  # cancels, waits for it to stop, removes
             worker.join(timeout=60)
             assert removed.name == "big" and daemon.tasks() == []
+            assert list((daemon.config.state_dir / "embedding").iterdir()) == []  # none kept once removed
             assert len(outcome) == 1 and isinstance(outcome[0], Cancelled)
 
             # a caller that leaves (Ctrl-C on `lmdock task add`) cancels what it asked for
@@ -120,3 +121,5 @@ def test_sigterm_while_embedding_exits_0_and_the_task_starts_over_next_time(
         (record,) = json.loads(registry.read_text())["tasks"]
         assert record["state"] == "registered"  # prepared again at the next start
         assert Ledger(config.ledger_path).state().releases == ()
+        kept = config.state_dir / "embedding" / "big.json"  # what was embedded, to resume from
+        assert kept.exists() and kept.stat().st_mode & 0o077 == 0

@@ -224,6 +224,7 @@ def test_an_exhausted_budget_sends_nothing(
             # the composed epsilon at the budget's delta (1e-6): at most the release's own 2
             assert first["state"] == "ready" and 0 < first["budget_spent"] <= 2.0
             assert first["budget_delta"] == daemon.config.privacy.budget_delta  # the total's delta
+            assert list((daemon.config.state_dir / "embedding").iterdir()) == []  # released: vectors gone
             ledger = daemon.preparer.ledger
             assert len(ledger.state().releases) == 1
 

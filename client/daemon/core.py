@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Sequence
 
+from lmdock.client import embedding_checkpoint
 from lmdock.client.answers import Classification, Generation, GenerationOptions, TextListener
 from lmdock.client.cache import AdapterCache
 from lmdock.client.daemon.batching import Batcher
@@ -151,6 +152,7 @@ class Daemon:
                     raise FailedPrecondition(f"task {name!r} is still stopping its preparation; try again")
             if self._find(name) is not None:  # a cancelled add has put back what was there: none
                 record = self.registry.remove(name)
+            embedding_checkpoint.discard(self.preparer.embeddings(name))
         self._unload_unused(record.learnware_id)
         return record
 

@@ -13,6 +13,7 @@ import logging
 import threading
 from pathlib import Path
 
+from lmdock.client import embedding_checkpoint
 from lmdock.client.cache import AdapterCache
 from lmdock.client.connection import MarketClient, WireRecorder
 from lmdock.client.daemon.config import DaemonConfig, TaskSettings
@@ -179,7 +180,9 @@ class Preparer:
             ledger=self.ledger,
             persons=task.persons,
             dataset=settings.name,  # the task's data set is named after it
+            checkpoint=self.embeddings(settings.name),  # a stopped daemon resumes from it
         )
+        embedding_checkpoint.discard(self.embeddings(settings.name))  # released: no longer needed
         log.info(
             "task %s: spec sent (%d bytes so far), %d learnware(s) ranked",
             settings.name,
@@ -187,6 +190,10 @@ class Preparer:
             len(outcome.result.matches),
         )
         return outcome
+
+    def embeddings(self, name: str) -> Path:
+        """Where task `name`'s embedding saves its progress (owner-only; deleted once released)."""
+        return self.config.state_dir / "embedding" / f"{name}.f32"
 
     def verified(self, learnware_id: str) -> Manifest:
         """The cached learnware, checked (sha256 + pinned signature, no market needed).
