@@ -225,6 +225,10 @@ def test_an_exhausted_budget_sends_nothing(
             assert first["state"] == "ready" and 0 < first["budget_spent"] <= 2.0
             assert first["budget_delta"] == daemon.config.privacy.budget_delta  # the total's delta
             assert list((daemon.config.state_dir / "embedding").iterdir()) == []  # released: vectors gone
+            assert cli.main(["task", "show", "triage", "--config", str(config)]) == 0
+            shown = capsys.readouterr().out
+            assert "this data set has spent epsilon=" in shown and "(delta=1e-06) in all" in shown
+            assert f"market ranking (best first): {first['matches'][0][0]}" in shown  # no 0-1 score
             ledger = daemon.preparer.ledger
             assert len(ledger.state().releases) == 1
 

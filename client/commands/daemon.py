@@ -205,8 +205,8 @@ def _print_task(record: Any, as_json: bool, *, http: str = "") -> None:
     )
     print(f"  {privacy}")
     if record.matches:
-        ranked = ", ".join(f"{i} ({s:.3f})" for i, s in record.matches[:5])
-        print(f"  market ranking: {ranked}")
+        ranked = ", ".join(i for i, _ in record.matches[:5])  # the 0-1 score neither ranks nor reads well
+        print(f"  market ranking (best first): {ranked}")
     where = f"http://{http}/v1" if http else "the daemon's HTTP API"
     print(f'  apps call it as model "{record.name}" at {where}')
 
