@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import multiprocessing
+import os
 import sys
 import tempfile
 import time
@@ -206,6 +207,7 @@ def _build(
         scores, lines = (_train_generator if generative else _train_classifier)(recipe, adapter, steps)
         train_seconds = time.perf_counter() - started
         train_cpu_seconds = time.process_time() - cpu_started
+        load = os.getloadavg()[0]  # what the machine was doing besides: training times depend on it
         log(
             f"  {recipe.card.id}: "
             + ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
@@ -239,6 +241,7 @@ def _build(
     return {
         "train_seconds": round(train_seconds, 2),
         "train_cpu_seconds": round(train_cpu_seconds, 2),
+        "train_load_1m": round(load, 2),
         "package_seconds": round(package_seconds, 2),
         **_sidecar_scores(scores),
         "eval_records": len(recipe.eval_labels),
