@@ -107,6 +107,8 @@ def run_command(prog: str, command: Callable[[], int], *, as_json: bool = False)
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return code
     except KeyboardInterrupt:
+        if as_json:
+            print(json.dumps(error_object("cancelled", "interrupted", INTERRUPTED), indent=2, sort_keys=True))
         print(f"{prog}: interrupted", file=sys.stderr)
         return INTERRUPTED
     except BrokenPipeError:
