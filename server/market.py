@@ -29,7 +29,7 @@ from lmdock.server.db import Database, utc_now
 from lmdock.server.identity import Identity
 from lmdock.server.index import SpecIndex
 from lmdock.server.index.backends import IndexFactory, IndexSource, exact_index, index_factory
-from lmdock.server.replica import IndexFollower
+from lmdock.server.replica import RETENTION_S, IndexFollower
 from lmdock.server.signing_keys import SigningKeys
 
 __all__ = ["Market", "MarketLimits"]
@@ -61,6 +61,7 @@ class Market:
         base_models: BaseModels | None = None,
         index: IndexFactory = exact_index,
         change_poll_s: float = CHANGE_POLL_S,
+        change_retention_s: float = RETENTION_S,
         api_key_ttl_s: float = KEY_CACHE_TTL_S,
     ) -> None:
         """`index` builds the search index from the catalogue's learnwares (`server/index/`).
@@ -75,23 +76,13 @@ class Market:
         self.blobs = blobs
         self.limits = limits
         self.base_models = base_models or BaseModels()
-        watermark = self.catalogue.last_change()  # before the rows: nothing after it is missed
-        pid, max_sigma = profile.profile_id, profile.max_sigma
-        self.index: SpecIndex = index(
-            IndexSource(
-                profile=profile,
-                entries=lambda: self.catalogue.iter_index_entries(profile_id=pid, max_sigma=max_sigma),
-                keys=lambda: self.catalogue.iter_index_keys(profile_id=pid, max_sigma=max_sigma),
-                count=lambda: self.catalogue.count(profile_id=pid),
-            )
-        )
+        self._index_factory = index
         self.follower = IndexFollower(
             self.catalogue,
-            self.index,
+            self._build_index,
             accept=self._searchable,
-            watermark=watermark,
-            settled=self.catalogue.last_change(),
             poll_s=change_poll_s,
+            retention_s=change_retention_s,
         )
         self.follower.catch_up()
         self.follower.start()
@@ -102,12 +93,28 @@ class Market:
         for orphan in self.blobs.digests() - self.catalogue.package_digests():
             self.catalogue.drop_unreferenced(orphan, self.blobs.delete)
 
+    @property
+    def index(self) -> SpecIndex:
+        """The search index (a new one after its follower rebuilt it)."""
+        return self.follower.index
+
+    def _build_index(self) -> tuple[SpecIndex, int, int]:
+        watermark = self.catalogue.last_change()  # before the rows: nothing after it is missed
+        ids, max_sigma = self.profile.ids, self.profile.max_sigma
+        index = self._index_factory(
+            IndexSource(
+                profile=self.profile,
+                entries=lambda: self.catalogue.iter_index_entries(profile_ids=ids, max_sigma=max_sigma),
+                keys=lambda: self.catalogue.iter_index_keys(profile_ids=ids, max_sigma=max_sigma),
+                count=lambda: self.catalogue.count(profile_ids=ids),
+            )
+        )
+        return index, watermark, self.catalogue.last_change()
+
     def _searchable(self, lw: LearnwareInfo) -> bool:
         # A learnware listed before the profile's max_sigma was lowered below its spec's noise
         # is ranked no more than an upload of it would be accepted.
-        return (
-            lw.spec.profile_id == self.profile.profile_id and lw.spec.privacy.sigma <= self.profile.max_sigma
-        )
+        return lw.spec.profile_id in self.profile.ids and lw.spec.privacy.sigma <= self.profile.max_sigma
 
     @classmethod
     def open(
@@ -119,6 +126,7 @@ class Market:
         limits: MarketLimits = MarketLimits(),
         base_models: BaseModels | None = None,
         change_poll_s: float = CHANGE_POLL_S,
+        change_retention_s: float = RETENTION_S,
         api_key_ttl_s: float = KEY_CACHE_TTL_S,
         index: str = "exact",
     ) -> Market:
@@ -134,6 +142,7 @@ class Market:
             limits=limits,
             base_models=base_models,
             change_poll_s=change_poll_s,
+            change_retention_s=change_retention_s,
             api_key_ttl_s=api_key_ttl_s,
             index=factory,
         )
