@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import time
@@ -37,11 +38,13 @@ __all__ = ["generative_demo_report", "print_generative_report"]
 EPSILON, DELTA = 1.0, 1e-6
 SHOWN = 3  # questions printed with both answers
 _PROMPT = Prompt("{text}\n\nAnswer with one of: {choices}.", max_tokens=64)
-#: Chosen on the medical learnware (64 records): exact match 1.0 on the hospital's 40 questions in
-#: 43 s of training on the 2-core box, where the top 4 layers at r = 4, lr 3e-3, 2 epochs gave 0.025.
+#: Chosen on the medical learnware (64 records): exact match 1.0 on the hospital's questions after
+#: 43 s of training on the 2-core box (the top 4 layers at r = 4, lr 3e-3, 2 epochs gave 0.025).
+#: Financial news diverged at lr 1e-2 (loss 10.7): the other two train at half of it.
 _TRAINING = TrainingConfig(
     epochs=3, learning_rate=1e-2, batch_size=8, max_tokens=64, rank=8, alpha=16, layers=8
 )
+_GENTLER = dataclasses.replace(_TRAINING, learning_rate=5e-3)
 #: --quick: one optimizer step each, to check the path in the test suite.
 _QUICK_TRAINING = TrainingConfig(
     epochs=1, learning_rate=3e-3, batch_size=8, max_tokens=48, rank=4, alpha=8, layers=2
@@ -71,7 +74,7 @@ def _catalogue(quick: bool) -> MarketDef:
                 data=(selection(sample, (0.4, 1.0), train),),
                 eval_fraction=0.1,
                 prompt=_PROMPT,
-                training=_QUICK_TRAINING if quick else _TRAINING,
+                training=_QUICK_TRAINING if quick else _TRAINING if sample == HOSPITAL else _GENTLER,
             )
             for sample, (domain, name, _) in _SAMPLES.items()
         ),
