@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import logging
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -27,8 +28,8 @@ from lmdock.server.catalogue import Catalogue, Page
 from lmdock.server.checks import check_package
 from lmdock.server.db import Database, utc_now
 from lmdock.server.identity import Identity
-from lmdock.server.index import SpecIndex
 from lmdock.server.index.backends import IndexFactory, IndexSource, exact_index, index_factory
+from lmdock.server.index.by_profile import ProfileIndexes
 from lmdock.server.replica import IndexFollower
 from lmdock.server.signing_keys import SigningKeys
 
@@ -62,12 +63,20 @@ class Market:
         index: IndexFactory = exact_index,
         change_poll_s: float = CHANGE_POLL_S,
         api_key_ttl_s: float = KEY_CACHE_TTL_S,
+        added_profiles: Sequence[SpecProfile] = (),
     ) -> None:
-        """`index` builds the search index from the catalogue's learnwares (`server/index/`).
+        """`index` builds each profile's search index from the catalogue's learnwares under it
+        (`server/index/`). `profile` is the market's first; `added_profiles` (oldest first) are
+        served beside it, each with its own index (docs/search.md, *Profiles side by side*).
 
-        Any number of markets may share one database and blob store: each keeps its index in
+        Any number of markets may share one database and blob store: each keeps its indexes in
         step with the catalogue's change log (`replica.IndexFollower`)."""
         self.profile = profile
+        #: Every profile served, newest first: what GetSpecProfile lists.
+        self.profiles = tuple(reversed((profile, *added_profiles)))
+        self._by_id = {p.profile_id: p for p in self.profiles}
+        if len(self._by_id) != len(self.profiles):
+            raise InvalidArgument("a market serves each profile once")
         self.db = db
         self.catalogue = Catalogue(db)
         self.api_keys = ApiKeys(db, ttl_s=api_key_ttl_s)
@@ -76,15 +85,7 @@ class Market:
         self.limits = limits
         self.base_models = base_models or BaseModels()
         watermark = self.catalogue.last_change()  # before the rows: nothing after it is missed
-        pid, max_sigma = profile.profile_id, profile.max_sigma
-        self.index: SpecIndex = index(
-            IndexSource(
-                profile=profile,
-                entries=lambda: self.catalogue.iter_index_entries(profile_id=pid, max_sigma=max_sigma),
-                keys=lambda: self.catalogue.iter_index_keys(profile_id=pid, max_sigma=max_sigma),
-                count=lambda: self.catalogue.count(profile_id=pid),
-            )
-        )
+        self.index = ProfileIndexes({p.profile_id: index(self._source(p)) for p in self.profiles})
         self.follower = IndexFollower(
             self.catalogue,
             self.index,
@@ -102,12 +103,30 @@ class Market:
         for orphan in self.blobs.digests() - self.catalogue.package_digests():
             self.catalogue.drop_unreferenced(orphan, self.blobs.delete)
 
+    def _source(self, profile: SpecProfile) -> IndexSource:
+        pid, max_sigma = profile.profile_id, profile.max_sigma
+        return IndexSource(
+            profile=profile,
+            entries=lambda: self.catalogue.iter_index_entries(profile_id=pid, max_sigma=max_sigma),
+            keys=lambda: self.catalogue.iter_index_keys(profile_id=pid, max_sigma=max_sigma),
+            count=lambda: self.catalogue.count(profile_id=pid),
+        )
+
     def _searchable(self, lw: LearnwareInfo) -> bool:
         # A learnware listed before the profile's max_sigma was lowered below its spec's noise
         # is ranked no more than an upload of it would be accepted.
-        return (
-            lw.spec.profile_id == self.profile.profile_id and lw.spec.privacy.sigma <= self.profile.max_sigma
-        )
+        profile = self._by_id.get(lw.spec.profile_id)
+        return profile is not None and lw.spec.privacy.sigma <= profile.max_sigma
+
+    def profile_of(self, spec: Spec) -> SpecProfile:
+        """The served profile `spec` was computed under; InvalidArgument for any other."""
+        profile = self._by_id.get(spec.profile_id)
+        if profile is None:
+            raise InvalidArgument(
+                f"spec was computed under profile {spec.profile_id!r}, the market serves "
+                f"{', '.join(repr(p) for p in self._by_id)}; fetch the market's profiles and recompute"
+            )
+        return profile
 
     @classmethod
     def open(
@@ -121,6 +140,7 @@ class Market:
         change_poll_s: float = CHANGE_POLL_S,
         api_key_ttl_s: float = KEY_CACHE_TTL_S,
         index: str = "exact",
+        added_profiles: Sequence[SpecProfile] = (),
     ) -> Market:
         """A market storing its catalogue in `db_url` (default: SQLite in data_dir) and blobs on
         disk, searching with the `index` backend (`server/index/backends.py`)."""
@@ -136,6 +156,7 @@ class Market:
             change_poll_s=change_poll_s,
             api_key_ttl_s=api_key_ttl_s,
             index=factory,
+            added_profiles=added_profiles,
         )
 
     def close(self) -> None:
@@ -147,7 +168,7 @@ class Market:
     # consumers
 
     def search(self, spec: Spec, *, top_k: int = 0, mixture: bool = False) -> SearchResult:
-        spec.check_against(self.profile)
+        spec.check_against(self.profile_of(spec))
         if top_k < 0 or top_k > self.limits.max_top_k:
             raise InvalidArgument(f"top_k must be in 0..{self.limits.max_top_k}")
         return self.index.search(spec, top_k=top_k or self.limits.default_top_k, mixture=mixture)
@@ -213,7 +234,7 @@ class Market:
             self._check_publisher(caller, manifest, signature)
             if self.catalogue.exists(manifest.card.id):
                 raise AlreadyExists(f"a learnware with id {manifest.card.id!r} is already published")
-            check_package(manifest, workdir / "pkg", self.profile, self.base_models)
+            check_package(manifest, workdir / "pkg", self.profile_of(manifest.spec), self.base_models)
             if caller.anonymous and not self.signing_keys.has_keys(manifest.card.publisher):
                 # an open (local demo) market trusts a publisher's first key
                 try:

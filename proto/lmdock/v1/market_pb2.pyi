@@ -134,10 +134,12 @@ class GetSpecProfileRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetSpecProfileResponse(_message.Message):
-    __slots__ = ("profile",)
+    __slots__ = ("profile", "profiles")
     PROFILE_FIELD_NUMBER: _ClassVar[int]
+    PROFILES_FIELD_NUMBER: _ClassVar[int]
     profile: SpecProfile
-    def __init__(self, profile: _Optional[_Union[SpecProfile, _Mapping]] = ...) -> None: ...
+    profiles: _containers.RepeatedCompositeFieldContainer[SpecProfile]
+    def __init__(self, profile: _Optional[_Union[SpecProfile, _Mapping]] = ..., profiles: _Optional[_Iterable[_Union[SpecProfile, _Mapping]]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
     __slots__ = ("spec", "top_k", "mixture")
