@@ -67,6 +67,7 @@ def make_profile(
 #: entry here (with its feature map in `features`); docs/search.md, *Profiles side by side*.
 PROFILE_KINDS: dict[str, Callable[[], SpecProfile]] = {
     "linear": make_profile,
+    "cosine": lambda: make_profile(kernel="cosine"),
 }
 
 

@@ -182,6 +182,7 @@ def search_result_to_pb(r: SearchResult) -> pb.SearchResponse:
                 score=m.score,
                 distance_sd=m.distance_sd,
                 rank_bound=m.rank_bound,
+                confidence=m.confidence,
             )
             for m in r.matches
         ],
@@ -201,6 +202,7 @@ def search_result_from_pb(m: pb.SearchResponse) -> SearchResult:
                 score=x.score,
                 distance_sd=x.distance_sd,
                 rank_bound=x.rank_bound,
+                confidence=x.confidence,
             )
             for x in m.matches
         ),

@@ -82,6 +82,32 @@ def identification_markdown(results: dict[str, Any]) -> str:
             )
             + "\n"
         )
+        if p.get("calibration"):
+            lines.append(
+                "\nConfidence of the top-1 (the Search response's, over the noisy searches above): how "
+                "often the top-1 is the exact spec's top-1 for the same records, and of the right domain:\n"
+            )
+            lines.append(
+                table(
+                    [
+                        "confidence",
+                        "searches",
+                        "mean confidence",
+                        "top-1 = exact spec's, %",
+                        "domain right, %",
+                    ],
+                    [
+                        [
+                            f"[{b['bin'][0]:g}, {b['bin'][1]:g}{']' if b['bin'][1] == 1 else ')'}",
+                            str(b["agrees"]["draws"]),
+                            "–" if b["agrees"]["draws"] == 0 else f"{100 * b['confidence']:.1f}",
+                            "–" if b["agrees"]["draws"] == 0 else _cell(b["agrees"]),
+                            "–" if b["agrees"]["draws"] == 0 else _cell(b["right"]),
+                        ]
+                        for b in p["calibration"]
+                    ],
+                )
+            )
         fold_header = [
             "fold (data set)",
             "hidden",

@@ -35,12 +35,13 @@ import numpy.typing as npt
 from lmdock.common.features import build_feature_map
 from lmdock.common.market_types import Match
 from lmdock.common.profile import SpecProfile
-from lmdock.common.profile_factory import make_profile
+from lmdock.common.profile_factory import PROFILE_KINDS, profile_of_kind
 from lmdock.common.spec import exact_spec, plan_release
 from lmdock.lab.datasets import load_records, position
 from lmdock.lab.definitions import MarketDef, materialize
 from lmdock.lab.embeddings import CachingEmbedder
 from lmdock.server.index import IndexEntry, Listing
+from lmdock.server.index.by_profile import entry_as_indexed
 from lmdock.server.index.exact import ExactIndex
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "IdentSettings",
     "Learnware",
     "Outcome",
+    "calibration",
     "cells_of",
     "evaluate_identification",
     "folds_of",
@@ -61,6 +63,11 @@ __all__ = [
 
 Log = Callable[[str], None]
 FloatArray = npt.NDArray[np.float64]
+
+#: Matches asked for per search (the market's default), over which confidences are computed.
+TOP_K = 5
+#: Bins of the top-1's confidence for the calibration table.
+CONFIDENCE_BINS = (0.0, 0.5, 0.8, 0.95, 1.0)
 
 #: The user part of every data set (as in `reference_market`).
 USER_PART = (0.0, 0.4)
@@ -134,6 +141,7 @@ class Outcome:
     mixture: bool  # the top-1 is a mixture learnware
     matches: tuple[Match, ...]
     sigma: float  # the query's noise
+    agrees: bool  # the top-1 is the exact spec's top-1 for the same records
 
 
 @dataclass(frozen=True)
@@ -172,12 +180,12 @@ def _draws(
     out = []
     for _ in range(count):
         rows = features if n == len(features) else features[rng.choice(len(features), n, replace=False)]
-        spec = exact_spec(rows, profile) if plan is None else plan.release(rows).spec
-        matches = index.search(spec, top_k=2).matches
+        nearest = index.search(exact_spec(rows, profile), top_k=TOP_K).matches
+        matches = nearest if plan is None else index.search(plan.release(rows).spec, top_k=TOP_K).matches
         top = matches[0]
-        out.append(
-            Outcome(top.domain == fold.domain, top.learnware_id in mixtures, matches, spec.privacy.sigma)
-        )
+        sigma = 0.0 if plan is None else plan.calibration.sigma
+        agrees = top.learnware_id == nearest[0].learnware_id
+        out.append(Outcome(top.domain == fold.domain, top.learnware_id in mixtures, matches, sigma, agrees))
     return out
 
 
@@ -196,8 +204,8 @@ def run_profile(
     cells = cells_of(settings)
     out: dict[tuple[str, Cell], list[Outcome]] = {}
     for k, fold in enumerate(folds):
-        entries = [
-            IndexEntry(Listing(i, i, domains[i]), spec.values, 0.0, "")
+        entries = [  # as the market's index for this profile holds them
+            entry_as_indexed(profile, IndexEntry(Listing(i, i, domains[i]), spec.values, 0.0, ""))
             for i, spec in specs.items()
             if i not in fold.hidden
         ]
@@ -261,7 +269,41 @@ def summarise(
         }
         for f in folds
     ]
-    return {"pooled": pooled, "apart": apart, "falls": falls, "folds": per_fold}
+    noisy = [
+        o
+        for f in folds
+        if f.scored
+        for c in cells
+        if not math.isinf(c.epsilon)
+        for o in outcomes[(f.dataset, c)]
+    ]
+    return {
+        "pooled": pooled,
+        "apart": apart,
+        "falls": falls,
+        "folds": per_fold,
+        "calibration": calibration(noisy),
+    }
+
+
+def calibration(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
+    """Per bin of the top-1's confidence: how many searches, their mean confidence, how often
+    the top-1 was the exact spec's top-1 (what the confidence claims) and of the right domain."""
+    bins = []
+    for lo, hi in itertools.pairwise(CONFIDENCE_BINS):
+        inside = [
+            o for o in outcomes if lo <= o.matches[0].confidence < hi or o.matches[0].confidence == hi == 1.0
+        ]
+        mean = float(np.mean([o.matches[0].confidence for o in inside])) if inside else math.nan
+        bins.append(
+            {
+                "bin": [lo, hi],
+                "confidence": round(mean, 4),
+                "agrees": _rate(inside, "agrees"),
+                "right": _rate(inside, "right"),
+            }
+        )
+    return bins
 
 
 def _learnwares(catalogue: MarketDef, data_root: Path, quick: bool) -> list[Learnware]:
@@ -289,7 +331,7 @@ def _pools(learnwares: Sequence[Learnware], data_root: Path, cap: int | None) ->
 
 def profiles_compared(*, quick: bool) -> dict[str, SpecProfile]:
     """The spec profiles the evaluation compares, by name (today's first)."""
-    return {"linear": make_profile()}
+    return {kind: profile_of_kind(kind) for kind in PROFILE_KINDS}
 
 
 def evaluate_identification(

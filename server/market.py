@@ -29,7 +29,7 @@ from lmdock.server.checks import check_package
 from lmdock.server.db import Database, utc_now
 from lmdock.server.identity import Identity
 from lmdock.server.index.backends import IndexFactory, IndexSource, exact_index, index_factory
-from lmdock.server.index.by_profile import ProfileIndexes
+from lmdock.server.index.by_profile import ProfileIndexes, entry_as_indexed
 from lmdock.server.replica import IndexFollower
 from lmdock.server.signing_keys import SigningKeys
 
@@ -85,7 +85,7 @@ class Market:
         self.limits = limits
         self.base_models = base_models or BaseModels()
         watermark = self.catalogue.last_change()  # before the rows: nothing after it is missed
-        self.index = ProfileIndexes({p.profile_id: index(self._source(p)) for p in self.profiles})
+        self.index = ProfileIndexes({p: index(self._source(p)) for p in self.profiles})
         self.follower = IndexFollower(
             self.catalogue,
             self.index,
@@ -107,7 +107,10 @@ class Market:
         pid, max_sigma = profile.profile_id, profile.max_sigma
         return IndexSource(
             profile=profile,
-            entries=lambda: self.catalogue.iter_index_entries(profile_id=pid, max_sigma=max_sigma),
+            entries=lambda: (
+                entry_as_indexed(profile, e)
+                for e in self.catalogue.iter_index_entries(profile_id=pid, max_sigma=max_sigma)
+            ),
             keys=lambda: self.catalogue.iter_index_keys(profile_id=pid, max_sigma=max_sigma),
             count=lambda: self.catalogue.count(profile_id=pid),
         )

@@ -6,15 +6,23 @@ import json
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 from lmdock.client.connection import MarketClient
 from lmdock.common import serde
+from lmdock.common.card import Card
 from lmdock.common.errors import AlreadyExists, InvalidArgument
+from lmdock.common.market_types import LearnwareInfo
+from lmdock.common.package import TaskInfo
 from lmdock.common.profile_factory import make_profile
+from lmdock.common.ranking import comparable
 from lmdock.common.signing import generate_key
+from lmdock.common.spec import EXACT, Spec
 from lmdock.server.auth import AccessPolicy
 from lmdock.server.cli import main as market_main
 from lmdock.server.config import add_profile, load_added_profiles, load_or_create_profile
+from lmdock.server.index.by_profile import ProfileIndexes
+from lmdock.server.index.exact import ExactIndex
 from lmdock.v1 import market_pb2 as pb
 from lmdock.v1 import market_pb2_grpc as pb_grpc
 
@@ -117,3 +125,47 @@ def test_market_cli_adds_a_profile_by_kind_or_file(tmp_path, capsys, newer) -> N
     (data_dir / "added-profiles.json").write_text('{"not": "a list"}')
     with pytest.raises(InvalidArgument, match="JSON list of spec profiles"):
         load_added_profiles(data_dir)
+
+
+def _info(id_: str, spec: Spec) -> LearnwareInfo:
+    card = Card(id=id_, name=id_, domain="test", licence="-", publisher="-")
+    return LearnwareInfo(
+        card=card,
+        base_model="-",
+        task=TaskInfo("generation"),
+        spec=spec,
+        package_sha256="0" * 64,
+        package_size=1,
+    )
+
+
+def test_comparable_scales_a_cosine_profiles_specs_to_unit_debiased_norm() -> None:
+    values = np.array([0.3, 0.4], dtype=np.float32)  # norm 0.5
+    assert comparable("linear", values, 0.1) == (values, 0.1)
+    scaled, sigma = comparable("cosine", values, 0.0)
+    assert np.allclose(scaled, [0.6, 0.8]) and sigma == 0.0
+    # a noisy spec: its norm less its noise energy, ||m||^2 - sigma^2 D = 0.25 - 0.01 * 2
+    scaled, sigma = comparable("cosine", values, 0.1)
+    assert sigma == pytest.approx(0.1 / np.sqrt(0.23)) and np.allclose(scaled, values / np.sqrt(0.23))
+
+
+def test_a_cosine_profile_ranks_a_short_centroid_mean_below_the_right_direction(profile) -> None:
+    """A broad task (mean norm 0.5) along t; a narrow learnware N (norm 0.9, cosine 0.8 to t)
+    and a wide one W (norm 0.3, cosine 0.7): the plain distance prefers W (0.13 against 0.34),
+    the direction prefers N."""
+    cosine = make_profile(kernel="cosine")
+    rng = np.random.default_rng(3)
+    t, o1, o2 = np.linalg.qr(rng.standard_normal((profile.feature_dim, 3)))[0].T
+    narrow = 0.9 * (0.8 * t + 0.6 * o1)
+    wide = 0.3 * (0.7 * t + np.sqrt(1 - 0.49) * o2)
+    indexes = ProfileIndexes({profile: ExactIndex(), cosine: ExactIndex()})
+    for p in (profile, cosine):
+        for name, v in (("narrow", narrow), ("wide", wide)):
+            indexes.add(_info(f"{p.kernel}-{name}", Spec(p.profile_id, v.astype(np.float32), EXACT)))
+    tops = {}
+    for p in (profile, cosine):
+        query = Spec(p.profile_id, (0.5 * t).astype(np.float32), EXACT)
+        tops[p.kernel] = [m.learnware_id for m in indexes.search(query, top_k=2).matches]
+    assert tops == {"linear": ["linear-wide", "linear-narrow"], "cosine": ["cosine-narrow", "cosine-wide"]}
+    indexes.remove("cosine-narrow")
+    assert len(indexes) == 3

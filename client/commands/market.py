@@ -67,10 +67,10 @@ def _search(args: argparse.Namespace) -> int:
         )
         return 0
     rows: list[tuple[Any, ...]] = [
-        (i + 1, m.learnware_id, m.domain, m.score, m.distance, m.distance_sd)
+        (i + 1, m.learnware_id, m.domain, m.score, m.distance, m.distance_sd, m.confidence)
         for i, m in enumerate(result.matches)
     ]
-    print(table(["rank", "learnware", "domain", "score", "distance", "± sd"], rows))
+    print(table(["rank", "learnware", "domain", "score", "distance", "± sd", "confidence"], rows))
     what = "this release" if fresh else "re-sent the cached release (no new cost)"
     print(
         f"\nprivacy: {what}: epsilon={privacy.epsilon:g} delta={privacy.delta:g} per {privacy.unit} "

@@ -4,26 +4,37 @@ A market may serve several profiles side by side (docs/search.md, *Profiles side
 specs under different profiles are never compared, so each profile has its own index, built
 from the catalogue's learnwares under that profile. A learnware is added to the index of its
 spec's profile (one the market does not serve is left out, as a search under it is refused); a
-removal reaches every index; a search goes to the index of the query's profile.
+removal reaches every index; a search goes to the index of the query's profile. Each spec goes
+in as its profile compares it (`lmdock.common.ranking.comparable`: as it is, or scaled to unit
+norm under a "cosine" profile), whether streamed at start (`entry_as_indexed`) or added later.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.market_types import LearnwareInfo, SearchResult
+from lmdock.common.profile import SpecProfile
+from lmdock.common.ranking import comparable
 from lmdock.common.spec import Spec
-from lmdock.server.index import SpecIndex
+from lmdock.server.index import IndexEntry, SpecIndex
 
-__all__ = ["ProfileIndexes"]
+__all__ = ["ProfileIndexes", "entry_as_indexed"]
+
+
+def entry_as_indexed(profile: SpecProfile, entry: IndexEntry) -> IndexEntry:
+    values, sigma = comparable(profile.kernel, entry.values, entry.sigma)
+    return entry._replace(values=values, sigma=sigma)
 
 
 class ProfileIndexes:
     """`SpecIndex` over the indexes of several profiles, keyed by profile id."""
 
-    def __init__(self, indexes: Mapping[str, SpecIndex]) -> None:
-        self.indexes = dict(indexes)
+    def __init__(self, indexes: Mapping[SpecProfile, SpecIndex]) -> None:
+        self.kernels = {p.profile_id: p.kernel for p in indexes}
+        self.indexes = {p.profile_id: index for p, index in indexes.items()}
 
     def of(self, profile_id: str) -> SpecIndex:
         try:
@@ -32,9 +43,14 @@ class ProfileIndexes:
             raise InvalidArgument(f"no profile {profile_id!r} is served here") from None
 
     def add(self, learnware: LearnwareInfo) -> None:
-        index = self.indexes.get(learnware.spec.profile_id)
+        spec = learnware.spec
+        index = self.indexes.get(spec.profile_id)
         if index is not None:
-            index.add(learnware)
+            values, sigma = comparable(self.kernels[spec.profile_id], spec.values, spec.privacy.sigma)
+            privacy = dataclasses.replace(spec.privacy, sigma=sigma)
+            index.add(
+                dataclasses.replace(learnware, spec=dataclasses.replace(spec, values=values, privacy=privacy))
+            )
 
     def remove(self, learnware_id: str) -> None:
         for index in self.indexes.values():
