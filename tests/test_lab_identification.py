@@ -123,6 +123,10 @@ def test_quick_identification_eval_writes_its_json_and_section(tmp_path, capsys)
     exact = next(c for c in linear["pooled"] if c["epsilon"] is None and c["n"] == 50)
     assert exact["mixture"]["rate"] == 1.0 and exact["right"]["draws"] == 2 * QUICK_IDENT.draws
     assert [f["dataset"] for f in linear["folds"] if f["scored"]] == ["banking77", "tfns"]
+    assert set(results["profiles"]) == {"linear", "cosine"}
+    # every noisy search lands in one bin of the confidence table
+    noisy = sum(c["right"]["draws"] for c in linear["pooled"] if c["epsilon"] is not None)
+    assert sum(b["agrees"]["draws"] for b in linear["calibration"]) == noisy
     text = docs.read_text()
     assert text.startswith("# Results\n\nthe classifier's report\n") and IDENT_BEGIN in text
     assert "leave one data set out" in text
