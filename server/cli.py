@@ -130,11 +130,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _add_profile(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).expanduser()
-    profile = (
-        SpecProfile.from_json(Path(args.file).read_text(encoding="utf-8"))
-        if args.file
-        else profile_of_kind(args.kind)
-    )
+    if args.file:
+        try:
+            text = Path(args.file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidArgument(f"cannot read the profile file {args.file}: {exc}") from None
+        profile = SpecProfile.from_json(text)
+    else:
+        profile = profile_of_kind(args.kind)
     added = add_profile(data_dir, profile)
     first = load_or_create_profile(data_dir)
     served = [p.profile_id for p in reversed((first, *added))]

@@ -122,6 +122,18 @@ def test_market_cli_adds_a_profile_by_kind_or_file(tmp_path, capsys, newer) -> N
     assert market_main(["add-profile", "--data-dir", str(data_dir), "--file", str(tmp_path / "p.json")]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["added"] == newer.profile_id and out["served_newest_first"][0] == newer.profile_id
+    for bad, message in (
+        (tmp_path / "missing.json", "cannot read the profile file"),
+        (tmp_path, "cannot read"),
+    ):
+        assert market_main(["add-profile", "--data-dir", str(data_dir), "--file", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    (tmp_path / "junk.json").write_bytes(b"\xff\xfe not a profile")
+    assert (
+        market_main(["add-profile", "--data-dir", str(data_dir), "--file", str(tmp_path / "junk.json")]) == 2
+    )
+    assert "cannot read" in capsys.readouterr().err
     (data_dir / "added-profiles.json").write_text('{"not": "a list"}')
     with pytest.raises(InvalidArgument, match="JSON list of spec profiles"):
         load_added_profiles(data_dir)
