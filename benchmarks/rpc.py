@@ -1,8 +1,9 @@
 """Search QPS with 1, 8 and 32 callers, next to a bare grpc.aio echo in the same run.
 
 One market in this process as `lmdock-market serve` builds it (SQLite, the default profile,
-the exact index, API keys required; the per-caller rate limit off, so that the callers' own
-pace is what is measured) with `--learnwares` listed learnwares of random exact specs, and
+the `--index` backend, API keys required; the per-caller rate limit off, so that the callers'
+own pace is what is measured) with `--learnwares` listed learnwares of exact specs, clustered
+like real ones (`search.py`'s generator; the query is a noisy copy of one of them), and
 beside it a bare grpc.aio server whose Echo answers its request (`raw_grpc.py`).
 
 The callers run in a process of their own (grpc.aio, one coroutine per caller, calling in a
@@ -14,7 +15,7 @@ a market that reads the API key's row on every call (`api_key_ttl_s=0`, as befor
 cache). Prints one JSON object with the QPS of each, Search's ratio to the echo and the
 p50/p99 latency, per number of callers:
 
-    python benchmarks/rpc.py [--learnwares 10000] [--callers 1,8,32] [--seconds 5]
+    python benchmarks/rpc.py [--learnwares 10000] [--index exact|hnsw] [--callers 1,8,32] [--seconds 5]
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from lmdock.server.market import Market
 from lmdock.server.workers import one_blas_thread
 from lmdock.v1 import market_pb2 as pb
 from raw_grpc import RawServer
+from search import query_specs, spec_rows
 
 SEARCH = "/lmdock.v1.MarketService/Search"
 WHOAMI = "/lmdock.v1.MarketService/WhoAmI"  # the market's edge alone: interceptors, auth, a handler
@@ -107,20 +109,18 @@ def _measure(port: int, method: str, request_file: Path, key: str, callers: int,
     return dict(json.loads(out.stdout))
 
 
-def _learnwares(profile_id: str, dim: int, n: int) -> list[LearnwareInfo]:
-    rng = np.random.default_rng(0)
-    values = rng.standard_normal((n, dim)).astype(np.float32) * 0.05
+def _learnwares(profile_id: str, rows: np.ndarray) -> list[LearnwareInfo]:
     return [
         LearnwareInfo(
             card=Card(id=f"lw-{i:07d}", name=f"lw {i}", domain="bench", licence="MIT", publisher="acme"),
             base_model="sentence-transformers/all-MiniLM-L6-v2",
             task=TaskInfo("classification", ("no", "yes")),
-            spec=Spec(profile_id=profile_id, values=values[i], privacy=EXACT),
+            spec=Spec(profile_id=profile_id, values=values, privacy=EXACT),
             package_sha256=f"{i:064x}",
             package_size=1,
             created_at="2026-01-01T00:00:00+00:00",
         )
-        for i in range(n)
+        for i, values in enumerate(rows)
     ]
 
 
@@ -131,6 +131,7 @@ def main() -> None:
     parser.add_argument("--learnwares", type=int, default=10_000)
     parser.add_argument("--callers", default="1,8,32")
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--index", choices=("exact", "hnsw"), default="exact", help="default: exact")
     parser.add_argument(
         "--blas-threads",
         choices=("one", "library"),
@@ -144,15 +145,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lmdock-rpc-") as tmp:
         work = Path(tmp)
         seeded = Market.open(work / "market", profile=profile)  # listed without blobs: Search only
-        seeded.catalogue.add_many(_learnwares(profile.profile_id, profile.feature_dim, args.learnwares))
+        rng = np.random.default_rng(0)
+        rows = spec_rows("clustered", args.learnwares, rng)
+        seeded.catalogue.add_many(_learnwares(profile.profile_id, rows))
         seeded.close()
-        market = Market.open(work / "market", profile=profile)
+        market = Market.open(work / "market", profile=profile, index=args.index)
         _, key = market.api_keys.create("bench", Role.CONSUMER)
         settings = ServerSettings(rate_limits=RateLimits(calls_per_second=0))
         server, port = create_server(market, settings=settings)
         server.start()
         raw = RawServer(work)
-        query = _learnwares(profile.profile_id, profile.feature_dim, 1)[0].spec
+        query = query_specs("clustered", rows, 0.0, 1, rng)[0]
+        query = Spec(profile_id=profile.profile_id, values=query.values, privacy=EXACT)
         request_file, empty = work / "search.bin", work / "empty.bin"
         request_file.write_bytes(pb.SearchRequest(spec=serde.spec_to_pb(query), top_k=5).SerializeToString())
         empty.write_bytes(b"")
@@ -174,7 +178,7 @@ def main() -> None:
         finally:
             server.stop(grace=None)
             market.close()
-        uncached = Market.open(work / "market", profile=profile, api_key_ttl_s=0.0)
+        uncached = Market.open(work / "market", profile=profile, api_key_ttl_s=0.0, index=args.index)
         server, port = create_server(uncached, settings=settings)
         server.start()
         try:
@@ -191,6 +195,7 @@ def main() -> None:
         json.dumps(
             {
                 "learnwares": args.learnwares,
+                "index": args.index,
                 "seconds": args.seconds,
                 "blas_threads": args.blas_threads,
                 "rows": rows,

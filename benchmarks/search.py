@@ -36,7 +36,7 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def _specs(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
+def spec_rows(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
     if kind == "clustered":
         centres = rng.standard_normal((max(n // 100, 10), DIM), dtype=np.float32)
         centres *= 0.7 / np.linalg.norm(centres, axis=1, keepdims=True)
@@ -48,11 +48,13 @@ def _specs(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
     return rows
 
 
-def _queries(kind: str, rows: np.ndarray, sigma: float, count: int, rng: np.random.Generator) -> list[Spec]:
+def query_specs(
+    kind: str, rows: np.ndarray, sigma: float, count: int, rng: np.random.Generator
+) -> list[Spec]:
     if kind == "clustered":
         base = rows[rng.integers(0, len(rows), count)] + 0.005 * rng.standard_normal((count, DIM))
     else:
-        base = _specs("uniform", count, rng)
+        base = spec_rows("uniform", count, rng)
     privacy = dataclasses.replace(EXACT, sigma=sigma, epsilon=1.0, delta=1e-6) if sigma else EXACT
     noisy = base + sigma * rng.standard_normal((count, DIM))
     return [Spec(profile_id="bench", values=v.astype(np.float32), privacy=privacy) for v in noisy]
@@ -103,9 +105,9 @@ def _recall(found: list[list[str]], truth: list[list[str]]) -> dict[str, float]:
 
 def _run(n: int, specs: str, count: int, backends: list[str]) -> list[dict[str, object]]:
     rng = np.random.default_rng(n)
-    rows = _specs(specs, n, rng)
+    rows = spec_rows(specs, n, rng)
     sigmas = (0.0, DP_SIGMA) if specs == "clustered" else (0.0,)
-    queries = {sigma: _queries(specs, rows, sigma, count, rng) for sigma in sigmas}
+    queries = {sigma: query_specs(specs, rows, sigma, count, rng) for sigma in sigmas}
     out: list[dict[str, object]] = []
 
     def floor(query: Spec) -> list[str]:

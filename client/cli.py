@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from lmdock.client.commands import daemon, demo, keys, ledger, market, publish
+from lmdock.client.commands import daemon, demo, federate, keys, ledger, market, publish
 from lmdock.client.models import quiet_model_libraries
 from lmdock.common.errors import LmdockError
 
@@ -20,6 +20,7 @@ REGISTRARS = (
     keys.register,
     daemon.register,
     demo.register,
+    federate.register,
 )
 
 

@@ -3,7 +3,10 @@
 Files (the anchor may live elsewhere, e.g. on another volume):
 
     ledger.jsonl        one canonical-JSON entry per line; entry k carries `prev`, the sha256 of
-                        line k-1 (64 zeros for the first), so no entry can change unnoticed
+                        line k-1 (64 zeros for the first), so no entry can change unnoticed.
+                        The lines stay in the first canonical form (`canonical_json`, not RFC
+                        8785): the chain hashes each line's bytes as written, so any language
+                        checks it with sha256 alone, and no ledger is ever re-encoded
     ledger.jsonl.head   the anchor: how many entries there are, the sha256 of the last one, and
                         the entry being written (`pending`); a cut-off tail no longer matches it
     ledger.jsonl.lock   an flock, so the CLI and a daemon never interleave: a second process

@@ -6,9 +6,10 @@ Entry kinds (one canonical-JSON line each, hash-chained by `client.ledger`):
                 record fingerprints (`client.privacy_unit`); written before its first release
     extend      records a registered data set did not hold yet (a grown or edited file)
     raise-cap   an administrator raised a data set's cap: old and new cap, who, and why
-    spec        a released spec; training: a DP training run. `dataset` is the data set booked,
-                `charged` the other registered data sets whose records the release read (it
-                counts against each of their caps), `content` the exact-content key.
+    spec        a released spec; training: a DP training run; evaluation: the noised counts of
+                correct answers a site releases in a federated evaluation. `dataset` is the data
+                set booked, `charged` the other registered data sets whose records the release
+                read (it counts against each of their caps), `content` the exact-content key.
 
 Ledgers written before data sets were named hold releases whose `dataset` is the content key
 (`dataset_id`): a data set registered with that exact content adopts them, and until then
@@ -41,7 +42,8 @@ from lmdock.common.spec import Spec
 
 __all__ = ["RELEASE_KINDS", "Charge", "Debit", "Entry", "LedgerState", "Unit", "check_entry"]
 
-RELEASE_KINDS = ("spec", "training")  # a released spec; a DP training run (DP-SGD)
+#: a released spec; a DP training run (DP-SGD); noised counts of a federated evaluation
+RELEASE_KINDS = ("spec", "training", "evaluation")
 ADMIN_KINDS = ("register", "extend", "raise-cap")
 
 
@@ -302,15 +304,16 @@ class LedgerState:
         return charge, spent_after
 
     def cached_release(
-        self, content: str, *, profile_id: str, epsilon: float, delta: float, unit: str
+        self, content: str, *, profile_ids: Sequence[str], epsilon: float, delta: float, unit: str
     ) -> Entry | None:
         """The newest release of these exact records as a spec under these parameters, if any:
-        free to re-send (re-sending published output is post-processing)."""
+        free to re-send (re-sending published output is post-processing). `profile_ids`: the
+        profile's ids (`SpecProfile.ids`), so a spec booked under its v1 id is found too."""
         for entry in reversed(self.releases):
             spec = entry.spec() if entry.content == content else None
             if (
                 spec is not None
-                and spec.profile_id == profile_id
+                and spec.profile_id in profile_ids
                 and spec.privacy.epsilon == epsilon
                 and spec.privacy.delta == delta
                 and spec.privacy.unit == unit
@@ -319,9 +322,9 @@ class LedgerState:
         return None
 
     def cached_spec(
-        self, content: str, *, profile_id: str, epsilon: float, delta: float, unit: str
+        self, content: str, *, profile_ids: Sequence[str], epsilon: float, delta: float, unit: str
     ) -> Spec | None:
-        entry = self.cached_release(content, profile_id=profile_id, epsilon=epsilon, delta=delta, unit=unit)
+        entry = self.cached_release(content, profile_ids=profile_ids, epsilon=epsilon, delta=delta, unit=unit)
         return None if entry is None else entry.spec()
 
     def has_release(self, content: str, *, epsilon: float, delta: float, unit: str) -> bool:

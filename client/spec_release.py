@@ -125,7 +125,7 @@ class SpecBooking:
         (BudgetExceeded, and no spec, over the cap)."""
         cached = self.state.cached_release(
             self.dataset.key,
-            profile_id=profile.profile_id,
+            profile_ids=profile.ids,
             epsilon=self.epsilon,
             delta=self.delta,
             unit=self.unit,

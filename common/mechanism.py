@@ -10,6 +10,18 @@ For a kernel mean of b or more privacy units with rows of norm <= R in D dimensi
     sigma     = analytic_sigma(epsilon, delta - (1 + e^epsilon) tv, Delta)
     release   = g (round(mu / g) + K),   K ~ N_Z(0, (sigma / g)^2)^D
 
+Distributed noise (`shares` = t > 1: a federation's secure sum). Each of t parties adds
+K_j ~ N_Z(0, s^2 / t) to its own snapped vector and only the sum reaches anyone. The sum of t
+i.i.d. N_Z(0, s^2 / t) is within TV
+
+    tau(s, t) = 10 sum_{j=1}^{t-1} exp(-2 pi^2 (s^2 / t) j / (j + 1))      per coordinate
+
+of N_Z(0, s^2) (Kairouz, Liu & Steinke, ICML 2021, "the distributed discrete Gaussian"), and
+each party's sampler adds its own SAMPLER_TV_PER_COORD, so tv = D (t SAMPLER_TV_PER_COORD +
+tau(s_0, t) + rounding_tv(s_0)) with s_0 = sigma_0 / g <= s (tau falls with s). At s >= 2^20,
+tau underflows to 0. Changing one party's record moves only that party's snapped term, by at
+most Delta / g in grid units, as for a single release.
+
 Why it is (epsilon, delta)-DP: g (round(mu / g) + Round(G)) with G ~ N(0, (sigma/g)^2 I) is
 post-processing of the Gaussian mechanism on round(mu / g), whose sensitivity in grid units is
 at most Delta / g, so it is (epsilon, delta - (1 + e^epsilon) tv)-DP (Balle & Wang, Thm. 8);
@@ -49,6 +61,7 @@ __all__ = [
     "calibrate",
     "calibrate_vector",
     "least_cost",
+    "sum_tv",
 ]
 
 #: The grid sits 2^GRID_BITS below the noise scale: fine enough that rounding costs nothing.
@@ -69,6 +82,12 @@ class Calibration:
     tv_slack: float  # TV distance of the sampled release from the ideal Gaussian mechanism
     epsilon: float
     delta: float
+    shares: int = 1  # parties that each add N_Z(0, (sigma / grid)^2 / shares) (module docstring)
+
+    @property
+    def share_scale(self) -> float:
+        """The scale, in grid units, of one party's discrete Gaussian share of the noise."""
+        return self.sigma / self.grid / math.sqrt(self.shares)
 
     @property
     def noise_multiplier(self) -> float:
@@ -95,16 +114,28 @@ def calibrate(*, epsilon: float, delta: float, clip_radius: float, bucket: int, 
     return calibrate_vector(epsilon=epsilon, delta=delta, sensitivity=2.0 * clip_radius / bucket, dim=dim)
 
 
-def calibrate_vector(*, epsilon: float, delta: float, sensitivity: float, dim: int) -> Calibration:
+def sum_tv(scale: float, shares: int) -> float:
+    """tau(s, t): TV bound between the sum of t i.i.d. N_Z(0, s^2 / t) and N_Z(0, s^2), per
+    coordinate (module docstring); 0 for one share."""
+    variance = scale * scale / shares
+    return 10.0 * math.fsum(math.exp(-2 * math.pi**2 * variance * j / (j + 1)) for j in range(1, shares))
+
+
+def calibrate_vector(
+    *, epsilon: float, delta: float, sensitivity: float, dim: int, shares: int = 1
+) -> Calibration:
     """The grid, sensitivity and sigma of an (epsilon, delta)-DP release of any `dim`-vector
-    whose replace-one L2 sensitivity is `sensitivity` (a kernel mean: 2R/b; k counts: sqrt(k))."""
+    whose replace-one L2 sensitivity is `sensitivity` (a kernel mean: 2R/b; k counts: sqrt(k));
+    with `shares` > 1, its noise is the sum of that many parties' shares (module docstring)."""
+    if not (isinstance(shares, int) and shares >= 1):
+        raise InvalidArgument(f"the noise needs at least one share, got {shares!r}")
     validate_privacy(epsilon=epsilon, delta=delta)
     if not (math.isfinite(sensitivity) and sensitivity > 0) or dim < 1:
         raise InvalidArgument("sensitivity and dimension must be positive")
     base = sensitivity
     sigma_0 = analytic_sigma(epsilon=epsilon, delta=delta, sensitivity=base)
     grid = 2.0 ** (math.floor(math.log2(sigma_0)) - GRID_BITS)
-    tv = dim * (SAMPLER_TV_PER_COORD + rounding_tv(sigma_0 / grid))
+    tv = dim * (shares * SAMPLER_TV_PER_COORD + sum_tv(sigma_0 / grid, shares) + rounding_tv(sigma_0 / grid))
     paid = (1.0 + math.exp(epsilon)) * tv
     if paid >= delta * MAX_TV_SHARE:
         raise InvalidArgument(
@@ -113,7 +144,13 @@ def calibrate_vector(*, epsilon: float, delta: float, sensitivity: float, dim: i
     sensitivity = base + grid * math.sqrt(dim)
     sigma = analytic_sigma(epsilon=epsilon, delta=delta - paid, sensitivity=sensitivity)
     return Calibration(
-        sigma=sigma, sensitivity=sensitivity, grid=grid, tv_slack=tv, epsilon=epsilon, delta=delta
+        sigma=sigma,
+        sensitivity=sensitivity,
+        grid=grid,
+        tv_slack=tv,
+        epsilon=epsilon,
+        delta=delta,
+        shares=shares,
     )
 
 

@@ -1,13 +1,18 @@
-"""Learnware package, format v1: one uncompressed tar holding
+"""Learnware package, format v2 (v1 is still read): one uncompressed tar holding
 
     manifest.json               what the learnware is (see `Manifest`; its descriptive fields are
                                 the `Card`), listing every other file with its sha256 and size
-    signature.json              Ed25519 signature of canonical_json(manifest) (see `signing`);
+    signature.json              Ed25519 signature of the manifest's canonical encoding: RFC 8785
+                                (JCS) for v2, the first canonical JSON for v1 (see `signing`);
                                 absent from a package written unsigned, until `sign_package`
                                 (`package_reader`) adds it
     adapter_config.json         PEFT adapter config
     adapter_model.safetensors   PEFT adapter weights (and a task head, when there is one)
     README.md                   optional model card
+
+The two formats differ only in that encoding; the manifest's `format` field names its format
+("lmdock-learnware/2" or "/1"). New packages are written as v2; `sign_package` keeps a package's
+format (it never changes a manifest).
 
 Only regular files with plain names are allowed: .json and .safetensors files and the model
 card README.md. No links, no folders, no '..', never pickle (.bin, .pt), code or archives.
@@ -38,11 +43,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from lmdock.common.card import Card, check_text_field
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.hashing import sha256_file
-from lmdock.common.signing import Signature, sign_manifest
+from lmdock.common.signing import MANIFEST_ENCODINGS, Signature, sign_manifest
 from lmdock.common.spec import Spec
 
 __all__ = [
     "FORMAT",
+    "FORMATS",
     "POOLINGS",
     "REQUIRED_FILES",
     "FileEntry",
@@ -54,7 +60,9 @@ __all__ = [
     "write_tar",
 ]
 
-FORMAT = "lmdock-learnware/1"
+#: The format new packages are written in; FORMATS: every format read, oldest first.
+FORMAT = "lmdock-learnware/2"
+FORMATS = tuple(MANIFEST_ENCODINGS)
 MANIFEST = "manifest.json"
 SIGNATURE = "signature.json"
 REQUIRED_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -127,8 +135,10 @@ class Manifest:
     format: str = FORMAT
 
     def __post_init__(self) -> None:
-        if self.format != FORMAT:
-            raise InvalidArgument(f"package format {self.format!r} is not supported (need {FORMAT})")
+        if self.format not in FORMATS:
+            raise InvalidArgument(
+                f"package format {self.format[:64]!r} is not supported (need one of {', '.join(FORMATS)})"
+            )
         for name in (*REQUIRED_FILES,):
             if name not in self.files:
                 raise InvalidArgument(f"manifest lists no {name}")

@@ -19,11 +19,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from lmdock.common.adapter_config import check_module_names
-from lmdock.common.canonical import canonical_json
 from lmdock.common.errors import IntegrityError, InvalidArgument
 from lmdock.common.hashing import sha256_file
 from lmdock.common.package import MANIFEST, SIGNATURE, Manifest, PackageLimits, check_member_name, write_tar
-from lmdock.common.signing import Signature, sign_manifest, verify_manifest
+from lmdock.common.signing import Signature, sign_manifest, signed_bytes, verify_manifest
 
 __all__ = ["check_files", "sign_package", "unpack_package", "verify_folder"]
 
@@ -156,8 +155,12 @@ def check_files(
     manifest = Manifest.from_dict(manifest_dict)
     if len(manifest.task.labels) > limits.max_labels:
         raise InvalidArgument(f"more than {limits.max_labels} labels")
-    if canonical_json(manifest.to_dict()) != canonical_json(manifest_dict):
-        raise InvalidArgument("manifest.json has fields that format v1 does not define")
+    # the signature covers what the manifest's fields say, re-encoded: it must be all the file says
+    if signed_bytes(manifest.to_dict()) != signed_bytes(manifest_dict):
+        raise InvalidArgument(
+            f"manifest.json has fields or values that format {manifest.format} does not define "
+            "(unknown fields, or spec values that are not float32)"
+        )
     _check_file_set({p.name for p in folder.iterdir()} - {MANIFEST, SIGNATURE}, set(manifest.files))
     parsed: dict[str, Any] = {}
     for name, entry in manifest.files.items():

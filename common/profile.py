@@ -10,17 +10,23 @@ One field is the market's policy rather than part of how a spec is computed: `ma
 largest noise a spec may carry (uploads and searches). It stays out of the profile id, so
 declaring it (or a profile file written before it existed, which gets the default) leaves every
 published spec, package and client comparable; docs/search.md derives the default.
+
+The profile id is the hash of the RFC 8785 (JCS) encoding of the other fields (v2, what another
+language can reproduce: docs/verify-any-language.md). Specs and packages made before it carry
+the v1 id (`legacy_profile_id`, the same fields in the first canonical JSON); both ids name the
+same profile (`ids`), so everything published under the v1 id stays comparable and searchable.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from lmdock.common.canonical import canonical_json, sha256_hex
+from lmdock.common.canonical import canonical_json, jcs, sha256_hex
 from lmdock.common.errors import InvalidArgument
 
 __all__ = ["KERNELS", "MAX_SIGMA", "POLICY_FIELDS", "SPEC_VERSION", "SpecProfile", "default_max_sigma"]
@@ -87,19 +93,32 @@ class SpecProfile:
             raise InvalidArgument("only mean pooling in float32 is supported")
         if not 0 < self.max_tokens <= 8192:
             raise InvalidArgument(f"max_tokens {self.max_tokens} out of range")
-        if not 0 <= self.seed < 2**63:
-            raise InvalidArgument("seed must be in [0, 2^63)")
+        if not 0 <= self.seed < 2**53:  # an integer JSON holds exactly in every language
+            raise InvalidArgument("seed must be in [0, 2^53)")
         if self.max_sigma == 0:
             object.__setattr__(self, "max_sigma", default_max_sigma(self.feature_dim, self.clip_radius))
         if not (math.isfinite(self.max_sigma) and 0 < self.max_sigma <= MAX_SIGMA):
             raise InvalidArgument(f"max_sigma must be in (0, {MAX_SIGMA:g}], got {self.max_sigma!r}")
 
-    @property
+    @functools.cached_property  # the profile is frozen; every Search compares against its id
     def profile_id(self) -> str:
-        """First 16 hex digits of the sha256 of the canonical encoding of every field that
-        shapes a spec (all but `POLICY_FIELDS`, so profiles from before them keep their id)."""
-        shaping = {k: v for k, v in self.to_dict().items() if k not in POLICY_FIELDS}
-        return sha256_hex(canonical_json(shaping))[:16]
+        """First 16 hex digits of the sha256 of the JCS encoding of every field that shapes a
+        spec (all but `POLICY_FIELDS`, so profiles from before them keep their id)."""
+        return sha256_hex(jcs(self._shaping()))[:16]
+
+    @functools.cached_property
+    def legacy_profile_id(self) -> str:
+        """The v1 id: the same fields in the first canonical JSON (specs made before v2 carry it)."""
+        return sha256_hex(canonical_json(self._shaping()))[:16]
+
+    @property
+    def ids(self) -> tuple[str, str]:
+        """Every id naming this profile, the current one first: a spec, package or profile file
+        under either is under this profile."""
+        return self.profile_id, self.legacy_profile_id
+
+    def _shaping(self) -> dict[str, Any]:
+        return {k: v for k, v in self.to_dict().items() if k not in POLICY_FIELDS}
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -128,7 +147,7 @@ class SpecProfile:
             if isinstance(exc, InvalidArgument):
                 raise
             raise InvalidArgument(f"malformed spec profile: {exc}") from None
-        if "profile_id" in data and data["profile_id"] != profile.profile_id:
+        if "profile_id" in data and data["profile_id"] not in profile.ids:
             raise InvalidArgument("profile_id does not match the profile's contents")
         return profile
 

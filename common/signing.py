@@ -1,8 +1,12 @@
 """Ed25519 publisher signatures over the canonical encoding of a learnware manifest.
 
-The manifest lists the sha256 of every file in the package, so one signature over
-canonical_json(manifest) covers all bytes. A key is named by its key id: the first 16 hex
-digits of sha256 of the raw 32-byte public key.
+The manifest lists the sha256 of every file in the package, so one signature over the
+manifest's canonical encoding covers all bytes. Which encoding is decided by the manifest's own
+`format` field, and by nothing else (`signed_bytes`): "lmdock-learnware/2" signs its RFC 8785
+(JCS) bytes, "lmdock-learnware/1" (packages from before v2) lmdock's first canonical JSON. The
+field is inside the signed bytes, so changing it breaks the signature, and a verifier never
+tries the other encoding: no package can be moved to the encoding it was not signed in.
+A key is named by its key id: the first 16 hex digits of sha256 of the raw 32-byte public key.
 
 Registering a key with a market needs a proof of possession (`prove_possession`): the key's
 signature over `registration_message`, which binds the caller's authenticated principal, the
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +26,11 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from lmdock.common.canonical import canonical_json, sha256_hex
+from lmdock.common.canonical import canonical_json, jcs, sha256_hex
 from lmdock.common.errors import IntegrityError, InvalidArgument, PermissionDenied
 
 __all__ = [
+    "MANIFEST_ENCODINGS",
     "Signature",
     "generate_key",
     "key_id",
@@ -35,6 +41,7 @@ __all__ = [
     "registration_message",
     "save_private_key",
     "sign_manifest",
+    "signed_bytes",
     "verify_manifest",
     "verify_possession",
 ]
@@ -42,6 +49,13 @@ __all__ = [
 #: Set apart from every other signed message (canonical JSON starts with "{"), so a registration
 #: proof can never pass for a manifest signature, nor the other way round.
 REGISTRATION_CONTEXT = b"lmdock/v1 register-signing-key\0"
+
+#: The bytes a manifest's signature covers, by the manifest's `format` field (the package
+#: formats of `lmdock.common.package`, oldest first).
+MANIFEST_ENCODINGS: dict[str, Callable[[Any], bytes]] = {
+    "lmdock-learnware/1": canonical_json,
+    "lmdock-learnware/2": jcs,
+}
 
 
 @dataclass(frozen=True)
@@ -100,9 +114,20 @@ def key_id(public_key_b64: str) -> str:
     return sha256_hex(base64.b64decode(public_key_b64))[:16]
 
 
+def signed_bytes(manifest: dict[str, Any]) -> bytes:
+    """What a signature of `manifest` signs: its encoding under its own `format` (see above)."""
+    fmt = manifest.get("format") if isinstance(manifest, dict) else None  # a stranger's JSON
+    encode = MANIFEST_ENCODINGS.get(fmt) if isinstance(fmt, str) else None
+    if encode is None:
+        raise InvalidArgument(
+            f"package format {str(fmt)[:64]!r} is not supported (need one of {', '.join(MANIFEST_ENCODINGS)})"
+        )
+    return encode(manifest)
+
+
 def sign_manifest(manifest: dict[str, Any], key: Ed25519PrivateKey) -> Signature:
     public = public_key_to_b64(key.public_key())
-    sig = key.sign(canonical_json(manifest))
+    sig = key.sign(signed_bytes(manifest))
     return Signature(
         key_id=key_id(public), public_key=public, signature=base64.b64encode(sig).decode("ascii")
     )
@@ -120,16 +145,18 @@ def verify_manifest(
     if key_id(signature.public_key) != signature.key_id:
         raise IntegrityError("signature key_id does not match its public key")
     public = public_key_from_b64(signature.public_key)
+    message = signed_bytes(manifest)
     try:
-        public.verify(base64.b64decode(signature.signature), canonical_json(manifest))
+        public.verify(base64.b64decode(signature.signature), message)
     except (InvalidSignature, ValueError):
         raise IntegrityError("publisher signature does not verify: the manifest was altered") from None
 
 
 def registration_message(*, principal: str, publisher: str, public_key: str) -> bytes:
-    """What a registration proof signs: the context, then the canonical JSON of the three fields."""
+    """What a registration proof signs: the context, then the JCS encoding of the three fields
+    (for strings alone it is byte for byte the v1 form, so proofs made before JCS still verify)."""
     fields = {"principal": principal, "publisher": publisher, "public_key": public_key}
-    return REGISTRATION_CONTEXT + canonical_json(fields)
+    return REGISTRATION_CONTEXT + jcs(fields)
 
 
 def prove_possession(key: Ed25519PrivateKey, *, principal: str, publisher: str) -> bytes:

@@ -153,7 +153,7 @@ class Spec:
         """Raise InvalidArgument unless this spec was computed under `profile`."""
         if self.version != profile.version:
             raise InvalidArgument(f"spec version {self.version} != profile version {profile.version}")
-        if self.profile_id != profile.profile_id:
+        if self.profile_id not in profile.ids:
             raise InvalidArgument(
                 f"spec was computed under profile {self.profile_id!r}, the market uses "
                 f"{profile.profile_id!r}; fetch the current profile and recompute"

@@ -117,11 +117,19 @@ def _print_table(report: dict[str, Any]) -> None:
         print(f"  {key.ljust(width)}  {value}")
 
 
-def run_demo(*, workdir: Path | None = None, as_json: bool = False, quick: bool = False) -> int:
+def run_demo(
+    *, workdir: Path | None = None, as_json: bool = False, quick: bool = False, generative: bool = False
+) -> int:
     workdir = workdir or default_cache_dir() / "demo"
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
+
+    if generative:
+        from lmdock.lab.gen_demo import generative_demo_report, print_generative_report
+
+        print_generative_report(generative_demo_report(workdir, log=log, quick=quick), as_json=as_json)
+        return 0
 
     report = demo_report(workdir, log=log, quick=quick)
     if as_json:

@@ -194,13 +194,14 @@ METHOD = """\
   the build refuses a task that shares a record (id or text) with any learnware's data.
 * **Scoring** (lm-evaluation-harness conventions, `lab/loglik.py`). Closed answer sets (labels,
   yes/no/maybe, AQuA-RAT's letters): the choice with the highest log-likelihood after the prompt,
-  accuracy; where every choice is a single token this is ONE forward pass per example (the
-  next-token distribution over the choices; "one pass" in the table), else one sequence per choice,
-  summed over its tokens. Open answers (TAT-QA, COVID-QA, MedQuAD answers) and math (GSM8K, MATH):
-  *gold p*, the gold continuation's token probability exp(mean log p) over its first 64 tokens,
-  teacher-forced; for math the continuation is the worked solution ending in the final answer
-  (exact match on the final number is near zero at 135M). Columns average different metrics, so
-  read domain averages within a domain.
+  accuracy, from ONE forward pass per example ("one pass" in the table): where every choice is a
+  single token, the next-token distribution over the choices; else the prompt followed by every
+  choice, each choice attending to the prompt and its own tokens only, summed over its tokens
+  (equal to one sequence per choice, the prompt run once). Open answers (TAT-QA, COVID-QA, MedQuAD
+  answers) and math (GSM8K, MATH): *gold p*, the gold continuation's token probability exp(mean
+  log p) over its first 64 tokens, teacher-forced; for math the continuation is the worked
+  solution ending in the final answer (exact match on the final number is near zero at 135M).
+  Columns average different metrics, so read domain averages within a domain.
 * **CPU engineering.** LoRA on the top layers only: the frozen lower layers run once per scored
   batch and their activations serve the base and every adapter (`SplitModel`), so k adapters cost
   lower + k·upper; the vocabulary projection runs only at the positions read; prompts are cut per

@@ -138,7 +138,7 @@ def score_models(
         if task.choices:
             gold = np.array([task.choices.index(y) for y in task.labels[:n]])
             per_example[task.id] = {
-                m: (read_choices(a, n, len(task.choices)).argmax(1) == gold).astype(float).tolist()
+                m: (read_choices(a, choice_ids).argmax(1) == gold).astype(float).tolist()
                 for m, a in answers.items()
             }
             metric[task.id], one_pass[task.id] = "accuracy", len(questions) == n

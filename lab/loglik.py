@@ -3,17 +3,21 @@
 Every question put to the model is a token sequence and the (position, token) pairs to read:
 log p(token | the sequence before position + 1). Three kinds of question are built on that:
 
-* `choice_logprobs`: log p(choice | prompt) for each of a closed set of choices. When every
-  choice is one token (letters, yes/no, ...), ONE forward pass of the prompt reads them all
-  from the next-token distribution; otherwise each choice is its own sequence, prompt + choice,
-  and its log-likelihood is the sum over its tokens (the harness's `acc`, unnormalised).
+* `choice_questions`: log p(choice | prompt) for each of a closed set of choices, one forward
+  pass per prompt. When every choice is one token (letters, yes/no, ...), the next-token
+  distribution after the prompt reads them all; otherwise the prompt is packed with every
+  choice after it, each choice seeing the prompt and its own earlier tokens only (a segment
+  mask, positions restarting after the prompt), and a choice's log-likelihood is the sum over
+  its tokens (the harness's `acc`, unnormalised): what one sequence per choice gives, with the
+  prompt run once instead of once per choice.
 * `gold_logprobs`: the per-token log-likelihoods of a gold continuation (teacher-forced).
 * the vocabulary projection runs only at the positions read, never over the whole sequence
   (at 49k tokens it costs as much as several layers).
 
-`SplitModel` runs the decoder in two parts: the lower layers once (no adapter touches them,
-they are frozen), and the upper layers once per adapter on the cached lower activations, so
-scoring k top-layer adapters costs lower + k * upper instead of k * (lower + upper).
+`SplitModel` runs the decoder in two parts (`lmdock.client.publish.layer_split`): the lower
+layers once (no adapter touches them, they are frozen), and the upper layers once per adapter
+on the cached lower activations, so scoring k top-layer adapters costs lower + k * upper
+instead of k * (lower + upper).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
-from transformers.masking_utils import create_causal_mask
+from lmdock.client.publish.layer_split import Frame, LayerSplit
 
 __all__ = [
     "Lower",
@@ -45,6 +49,10 @@ Floats = npt.NDArray[np.float64]
 class Question:
     ids: tuple[int, ...]
     reads: tuple[tuple[int, int], ...]  # (position whose output is read, token whose log p is taken)
+    #: A packed question: each token's position and segment (0 = the shared prompt; a token of
+    #: segment j > 0 sees the prompt and segment j's earlier tokens only). Empty: one sequence.
+    positions: tuple[int, ...] = ()
+    segments: tuple[int, ...] = ()
 
 
 def _continuation(prompt: Sequence[int], answer: Sequence[int]) -> Question:
@@ -52,19 +60,33 @@ def _continuation(prompt: Sequence[int], answer: Sequence[int]) -> Question:
     return Question(ids, tuple((len(prompt) - 1 + j, t) for j, t in enumerate(answer)))
 
 
+def _packed(prompt: Sequence[int], choices: Sequence[Sequence[int]]) -> Question:
+    """The prompt once, then every choice after it, each attending to the prompt and itself:
+    the same log-likelihoods as one sequence per choice, the prompt's cost paid once."""
+    ids, positions, segments, reads = list(prompt), list(range(len(prompt))), [0] * len(prompt), []
+    for j, choice in enumerate(choices, start=1):
+        for t, token in enumerate(choice):
+            reads.append((len(prompt) - 1 if t == 0 else len(ids) - 1, token))
+            ids.append(token)
+            positions.append(len(prompt) + t)
+            segments.append(j)
+    return Question(tuple(ids), tuple(reads), tuple(positions), tuple(segments))
+
+
 def choice_questions(prompts: Sequence[Sequence[int]], choices: Sequence[Sequence[int]]) -> list[Question]:
-    """One question per prompt when every choice is a single distinct token, else one per (prompt, choice)."""
+    """One question per prompt: the next-token distribution when every choice is a single
+    distinct token, else the prompt packed with all its choices (`_packed`)."""
     firsts = [c[0] for c in choices if len(c) == 1]
     if len(firsts) == len(choices) and len(set(firsts)) == len(firsts):
         return [Question(tuple(p), tuple((len(p) - 1, t) for t in firsts)) for p in prompts]
-    return [_continuation(p, c) for p in prompts for c in choices]
+    return [_packed(p, choices) for p in prompts]
 
 
-def read_choices(answers: Sequence[Floats], n_prompts: int, n_choices: int) -> Floats:
-    """(prompts, choices) log-likelihoods from what `choice_questions`' questions returned."""
-    if len(answers) == n_prompts:  # the one-pass form
-        return np.stack(answers)
-    return np.array([a.sum() for a in answers]).reshape(n_prompts, n_choices)
+def read_choices(answers: Sequence[Floats], choices: Sequence[Sequence[int]]) -> Floats:
+    """(prompts, choices) log-likelihoods, each summed over its tokens, from what
+    `choice_questions`' questions returned (its reads are the choices' tokens in order)."""
+    ends = np.cumsum([len(c) for c in choices])
+    return np.array([[part.sum() for part in np.split(a, ends[:-1])] for a in answers])
 
 
 def gold_questions(prompts: Sequence[Sequence[int]], golds: Sequence[Sequence[int]]) -> list[Question]:
@@ -81,9 +103,7 @@ class Lower:
     """A batch's activations after the lower layers, ready for any adapter's upper layers."""
 
     hidden: torch.Tensor
-    mask: Any
-    positions: Any
-    rotary: tuple[torch.Tensor, torch.Tensor]
+    frame: Frame
     questions: Sequence[Question]
 
 
@@ -91,48 +111,26 @@ class SplitModel:
     """A Llama-style causal LM (peft-wrapped or not) run as lower layers [0, split) and upper [split, L)."""
 
     def __init__(self, model: Any, split: int, *, pad_id: int) -> None:
-        self.model = model
-        self.decoder = model.get_decoder()
+        self.layers = LayerSplit(model, split)
         self.head = model.get_output_embeddings()
-        self.split = split
         self.pad_id = pad_id
-        if not 0 <= split <= len(self.decoder.layers):
-            raise ValueError(f"split {split} outside the model's {len(self.decoder.layers)} layers")
 
     @torch.inference_mode()
     def lower(self, questions: Sequence[Question]) -> Lower:
         """Embed a batch (right-padded) and run the lower layers."""
-        width = max(len(q.ids) for q in questions)
-        ids = torch.tensor([list(q.ids) + [self.pad_id] * (width - len(q.ids)) for q in questions])
-        attention = torch.tensor([[1] * len(q.ids) + [0] * (width - len(q.ids)) for q in questions])
-        hidden = self.decoder.embed_tokens(ids)
-        positions = torch.arange(width).unsqueeze(0)
-        mask = create_causal_mask(
-            config=self.decoder.config,
-            inputs_embeds=hidden,
-            attention_mask=attention,
-            cache=None,
-            position_ids=positions,
+        packed = any(q.segments for q in questions)
+        hidden, frame = self.layers.embed(
+            [q.ids for q in questions],
+            pad_id=self.pad_id,
+            positions=[q.positions or tuple(range(len(q.ids))) for q in questions] if packed else None,
+            segments=[q.segments or (0,) * len(q.ids) for q in questions] if packed else None,
         )
-        rotary = self.decoder.rotary_emb(hidden, position_ids=positions)
-        lower = Lower(hidden, mask, positions, rotary, questions)
-        lower.hidden = self._layers(lower, hidden, self.decoder.layers[: self.split])
-        return lower
-
-    def _layers(self, lower: Lower, hidden: torch.Tensor, layers: Any) -> torch.Tensor:
-        for layer in layers:
-            hidden = layer(
-                hidden,
-                attention_mask=lower.mask,
-                position_embeddings=lower.rotary,
-                position_ids=lower.positions,
-            )
-        return hidden
+        return Lower(self.layers.lower(hidden, frame), frame, questions)
 
     @torch.inference_mode()
     def upper(self, lower: Lower) -> list[Floats]:
         """The upper layers (with whatever adapter is active) and each question's read log p's."""
-        hidden = self.decoder.norm(self._layers(lower, lower.hidden, self.decoder.layers[self.split :]))
+        hidden = self.layers.upper(lower.hidden, lower.frame)
         rows = [i for i, q in enumerate(lower.questions) for _ in q.reads]
         cols = [p for q in lower.questions for p, _ in q.reads]
         tokens = torch.tensor([t for q in lower.questions for _, t in q.reads])

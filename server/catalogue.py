@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ from lmdock.common.spec import Privacy, Spec
 from lmdock.server.db import Database, utc_now
 from lmdock.server.index import IndexEntry, Listing
 from lmdock.server.tables import ChangeRow, LearnwareRow, LockRow, TagRow
-from sqlalchemy import func, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 from sqlalchemy.orm import Session
 
@@ -213,6 +213,24 @@ class Catalogue:
         with self.db.session() as session:
             return int(session.scalar(select(func.coalesce(func.max(ChangeRow.seq), 0))) or 0)
 
+    def first_change(self) -> int:
+        """The number of the oldest change kept (0 for none): older ones were pruned."""
+        with self.db.session() as session:
+            return int(session.scalar(select(func.coalesce(func.min(ChangeRow.seq), 0))) or 0)
+
+    def prune_changes(self, *, before: str) -> int:
+        """Delete the changes committed before `before` (an ISO time, as `utc_now` writes it),
+        keeping the newest whatever its age: on SQLite the next number counts on from it.
+        Returns how many were deleted."""
+        with self.db.session() as session:
+            newest = session.scalar(select(func.max(ChangeRow.seq)))
+            if newest is None:
+                return 0
+            old = delete(ChangeRow).where(ChangeRow.at < before, ChangeRow.seq < newest)
+            deleted = session.execute(old).rowcount  # type: ignore[attr-defined]  # a CursorResult
+            session.commit()
+            return int(deleted or 0)
+
     def changes_after(self, seq: int, *, limit: int) -> list[Change]:
         query = select(ChangeRow).where(ChangeRow.seq > seq).order_by(ChangeRow.seq).limit(limit)
         with self.db.session() as session:
@@ -271,38 +289,39 @@ class Catalogue:
         more = len(rows) > page_size
         return Page(items=items, next_token=_encode_token(items[-1].card.id) if more and items else "")
 
-    def count(self, *, profile_id: str) -> int:
-        query = select(func.count()).select_from(LearnwareRow).where(LearnwareRow.profile_id == profile_id)
+    def count(self, *, profile_ids: Sequence[str]) -> int:
+        """How many learnwares are listed under any of `profile_ids` (one profile's ids)."""
+        query = select(func.count()).select_from(LearnwareRow).where(LearnwareRow.profile_id.in_(profile_ids))
         with self.db.session() as session:
             return int(session.scalar(query) or 0)
 
-    def iter_index_entries(self, *, profile_id: str, max_sigma: float) -> Iterator[IndexEntry]:
+    def iter_index_entries(self, *, profile_ids: Sequence[str], max_sigma: float) -> Iterator[IndexEntry]:
         """What the search index keeps of each learnware with spec noise <= max_sigma, in id order.
 
         A plain SELECT of a few columns, streamed: no ORM objects, tags or full records, so a
         million rows cost their vectors and little else.
         """
         columns = (LearnwareRow.name, LearnwareRow.domain, LearnwareRow.spec_values)
-        for (learnware_id, sha256, sigma), (name, domain, values) in self._index_rows(profile_id, columns):
+        for (learnware_id, sha256, sigma), (name, domain, values) in self._index_rows(profile_ids, columns):
             if sigma <= max_sigma:
                 vector = np.frombuffer(values, dtype="<f4").astype(np.float32)
                 # few distinct domains: one string each, not one per learnware
                 listing = Listing(learnware_id, name, sys.intern(domain))
                 yield IndexEntry(listing, vector, sigma, sha256)
 
-    def iter_index_keys(self, *, profile_id: str, max_sigma: float) -> Iterator[tuple[str, str]]:
+    def iter_index_keys(self, *, profile_ids: Sequence[str], max_sigma: float) -> Iterator[tuple[str, str]]:
         """(id, package sha256) of each learnware `iter_index_entries` yields, reading no vector."""
-        for (learnware_id, sha256, sigma), _ in self._index_rows(profile_id, ()):
+        for (learnware_id, sha256, sigma), _ in self._index_rows(profile_ids, ()):
             if sigma <= max_sigma:
                 yield learnware_id, sha256
 
     def _index_rows(
-        self, profile_id: str, columns: tuple[Any, ...]
+        self, profile_ids: Sequence[str], columns: tuple[Any, ...]
     ) -> Iterator[tuple[tuple[str, str, float], tuple[Any, ...]]]:
         """((id, package sha256, spec sigma), the other columns asked for) per row, in id order."""
         query = (
             select(LearnwareRow.id, LearnwareRow.package_sha256, LearnwareRow.spec_privacy, *columns)
-            .where(LearnwareRow.profile_id == profile_id)
+            .where(LearnwareRow.profile_id.in_(profile_ids))
             .order_by(LearnwareRow.id)
         )
         with self.db.session() as session:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import signal
 import sys
 import threading
@@ -31,11 +32,22 @@ from lmdock.server.keys_cli import add_keys_commands
 from lmdock.server.limits import RateLimits, StreamLimits
 from lmdock.server.market import CHANGE_POLL_S, Market, MarketLimits
 from lmdock.server.observability import Observer, serve_metrics
+from lmdock.server.replica import RETENTION_S
 from lmdock.server.workers import one_blas_thread
 
 log = logging.getLogger("lmdock.market")
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
+def _positive_days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        days = math.nan
+    if not (math.isfinite(days) and days > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of days, got {text!r}")
+    return days
 
 
 def _tls(args: argparse.Namespace) -> ServerTLS | None:
@@ -80,6 +92,7 @@ def _serve(args: argparse.Namespace) -> int:
         limits=limits,
         base_models=base_models,
         change_poll_s=args.change_poll_seconds,
+        change_retention_s=args.change_log_days * 86400.0,
         api_key_ttl_s=args.api_key_ttl,
         index=args.index,
         added_profiles=added_profiles,
@@ -218,6 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=CHANGE_POLL_S,
         help="how often to read the catalogue's change log when no notification came (replicas)",
+    )
+    serve.add_argument(
+        "--change-log-days",
+        type=_positive_days,
+        default=RETENTION_S / 86400.0,
+        help="how long the change log keeps a change (default: 7); a replica stopped for longer "
+        "rebuilds its index from the catalogue when it comes back",
     )
     serve.add_argument(
         "--api-key-ttl",

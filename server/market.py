@@ -28,9 +28,10 @@ from lmdock.server.catalogue import Catalogue, Page
 from lmdock.server.checks import check_package
 from lmdock.server.db import Database, utc_now
 from lmdock.server.identity import Identity
+from lmdock.server.index import SpecIndex
 from lmdock.server.index.backends import IndexFactory, IndexSource, exact_index, index_factory
 from lmdock.server.index.by_profile import ProfileIndexes, entry_as_indexed
-from lmdock.server.replica import IndexFollower
+from lmdock.server.replica import RETENTION_S, IndexFollower
 from lmdock.server.signing_keys import SigningKeys
 
 __all__ = ["Market", "MarketLimits"]
@@ -62,6 +63,7 @@ class Market:
         base_models: BaseModels | None = None,
         index: IndexFactory = exact_index,
         change_poll_s: float = CHANGE_POLL_S,
+        change_retention_s: float = RETENTION_S,
         api_key_ttl_s: float = KEY_CACHE_TTL_S,
         added_profiles: Sequence[SpecProfile] = (),
     ) -> None:
@@ -74,8 +76,9 @@ class Market:
         self.profile = profile
         #: Every profile served, newest first: what GetSpecProfile lists.
         self.profiles = tuple(reversed((profile, *added_profiles)))
-        self._by_id = {p.profile_id: p for p in self.profiles}
-        if len(self._by_id) != len(self.profiles):
+        #: Each served profile under every id it answers to (its v2 id and its v1 alias).
+        self._by_id = {i: p for p in self.profiles for i in p.ids}
+        if len({p.profile_id for p in self.profiles}) != len(self.profiles):
             raise InvalidArgument("a market serves each profile once")
         self.db = db
         self.catalogue = Catalogue(db)
@@ -84,15 +87,13 @@ class Market:
         self.blobs = blobs
         self.limits = limits
         self.base_models = base_models or BaseModels()
-        watermark = self.catalogue.last_change()  # before the rows: nothing after it is missed
-        self.index = ProfileIndexes({p: index(self._source(p)) for p in self.profiles})
+        self._index_factory = index
         self.follower = IndexFollower(
             self.catalogue,
-            self.index,
+            self._build_index,
             accept=self._searchable,
-            watermark=watermark,
-            settled=self.catalogue.last_change(),
             poll_s=change_poll_s,
+            retention_s=change_retention_s,
         )
         self.follower.catch_up()
         self.follower.start()
@@ -103,16 +104,28 @@ class Market:
         for orphan in self.blobs.digests() - self.catalogue.package_digests():
             self.catalogue.drop_unreferenced(orphan, self.blobs.delete)
 
+    @property
+    def index(self) -> ProfileIndexes:
+        """The search indexes, one per served profile (new ones after the follower rebuilt them)."""
+        index = self.follower.index
+        assert isinstance(index, ProfileIndexes)
+        return index
+
+    def _build_index(self) -> tuple[SpecIndex, int, int]:
+        watermark = self.catalogue.last_change()  # before the rows: nothing after it is missed
+        index = ProfileIndexes({p: self._index_factory(self._source(p)) for p in self.profiles})
+        return index, watermark, self.catalogue.last_change()
+
     def _source(self, profile: SpecProfile) -> IndexSource:
-        pid, max_sigma = profile.profile_id, profile.max_sigma
+        ids, max_sigma = profile.ids, profile.max_sigma
         return IndexSource(
             profile=profile,
             entries=lambda: (
                 entry_as_indexed(profile, e)
-                for e in self.catalogue.iter_index_entries(profile_id=pid, max_sigma=max_sigma)
+                for e in self.catalogue.iter_index_entries(profile_ids=ids, max_sigma=max_sigma)
             ),
-            keys=lambda: self.catalogue.iter_index_keys(profile_id=pid, max_sigma=max_sigma),
-            count=lambda: self.catalogue.count(profile_id=pid),
+            keys=lambda: self.catalogue.iter_index_keys(profile_ids=ids, max_sigma=max_sigma),
+            count=lambda: self.catalogue.count(profile_ids=ids),
         )
 
     def _searchable(self, lw: LearnwareInfo) -> bool:
@@ -122,12 +135,14 @@ class Market:
         return profile is not None and lw.spec.privacy.sigma <= profile.max_sigma
 
     def profile_of(self, spec: Spec) -> SpecProfile:
-        """The served profile `spec` was computed under; InvalidArgument for any other."""
+        """The served profile `spec` was computed under (by either of its ids); InvalidArgument
+        for any other."""
         profile = self._by_id.get(spec.profile_id)
         if profile is None:
             raise InvalidArgument(
                 f"spec was computed under profile {spec.profile_id!r}, the market serves "
-                f"{', '.join(repr(p) for p in self._by_id)}; fetch the market's profiles and recompute"
+                f"{', '.join(repr(p.profile_id) for p in self.profiles)}; fetch the market's profiles "
+                "and recompute"
             )
         return profile
 
@@ -141,6 +156,7 @@ class Market:
         limits: MarketLimits = MarketLimits(),
         base_models: BaseModels | None = None,
         change_poll_s: float = CHANGE_POLL_S,
+        change_retention_s: float = RETENTION_S,
         api_key_ttl_s: float = KEY_CACHE_TTL_S,
         index: str = "exact",
         added_profiles: Sequence[SpecProfile] = (),
@@ -157,6 +173,7 @@ class Market:
             limits=limits,
             base_models=base_models,
             change_poll_s=change_poll_s,
+            change_retention_s=change_retention_s,
             api_key_ttl_s=api_key_ttl_s,
             index=factory,
             added_profiles=added_profiles,

@@ -8,13 +8,22 @@ writes (so a caller reads what it wrote), when PostgreSQL notifies a change (LIS
 and the only way on SQLite). A process whose notifications were lost (a dropped connection,
 a paused process) catches up from its watermark on the next poll or reconnection, so no
 change is missed, only seen later. The index is updated only through `SpecIndex.add/remove`.
+
+The log keeps `retention_s` of changes (and always the newest); each process prunes what is
+older every `PRUNE_EVERY_S`. A process whose watermark fell behind the oldest change kept (it
+was paused, or disconnected, for longer than the retention) cannot know what it missed, so it
+rebuilds its index from the catalogue (`rebuild`, what a start does) and follows on from there.
+A rolled-back number at the edge of the log can make it rebuild when it need not; never the
+reverse.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from lmdock.common.errors import NotFound
@@ -23,16 +32,25 @@ from lmdock.server.catalogue import CHANGES_CHANNEL, Catalogue
 from lmdock.server.index import SpecIndex
 from sqlalchemy.engine import make_url
 
-__all__ = ["IndexFollower"]
+__all__ = ["RETENTION_S", "IndexFollower", "Rebuild"]
 
 log = logging.getLogger("lmdock.market.replica")
 
 #: Changes read per query while catching up.
 BATCH = 1000
+#: How long the change log keeps a change (the default of `--change-log-days`), and how often
+#: each market prunes it.
+RETENTION_S = 7 * 24 * 3600.0
+PRUNE_EVERY_S = 3600.0
+
+#: A fresh index built from the catalogue: (index, watermark before its rows were read, the
+#: latest change once they were).
+Rebuild = Callable[[], tuple[SpecIndex, int, int]]
 
 
 class IndexFollower:
-    """Applies the change log after `watermark` to `index`; `start()` follows it on a thread.
+    """Keeps an index built by `rebuild` in step with the change log; `start()` follows it on a
+    thread.
 
     `settled` is the latest change when the index was built: changes up to it may already be
     in the index (it was loaded while they committed), so their adds replace rather than
@@ -42,15 +60,16 @@ class IndexFollower:
     def __init__(
         self,
         catalogue: Catalogue,
-        index: SpecIndex,
+        rebuild: Rebuild,
         *,
         accept: Callable[[LearnwareInfo], bool],
-        watermark: int,
-        settled: int,
         poll_s: float,
+        retention_s: float = RETENTION_S,
     ) -> None:
-        self.catalogue, self.index, self.accept = catalogue, index, accept
-        self.watermark, self._settled, self.poll_s = watermark, settled, poll_s
+        self.catalogue, self.rebuild, self.accept = catalogue, rebuild, accept
+        self.poll_s, self.retention_s = poll_s, retention_s
+        self.index, self.watermark, self._settled = rebuild()
+        self._pruned_at = 0.0
         self._apply = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -60,6 +79,15 @@ class IndexFollower:
         """Apply every change after the watermark; returns how many were applied."""
         applied = 0
         with self._apply:
+            if self.watermark + 1 < self.catalogue.first_change():
+                log.warning(
+                    "changes after %d were pruned from the change log before this market read "
+                    "them: rebuilding its index from the catalogue",
+                    self.watermark,
+                )
+                # the old index is dropped, not closed: closing a persisted one would save it
+                # over the new one's files
+                self.index, self.watermark, self._settled = self.rebuild()
             while batch := self.catalogue.changes_after(self.watermark, limit=BATCH):
                 for change in batch:
                     if change.op == "add":
@@ -99,6 +127,12 @@ class IndexFollower:
     def _catch_up_logged(self) -> None:
         try:
             self.catch_up()
+            if time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
+                self._pruned_at = time.monotonic()
+                before = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.retention_s)).isoformat(
+                    timespec="seconds"
+                )
+                self.catalogue.prune_changes(before=before)
         except Exception as exc:  # the database is away: the next wake-up or poll tries again
             log.warning("cannot read the catalogue's change log: %s", exc)
 

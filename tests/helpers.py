@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import tarfile
@@ -13,9 +14,11 @@ from typing import Any
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from lmdock.client.publish.training import tidy_adapter_folder
+from lmdock.common.canonical import canonical_json
 from lmdock.common.card import Card
 from lmdock.common.package import Manifest, TaskInfo, write_package
 from lmdock.common.profile import SpecProfile
+from lmdock.common.signing import sign_manifest
 from lmdock.common.spec import Spec, exact_spec
 from peft import LoraConfig, TaskType, get_peft_model
 
@@ -117,9 +120,10 @@ def make_package(
     domain: str = "testing",
     publisher: str = "tester",
     tags: tuple[str, ...] = (),
+    task: TaskInfo | None = None,
     **manifest_fields: Any,
 ) -> Manifest:
-    task = TaskInfo(kind=kind, labels=LABELS if kind == "classification" else ())
+    task = task or TaskInfo(kind=kind, labels=LABELS if kind == "classification" else ())
     card = Card(
         id=learnware_id,
         name=f"Test {learnware_id}",
@@ -141,6 +145,24 @@ def make_package(
         spec=spec,
         **manifest_fields,
     )
+
+
+def as_v1_package(src: Path, dst: Path, key: Ed25519PrivateKey, profile: SpecProfile) -> Path:
+    """`src` as lmdock wrote packages before format v2: format "lmdock-learnware/1", the spec
+    under the profile's v1 id, signed over the manifest's v1 canonical JSON."""
+    with tarfile.open(src) as tar:
+        member = tar.extractfile("manifest.json")
+        assert member is not None
+        manifest = json.loads(member.read())
+    manifest["format"] = "lmdock-learnware/1"
+    manifest["spec"]["profile_id"] = profile.legacy_profile_id
+    signature = sign_manifest(manifest, key)
+    assert base64.b64decode(signature.signature) == key.sign(canonical_json(manifest))  # the v1 bytes
+    change = {
+        "manifest.json": json.dumps(manifest, indent=2).encode(),
+        "signature.json": json.dumps(signature.to_dict(), indent=2).encode(),
+    }
+    return rewrite_tar(src, dst, change=change)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:

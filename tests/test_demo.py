@@ -23,3 +23,18 @@ def test_demo_quick_path(tmp_path: Path, capsys) -> None:
     assert cli.main(["demo", "--quick", "--workdir", str(tmp_path / "demo")]) == 0
     text = capsys.readouterr().out
     assert "matched learnware" in text and "medical-question-type (right" in text
+
+
+@pytest.mark.slow
+def test_generative_demo_quick_path(smollm2: Path, tmp_path: Path, capsys) -> None:
+    """Generative learnwares on the packaged SmolLM2: built, published, found by a DP spec,
+    pulled and asked the hospital's questions (tiny adapters: the path, not the answers)."""
+    argv = ["demo", "--generative", "--quick", "--workdir", str(tmp_path / "demo")]
+    assert cli.main([*argv, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["matched_id"] == report["expected_id"] == "demo-gen-medquad"
+    assert len(report["examples"]) == 3 and all(isinstance(e["matched"], str) for e in report["examples"])
+    assert set(report["exact_match"]) == {"base", "matched"}
+    assert report["epsilon"] == 1.0 and 0 < report["bytes_sent"] < 8 * 1024
+    assert cli.main(argv) == 0  # the cached packages again, printed for people
+    assert "demo-gen-medquad (right" in capsys.readouterr().out

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import random
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from lmdock.client.prompts import answer_ids, prompt_ids
 from lmdock.client.publish.dp_sgd import DPConfig
 from lmdock.client.publish.objectives import TaskModel, load_task_model
 from lmdock.client.publish.training import TrainingConfig, train_adapter
@@ -123,3 +127,89 @@ def test_delta_follows_the_policy_of_every_release(tiny_llama: Path, tmp_path: P
             dp=DPConfig(epsilon=1.0, delta=1e-5),
         )
     assert not (tmp_path / "adapter").exists()
+
+
+def test_the_answer_loss_reads_the_vocabulary_only_at_answer_tokens(tiny_llama: Path) -> None:
+    """The loss projects onto the vocabulary only where an answer token is predicted; it equals
+    the mean over examples of each one's mean cross-entropy over its answer tokens, computed
+    here from the full logits of every position."""
+    torch.manual_seed(0)
+    tm = load_task_model(
+        tiny_llama, GENERATION, base_model=str(tiny_llama), max_tokens=16, rank=4, alpha=8, dropout=0.0
+    )
+    texts, answers = ["good good", "bad awful poor sad", "fine"], ["positive", "negative", "a long answer"]
+    per_example = []
+    for text, answer in zip(texts, answers, strict=True):
+        prompt = prompt_ids(tm.tokenizer, text, max_tokens=16)
+        answer_tokens = [*answer_ids(tm.tokenizer, answer), tm.eos_id]
+        logits = tm.model(input_ids=torch.tensor([prompt + answer_tokens])).logits[0]
+        predicted = logits[len(prompt) - 1 : -1]  # the positions that predict the answer's tokens
+        per_example.append(torch.nn.functional.cross_entropy(predicted, torch.tensor(answer_tokens)))
+    expected = torch.stack(per_example).mean()
+    assert float(tm.loss(texts, answers)) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_a_model_whose_logits_are_capped_after_its_head_is_refused(tiny_llama: Path, tmp_path: Path) -> None:
+    capped = tmp_path / "capped"
+    shutil.copytree(tiny_llama, capped)
+    config = json.loads((capped / "config.json").read_text())
+    (capped / "config.json").write_text(json.dumps({**config, "final_logit_softcapping": 30.0}))
+    with pytest.raises(InvalidArgument, match="scaled or capped after the output layer"):
+        load_task_model(capped, GENERATION, base_model="capped", max_tokens=16, rank=4, alpha=8, dropout=0.0)
+
+
+def test_a_top_layer_adapter_reuses_the_lower_activations_with_the_same_loss_and_gradients(
+    tiny_llama: Path,
+) -> None:
+    torch.manual_seed(0)
+    tm = load_task_model(
+        tiny_llama,
+        GENERATION,
+        base_model=str(tiny_llama),
+        max_tokens=16,
+        rank=4,
+        alpha=8,
+        dropout=0.0,
+        layers=1,
+    )
+    assert tm.split is not None and tm.split.split == 1
+    plain = dataclasses.replace(tm, split=None)  # the same model, every layer run every time
+    calls = []
+    tm.model.get_decoder().layers[0].register_forward_hook(lambda *_: calls.append(1))
+    texts, answers = toy_task(6, seed=3)
+
+    def loss_and_grads(model: TaskModel) -> tuple[float, list[torch.Tensor]]:
+        tm.model.zero_grad()
+        loss = model.loss(texts, answers)
+        loss.backward()
+        return float(loss.detach()), [p.grad.clone() for p in tm.model.parameters() if p.requires_grad]
+
+    expected, expected_grads = loss_and_grads(plain)
+    calls.clear()
+    for _ in range(2):  # the first call fills the cache, the second reads it
+        got, grads = loss_and_grads(tm)
+        assert got == pytest.approx(expected, rel=1e-5)
+        for g, e in zip(grads, expected_grads, strict=True):
+            torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-7)
+    assert len(calls) == 1  # the lower layer ran once, for the first call's batch
+    assert tm.lower_cache.used > 0
+
+
+def test_dp_training_on_a_top_layer_adapter_runs_from_the_cached_lower_layers(
+    tiny_llama: Path, tmp_path: Path
+) -> None:
+    texts, answers = toy_task(64, seed=2)
+    config = TrainingConfig(epochs=2, learning_rate=2e-2, batch_size=16, max_tokens=16, rank=4, layers=1)
+    report = train_adapter(
+        base_model=str(tiny_llama),
+        task=GENERATION,
+        texts=texts,
+        targets=answers,
+        out_dir=tmp_path / "adapter",
+        config=config,
+        dp=DPConfig(epsilon=8.0, delta=1e-6),
+    )
+    assert report.dp is not None and report.dp.steps == 8
+    weights = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    assert weights and all(".layers.1." in name for name in weights)  # the top layer alone
+    assert all(bool(torch.isfinite(w).all()) for w in weights.values())

@@ -54,9 +54,9 @@ def test_single_token_choices_take_one_pass_and_equal_per_choice_likelihoods(lla
     model = SplitModel(llama, 1, pad_id=0)
     one_pass = choice_questions(PROMPTS, choices)
     assert len(one_pass) == len(PROMPTS)  # one forward pass per prompt
-    fast = read_choices(model.upper(model.lower(one_pass)), len(PROMPTS), len(choices))
+    fast = read_choices(model.upper(model.lower(one_pass)), choices)
     per_choice = [Question((*p, *c), ((len(p) - 1, c[0]),)) for p in PROMPTS for c in choices]
-    slow = read_choices(model.upper(model.lower(per_choice)), len(PROMPTS), len(choices))
+    slow = np.array([a.sum() for a in model.upper(model.lower(per_choice))]).reshape(3, 3)
     assert fast.shape == slow.shape == (3, 3)
     np.testing.assert_allclose(fast, slow, atol=1e-5)
     assert (fast.argmax(1) == slow.argmax(1)).all()
@@ -65,15 +65,20 @@ def test_single_token_choices_take_one_pass_and_equal_per_choice_likelihoods(lla
         np.testing.assert_allclose(fast[i], [float(logp[-1, c[0]]) for c in choices], atol=1e-5)
 
 
-def test_multi_token_choices_sum_their_tokens(llama) -> None:
-    choices = [[2748, 2053], [2672]]
-    questions = choice_questions(PROMPTS[:2], choices)
-    assert len(questions) == 4  # one sequence per (prompt, choice)
-    model = SplitModel(llama, 2, pad_id=0)
-    scores = read_choices(model.upper(model.lower(questions)), 2, 2)
-    logp = full_logp(llama, [*PROMPTS[0], 2748, 2053])
-    n = len(PROMPTS[0])
-    assert scores[0, 0] == pytest.approx(float(logp[n - 1, 2748] + logp[n, 2053]), abs=1e-5)
+@pytest.mark.parametrize("split", [0, 1, 2])
+def test_multi_token_choices_are_packed_after_one_prompt_and_sum_their_tokens(llama, split: int) -> None:
+    choices = [[2748, 2053], [2672], [2003, 1037, 7592]]
+    questions = choice_questions(PROMPTS, choices)
+    assert len(questions) == len(PROMPTS)  # the prompt once, every choice after it
+    assert len(questions[0].ids) == len(PROMPTS[0]) + 6
+    model = SplitModel(llama, split, pad_id=0)
+    scores = read_choices(model.upper(model.lower(questions)), choices)  # one right-padded batch
+    assert scores.shape == (3, 3)
+    for i, p in enumerate(PROMPTS):
+        for j, c in enumerate(choices):  # what one sequence per (prompt, choice) gives
+            logp = full_logp(llama, [*p, *c])
+            want = sum(float(logp[len(p) - 1 + t, token]) for t, token in enumerate(c))
+            assert scores[i, j] == pytest.approx(want, abs=1e-4)
 
 
 def test_gold_metric_is_exp_of_the_mean_token_log_likelihood(llama) -> None:

@@ -51,12 +51,19 @@ def _sources(folder: str) -> list[Path]:
     return sorted((ROOT / folder).rglob("*.py"))
 
 
+def _lazy_federation(path: Path, module: str, top_level: bool) -> bool:
+    """`lmdock federate` (client/commands/federate.py) imports the federation, lazily, as the
+    demo command does the lab."""
+    federate = ROOT / "client" / "commands" / "federate.py"
+    return path == federate and module.startswith("lmdock.federated") and not top_level
+
+
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
 def test_dependencies_point_one_way(package: str) -> None:
     bad = []
     for path in _sources(package):
         for module, top_level, _ in _imports(path):
-            if module.startswith(FORBIDDEN[package]):
+            if module.startswith(FORBIDDEN[package]) and not _lazy_federation(path, module, top_level):
                 bad.append(f"{path.relative_to(ROOT)} imports {module}")
             if package == "client" and module.startswith("lmdock.lab") and top_level:
                 bad.append(f"{path.relative_to(ROOT)} imports the lab at import time")

@@ -105,19 +105,15 @@ def test_a_cached_spec_is_found_for_free_re_sends(ledger: Ledger, rng: np.random
     assert entry.release.noise_multiplier == pytest.approx(Z, rel=1e-3)
     assert entry.release.tv_slack > 0
     state = ledger.state()
-    cached = state.cached_spec(
-        data.key, profile_id=profile.profile_id, epsilon=1.0, delta=1e-6, unit="record"
-    )
+    cached = state.cached_spec(data.key, profile_ids=profile.ids, epsilon=1.0, delta=1e-6, unit="record")
     assert (
         cached is not None and np.array_equal(cached.values, spec.values) and cached.privacy == spec.privacy
     )
     assert (
-        state.cached_spec(data.key, profile_id=profile.profile_id, epsilon=2.0, delta=1e-6, unit="record")
-        is None
+        state.cached_spec(data.key, profile_ids=profile.ids, epsilon=2.0, delta=1e-6, unit="record") is None
     )
     assert (
-        state.cached_spec("h" * 64, profile_id=profile.profile_id, epsilon=1.0, delta=1e-6, unit="record")
-        is None
+        state.cached_spec("h" * 64, profile_ids=profile.ids, epsilon=1.0, delta=1e-6, unit="record") is None
     )
     assert state.has_release(data.key, epsilon=1.0, delta=1e-6, unit="record")
     # a cached release passes the budget check even when the budget is spent

@@ -12,7 +12,7 @@ from alembic.migration import MigrationContext
 from lmdock.common.card import Card
 from lmdock.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from lmdock.common.market_types import LearnwareInfo
-from lmdock.common.package import TaskInfo
+from lmdock.common.package import FORMAT, TaskInfo
 from lmdock.common.signing import generate_key, key_id, public_key_to_b64, sign_manifest
 from lmdock.server.apikeys import KEY_CACHE_TTL_S, ApiKeys
 from lmdock.server.catalogue import Catalogue
@@ -154,12 +154,12 @@ def test_signing_keys_register_check_and_revoke(db: Database) -> None:
     registry = SigningKeys(db)
     key, other = generate_key(), generate_key()
     registered = registry.register("acme", public_key_to_b64(key.public_key()), registered_by="acme")
-    signature = sign_manifest({"id": "x"}, key)
+    signature = sign_manifest({"format": FORMAT, "id": "x"}, key)
     assert registry.check_signer("acme", signature).key_id == registered.key_id == signature.key_id
     with pytest.raises(PermissionDenied, match="not registered for publisher 'globex'"):
         registry.check_signer("globex", signature)
     with pytest.raises(PermissionDenied, match="not registered"):
-        registry.check_signer("acme", sign_manifest({"id": "x"}, other))
+        registry.check_signer("acme", sign_manifest({"format": FORMAT, "id": "x"}, other))
     with pytest.raises(AlreadyExists, match="already registered for publisher 'acme'"):
         registry.register("acme", public_key_to_b64(key.public_key()), registered_by="acme")
     # the same key for another publisher is its own row: revoking acme's leaves globex's valid

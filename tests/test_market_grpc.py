@@ -21,7 +21,7 @@ from lmdock.server.auth import AccessPolicy
 from lmdock.v1 import market_pb2 as pb
 from lmdock.v1 import market_pb2_grpc as pb_grpc
 
-from tests.helpers import cluster_spec, make_adapter, make_package, random_unit_rows
+from tests.helpers import as_v1_package, cluster_spec, make_adapter, make_package, random_unit_rows
 from tests.market_helpers import running_market
 
 
@@ -52,9 +52,13 @@ def test_the_embedded_demo_market_serves_anonymous_publishers(tmp_path: Path, pr
 
 
 @pytest.fixture()
-def packages(tmp_path: Path, tiny_bert: Path, profile) -> list[Path]:
+def key():
+    return generate_key()
+
+
+@pytest.fixture()
+def packages(tmp_path: Path, tiny_bert: Path, profile, key) -> list[Path]:
     adapter = make_adapter(tiny_bert, tmp_path / "adapter")
-    key = generate_key()
     out = []
     for i in range(3):
         path = tmp_path / f"lw{i}.tar"
@@ -101,6 +105,27 @@ def test_upload_search_download_verify(market, packages, tmp_path: Path, profile
     cache = AdapterCache(tmp_path / "cache")
     manifest = pull(client, cache, "learnware-1")
     assert manifest.card.id == "learnware-1" and cache.load("learnware-1").card.domain == "medical"
+    client.close()
+
+
+def test_v1_packages_stay_listed_and_searchable(market, packages, key, tmp_path: Path, profile) -> None:
+    """A package from before format v2 (v1 signature, spec under the profile's v1 id) uploads,
+    is counted and indexed with the rest, is found by a search under the current id, and pulls;
+    the market names its profile by the current (RFC 8785) id."""
+    m = market[1]
+    old = as_v1_package(packages[1], tmp_path / "v1.tar", key, profile)
+    client = published(market, [packages[0], old, packages[2]])
+    assert client.profile().profile_id == profile.profile_id != profile.legacy_profile_id
+    assert client.get("learnware-1").spec.profile_id == profile.legacy_profile_id
+    assert m.catalogue.count(profile_ids=profile.ids) == 3
+    indexed = m.catalogue.iter_index_entries(profile_ids=profile.ids, max_sigma=profile.max_sigma)
+    assert [e.listing.learnware_id for e in indexed] == ["learnware-0", "learnware-1", "learnware-2"]
+    centre = np.random.default_rng(1).standard_normal(profile.feature_dim) * 0.6  # learnware-1's
+    user = random_unit_rows(np.random.default_rng(99), 300, profile.feature_dim, centre)
+    spec = release(user, profile, epsilon=1.0, delta=1e-6).spec
+    assert spec.profile_id == profile.profile_id
+    assert client.search(spec, top_k=1).matches[0].learnware_id == "learnware-1"
+    assert pull(client, AdapterCache(tmp_path / "cache"), "learnware-1").format == "lmdock-learnware/1"
     client.close()
 
 

@@ -213,3 +213,29 @@ def test_replicas_on_one_sqlite_file_agree_by_polling(
         with admin(b) as client:
             client.unpublish("rep-5")
         eventually(lambda: found(a, spec) == [], "A polls B's unpublish")
+
+
+def test_a_replica_away_longer_than_the_change_log_keeps_rebuilds_its_index(
+    replicas: tuple[Running, Running], adapter: Path, tmp_path: Path, profile
+) -> None:
+    a, b = replicas
+    gone, kept, later = (cluster_spec(profile, k) for k in (6, 7, 8))
+    with MarketClient(a.address) as client:
+        client.upload(package(tmp_path, adapter, profile, learnware_id="rep-6", spec=gone))
+    eventually(lambda: found(b, gone)[:1] == ["rep-6"], "B finds rep-6")
+    b.market.follower.stop()  # B is away ...
+    with admin(a) as client:
+        client.unpublish("rep-6")
+        client.upload(package(tmp_path, adapter, profile, learnware_id="rep-7", spec=kept))
+    newest = a.market.catalogue.last_change()
+    # ... for longer than the log keeps changes: all but the newest are pruned
+    assert a.market.catalogue.prune_changes(before="9999-12-31T00:00:00+00:00") >= 2
+    assert a.market.catalogue.first_change() == newest
+    stale = b.market.index
+    b.market.follower.start()
+    eventually(lambda: b.market.index is not stale, "B rebuilds its index")
+    assert "rep-6" not in found(b, gone) and found(b, kept)[:1] == ["rep-7"]
+    with MarketClient(a.address) as client:  # numbering goes on after the newest change kept
+        client.upload(package(tmp_path, adapter, profile, learnware_id="rep-8", spec=later))
+    assert a.market.catalogue.last_change() == newest + 1
+    eventually(lambda: found(b, later)[:1] == ["rep-8"], "B follows on from the rebuilt index")

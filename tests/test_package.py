@@ -7,7 +7,7 @@ from lmdock.common.errors import IntegrityError, InvalidArgument
 from lmdock.common.package_reader import unpack_package, verify_folder
 from lmdock.common.signing import generate_key, public_key_to_b64
 
-from tests.helpers import cluster_spec, make_adapter, make_package, tar_member
+from tests.helpers import as_v1_package, cluster_spec, make_adapter, make_package, tar_member
 from tests.helpers import rewrite_tar as rewrite
 
 
@@ -94,3 +94,25 @@ def test_missing_file_and_garbage_are_refused(package: Path, tmp_path: Path) -> 
     garbage.write_bytes(b"not a tar at all" * 100)
     with pytest.raises(InvalidArgument, match="tar"):
         unpack_package(garbage, tmp_path / "out")
+
+
+def test_a_v1_package_still_verifies(package: Path, tmp_path: Path, profile) -> None:
+    """Packages written before format v2 (signed over the v1 canonical JSON) keep verifying."""
+    key = generate_key()
+    v1 = as_v1_package(package, tmp_path / "v1.tar", key, profile)
+    trusted = public_key_to_b64(key.public_key())
+    manifest, _ = unpack_package(v1, tmp_path / "out", trusted_key=trusted)
+    assert manifest.format == "lmdock-learnware/1"
+    assert manifest.spec.profile_id == profile.legacy_profile_id != profile.profile_id
+    manifest.spec.check_against(profile)  # the v1 id names the same profile
+
+
+def test_a_package_lmdock_wrote_before_v2_verifies(tmp_path: Path, profile) -> None:
+    """tests/interop/v1-package.tar was written by lmdock's own `write_package` before format v2
+    (commit 27e9f17; its weights file is a stand-in, the signature covers only hashes): a change
+    to how a manifest is read or re-encoded that broke v1 signatures fails here."""
+    golden = Path(__file__).parent / "interop" / "v1-package.tar"
+    manifest, _ = unpack_package(golden, tmp_path / "out")
+    assert manifest.format == "lmdock-learnware/1" and manifest.eval_scores["macro_f1"] == 1e-06
+    assert manifest.spec.profile_id == "fb7d84bda60c9291" == profile.legacy_profile_id
+    manifest.spec.check_against(profile)

@@ -308,7 +308,7 @@ def test_the_hnsw_index_finds_what_the_exact_one_does_with_its_scores() -> None:
 
 def _catalogued_market(tmp_path: Path, profile: SpecProfile, n: int) -> Market:
     market = Market.open(tmp_path, profile=profile, index="hnsw")
-    market.follower.stop()  # the rows go in behind the index's back, however slow the machine
+    market.follower.stop()  # behind the index's back, also on a box slower than its poll
     rng = np.random.default_rng(7)
     for i in range(n):
         lw = _learnware(i, rng.standard_normal(profile.feature_dim) * 0.05, sigma=0.1 * (i % 7 == 0))

@@ -15,7 +15,7 @@ def _demo(args: argparse.Namespace) -> int:
     from lmdock.lab.demo import run_demo
 
     workdir = Path(args.workdir).expanduser() if args.workdir else None
-    return run_demo(workdir=workdir, as_json=args.json, quick=args.quick)
+    return run_demo(workdir=workdir, as_json=args.json, quick=args.quick, generative=args.generative)
 
 
 def register(sub: Any) -> None:
@@ -26,5 +26,10 @@ def register(sub: Any) -> None:
         "--quick",
         action="store_true",
         help="tiny adapters trained in seconds: checks the path, not the scores",
+    )
+    p.add_argument(
+        "--generative",
+        action="store_true",
+        help="generative learnwares on SmolLM2-135M-Instruct: the hospital's questions answered in text",
     )
     p.set_defaults(func=_demo)

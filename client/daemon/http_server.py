@@ -3,7 +3,7 @@
 The listening socket is bound here, before the thread starts, so a busy port fails `start` at
 once and port 0 reports the port it got. uvicorn runs on h11 (pure Python, strict about
 framing: a bad or doubled Content-Length is a 400 before any of our code runs), without its own
-access log (ours leaves the query string out), lifespan or proxy-header handling.
+access log (ours leaves the query string out), websockets, lifespan or proxy-header handling.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ class OpenAIServer:
         config = uvicorn.Config(
             create_app(daemon, token=token),
             http=_Protocol,
+            ws="none",  # no websockets route: not even the library (flwr installs it) is loaded
             lifespan="off",
             log_config=None,
             access_log=False,

@@ -2,7 +2,7 @@
 
 A build folder holds exactly
 
-    adapter_config.json, adapter_model.safetensors   the PEFT adapter (package format v1)
+    adapter_config.json, adapter_model.safetensors   the PEFT adapter (as a package holds it)
     build.json                                       what `lmdock package` needs (see `BuildInfo`)
     README.md                                        the model card so far (eval scores, DP)
 

@@ -73,6 +73,20 @@ class DPPlan:
     def sample_rate(self) -> float:
         return 1.0 / self.steps_per_epoch
 
+    def part(self, parts: int) -> DPPlan:
+        """One of `parts` equal, consecutive parts of this run (a federated site trains one per
+        round): the same z and q, steps / parts steps. Run one after another, even adaptively on
+        what earlier parts released, they are exactly the steps the whole plan accounts for, so
+        the whole plan is what the ledger books (`epsilon` here is the part's alone)."""
+        if parts < 1 or self.steps % (parts * self.steps_per_epoch):
+            raise InvalidArgument(
+                f"a run of {self.steps // self.steps_per_epoch} epochs has no {parts} equal parts"
+            )
+        part = replace(self, steps=self.steps // parts)
+        return replace(
+            part, epsilon=min(pld_epsilon([part.release()], delta=self.config.delta), self.epsilon)
+        )
+
     def release(self) -> Release:
         """The run as the privacy ledger books it."""
         return Release(

@@ -15,13 +15,14 @@ gradients of each example's own loss (a token-level mean over the batch would mi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from lmdock.client.heads import check_mean_pooling, classification_logits
 from lmdock.client.prompts import answer_ids, prompt_ids
+from lmdock.client.publish.layer_split import LayerSplit
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.package import TaskInfo
 from peft import LoraConfig, TaskType, get_peft_model
@@ -34,6 +35,9 @@ _ATTENTION_NAMES = (("q_proj", "v_proj"), ("query", "value"), ("q_lin", "v_lin")
 #: Task heads trained in full and saved with the adapter, where the architecture has them.
 _HEAD_NAMES = ("pre_classifier", "classifier", "score", "pooler")
 IGNORE = -100
+#: Lower-layer activations kept per training run (float32: SmolLM2's 576 per token, ~0.7 MB for
+#: a 300-token record, so ~1,500 such records).
+LOWER_CACHE_BYTES = 1 << 30
 
 
 def top_layers(model: Any, targets: Sequence[str], layers: int) -> list[str]:
@@ -69,13 +73,19 @@ def attention_targets(model: torch.nn.Module) -> tuple[str, ...]:
 
 @dataclass
 class TaskModel:
-    """A base model with a fresh LoRA adapter, and the per-example loss of its task."""
+    """A base model with a fresh LoRA adapter, and the per-example loss of its task.
+
+    With an adapter on the top layers only (`split`), a generative model keeps each sequence's
+    lower-layer activations (`LowerCache`): every epoch after the first runs the upper layers alone.
+    """
 
     task: TaskInfo
     model: Any  # peft.PeftModel
     tokenizer: Any
     max_tokens: int
     eos_id: int | None = None
+    split: LayerSplit | None = None
+    lower_cache: LowerCache = field(default_factory=lambda: LowerCache(LOWER_CACHE_BYTES))
 
     def loss(self, texts: Sequence[str], targets: Sequence[str]) -> torch.Tensor:
         """(1/B) Σ_i loss_i over the batch (see the module docstring)."""
@@ -92,7 +102,8 @@ class TaskModel:
         return torch.nn.functional.cross_entropy(logits, torch.tensor([index[y] for y in labels]))
 
     def _generation_loss(self, prompts: Sequence[str], answers: Sequence[str]) -> torch.Tensor:
-        ids, labels = [], []
+        ids: list[list[int]] = []
+        labels = []
         end = [self.eos_id] if self.eos_id is not None else []
         for prompt, answer in zip(prompts, answers, strict=True):
             # the prompt is tokenized exactly as the runtime does before generating
@@ -100,18 +111,69 @@ class TaskModel:
             a = answer_ids(self.tokenizer, answer)[: self.max_tokens] + end
             ids.append(p + a)
             labels.append([IGNORE] * len(p) + a)
-        width = max(len(x) for x in ids)
+        target = torch.tensor([y + [IGNORE] * (max(map(len, ids)) - len(y)) for y in labels])[:, 1:]
+        hidden = self._final_hidden(ids)
+        # The vocabulary projection only where an answer token is predicted: prompts are most of
+        # the tokens, and at 49k words the head costs several layers per position it runs at.
+        read = target != IGNORE  # token t predicts token t + 1
+        logits = self.model.get_output_embeddings()(hidden[:, :-1][read])
+        per_token = torch.nn.functional.cross_entropy(logits, target[read], reduction="none")
+        rows = read.nonzero()[:, 0]
+        per_example = torch.zeros(len(ids), dtype=per_token.dtype).index_add(0, rows, per_token)
+        return (per_example / read.sum(dim=1).clamp(min=1)).mean()
+
+    def _final_hidden(self, ids: list[list[int]]) -> torch.Tensor:
+        """The decoder's last hidden states of the right-padded batch `ids`."""
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id or 0
-        input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids])
-        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])
-        target = torch.tensor([y + [IGNORE] * (width - len(y)) for y in labels])
-        logits = self.model(input_ids=input_ids, attention_mask=mask).logits[:, :-1]
-        target = target[:, 1:]  # token t predicts token t+1
-        per_token = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE, reduction="none"
-        ).view(target.shape)
-        counted = (target != IGNORE).sum(dim=1).clamp(min=1)
-        return (per_token.sum(dim=1) / counted).mean()
+        if self.split is None:
+            width = max(len(x) for x in ids)
+            input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids])
+            mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])
+            return self.model.get_decoder()(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        keys = [tuple(x) for x in ids]
+        missing = list(dict.fromkeys(k for k in keys if k not in self.lower_cache))
+        computed: dict[tuple[int, ...], torch.Tensor] = {}
+        if missing:
+            with torch.no_grad():  # frozen, unadapted layers: nothing to train below the split
+                hidden, frame = self.split.embed(missing, pad_id=pad)
+                lower = self.split.lower(hidden, frame)
+            computed = {k: lower[i, : len(k)] for i, k in enumerate(missing)}
+            for k, done in computed.items():
+                self.lower_cache.put(k, done)
+        rows = [computed[k] if k in computed else self.lower_cache[k] for k in keys]
+        hidden = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+        return self.split.upper(hidden, self.split.frame(hidden, [len(k) for k in keys]))
+
+
+class LowerCache:
+    """Lower-layer activations by token sequence, up to `max_bytes` (then new ones are not kept:
+    they are recomputed each time, which costs time, never a different result)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes, self.used = max_bytes, 0
+        self._rows: dict[tuple[int, ...], torch.Tensor] = {}
+
+    def __contains__(self, key: tuple[int, ...]) -> bool:
+        return key in self._rows
+
+    def __getitem__(self, key: tuple[int, ...]) -> torch.Tensor:
+        return self._rows[key]
+
+    def put(self, key: tuple[int, ...], rows: torch.Tensor) -> None:
+        size = rows.numel() * rows.element_size()
+        if self.used + size <= self.max_bytes:
+            self._rows[key] = rows.clone()  # not a view that would keep the whole batch alive
+            self.used += size
+
+
+def _check_plain_head(config: Any) -> None:
+    """The answer loss applies the output embedding itself (`TaskModel._generation_loss`): a
+    model that transforms its logits after it would train on other logits than it generates from."""
+    if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", 1.0) != 1.0:
+        raise InvalidArgument(
+            f"training adapters for {config.model_type!r} models is not supported: their logits are "
+            "scaled or capped after the output layer"
+        )
 
 
 def load_task_model(
@@ -148,6 +210,7 @@ def load_task_model(
         task_type = TaskType.SEQ_CLS
     else:
         model = AutoModelForCausalLM.from_pretrained(folder)
+        _check_plain_head(model.config)
         heads, task_type = [], TaskType.CAUSAL_LM
         tokenizer.truncation_side = "left"  # as the runtime: a long prompt keeps its end
     lora = LoraConfig(
@@ -160,8 +223,14 @@ def load_task_model(
     )
     peft_model = get_peft_model(model, lora)
     peft_model.peft_config["default"].base_model_name_or_path = base_model
+    split = None
+    # Lower activations are reused only where the lower layers are deterministic (no dropout).
+    if task.kind == "generation" and layers and not getattr(model.config, "attention_dropout", 0.0):
+        split = LayerSplit(peft_model, int(model.config.num_hidden_layers) - layers)
     eos = model.config.eos_token_id
     eos_id = eos[0] if isinstance(eos, list) else eos
     if eos_id is None:
         eos_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
-    return TaskModel(task=task, model=peft_model, tokenizer=tokenizer, max_tokens=max_tokens, eos_id=eos_id)
+    return TaskModel(
+        task=task, model=peft_model, tokenizer=tokenizer, max_tokens=max_tokens, eos_id=eos_id, split=split
+    )

@@ -7,10 +7,11 @@ linear head of (hidden size × labels) weights on good sentence features learns 
 (docs/publishing.md, `benchmarks/dp_training.py`). The encoder is frozen, so each record's
 features are computed once, and every DP-SGD step costs one small matrix product.
 
-Training: the head starts at zero; SGD with momentum 0.9 and a constant learning rate; the loss
-is the mean cross-entropy over the batch, so per-example gradients are those of each record's
-own loss (what DP-SGD clips). LoRA's matrices stay at their initial values (B = 0: the
-identity), so the saved adapter changes only the head.
+Training: the head starts at zero (or, in a federated round, at the global head); SGD with
+momentum 0.9 and a constant learning rate; the loss is the mean cross-entropy over the batch,
+so per-example gradients are those of each record's own loss (what DP-SGD clips). LoRA's
+matrices stay at their initial values (B = 0: the identity), so the saved adapter changes only
+the head.
 """
 
 from __future__ import annotations
@@ -55,15 +56,22 @@ def _head(tm: TaskModel) -> torch.nn.Linear:
 
 
 def linear_probe(
-    tm: TaskModel, texts: Sequence[str], labels: Sequence[str], *, learning_rate: float
+    tm: TaskModel,
+    texts: Sequence[str],
+    labels: Sequence[str],
+    *,
+    learning_rate: float,
+    zero_head: bool = True,
 ) -> tuple[torch.nn.Linear, Callable[[list[int]], torch.Tensor], torch.optim.Optimizer]:
-    """(head, loss of a batch of record indices, optimiser) for training the head alone."""
+    """(head, loss of a batch of record indices, optimiser) for training the head alone; the head
+    starts at zero, or (`zero_head=False`) where it is (a federated round's global head)."""
     features = _features(tm, texts)
     index = {name: i for i, name in enumerate(tm.task.labels)}
     targets = torch.tensor([index[y] for y in labels])
     head = _head(tm)
-    torch.nn.init.zeros_(head.weight)
-    torch.nn.init.zeros_(head.bias)
+    if zero_head:
+        torch.nn.init.zeros_(head.weight)
+        torch.nn.init.zeros_(head.bias)
     for p in tm.model.parameters():
         p.requires_grad_(False)
     for p in head.parameters():

@@ -13,7 +13,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,12 +26,14 @@ from lmdock.client.publish.objectives import load_task_model
 from lmdock.client.publish.probe import linear_probe
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.package import TaskInfo
+from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
 __all__ = [
     "PROBE_TRAINING",
     "TrainingConfig",
     "TrainingReport",
     "dp_plan_for",
+    "load_adapter_tensors",
     "tidy_adapter_folder",
     "train_adapter",
     "train_classifier",
@@ -97,12 +99,15 @@ def train_adapter(
     config: TrainingConfig = TrainingConfig(),
     dp: DPConfig | DPPlan | None = None,
     progress: TrainingProgress | None = None,
+    start: Mapping[str, torch.Tensor] | None = None,
 ) -> TrainingReport:
     """Train a LoRA adapter (or, for a mean-pooled classifier, its head alone: see `probe`) for
     `task` on (text, target) pairs and save it to `out_dir`.
 
     Targets are labels (classification, each in task.labels) or answers (generation). `dp` is a
-    DPConfig, or the DPPlan a caller already debited from its privacy ledger.
+    DPConfig, or the DPPlan a caller already debited from its privacy ledger. `start` holds the
+    adapter's tensors to start from (as `adapter_model.safetensors` names them: a federated
+    round starts from the global adapter); None starts from a fresh adapter.
     """
     if len(texts) != len(targets) or not texts:
         raise InvalidArgument("need as many targets as texts, and at least one of each")
@@ -124,11 +129,15 @@ def train_adapter(
         target_modules=config.target_modules,
         layers=config.layers,
     )
+    if start is not None:
+        load_adapter_tensors(tm.model, start)
     tm.model.train()
     started = time.perf_counter()
     scheduler = None
     if task.pooling == "mean":
-        module, loss_of, optimiser = linear_probe(tm, texts, targets, learning_rate=config.learning_rate)
+        module, loss_of, optimiser = linear_probe(
+            tm, texts, targets, learning_rate=config.learning_rate, zero_head=start is None
+        )
     else:
         module = tm.model
         optimiser = torch.optim.AdamW(
@@ -161,6 +170,21 @@ def train_adapter(
         config=config,
         dp=report,
     )
+
+
+def load_adapter_tensors(model: Any, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Set a fresh PEFT model's adapter to `tensors`, which must be exactly its own tensors."""
+    own = get_peft_model_state_dict(model)
+    if set(own) != set(tensors):
+        raise InvalidArgument(
+            f"the adapter tensors do not fit this model: {sorted(set(own) ^ set(tensors))[:3]} differ"
+        )
+    for name, value in tensors.items():
+        if tuple(value.shape) != tuple(own[name].shape):
+            raise InvalidArgument(
+                f"adapter tensor {name} has shape {tuple(value.shape)}, not {tuple(own[name].shape)}"
+            )
+    set_peft_model_state_dict(model, dict(tensors))
 
 
 def dp_plan_for(dp: DPConfig | DPPlan | None, *, records: int, config: TrainingConfig) -> DPPlan | None:

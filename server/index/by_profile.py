@@ -30,23 +30,25 @@ def entry_as_indexed(profile: SpecProfile, entry: IndexEntry) -> IndexEntry:
 
 
 class ProfileIndexes:
-    """`SpecIndex` over the indexes of several profiles, keyed by profile id."""
+    """`SpecIndex` over the indexes of several profiles, each found by any of its profile's ids
+    (its current id and the v1 alias that specs made before it carry)."""
 
     def __init__(self, indexes: Mapping[SpecProfile, SpecIndex]) -> None:
-        self.kernels = {p.profile_id: p.kernel for p in indexes}
         self.indexes = {p.profile_id: index for p, index in indexes.items()}
+        self._by_id = {i: (p.kernel, index) for p, index in indexes.items() for i in p.ids}
 
     def of(self, profile_id: str) -> SpecIndex:
         try:
-            return self.indexes[profile_id]
+            return self._by_id[profile_id][1]
         except KeyError:
             raise InvalidArgument(f"no profile {profile_id!r} is served here") from None
 
     def add(self, learnware: LearnwareInfo) -> None:
         spec = learnware.spec
-        index = self.indexes.get(spec.profile_id)
-        if index is not None:
-            values, sigma = comparable(self.kernels[spec.profile_id], spec.values, spec.privacy.sigma)
+        found = self._by_id.get(spec.profile_id)
+        if found is not None:
+            kernel, index = found
+            values, sigma = comparable(kernel, spec.values, spec.privacy.sigma)
             privacy = dataclasses.replace(spec.privacy, sigma=sigma)
             index.add(
                 dataclasses.replace(learnware, spec=dataclasses.replace(spec, values=values, privacy=privacy))

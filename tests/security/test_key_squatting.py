@@ -20,7 +20,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from lmdock.client.connection import MarketClient
 from lmdock.common.errors import PermissionDenied
+from lmdock.common.package import FORMATS
 from lmdock.common.signing import (
+    MANIFEST_ENCODINGS,
     generate_key,
     key_id,
     prove_possession,
@@ -168,8 +170,10 @@ def test_a_manifest_signature_is_no_proof() -> None:
     (which a publisher's key signs as a matter of course) never passes for one."""
     key = generate_key()
     fields = {"principal": "globex", "publisher": "globex", "public_key": b64(key)}
-    manifest_signature = base64.b64decode(sign_manifest(fields, key).signature)
-    with pytest.raises(PermissionDenied, match="does not verify"):
-        verify_possession(b64(key), manifest_signature, principal="globex", publisher="globex")
+    signatures = [key.sign(encode(fields)) for encode in MANIFEST_ENCODINGS.values()]  # the bare fields
+    signatures += [base64.b64decode(sign_manifest({**fields, "format": f}, key).signature) for f in FORMATS]
+    for manifest_signature in signatures:
+        with pytest.raises(PermissionDenied, match="does not verify"):
+            verify_possession(b64(key), manifest_signature, principal="globex", publisher="globex")
     proof = prove_possession(key, principal="globex", publisher="globex")
     verify_possession(b64(key), proof, principal="globex", publisher="globex")  # the real one does

@@ -20,7 +20,7 @@ import pytest
 from lmdock.client.connection import MarketClient
 from lmdock.client.ledger import Ledger
 from lmdock.client.spec_release import SpecBooking
-from lmdock.common.canonical import canonical_json, sha256_hex
+from lmdock.common.canonical import canonical_json, jcs, sha256_hex
 from lmdock.common.card import Card
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.market_types import LearnwareInfo
@@ -57,8 +57,9 @@ def test_the_default_limit_and_old_profiles(profile) -> None:
     assert profile.max_sigma == pytest.approx(4.0 / 768**0.25) == pytest.approx(0.7598, abs=1e-4)
     assert default_max_sigma(1024, 0.5) == pytest.approx(2.0 / 2048**0.25)
     old = {k: v for k, v in profile.to_dict().items() if k != "max_sigma"}
-    assert profile.profile_id == sha256_hex(canonical_json(old))[:16] == "fb7d84bda60c9291"
-    loaded = SpecProfile.from_json(json.dumps({**old, "profile_id": profile.profile_id}))
+    assert profile.legacy_profile_id == sha256_hex(canonical_json(old))[:16] == "fb7d84bda60c9291"
+    assert profile.profile_id == sha256_hex(jcs(old))[:16] == "af8ec7ab376aa301"
+    loaded = SpecProfile.from_json(json.dumps({**old, "profile_id": profile.legacy_profile_id}))
     assert loaded == profile
     declared = SpecProfile.from_json(json.dumps({**old, "max_sigma": 2.5}))
     assert declared.max_sigma == 2.5 and declared.profile_id == profile.profile_id
