@@ -24,9 +24,17 @@ from typing import Any
 
 import grpc
 from lmdock.client.addresses import is_loopback
-from lmdock.common.errors import FailedPrecondition, IntegrityError, InvalidArgument
+from lmdock.common.errors import FailedPrecondition, IntegrityError, InvalidArgument, Unavailable
 
-__all__ = ["MAX_MESSAGE_BYTES", "TlsOptions", "WireRecorder", "certificate_sha256", "open_channel"]
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "TlsOptions",
+    "WireRecorder",
+    "certificate_sha256",
+    "clean_api_key",
+    "open_channel",
+    "unreachable_message",
+]
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
@@ -120,10 +128,61 @@ def _read(path: Path | None, what: str) -> bytes | None:
 
 
 def _split_address(address: str) -> tuple[str, int]:
+    _, sep, rest = address.partition("://")
+    if sep:  # a URL: the scheme is the mistake, not TLS
+        raise InvalidArgument(
+            f"market address is host:port, without a scheme: give {rest.rstrip('/')!r}, not {address!r} "
+            "(for a market that serves TLS, add --tls-ca)"
+        )
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit():
         raise InvalidArgument(f"market address must be host:port, got {address!r}")
     return host.strip("[]"), int(port)
+
+
+def _resolvable(host: str, port: int) -> bool:
+    try:
+        socket.getaddrinfo(host, port)
+    except (OSError, UnicodeError):
+        return False
+    return True
+
+
+def clean_api_key(api_key: str | None) -> str | None:
+    """The key without the whitespace around it (`$(cat keyfile)` keeps a newline); None when empty.
+
+    A key is printable ASCII (what a header carries): anything else is refused here, readably,
+    instead of by gRPC's C core.
+    """
+    key = (api_key or "").strip()
+    if not key:
+        return None
+    if not key.isascii() or not key.isprintable():
+        raise InvalidArgument("the API key holds characters a header cannot carry; check how it was copied")
+    return key
+
+
+#: What gRPC's C core says when it cannot connect, and what a person reads instead.
+_TRANSPORT_FAILURES = (
+    ("resolv", "its host name does not resolve; check the address"),
+    ("lookup", "its host name does not resolve; check the address"),
+    ("connection refused", "connection refused; is the market running at that address and port?"),
+    ("timeout", "no answer in time; check the address, the network and any firewall"),
+    ("deadline", "no answer in time; check the address, the network and any firewall"),
+    ("ssl", "the TLS handshake failed; check --tls-ca, --tls-server-name and the certificate"),
+    ("handshake", "the TLS handshake failed; check --tls-ca, --tls-server-name and the certificate"),
+    (
+        "socket closed",
+        "the market closed the connection; a market that serves TLS needs --tls-ca (or tls_ca)",
+    ),
+)
+
+
+def unreachable_message(address: str, details: str) -> str:
+    """A readable line for an UNAVAILABLE status from gRPC's transport (its wording, translated)."""
+    lower = details.lower()
+    reason = next((text for needle, text in _TRANSPORT_FAILURES if needle in lower), details)
+    return f"cannot reach {address}: {reason}"
 
 
 def certificate_sha256(address: str, tls: TlsOptions, *, timeout: float = 10.0) -> tuple[str, bytes]:
@@ -208,9 +267,12 @@ def open_channel(
         ("grpc.enable_retries", 1),
         ("grpc.service_config", _RETRY_POLICY),
     ]
-    host, _ = _split_address(address)
+    host, port = _split_address(address)
+    api_key = clean_api_key(api_key)
     if tls is None:
         if api_key and not is_loopback(host):
+            if not _resolvable(host, port):
+                raise Unavailable(f"market: cannot reach {address}: its host name does not resolve")
             raise InvalidArgument(
                 f"refusing to send an API key to {address} without TLS; give the market's CA (--tls-ca)"
             )

@@ -9,11 +9,11 @@ from __future__ import annotations
 import builtins
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from lmdock.client.channel import TlsOptions, WireRecorder, open_channel
+from lmdock.client.channel import TlsOptions, WireRecorder, open_channel, unreachable_message
 from lmdock.common import serde
 from lmdock.common.errors import (
     FailedPrecondition,
@@ -36,8 +36,16 @@ __all__ = ["MarketClient", "TlsOptions", "WireRecorder", "open_channel"]
 UPLOAD_CHUNK = 1024 * 1024
 
 
-def _market_error(status: str, details: str) -> LmdockError:
-    return error_for_status(status, f"market: {details}")
+def _market_error(address: str) -> Callable[[str, str], LmdockError]:
+    """Typed errors for `address`'s statuses, "market: " first (the daemon's client tells the
+    market's UNAVAILABLE from its own by it); a transport failure in words a person reads."""
+
+    def to_error(status: str, details: str) -> LmdockError:
+        if status == "UNAVAILABLE":
+            details = unreachable_message(address, details)
+        return error_for_status(status, f"market: {details}")
+
+    return to_error
 
 
 class MarketClient:
@@ -55,7 +63,7 @@ class MarketClient:
         self.address = address
         self.timeout = timeout
         self.recorder = recorder or WireRecorder()
-        typed = TypedErrorsInterceptor(_market_error)  # first: the recorder sees plain gRPC
+        typed = TypedErrorsInterceptor(_market_error(address))  # first: the recorder sees plain gRPC
         self._channel = open_channel(address, interceptors=(typed, self.recorder), tls=tls, api_key=api_key)
         self._stub = pb_grpc.MarketServiceStub(self._channel)
 
@@ -120,6 +128,12 @@ class MarketClient:
             token = response.next_page_token
             if not token:
                 return out
+
+    def has_learnwares(self) -> bool:
+        """Whether the market lists any learnware (one page of one)."""
+        request = pb.ListLearnwaresRequest(page_size=1)
+        response: pb.ListLearnwaresResponse = self._stub.ListLearnwares(request, timeout=self.timeout)
+        return len(response.learnwares) > 0
 
     def download(self, learnware_id: str, dest: Path, *, stream_timeout: float = 600.0) -> PackageHeader:
         """Stream the package into `dest`, resuming after any bytes already there; verify sha256.

@@ -5,15 +5,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from lmdock.client.cache import AdapterCache
 from lmdock.client.connection import MarketClient
 from lmdock.client.ledger import Debit, Ledger
 from lmdock.client.progress import Progress
-from lmdock.client.runtime import load_learnware
 from lmdock.client.spec_release import SpecBooking, private_spec
 from lmdock.client.task import TaskData
-from lmdock.common.errors import IntegrityError, InvalidArgument
+from lmdock.common.errors import FailedPrecondition, IntegrityError, InvalidArgument
 from lmdock.common.market_types import SearchResult
 from lmdock.common.package import Manifest
 from lmdock.common.spec import Spec
@@ -49,6 +49,7 @@ def search_task(
     ledger: Ledger | None = None,
     persons: Sequence[str] = (),
     dataset: str | None = None,
+    checkpoint: Path | None = None,
 ) -> SearchOutcome:
     """Compute the DP spec of `texts` locally and send only it; return it with the ranking.
 
@@ -56,22 +57,28 @@ def search_task(
     is sent: a release over the ledger's budget raises BudgetExceeded before any request leaves
     (for a borderline case, after the profile request only, before embedding), and a spec
     already released for these texts, parameters and profile is re-sent from the ledger at no
-    cost. Without one, the caller accounts for the release itself. `persons` (one id per text)
-    makes the person the privacy unit; `dataset` names the data set the ledger books (None:
+    cost; a market with no learnwares is refused before anything is embedded. Without one,
+    the caller accounts for the release itself. `persons` (one id per text) makes the person
+    the privacy unit; `dataset` names the data set the ledger books (None:
     the registered data set holding these records, else one named after their content).
+    `checkpoint` (with a ledger): a file where embedding saves its progress and resumes from.
     """
     if ledger is None:
+        _refuse_an_empty_market(client)
         profile = client.profile()
         spec = private_spec(
             texts, profile, epsilon=epsilon, delta=delta, persons=persons, progress=progress
         ).spec
         debit = None
     else:
-        booking = SpecBooking.open(
+        booking = SpecBooking.open(  # refuses what the ledger alone can, before any request
             ledger, texts, epsilon=epsilon, delta=delta, persons=persons, dataset=dataset
         )
+        _refuse_an_empty_market(client)
         profile = client.profile()
-        spec, debit = booking.spec(profile, destination=client.address, progress=progress)
+        spec, debit = booking.spec(
+            profile, destination=client.address, progress=progress, checkpoint=checkpoint
+        )
     p = spec.privacy  # parameters only in logs: never a text, never a vector
     if debit is not None and not debit.fresh:
         log.info("re-sending the spec already released for this data set (no new privacy cost)")
@@ -85,6 +92,15 @@ def search_task(
             p.unit,
         )
     return SearchOutcome(spec, client.search(spec, top_k=top_k), debit)
+
+
+def _refuse_an_empty_market(client: MarketClient) -> None:
+    """Checked before any release: a search of a market with no learnwares costs nothing."""
+    if not client.has_learnwares():
+        raise FailedPrecondition(
+            f"the market at {client.address} has no learnwares yet: nothing to search for; "
+            "no privacy was spent"
+        )
 
 
 def pull(client: MarketClient, cache: AdapterCache, learnware_id: str) -> Manifest:
@@ -122,7 +138,9 @@ def score_predictions(predictions: Sequence[str], gold: Sequence[str | None]) ->
 
 def run_task(cache: AdapterCache, learnware_id: str, task: TaskData, *, device: str = "auto") -> RunResult:
     """Run a cached learnware on `task` locally; never contacts the market."""
-    manifest = cache.load(learnware_id)
+    manifest = cache.load(learnware_id)  # a learnware not cached is refused before torch loads
+    from lmdock.client.runtime import load_learnware
+
     loaded = load_learnware(
         cache.folder(learnware_id), base_model=manifest.base_model, task=manifest.task, device=device
     )

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-from lmdock.client.embedder import Embedder
+from lmdock.client.embedding_checkpoint import embed_resumably
 from lmdock.client.ledger import DataSet, Debit, Ledger, LedgerState
 from lmdock.client.progress import Progress
 from lmdock.common.accounting import check_delta
@@ -15,6 +17,9 @@ from lmdock.common.errors import InvalidArgument
 from lmdock.common.features import build_feature_map
 from lmdock.common.profile import SpecProfile
 from lmdock.common.spec import ReleasePlan, Spec, SpecRelease, exact_spec, person_means, plan_release
+
+if TYPE_CHECKING:  # torch and transformers load at the first embedding, not before a refusal
+    from lmdock.client.embedder import Embedder
 
 __all__ = ["SpecBooking", "features_of", "private_spec", "public_spec"]
 
@@ -25,10 +30,17 @@ def features_of(
     *,
     embedder: Embedder | None = None,
     progress: Progress | None = None,
+    checkpoint: Path | None = None,
 ) -> npt.NDArray[np.float64]:
-    """phi(embed(text)) for each text, under `profile` (rows have norm <= clip radius)."""
+    """phi(embed(text)) for each text, under `profile` (rows have norm <= clip radius); with a
+    `checkpoint`, embedding resumes from the rows an earlier, stopped call saved there."""
     feature_map = build_feature_map(profile)  # refuses an unreproducible profile first
-    embedder = embedder or Embedder(profile)
+    if embedder is None:
+        from lmdock.client.embedder import Embedder
+
+        embedder = Embedder(profile)
+    if checkpoint is not None:
+        return feature_map(embed_resumably(embedder, texts, checkpoint, progress=progress))
     return feature_map(embedder.embed(texts, progress=progress))
 
 
@@ -49,8 +61,9 @@ def _release(
     persons: Sequence[str],
     embedder: Embedder | None,
     progress: Progress | None,
+    checkpoint: Path | None = None,
 ) -> SpecRelease:
-    features = features_of(texts, plan.profile, embedder=embedder, progress=progress)
+    features = features_of(texts, plan.profile, embedder=embedder, progress=progress, checkpoint=checkpoint)
     return plan.release(person_means(features, persons) if persons else features)
 
 
@@ -118,11 +131,12 @@ class SpecBooking:
         destination: str,
         embedder: Embedder | None = None,
         progress: Progress | None = None,
+        checkpoint: Path | None = None,
     ) -> tuple[Spec, Debit]:
         """(spec, debit): the spec already released for these texts, parameters and profile
         (free: re-sending published output is post-processing), else a new release, checked at
         its exact cost before anything is embedded and booked durably before it is returned
-        (BudgetExceeded, and no spec, over the cap)."""
+        (BudgetExceeded, and no spec, over the cap). `checkpoint`: see `features_of`."""
         cached = self.state.cached_release(
             self.dataset.key,
             profile_ids=profile.ids,
@@ -134,7 +148,7 @@ class SpecBooking:
             return spec, self.state.resent(cached)
         plan = _plan(self.texts, profile, epsilon=self.epsilon, delta=self.delta, persons=self.persons)
         self.state.check(self.dataset, plan.cost)
-        released = _release(plan, self.texts, self.persons, embedder, progress)
+        released = _release(plan, self.texts, self.persons, embedder, progress, checkpoint)
         return released.spec, self.ledger.book(self.dataset, released, destination=destination)
 
 

@@ -56,6 +56,18 @@ class DeadlineExceeded(LmdockError):
     status = "DEADLINE_EXCEEDED"
 
 
+class Unavailable(LmdockError):
+    """The other end does not answer (refused, unresolvable, down); the message says which end."""
+
+    status = "UNAVAILABLE"
+
+
+class Cancelled(LmdockError):
+    """Work stopped because its caller asked (Ctrl-C, `lmdock task remove`) or the daemon is stopping."""
+
+    status = "CANCELLED"
+
+
 class IntegrityError(LmdockError):
     """Bytes or signatures that do not match what they claim to be."""
 
@@ -81,6 +93,8 @@ _BY_STATUS: dict[str, type[LmdockError]] = {
         ResourceExhausted,
         FailedPrecondition,
         DeadlineExceeded,
+        Unavailable,
+        Cancelled,
         IntegrityError,
     )
 }

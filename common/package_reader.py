@@ -218,8 +218,9 @@ def unpack_package(
 
 def sign_package(
     package: Path, key: Ed25519PrivateKey, *, limits: PackageLimits = PackageLimits()
-) -> tuple[Manifest, Signature]:
-    """Sign `package` in place (replacing any signature) after checking every file's sha256.
+) -> tuple[Manifest, Signature, str]:
+    """Sign `package` in place (replacing any signature) after checking every file's sha256;
+    returns the manifest, the new signature and the key id of the one it replaced ("" if none).
 
     The manifest is not changed, so the package's files and their hashes stay as written.
     """
@@ -227,9 +228,12 @@ def sign_package(
     try:
         digests = _extract_members(package, staging, limits)
         manifest = check_files(staging, limits=limits, digests=digests)
+        previous = ""
+        if (staging / SIGNATURE).is_file():
+            previous = Signature.from_dict(_read_json(staging / SIGNATURE, limits.max_json_bytes)).key_id
         manifest_dict = manifest.to_dict()
         signature = sign_manifest(manifest_dict, key)
         write_tar(package, manifest_dict, signature, {name: staging / name for name in manifest.files})
-        return manifest, signature
+        return manifest, signature, previous
     finally:
         shutil.rmtree(staging, ignore_errors=True)

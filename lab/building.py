@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import multiprocessing
+import os
 import sys
 import tempfile
 import time
@@ -25,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 from lmdock.client.files import atomic_write_text
 from lmdock.client.operations import score_predictions
+from lmdock.client.progress import ProgressLines, TrainingProgress
 from lmdock.client.publish.package import package_learnware
 from lmdock.client.publish.training import TrainingConfig, train_adapter, train_classifier
 from lmdock.client.runtime import load_learnware, zero_shot_classify
@@ -108,7 +110,9 @@ def publisher_key(workdir: Path) -> Path:
     return path
 
 
-def _train_classifier(recipe: Recipe, adapter: Path) -> tuple[dict[str, float], str]:
+def _train_classifier(
+    recipe: Recipe, adapter: Path, progress: TrainingProgress
+) -> tuple[dict[str, float], str]:
     """Train a classifier; its held-out scores and the model card's line about them."""
     config = recipe.training
     task = TaskInfo(kind="classification", labels=recipe.labels)
@@ -119,6 +123,7 @@ def _train_classifier(recipe: Recipe, adapter: Path) -> tuple[dict[str, float], 
         label_names=recipe.labels,
         out_dir=adapter,
         config=config,
+        progress=progress,
     )
     model = load_learnware(adapter, base_model=recipe.base_model, task=task)
     eval_texts, gold = list(recipe.eval_texts), list(recipe.eval_labels)
@@ -134,7 +139,9 @@ def _train_classifier(recipe: Recipe, adapter: Path) -> tuple[dict[str, float], 
     return scores, card
 
 
-def _train_generator(recipe: Recipe, adapter: Path) -> tuple[dict[str, float], str]:
+def _train_generator(
+    recipe: Recipe, adapter: Path, progress: TrainingProgress
+) -> tuple[dict[str, float], str]:
     """Train a generative adapter (answers after the chat template's prompt); the lab's eval
     scores it on the user tasks, so the build states only its training loss."""
     config = recipe.training
@@ -145,6 +152,7 @@ def _train_generator(recipe: Recipe, adapter: Path) -> tuple[dict[str, float], s
         targets=recipe.train_labels,
         out_dir=adapter,
         config=config,
+        progress=progress,
     )
     layers = f"top {config.layers} layers" if config.layers else "all layers"
     card = (
@@ -174,9 +182,11 @@ def _build(
         adapter = Path(tmp) / "adapter"
         log(f"  training {recipe.card.id} on {len(recipe.train_texts)} records ({config.epochs} epochs)")
         started, cpu_started = time.perf_counter(), time.process_time()
-        scores, lines = (_train_generator if generative else _train_classifier)(recipe, adapter)
+        steps = ProgressLines(f"  {recipe.card.id} training steps", log, unit=" steps")  # every 30 s
+        scores, lines = (_train_generator if generative else _train_classifier)(recipe, adapter, steps)
         train_seconds = time.perf_counter() - started
         train_cpu_seconds = time.process_time() - cpu_started
+        load = os.getloadavg()[0]  # what the machine was doing besides: training times depend on it
         log(
             f"  {recipe.card.id}: "
             + ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
@@ -210,6 +220,7 @@ def _build(
     return {
         "train_seconds": round(train_seconds, 2),
         "train_cpu_seconds": round(train_cpu_seconds, 2),
+        "train_load_1m": round(load, 2),
         "package_seconds": round(package_seconds, 2),
         **_sidecar_scores(scores),
         "eval_records": len(recipe.eval_labels),

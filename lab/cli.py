@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lmdock.common.exit_codes import EPILOG, parse_or_exit
+
 __all__ = ["main"]
 
 
@@ -252,7 +254,10 @@ def _positive(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="lmdock-lab", description="The lmdock reference market and its evaluation."
+        prog="lmdock-lab",
+        description="The lmdock reference market and its evaluation.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -332,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_or_exit(build_parser(), argv)
     from lmdock.client.cli import run_handler
     from lmdock.client.models import quiet_model_libraries
 

@@ -76,6 +76,7 @@ def measure_cost(
             pull_bytes.append(b.package.stat().st_size)
     train = [float(b.stats["train_seconds"]) for b in built]
     cpu = [float(b.stats["train_cpu_seconds"]) for b in built if "train_cpu_seconds" in b.stats]
+    load = [float(b.stats["train_load_1m"]) for b in built if "train_load_1m" in b.stats]
     return {
         "task_records": len(texts),
         "embedder_load_seconds": round(load_seconds, 3),
@@ -98,6 +99,8 @@ def measure_cost(
             "seconds_median": _median(train),
             "seconds_total": round(sum(train), 1),
             "cpu_seconds_total": round(sum(cpu), 1) if len(cpu) == len(train) else None,
+            # the 1-minute load average as each learnware finished training (older caches lack it)
+            "load_1m_median": round(statistics.median(load), 2) if len(load) == len(train) else None,
             "package_bytes_median": int(statistics.median(b.stats["package_bytes"] for b in built)),
         },
     }

@@ -69,8 +69,12 @@ def _minutes(seconds: float) -> str:
 
 
 def _cpu(results: dict[str, Any]) -> str:
-    cpu = results["cost"]["training"].get("cpu_seconds_total")
-    return f" of wall time and {_minutes(cpu)} of CPU time" if cpu else " of wall time"
+    training = results["cost"]["training"]
+    cpu, load = training.get("cpu_seconds_total"), training.get("load_1m_median")
+    said = f" of wall time and {_minutes(cpu)} of CPU time" if cpu else " of wall time"
+    if load is not None:
+        said += f", at a median load average of {load:.1f} on the machine that built them"
+    return said
 
 
 def _timing(results: dict[str, Any]) -> str:

@@ -16,7 +16,8 @@ import sys
 import threading
 from pathlib import Path
 
-from lmdock.common.errors import InvalidArgument, LmdockError
+from lmdock.common.errors import InvalidArgument
+from lmdock.common.exit_codes import EPILOG, parse_or_exit, run_command
 from lmdock.common.profile import SpecProfile
 from lmdock.common.profile_factory import PROFILE_KINDS, profile_of_kind
 from lmdock.server.apikeys import KEY_CACHE_TTL_S
@@ -166,13 +167,27 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lmdock-market", description="Run an lmdock learnware market.")
+    parser = argparse.ArgumentParser(
+        prog="lmdock-market",
+        description="Run an lmdock learnware market.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve the market over gRPC")
     add_database_options(serve)
-    serve.add_argument("--listen", default="127.0.0.1:50051", help="host:port (port 0 picks a free one)")
-    serve.add_argument("--grace", type=float, default=10.0, help="seconds to drain streams on shutdown")
+    serve.add_argument(
+        "--listen",
+        default="127.0.0.1:50051",
+        help="host:port; port 0 picks a free one (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        help="seconds to drain streams on shutdown (default: %(default)s)",
+    )
     serve.add_argument("--tls-cert", help="server certificate chain (PEM): serve TLS")
     serve.add_argument("--tls-key", help="server private key (PEM)")
     serve.add_argument("--client-ca", help="CA (PEM) of client certificates: require mTLS")
@@ -198,39 +213,55 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--reflection", action="store_true", help="enable gRPC server reflection")
     serve.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (0: any)")
-    serve.add_argument("--metrics-address", default="127.0.0.1", help="address of the metrics endpoint")
-    serve.add_argument("--rate-limit", type=float, default=50.0, help="calls per second per caller (0: off)")
-    serve.add_argument("--burst", type=int, default=100, help="calls a caller may burst")
+    serve.add_argument(
+        "--metrics-address",
+        default="127.0.0.1",
+        help="address of the metrics endpoint (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--rate-limit",
+        type=float,
+        default=50.0,
+        help="calls per second per caller, 0: off (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--burst",
+        type=int,
+        default=100,
+        help="calls a caller may burst (default: %(default)s)",
+    )
     defaults = StreamLimits()
     serve.add_argument(
         "--max-streams",
         type=int,
         default=defaults.per_caller,
-        help="concurrent streams per caller (0: no cap)",
+        help="concurrent streams per caller (0: no cap) (default: %(default)s)",
     )
     serve.add_argument(
         "--max-streams-total",
         type=int,
         default=defaults.total,
-        help="concurrent streams over all callers (0: no cap); keep it below the 64 concurrent calls",
+        help="concurrent streams over all callers (0: no cap); keep it below the 64 concurrent calls "
+        "(default: %(default)s)",
     )
     serve.add_argument(
         "--stream-idle-seconds",
         type=float,
         default=defaults.idle_seconds,
-        help="close a stream whose caller sends or reads nothing for this long",
+        help="close a stream whose caller sends or reads nothing for this long (default: %(default)s)",
     )
     serve.add_argument(
         "--stream-max-seconds",
         type=float,
         default=defaults.max_seconds,
-        help="longest a stream may stay open",
+        help="longest a stream may stay open (default: %(default)s)",
     )
     serve.add_argument(
         "--change-poll-seconds",
         type=float,
         default=CHANGE_POLL_S,
-        help="how often to read the catalogue's change log when no notification came (replicas)",
+        help="how often to read the catalogue's change log when no notification came (replicas) "
+        "(default: %(default)s)",
     )
     serve.add_argument(
         "--change-log-days",
@@ -244,14 +275,19 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=KEY_CACHE_TTL_S,
         help="seconds an API key is trusted without reading it again: a revocation made by "
-        "another process takes effect within this long (0: read on every call)",
+        "another process takes effect within this long (0: read on every call) (default: %(default)s)",
     )
-    serve.add_argument("--max-message-bytes", type=int, default=4 * 1024 * 1024, help="gRPC message limit")
+    serve.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=4 * 1024 * 1024,
+        help="gRPC message limit (default: %(default)s)",
+    )
     serve.add_argument(
         "--max-package-bytes",
         type=int,
         default=MarketLimits().max_package_bytes,
-        help="largest package accepted",
+        help="largest package accepted (default: %(default)s)",
     )
     serve.set_defaults(func=_serve)
     migrate = sub.add_parser("migrate", help="bring the database schema up to date")
@@ -271,18 +307,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_or_exit(build_parser(), argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not args.verbose:
         logging.getLogger("alembic").setLevel(logging.WARNING)  # migration chatter
-    try:
-        return int(args.func(args))
-    except LmdockError as exc:
-        print(f"lmdock-market: error: {exc}", file=sys.stderr)
-        return 2
+    return run_command("lmdock-market", lambda: args.func(args), as_json=bool(getattr(args, "json", False)))
 
 
 if __name__ == "__main__":

@@ -95,9 +95,9 @@ def test_config_tasks_grpc_streaming_and_task_commands(
             assert json.loads(capsys.readouterr().out)["name"] == "notes"
             status, models = http(daemon, "GET", "/v1/models")
             assert [m["id"] for m in models["data"]] == ["triage"]
-            assert cli.main(["task", "add", "triage", "--learnware", TRIAGE, "--config", str(config)]) == 2
+            assert cli.main(["task", "add", "triage", "--learnware", TRIAGE, "--config", str(config)]) == 1
             assert "task 'triage' exists (ready)" in capsys.readouterr().err
-            assert cli.main(["task", "retry", "triage", "--config", str(config)]) == 2
+            assert cli.main(["task", "retry", "triage", "--config", str(config)]) == 1
             assert "is ready; to search again, add it with --replace" in capsys.readouterr().err
 
 
@@ -126,23 +126,47 @@ def test_a_task_fails_clearly_when_the_market_is_down(
     config = write_config(tmp_path, market=dead)
     with running(config) as daemon:
         capsys.readouterr()
-        assert cli.main(["task", "add", "t1", "--learnware", TRIAGE, "--config", str(config)]) == 2
-        assert "market" in capsys.readouterr().err
-        (record,) = daemon.tasks()
-        assert record.state == "failed" and record.error
+        assert cli.main(["task", "add", "t1", "--learnware", TRIAGE, "--config", str(config)]) == 3
+        err = capsys.readouterr().err
+        assert f"market: cannot reach {dead}: connection refused" in err
+        assert "daemon" not in err  # the daemon answered: the market is what is down
+        assert daemon.tasks() == []  # a failed add leaves nothing behind
         status, body = http(daemon, "POST", "/v1/completions", {"model": "t1", "prompt": "x"})
-        assert status == 503 and "task 't1' is failed" in body["error"]["message"]
+        assert status == 404 and "no task named 't1'" in body["error"]["message"]
 
 
-def test_task_data_errors_reach_the_user(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    config = write_config(tmp_path, market="127.0.0.1:1")
+def test_a_failed_task_add_leaves_nothing_and_the_corrected_one_is_taken(
+    packages: list[Path], tmp_path: Path, profile, capsys: pytest.CaptureFixture[str]
+) -> None:
     few = tmp_path / "few.txt"
     few.write_text("one\ntwo\n")
-    with running(config):
-        capsys.readouterr()
-        assert cli.main(["task", "add", "t2", "--data", str(few), "--config", str(config)]) == 2
-        err = capsys.readouterr().err
-        assert "has 2 records; a private search needs at least 20" in err
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    not_json = tmp_path / "bad.jsonl"
+    not_json.write_text("{not json\n")
+    mistakes = {
+        tmp_path / "nosuch.jsonl": "nosuch.jsonl",
+        empty: "empty",
+        not_json: "bad.jsonl:1",
+        few: "has 2 records; a private search needs at least 20",
+    }
+    with embedded_market(tmp_path / "market", profile=profile) as (address, _):
+        config = write_config(tmp_path, market=address)
+        with running(config) as daemon:
+            texts = tmp_path / "texts.txt"
+            texts.write_text("\n".join(f"question {i} about a fever" for i in range(30)) + "\n")
+            capsys.readouterr()
+            # an empty market is refused before anything is embedded or spent
+            assert cli.main(["task", "add", "t", "--data", str(texts), "--config", str(config)]) == 1
+            assert "has no learnwares yet" in capsys.readouterr().err
+            assert daemon.preparer.ledger.state().releases == ()
+            for data, said in mistakes.items():
+                assert cli.main(["task", "add", "t", "--data", str(data), "--config", str(config)]) == 2
+                assert said in capsys.readouterr().err
+                assert daemon.tasks() == []
+            publish(address, packages)
+            assert cli.main(["task", "add", "t", "--learnware", TRIAGE, "--config", str(config)]) == 0
+            assert [t.state for t in daemon.tasks()] == ["ready"]
 
 
 def test_commands_say_when_no_daemon_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -151,7 +175,7 @@ def test_commands_say_when_no_daemon_runs(tmp_path: Path, capsys: pytest.Capture
     assert json.loads(capsys.readouterr().out)["api"]["http"] == "127.0.0.1:0"
     assert cli.main(["status", "--config", str(config), "--json"]) == 3
     assert json.loads(capsys.readouterr().out)["running"] is False
-    assert cli.main(["task", "list", "--config", str(config)]) == 2
+    assert cli.main(["task", "list", "--config", str(config)]) == 3
     assert f"start it with `lmdock daemon --config {config}`" in capsys.readouterr().err
     with running(config):
         second = RunningDaemon(load_config(config))

@@ -223,6 +223,12 @@ def test_an_exhausted_budget_sends_nothing(
             first = _add(config, "triage", medical, capsys=capsys)
             # the composed epsilon at the budget's delta (1e-6): at most the release's own 2
             assert first["state"] == "ready" and 0 < first["budget_spent"] <= 2.0
+            assert first["budget_delta"] == daemon.config.privacy.budget_delta  # the total's delta
+            assert list((daemon.config.state_dir / "embedding").iterdir()) == []  # released: vectors gone
+            assert cli.main(["task", "show", "triage", "--config", str(config)]) == 0
+            shown = capsys.readouterr().out
+            assert "this data set has spent epsilon=" in shown and "(delta=1e-06) in all" in shown
+            assert f"market ranking (best first): {first['matches'][0][0]}" in shown  # no 0-1 score
             ledger = daemon.preparer.ledger
             assert len(ledger.state().releases) == 1
 
@@ -238,10 +244,9 @@ def test_an_exhausted_budget_sends_nothing(
                 "--config",
                 str(config),
             ]
-            assert cli.main(args) == 2
+            assert cli.main(args) == 5  # the budget's own exit code
             assert "budget" in capsys.readouterr().err.lower()
-            refused = daemon.registry.get("again")
-            assert refused.state == "failed" and refused.bytes_sent == 0
+            assert "again" not in {t.name for t in daemon.tasks()}  # a refused add leaves nothing
             assert len(ledger.state().releases) == 1
 
             # the same release again is re-sent from the ledger at no further cost

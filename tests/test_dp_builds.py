@@ -137,7 +137,7 @@ def test_dp_builds_are_debited_write_ahead_and_refused_over_budget(
 
     # a second run of 2 on the same file would bring it over the cap of 3: refused before training
     code, _, err = dp_build(capsys, tiny_bert, data, tmp_path / "b2", "2.5")
-    assert code == 2 and "privacy budget" in err and "Nothing was trained or written" in err
+    assert code == 5 and "privacy budget" in err and "Nothing was trained or written" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "home", "train.jsonl"]
     assert len(Ledger(ledger_path).state().releases) == 2
 
@@ -185,7 +185,7 @@ def test_dp_builds_are_debited_write_ahead_and_refused_over_budget(
             "--out",
             str(tmp_path / "r.tar"),
         )
-        assert code == 2 and "privacy budget" in err and not (tmp_path / "r.tar").exists()
+        assert code == 5 and "privacy budget" in err and not (tmp_path / "r.tar").exists()
 
 
 def test_the_ledger_refuses_a_training_release_over_the_cap(tmp_path: Path) -> None:

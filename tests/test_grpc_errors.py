@@ -119,5 +119,5 @@ def test_a_handler_that_aborts_keeps_its_own_status(address: str) -> None:
 
 
 def test_a_status_without_a_class_keeps_its_name() -> None:
-    err = errors.error_for_status("UNAVAILABLE", "down")
-    assert type(err) is errors.LmdockError and err.status == "UNAVAILABLE"
+    err = errors.error_for_status("ABORTED", "conflict")
+    assert type(err) is errors.LmdockError and err.status == "ABORTED"

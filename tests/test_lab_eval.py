@@ -76,7 +76,7 @@ def test_update_readme_replaces_only_the_marked_block(tmp_path: Path) -> None:
 
 
 def test_missing_data_is_a_clear_cli_error(tmp_path: Path, capsys) -> None:
-    assert main(["eval", "--data", str(tmp_path / "nowhere"), "--workdir", str(tmp_path / "w")]) == 2
+    assert main(["eval", "--data", str(tmp_path / "nowhere"), "--workdir", str(tmp_path / "w")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("lmdock-lab: error: data set") and "not found" in err
     with pytest.raises(SystemExit) as exc:
@@ -146,3 +146,14 @@ def test_rerendering_the_classifier_report_keeps_the_generative_section(tmp_path
     text = docs.read_text()
     assert "old classifier report" not in text and text.startswith("# Results")
     assert text.endswith(section) and text.count(GEN_BEGIN) == 1
+
+
+def test_training_times_name_the_load_they_were_measured_at() -> None:
+    from lmdock.lab import results_doc
+
+    cost = {"training": {"cpu_seconds_total": 1620.0, "load_1m_median": 7.84}}
+    said = results_doc._cpu({"cost": cost})
+    built_at = ", at a median load average of 7.8 on the machine that built them"
+    assert said == " of wall time and 27 min of CPU time" + built_at
+    cost["training"]["load_1m_median"] = None  # a cache built before loads were recorded
+    assert results_doc._cpu({"cost": cost}) == " of wall time and 27 min of CPU time"

@@ -84,6 +84,14 @@ def test_cli_pull_and_run(
     assert 0.0 <= out["score"] <= 1.0
     if kind == "classification":
         assert set(out["predictions"]) <= set(LABELS)
+    # for a person: text, prediction and gold side by side
+    argv = ["run", "test-learnware", "--data", str(task), "--cache", str(cache), "--device", "cpu"]
+    argv += ["--show", "2"]
+    assert cli.main(argv) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[0].split() == ["text", "prediction", "gold"]
+    assert shown[2].startswith(TEXTS[0][:20]) and shown[2].rstrip().endswith(GOLD[0])
+    assert shown[4].startswith("... (4 predictions")
 
 
 def test_run_refuses_a_tampered_cache(tiny_bert: Path, tmp_path: Path, profile, capsys) -> None:
@@ -104,5 +112,5 @@ def test_run_refuses_a_tampered_cache(tiny_bert: Path, tmp_path: Path, profile, 
 
     save_file({k: v + 1 if v.dtype == torch.float32 else v for k, v in tensors.items()}, weights)
     capsys.readouterr()
-    assert cli.main(["run", "test-learnware", "--data", str(task), "--cache", str(cache)]) == 2
+    assert cli.main(["run", "test-learnware", "--data", str(task), "--cache", str(cache)]) == 7
     assert "sha256" in capsys.readouterr().err

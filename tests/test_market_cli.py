@@ -95,7 +95,7 @@ def test_keys_and_an_authenticated_market(tmp_path: Path) -> None:
             assert json.loads(revoked.stdout)["revoked_at"]
             assert status_of(acme.whoami) == "UNAUTHENTICATED"  # takes effect while serving
     missing = market_cli("keys", "revoke", "--data-dir", data, "000000000000")
-    assert missing.returncode == 2 and "no API key" in missing.stderr
+    assert missing.returncode == 6 and "no API key" in missing.stderr
     assert market_cli("migrate", "--data-dir", data).returncode == 0
 
 

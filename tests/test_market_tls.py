@@ -110,10 +110,10 @@ def test_the_cli_speaks_tls_and_honours_pins(tmp_path: Path, profile, pki, capsy
         base = ["list", "--market", running.address, "--json", "--tls-ca", str(pki["ca"].cert)]
         assert cli.main(base) == 0
         assert json.loads(capsys.readouterr().out) == []
-        assert cli.main([*base, "--tls-pin", pki["rogue_server"].sha256]) == 2
+        assert cli.main([*base, "--tls-pin", pki["rogue_server"].sha256]) == 7
         assert "not the pinned" in capsys.readouterr().err
         monkeypatch.delenv("LMDOCK_API_KEY")
-        assert cli.main(base) == 2
+        assert cli.main(base) == 4
         assert "needs credentials" in capsys.readouterr().err
 
 

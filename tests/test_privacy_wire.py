@@ -22,7 +22,7 @@ from lmdock.common.signing import generate_key
 from lmdock.lab.embedded import embedded_market
 from lmdock.lab.refdata import load_split
 
-from tests.helpers import make_adapter, make_package
+from tests.helpers import cluster_spec, make_adapter, make_package
 
 SOURCES = {
     "medical-questions": "medquad",
@@ -103,18 +103,20 @@ def test_only_the_noised_spec_leaves_the_client(real_market, caplog: pytest.LogC
     assert [v for v in vectors if v in log_text] == []
 
 
-def test_a_profile_with_another_embedder_is_refused_before_any_spec(tmp_path: Path) -> None:
+def test_a_profile_with_another_embedder_is_refused_before_any_spec(tmp_path: Path, tiny_bert: Path) -> None:
     forged = make_profile(embedder_hash="f" * 64)
     with pytest.raises(ProfileMismatch, match="weight hash"):
         Embedder(forged)
     ledger = Ledger(tmp_path / "ledger.jsonl")
     recorder = WireRecorder(keep=True)
     texts, _ = load_split("medquad", "task")
-    with (
-        embedded_market(tmp_path / "market", profile=forged) as (address, _),
-        MarketClient(address, recorder=recorder) as client,
-        pytest.raises(ProfileMismatch),
-    ):
-        search_task(client, texts[:40], epsilon=1.0, delta=1e-6, ledger=ledger)
-    assert len(recorder.messages) == 1  # the profile request, and no spec
+    listed = tmp_path / "listed.tar"  # a learnware under the forged profile: the market is not empty
+    adapter = make_adapter(tiny_bert, tmp_path / "a")
+    make_package(listed, adapter, key=generate_key(), spec=cluster_spec(forged, 1), base_model=str(tiny_bert))
+    with embedded_market(tmp_path / "market", profile=forged) as (address, _):
+        with MarketClient(address) as publisher:
+            publisher.upload(listed)
+        with MarketClient(address, recorder=recorder) as client, pytest.raises(ProfileMismatch):
+            search_task(client, texts[:40], epsilon=1.0, delta=1e-6, ledger=ledger)
+    assert len(recorder.messages) == 2  # the listing and profile requests, and no spec
     assert ledger.state().entries == ()  # nothing released, nothing debited

@@ -60,13 +60,13 @@ def test_register_publish_unpublish_as_a_publisher(world, tmp_path: Path, profil
     publish = ("publish", first, "--market", address)
 
     code, _, err = lmdock(capsys, *publish)
-    assert code == 2 and "requires credentials" in err and "--role publisher" in err
+    assert code == 4 and "requires credentials" in err and "--role publisher" in err
     code, _, err = lmdock(capsys, *publish, key=keys["carol"])
-    assert code == 2 and "consumer 'carol'" in err
+    assert code == 4 and "consumer 'carol'" in err
     code, _, err = lmdock(capsys, *publish, key=keys["globex"])
-    assert code == 2 and "manifest names publisher 'acme'" in err and "knows you as 'globex'" in err
+    assert code == 4 and "manifest names publisher 'acme'" in err and "knows you as 'globex'" in err
     code, _, err = lmdock(capsys, *publish, key=keys["acme"])
-    assert code == 2 and "not registered" in err and f"lmdock keys register --market {address}" in err
+    assert code == 1 and "not registered" in err and f"lmdock keys register --market {address}" in err
 
     register = ("keys", "register", "--market", address, "--key", str(key_file), "--json")
     code, out, err = lmdock(capsys, *register, key=keys["acme"])
@@ -82,7 +82,7 @@ def test_register_publish_unpublish_as_a_publisher(world, tmp_path: Path, profil
     code, out, _ = lmdock(capsys, *register, key=keys["acme"])
     assert code == 0 and json.loads(out)["registered"] is False  # running it again is safe
     code, _, err = lmdock(capsys, *register, key=keys["carol"])
-    assert code == 2 and "needs the publisher role" in err
+    assert code == 4 and "needs the publisher role" in err
 
     code, out, err = lmdock(capsys, *publish, "--json", key=keys["acme"])
     assert code == 0 and json.loads(out)["uploaded"] is True, err
@@ -90,13 +90,13 @@ def test_register_publish_unpublish_as_a_publisher(world, tmp_path: Path, profil
     assert [lw["id"] for lw in json.loads(out)] == ["acme-first"]
 
     code, _, err = lmdock(capsys, "unpublish", "acme-first", "--market", address, key=keys["globex"])
-    assert code == 2 and "belongs to publisher 'acme'" in err
+    assert code == 4 and "belongs to publisher 'acme'" in err
     code, out, _ = lmdock(capsys, "unpublish", "acme-first", "--market", address, "--json", key=keys["acme"])
     assert code == 0 and json.loads(out) == {"id": "acme-first", "unpublished": True}
     code, out, _ = lmdock(capsys, "list", "--market", address, "--json", key=keys["carol"])
     assert json.loads(out) == []
     code, _, err = lmdock(capsys, "unpublish", "acme-first", "--market", address, key=keys["acme"])
-    assert code == 2 and "acme-first" in err
+    assert code == 6 and "acme-first" in err
 
     # an admin may publish for acme (with acme's registered key), and unpublish anything
     code, out, err = lmdock(capsys, *publish, "--json", key=keys["root"])
@@ -108,11 +108,11 @@ def test_register_publish_unpublish_as_a_publisher(world, tmp_path: Path, profil
     assert code == 0 and key_id in out
     revoke = ("keys", "revoke", key_id, "--market", address)
     code, _, err = lmdock(capsys, *revoke, "--publisher", "acme", key=keys["globex"])
-    assert code == 2 and "'globex' may not revoke signing keys of 'acme'" in err
+    assert code == 4 and "'globex' may not revoke signing keys of 'acme'" in err
     code, out, _ = lmdock(capsys, *revoke, "--json", key=keys["acme"])
     assert code == 0 and json.loads(out)["revoked_at"]
     second = package(tmp_path, adapter, key_file, "acme-second", profile)
     code, _, err = lmdock(capsys, "publish", second, "--market", address, key=keys["acme"])
-    assert code == 2 and f"signed by key {key_id}, revoked" in err
+    assert code == 4 and f"signed by key {key_id}, revoked" in err
     code, _, err = lmdock(capsys, *register, key=keys["acme"])
-    assert code == 2 and "revoked" in err  # a revoked key can never come back
+    assert code == 1 and "revoked" in err  # a revoked key can never come back

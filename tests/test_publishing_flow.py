@@ -115,7 +115,7 @@ def test_build_package_sign_publish_search_pull_run(
     key = cli_json(capsys, "keys", "gen")
     assert Path(key["path"]) == home / "keys" / "publisher.key"
     code, _, err = run_cli(capsys, "keys", "gen")
-    assert code == 2 and "already exists" in err  # a key is never overwritten silently
+    assert code == 1 and "already exists" in err  # a key is never overwritten silently
 
     (tmp_path / "card.toml").write_text(CARD)
     package = tmp_path / "toy.tar"
@@ -190,12 +190,12 @@ def test_tampered_packages_are_refused_by_client_and_market(
     bad_manifest = retar(package, tmp_path / "m.tar", {"manifest.json": json.dumps(manifest).encode()})
     for bad, reason in ((bad_weights, "sha256"), (bad_manifest, "signature")):
         code, _, err = run_cli(capsys, "verify", str(bad))
-        assert code == 2 and reason in err
+        assert code == 7 and reason in err
     with pytest.raises(IntegrityError, match="sha256"):
         sign_package(bad_weights, generate_key())  # signing checks the bytes against the manifest first
     with embedded_market(tmp_path / "market", profile=profile) as (address, _market):
         code, _, err = run_cli(capsys, "publish", str(bad_weights), "--market", address)
-        assert code == 2 and "sha256" in err  # refused before a byte is sent
+        assert code == 7 and "sha256" in err  # refused before a byte is sent
         with MarketClient(address) as client:
             for bad in (bad_weights, bad_manifest):
                 with pytest.raises(IntegrityError):
@@ -213,7 +213,7 @@ def test_tampered_packages_are_refused_by_client_and_market(
         blob.write_bytes(bytes(altered))
         cache = tmp_path / "cache"
         code, _, err = run_cli(capsys, "pull", "--market", address, "toy-sentiment", "--cache", str(cache))
-        assert code == 2 and "sha256" in err
+        assert code == 7 and "sha256" in err
         assert not (cache / "learnwares" / "toy-sentiment").exists()
 
 
@@ -388,5 +388,5 @@ def test_a_wrong_base_model_is_refused_clearly(
         "--out",
         str(tmp_path / "b"),
     )
-    assert code == 2 and "not available locally" in err
+    assert code == 1 and "not available locally" in err
     assert not (tmp_path / "b").exists()

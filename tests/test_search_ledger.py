@@ -113,8 +113,9 @@ def test_cli_search_prints_the_release_and_the_spent_budget(
     assert (spent["cap_epsilon"], spent["cap_delta"]) == (1.0, 1e-6)
     code, out, _ = run_cli(capsys, "search", *common, "--epsilon", "1")
     assert code == 0 and "re-sent the cached release (no new cost)" in out and "per person" in out
+    assert "has spent epsilon=1 (delta=1e-06) in all" in out  # every epsilon total with its delta
     code, _, err = run_cli(capsys, "search", *common, "--epsilon", "0.8")  # 1 and 0.8: 1.153
-    assert code == 2 and "lmdock: error: privacy budget" in err and "Nothing was sent" in err
+    assert code == 5 and "lmdock: error: privacy budget" in err and "Nothing was sent" in err
 
     code, out, _ = run_cli(capsys, "ledger", "show", "--json")
     shown = json.loads(out)
@@ -132,11 +133,11 @@ def test_cli_search_prints_the_release_and_the_spent_budget(
 
     Path(ledger).write_text("")  # cut everything off: the anchor remembers
     code, out, _ = run_cli(capsys, "ledger", "verify", "--ledger", ledger, "--json")
-    assert code == 2 and json.loads(out)["ok"] is False and "cut off" in json.loads(out)["error"]
+    assert code == 7 and json.loads(out)["ok"] is False and "cut off" in json.loads(out)["error"]
     code, _, err = run_cli(capsys, "ledger", "verify", "--ledger", ledger)
-    assert code == 2 and "damaged" in err
+    assert code == 7 and "damaged" in err
     code, _, err = run_cli(capsys, "search", *common, "--epsilon", "1")
-    assert code == 2 and "damaged" in err and "no release is made" in err
+    assert code == 7 and "damaged" in err and "no release is made" in err
 
 
 def test_a_search_too_noisy_for_the_profile_is_refused_before_booking(
@@ -152,7 +153,7 @@ def test_a_search_too_noisy_for_the_profile_is_refused_before_booking(
     assert code == 2 and "above the market profile's max_sigma 0.7598" in err and "Traceback" not in err
     assert Ledger(ledger).state().entries == ()
     code, out, _ = run_cli(capsys, "search", *common, "--epsilon", "1")
-    assert code == 0 and "± sd" in out and "confidence" in out
+    assert code == 0 and "distance ± sd" in out and "lower is closer" in out and "confidence" in out
 
 
 def test_one_search_reads_and_verifies_the_ledger_at_most_twice(

@@ -12,7 +12,7 @@ from lmdock.common.card import Card
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.package import Manifest, TaskInfo, write_package
 from lmdock.common.package_reader import sign_package, unpack_package
-from lmdock.common.signing import generate_key, public_key_to_b64
+from lmdock.common.signing import generate_key, key_id, public_key_to_b64
 
 from tests.helpers import LABELS, cluster_spec, make_adapter, make_package
 
@@ -31,7 +31,8 @@ def test_unsigned_package_is_refused_until_signed(tiny_bert: Path, tmp_path: Pat
         unpack_package(package, tmp_path / "out")
 
     key = generate_key()
-    manifest, signature = sign_package(package, key)
+    manifest, signature, previous = sign_package(package, key)
+    assert previous == ""
     assert signature.public_key == public_key_to_b64(key.public_key())
     unpacked, _ = unpack_package(package, tmp_path / "out", trusted_key=signature.public_key)
     assert unpacked.to_dict() == manifest.to_dict()
@@ -42,14 +43,27 @@ def test_unsigned_package_is_refused_until_signed(tiny_bert: Path, tmp_path: Pat
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_resigning_replaces_the_signature(tiny_bert: Path, tmp_path: Path, profile) -> None:
+def test_resigning_replaces_the_signature_and_says_so(
+    tiny_bert: Path, tmp_path: Path, profile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lmdock.client import cli
+    from lmdock.common.signing import save_private_key
+
     adapter = make_adapter(tiny_bert, tmp_path / "adapter")
     package = tmp_path / "p.tar"
-    make_package(package, adapter, key=generate_key(), spec=cluster_spec(profile, 1), base_model="b")
-    _, signature = sign_package(package, other := generate_key())
+    make_package(
+        package, adapter, key=(first := generate_key()), spec=cluster_spec(profile, 1), base_model="b"
+    )
+    _, signature, previous = sign_package(package, other := generate_key())
+    assert previous == key_id(public_key_to_b64(first.public_key())) != signature.key_id
     assert members(package).count("signature.json") == 1
     _, unpacked = unpack_package(package, tmp_path / "out")
     assert unpacked.public_key == public_key_to_b64(other.public_key()) == signature.public_key
+    save_private_key(other, key_file := tmp_path / "other.key")
+    capsys.readouterr()
+    assert cli.main(["sign", str(package), "--key", str(key_file)]) == 0
+    said = capsys.readouterr().out
+    assert f"was already signed by key {signature.key_id}: signed it again with the same key" in said
 
 
 def _manifest_with(training: dict, tiny_bert: Path, tmp_path: Path, profile) -> Manifest:
@@ -148,7 +162,7 @@ def test_signing_without_a_key_says_how_to_make_one(
 
     monkeypatch.setenv("LMDOCK_HOME", str(tmp_path / "home"))
     (tmp_path / "p.tar").write_bytes(b"")
-    assert cli.main(["sign", str(tmp_path / "p.tar")]) == 2
+    assert cli.main(["sign", str(tmp_path / "p.tar")]) == 1
     assert "lmdock keys gen" in capsys.readouterr().err
     assert cli.main(["keys", "gen", "--json"]) == 0
     key = json.loads(capsys.readouterr().out)

@@ -12,6 +12,7 @@ from lmdock.client.connection import MarketClient
 from lmdock.common import serde
 from lmdock.common.card import Card
 from lmdock.common.errors import AlreadyExists, InvalidArgument
+from lmdock.common.exit_codes import ERROR, USAGE
 from lmdock.common.market_types import LearnwareInfo
 from lmdock.common.package import TaskInfo
 from lmdock.common.profile_factory import make_profile
@@ -116,7 +117,7 @@ def test_a_client_skips_a_profile_kind_it_does_not_know(profile, newer) -> None:
 
 def test_market_cli_adds_a_profile_by_kind_or_file(tmp_path, capsys, newer) -> None:
     data_dir = tmp_path / "m"
-    assert market_main(["add-profile", "--data-dir", str(data_dir), "--kind", "linear"]) == 2
+    assert market_main(["add-profile", "--data-dir", str(data_dir), "--kind", "linear"]) == ERROR
     assert "already serves profile" in capsys.readouterr().err  # the first profile is linear
     (tmp_path / "p.json").write_text(newer.to_json())
     assert market_main(["add-profile", "--data-dir", str(data_dir), "--file", str(tmp_path / "p.json")]) == 0
@@ -126,7 +127,7 @@ def test_market_cli_adds_a_profile_by_kind_or_file(tmp_path, capsys, newer) -> N
         (tmp_path / "missing.json", "cannot read the profile file"),
         (tmp_path, "cannot read"),
     ):
-        assert market_main(["add-profile", "--data-dir", str(data_dir), "--file", str(bad)]) == 2
+        assert market_main(["add-profile", "--data-dir", str(data_dir), "--file", str(bad)]) == USAGE
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
     (tmp_path / "junk.json").write_bytes(b"\xff\xfe not a profile")

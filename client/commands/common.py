@@ -10,11 +10,18 @@ from typing import Any
 __all__ = ["add_cache", "add_json", "add_market", "add_task_file", "cache_from", "market_client", "task_from"]
 
 API_KEY_ENV = "LMDOCK_API_KEY"
+MARKET_ENV = "LMDOCK_MARKET"
 
 
 def add_market(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--market", required=True, help="market address host:port")
-    p.add_argument("--timeout", type=float, default=30.0, help="deadline per call, seconds")
+    default = os.environ.get(MARKET_ENV, "").strip()
+    p.add_argument(
+        "--market",
+        required=not default,
+        default=default or None,
+        help=f"market address host:port (default: ${MARKET_ENV}" + (f", now {default})" if default else ")"),
+    )
+    p.add_argument("--timeout", type=float, default=30.0, help="deadline per call, seconds (default: 30)")
     p.add_argument(
         "--api-key",
         help=f"API key from the market's operator (default: ${API_KEY_ENV}; prefer the variable)",
@@ -46,7 +53,7 @@ def market_client(args: argparse.Namespace, *, recorder: Any = None) -> Any:
             pin_sha256=args.tls_pin or "",
             server_name=args.tls_server_name or "",
         )
-    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    api_key = args.api_key or os.environ.get(API_KEY_ENV)  # MarketClient strips a trailing newline
     return MarketClient(args.market, timeout=args.timeout, tls=tls, api_key=api_key, recorder=recorder)
 
 

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from lmdock.client.commands.common import add_json
+from lmdock.common.errors import Unavailable
+from lmdock.common.exit_codes import exit_code
 
 __all__ = ["register"]
 
-NOT_RUNNING_EXIT = 3
+NOT_RUNNING_EXIT = exit_code(Unavailable())  # what every command exits with when no daemon answers
 
 
 def _config(args: argparse.Namespace) -> Any:
@@ -45,6 +47,9 @@ def _daemon(args: argparse.Namespace) -> int:
         else:
             print(f"{args.config}: valid; {len(config.tasks)} task(s); state in {config.state_dir}")
         return 0
+    from lmdock.client.daemon.runfile import hold_lock
+
+    hold_lock(config.state_dir).close()  # a second daemon is refused before torch loads (serve locks again)
     from lmdock.client.daemon.app import serve
 
     return serve(config, as_json=args.json)
@@ -55,12 +60,11 @@ def _daemon(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from lmdock.client.commands.output import emit_json, table
-    from lmdock.common.errors import FailedPrecondition
 
     try:
         with _client(args) as client:
             status = client.status()
-    except FailedPrecondition as exc:
+    except Unavailable as exc:
         if args.json:
             emit_json({"running": False, "reason": str(exc)})
         else:
@@ -69,7 +73,9 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"running": True} | _status_dict(status))
         return 0
-    uptime = _duration(time.time() - status.started_at)
+    from lmdock.client.progress import duration
+
+    uptime = duration(time.time() - status.started_at)
     print(f"lmdock daemon running (pid {status.pid}, up {uptime})")
     http = f"http://{status.http_address}/v1" if status.http_address else "off"
     print(f"  OpenAI-compatible API  {http}")
@@ -120,12 +126,6 @@ def _size(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024  # type: ignore[assignment]
     raise AssertionError
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 # -- lmdock task ----------------------------------------------------------------------------------
@@ -195,15 +195,18 @@ def _print_task(record: Any, as_json: bool, *, http: str = "") -> None:
         else "no privacy spent (pinned learnware, no search)"
     )
     if record.budget_spent:
-        privacy += f"; this data set has spent epsilon={record.budget_spent:.3g} in all"
+        privacy += (
+            f"; this data set has spent epsilon={record.budget_spent:.3g} "
+            f"(delta={record.budget_delta:g}) in all"
+        )
     privacy += f"; {record.bytes_sent} bytes sent to the market (no text, no embeddings)"
     print(
         f"task {record.name} is ready: learnware {record.learnware_id} ({record.kind}) by {record.publisher}"
     )
     print(f"  {privacy}")
     if record.matches:
-        ranked = ", ".join(f"{i} ({s:.3f})" for i, s in record.matches[:5])
-        print(f"  market ranking: {ranked}")
+        ranked = ", ".join(i for i, _ in record.matches[:5])  # the 0-1 score neither ranks nor reads well
+        print(f"  market ranking (best first): {ranked}")
     where = f"http://{http}/v1" if http else "the daemon's HTTP API"
     print(f'  apps call it as model "{record.name}" at {where}')
 

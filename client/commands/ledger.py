@@ -77,7 +77,12 @@ def finite(value: float) -> float | None:
 def _spent(spent: Any) -> dict[str, Any] | None:
     if spent is None:
         return None
-    return {"releases": spent.releases, "epsilon": finite(spent.epsilon), "method": spent.method}
+    return {
+        "releases": spent.releases,
+        "epsilon": finite(spent.epsilon),
+        "delta": spent.delta,
+        "method": spent.method,
+    }
 
 
 def spent_dict(dataset: str, spent: Any, per_person: Any, cap: Any, charged: Any = ()) -> dict[str, Any]:
@@ -113,12 +118,13 @@ def spent_line(ledger: Any, spent: dict[str, Any]) -> str:
     per_person = (
         "no person-level bound (a record-level release was booked)"
         if person is None
-        else f"epsilon={_epsilon(person['epsilon'])} per person"
+        else f"epsilon={_epsilon(person['epsilon'])} (delta={person['delta']:g}) per person"
     )
     also = f"; also charged to {', '.join(spent['charged'])} (shared records)" if spent["charged"] else ""
     return (
-        f"data set {spent['dataset']}: {spent['releases']} release(s), epsilon={_epsilon(spent['epsilon'])} "
-        f"per record, {per_person}, at delta={spent['cap_delta']:g} (cap {spent['cap_epsilon']:g}){also}; "
+        f"data set {spent['dataset']} has spent epsilon={_epsilon(spent['epsilon'])} "
+        f"(delta={spent['delta']:g}) in all over {spent['releases']} release(s), per record; "
+        f"{per_person}; cap epsilon={spent['cap_epsilon']:g} (delta={spent['cap_delta']:g}){also}; "
         f"ledger {ledger.path}"
     )
 
@@ -217,6 +223,7 @@ def _show(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from lmdock.client.commands.output import emit_json
     from lmdock.common.errors import IntegrityError
+    from lmdock.common.exit_codes import exit_code
 
     ledger = ledger_from(args)
     try:
@@ -230,7 +237,7 @@ def _verify(args: argparse.Namespace) -> int:
         if not args.json:
             raise
         emit_json({"ok": False, "error": str(exc), "path": str(ledger.path)})
-        return 2
+        return exit_code(exc)
     report = {
         "ok": True,
         "path": str(ledger.path),

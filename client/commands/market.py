@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ __all__ = ["register"]
 
 def _search(args: argparse.Namespace) -> int:
     from lmdock.client.commands.ledger import dataset_name, debit_dict, ledger_from, spent_line
-    from lmdock.client.commands.output import emit_json, progress_bar, table
+    from lmdock.client.commands.output import emit_json, progress_bar
     from lmdock.client.operations import search_task
     from lmdock.client.task import MIN_SEARCH_RECORDS
     from lmdock.common.calibration import validate_privacy
@@ -66,11 +68,7 @@ def _search(args: argparse.Namespace) -> int:
             }
         )
         return 0
-    rows: list[tuple[Any, ...]] = [
-        (i + 1, m.learnware_id, m.domain, m.score, m.distance, m.distance_sd, m.confidence)
-        for i, m in enumerate(result.matches)
-    ]
-    print(table(["rank", "learnware", "domain", "score", "distance", "± sd", "confidence"], rows))
+    print(matches_table(result.matches))
     what = "this release" if fresh else "re-sent the cached release (no new cost)"
     print(
         f"\nprivacy: {what}: epsilon={privacy.epsilon:g} delta={privacy.delta:g} per {privacy.unit} "
@@ -78,6 +76,36 @@ def _search(args: argparse.Namespace) -> int:
     )
     print(spent_line(ledger, spent))
     return 0
+
+
+#: What the search table's columns mean, printed above it.
+MATCHES_HEADER = (
+    "distance: how far each learnware's data lies from your task's (the debiased squared "
+    "kernel-mean distance; lower is closer; 0 is as close as the noise can tell, and noise can "
+    "push it below 0); ± one standard deviation of it under the privacy noise of both specs. "
+    "Ranked by distance + 2 standard deviations of the noise that can reorder matches, so a "
+    "noisy spec cannot come first by luck (docs/search.md). confidence: the chance, given the "
+    "noise and the gaps, that the match is the nearest of those listed."
+)
+
+#: The table's columns: (header, value of a match). A new column is one line here.
+MATCH_COLUMNS: tuple[tuple[str, Callable[[Any], Any]], ...] = (
+    ("learnware", lambda m: m.learnware_id),
+    ("domain", lambda m: m.domain),
+    ("distance ± sd", lambda m: f"{m.distance:.4g} ± {m.distance_sd:.2g}"),
+    ("confidence", lambda m: f"{m.confidence:.2f}"),
+)
+
+
+def matches_table(matches: Sequence[Any]) -> str:
+    """The search's answer for a person: what the columns mean, then one row per match."""
+    from lmdock.client.commands.output import table
+
+    if not matches:
+        return "the market ranked no learnware for this task"
+    headers = ["rank", *(name for name, _ in MATCH_COLUMNS)]
+    rows = [(i + 1, *(value(m) for _, value in MATCH_COLUMNS)) for i, m in enumerate(matches)]
+    return f"{textwrap.fill(MATCHES_HEADER, width=100)}\n\n{table(headers, rows)}"
 
 
 def _pull(args: argparse.Namespace) -> int:
@@ -107,7 +135,8 @@ def _run(args: argparse.Namespace) -> int:
     from lmdock.client.commands.output import emit_json
     from lmdock.client.operations import run_task
 
-    result = run_task(cache_from(args), args.learnware_id, task_from(args), device=args.device)
+    task = task_from(args)
+    result = run_task(cache_from(args), args.learnware_id, task, device=args.device)
     if args.out:
         out = Path(args.out)
         out.write_text("".join(json.dumps({"prediction": p}) + "\n" for p in result.predictions))
@@ -121,13 +150,29 @@ def _run(args: argparse.Namespace) -> int:
             }
         )
         return 0
-    for prediction in result.predictions[: args.show]:
-        print(prediction)
+    if args.show > 0:
+        shown = result.predictions[: args.show]
+        print(predictions_table(task, shown, labels=result.metric == "accuracy"))
     if len(result.predictions) > args.show:
         print(f"... ({len(result.predictions)} predictions{'; written to ' + args.out if args.out else ''})")
     if result.score is not None:
         print(f"{result.metric}: {result.score:.4f} on {len(result.predictions)} records")
     return 0
+
+
+def predictions_table(task: Any, predictions: Sequence[str], *, labels: bool, width: int = 60) -> str:
+    """Each shown record's text (cut to `width`), its prediction and, when the file has them,
+    its gold label (`labels`) or answer."""
+    from lmdock.client.commands.output import table
+
+    gold = task.labels if labels else task.answers
+    shown = any(g is not None for g in gold)
+    rows = []
+    for i, prediction in enumerate(predictions):
+        text = " ".join(task.texts[i].split())
+        cut = text if len(text) <= width else text[: width - 1] + "…"
+        rows.append((cut, " ".join(prediction.split()), *([gold[i] or "-"] if shown else [])))
+    return table(["text", "prediction", *(["gold"] if shown else [])], rows)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -174,7 +219,7 @@ def register(sub: Any) -> None:
     add_task_file(p, help="your task data (it never leaves this machine)")
     p.add_argument("--epsilon", type=float, required=True, help="privacy budget of this release")
     p.add_argument("--delta", type=float, default=1e-6, help="delta of this release (default 1e-6)")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=int, default=5, help="learnwares to rank (default: 5)")
     add_ledger_options(p)
     p.set_defaults(func=_search)
 
@@ -192,11 +237,13 @@ def register(sub: Any) -> None:
     add_task_file(p, help="task file (optional gold 'label'/'answer' fields or columns)")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), or a torch device")
     p.add_argument("--out", help="write predictions as JSONL here")
-    p.add_argument("--show", type=int, default=5, help="predictions to print")
+    p.add_argument(
+        "--show", type=int, default=5, help="predictions to print, beside text and gold label (default: 5)"
+    )
     p.set_defaults(func=_run)
 
     p = sub.add_parser("list", help="list the market's learnwares")
     add_market(p)
     add_json(p)
-    p.add_argument("--domain", default="")
+    p.add_argument("--domain", default="", help="only learnwares of this domain (default: all)")
     p.set_defaults(func=_list)

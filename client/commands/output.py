@@ -28,18 +28,31 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def progress_bar(label: str, *, enabled: bool = True) -> Any:
-    """A callback(done, total) drawing a bar on stderr when it is a terminal."""
-    interactive = enabled and sys.stderr.isatty()
+def progress_bar(label: str, *, enabled: bool = True, unit: str = "it") -> Any:
+    """A callback(done, total, ...) reporting on stderr: a bar with rate and time left on a
+    terminal (tqdm), else one line every 30 s and at the end (a log or a pipe sees progress)."""
+    from lmdock.client.progress import ProgressLines
 
-    def update(done: int, total: int, *_: Any) -> None:
-        if not interactive:
-            return
-        width = 30
-        filled = int(width * done / max(total, 1))
-        sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+    if not enabled:
+        return lambda *_: None
+    if not sys.stderr.isatty():
+        return ProgressLines(label, lambda line: print(line, file=sys.stderr, flush=True), unit=unit)
+    return _Bar(label, unit)
+
+
+class _Bar:
+    def __init__(self, label: str, unit: str) -> None:
+        self.label, self.unit = label, unit
+        self.bar: Any = None
+
+    def __call__(self, done: int, total: int, *extra: float) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc=self.label, unit=self.unit, file=sys.stderr, dynamic_ncols=True)
+        self.bar.total = total
+        self.bar.update(done - self.bar.n)
+        if extra:
+            self.bar.set_postfix(loss=f"{extra[0]:.3f}", refresh=False)
         if done >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-    return update
+            self.bar.close()

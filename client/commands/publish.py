@@ -174,11 +174,24 @@ def _sign(args: argparse.Namespace) -> int:
     package = Path(args.package)
     if not package.is_file():
         raise InvalidArgument(f"package {package} does not exist")
-    manifest, signature = sign_package(package, load_signing_key(args))
+    manifest, signature, previous = sign_package(package, load_signing_key(args))
     if args.json:
-        emit_json({"package": args.package, "id": manifest.card.id, "key_id": signature.key_id})
-    else:
+        emit_json(
+            {
+                "package": args.package,
+                "id": manifest.card.id,
+                "key_id": signature.key_id,
+                "replaced_key_id": previous or None,
+            }
+        )
+    elif not previous:
         print(f"signed {args.package} ({manifest.card.id}) with key {signature.key_id}")
+    else:
+        again = "signed it again with the same key" if previous == signature.key_id else "replaced it"
+        print(
+            f"{args.package} ({manifest.card.id}) was already signed by key {previous}: {again} "
+            f"(key {signature.key_id})"
+        )
     return 0
 
 

@@ -77,7 +77,10 @@ class RunningDaemon:
         return daemon
 
     def stop(self) -> None:
-        """Stop listening, let requests in flight finish (up to a grace period), release everything."""
+        """Stop preparing tasks (cancelled, to start over next time), stop listening, let requests
+        in flight finish (up to a grace period), release everything."""
+        if self.daemon is not None:
+            self.daemon.stop_preparing()  # first: a `task add` waiting on one gets its answer now
         if self._http is not None:
             self._http.stop()
             self._http = None

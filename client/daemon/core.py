@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Sequence
 
+from lmdock.client import embedding_checkpoint
 from lmdock.client.answers import Classification, Generation, GenerationOptions, TextListener
 from lmdock.client.cache import AdapterCache
 from lmdock.client.daemon.batching import Batcher
@@ -29,6 +30,7 @@ __all__ = ["Daemon"]
 
 log = logging.getLogger(__name__)
 CHAT_ROLES = ("system", "user", "assistant", "tool", "developer")
+STOP_WAIT_S = 30.0  # the longest a stop or a removal waits for a cancelled preparation
 
 
 class Daemon:
@@ -42,8 +44,8 @@ class Daemon:
         self.http_address = ""
         self.grpc_address = ""
         self._in_flight = threading.BoundedSemaphore(config.api.max_concurrent)
-        self._preparing: set[str] = set()
-        self._preparing_lock = threading.Lock()
+        self._preparing: dict[str, threading.Event] = {}  # task name -> its cancel flag
+        self._preparing_lock = threading.Condition()  # notified when a preparation ends
         self._stopping = threading.Event()
 
     # -- life cycle -------------------------------------------------------------------------
@@ -74,15 +76,32 @@ class Daemon:
             with contextlib.suppress(LmdockError):  # recorded as failed in the registry, and logged
                 self.prepare_task(name)
 
-    def close(self) -> None:
+    def stop_preparing(self) -> None:
+        """Cancel the preparations under way and wait for them to stop (within one embedding
+        batch or download chunk); they start over at the next start."""
         self._stopping.set()
+        with self._preparing_lock:
+            for cancel in self._preparing.values():
+                cancel.set()
+            if not self._preparing_lock.wait_for(lambda: not self._preparing, timeout=STOP_WAIT_S):
+                log.warning("preparations still running at stop: %s", ", ".join(self._preparing))
+
+    def close(self) -> None:
+        self.stop_preparing()
         self.pool.close()
 
     # -- tasks ----------------------------------------------------------------------------
 
     def add_task(
-        self, settings: TaskSettings, *, replace: bool = False, progress: StageProgress | None = None
+        self,
+        settings: TaskSettings,
+        *,
+        replace: bool = False,
+        progress: StageProgress | None = None,
+        cancel: threading.Event | None = None,
     ) -> TaskRecord:
+        """Register and prepare a task; `cancel`, once set, stops the preparation (Cancelled).
+        Whatever makes it fail, the tasks are left as they were."""
         with self._preparing_lock:
             if settings.name in self._preparing:
                 raise FailedPrecondition(f"task {settings.name!r} is being prepared; wait for it to finish")
@@ -90,30 +109,50 @@ class Daemon:
             self.registry.add(settings, replace=replace)
         if old is not None:
             self._unload_unused(old.learnware_id)
-        return self.prepare_task(settings.name, progress)
+        try:
+            return self.prepare_task(settings.name, progress, cancel)
+        except LmdockError:
+            # a failed add leaves the tasks as they were: the corrected command is not refused
+            # (a release it made stays in the ledger, and the same data re-sends it at no cost)
+            with self._preparing_lock:
+                if settings.name not in self._preparing:
+                    self.registry.restore(settings.name, old)
+            raise
 
-    def retry_task(self, name: str, progress: StageProgress | None = None) -> TaskRecord:
+    def retry_task(
+        self, name: str, progress: StageProgress | None = None, cancel: threading.Event | None = None
+    ) -> TaskRecord:
         record = self.registry.get(name)
         if record.state == "ready":
             raise FailedPrecondition(f"task {name!r} is ready; to search again, add it with --replace")
-        return self.prepare_task(name, progress)
+        return self.prepare_task(name, progress, cancel)
 
-    def prepare_task(self, name: str, progress: StageProgress | None = None) -> TaskRecord:
+    def prepare_task(
+        self, name: str, progress: StageProgress | None = None, cancel: threading.Event | None = None
+    ) -> TaskRecord:
+        cancel = cancel or threading.Event()
         with self._preparing_lock:
             if name in self._preparing:
                 raise FailedPrecondition(f"task {name!r} is being prepared already")
-            self._preparing.add(name)
+            self._preparing[name] = cancel
         try:
-            return self.preparer.prepare(name, progress)
+            return self.preparer.prepare(name, progress, cancel=cancel)
         finally:
             with self._preparing_lock:
-                self._preparing.discard(name)
+                del self._preparing[name]
+                self._preparing_lock.notify_all()
 
     def remove_task(self, name: str) -> TaskRecord:
+        """Stop serving a task; one being prepared is cancelled first (nothing more is released)."""
         with self._preparing_lock:
+            record = self.registry.get(name)
             if name in self._preparing:
-                raise FailedPrecondition(f"task {name!r} is being prepared; remove it once that is done")
-            record = self.registry.remove(name)
+                self._preparing[name].set()
+                if not self._preparing_lock.wait_for(lambda: name not in self._preparing, STOP_WAIT_S):
+                    raise FailedPrecondition(f"task {name!r} is still stopping its preparation; try again")
+            if self._find(name) is not None:  # a cancelled add has put back what was there: none
+                record = self.registry.remove(name)
+            embedding_checkpoint.discard(self.preparer.embeddings(name))
         self._unload_unused(record.learnware_id)
         return record
 

@@ -29,6 +29,7 @@ _STATUS = {
     "PERMISSION_DENIED": (HTTPStatus.FORBIDDEN, "permission_error"),
     "RESOURCE_EXHAUSTED": (HTTPStatus.TOO_MANY_REQUESTS, "rate_limit_error"),
     "FAILED_PRECONDITION": (HTTPStatus.SERVICE_UNAVAILABLE, "service_unavailable_error"),
+    "UNAVAILABLE": (HTTPStatus.SERVICE_UNAVAILABLE, "service_unavailable_error"),
 }
 _UNMAPPED = (HTTPStatus.INTERNAL_SERVER_ERROR, "api_error")
 _KIND_OF_STATUS: dict[int, str] = {

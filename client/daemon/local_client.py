@@ -14,7 +14,13 @@ from lmdock.client.daemon.registry import TaskRecord
 from lmdock.client.daemon.runfile import read_runfile
 from lmdock.client.daemon.types import ChatMessage, Completion, DaemonStatus
 from lmdock.client.progress import StageProgress
-from lmdock.common.errors import FailedPrecondition, LmdockError, error_for_status
+from lmdock.common.errors import (
+    BudgetExceeded,
+    FailedPrecondition,
+    LmdockError,
+    Unavailable,
+    error_for_status,
+)
 from lmdock.common.grpc_errors import TypedErrorsInterceptor
 from lmdock.v1 import local_pb2 as pb
 from lmdock.v1 import local_pb2_grpc as pb_grpc
@@ -48,10 +54,11 @@ class LocalClient:
         self._channel.close()
 
     def _error(self, status: str, details: str) -> LmdockError:
-        if status == "UNAVAILABLE":  # the user's to fix (start the daemon), not a passing outage
-            return FailedPrecondition(
-                f"the daemon at {self.address} does not answer ({details}); is it still running?"
-            )
+        # the daemon's own word that the market is down starts "market: " (MarketClient's errors)
+        if status == "UNAVAILABLE" and not details.startswith("market"):
+            return Unavailable(f"the daemon at {self.address} does not answer; is it still running?")
+        if status == "RESOURCE_EXHAUSTED" and details.startswith("privacy budget"):
+            return BudgetExceeded(details)  # the ledger's refusal, which a status alone cannot tell apart
         return error_for_status(status, details)
 
     def _unary(self, method: Any, request: Any) -> Any:

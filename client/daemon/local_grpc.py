@@ -70,14 +70,18 @@ class LocalServicer(pb_grpc.LocalServiceServicer):
 
     def AddTask(self, request: pb.AddTaskRequest, context: grpc.ServicerContext) -> Iterator[pb.TaskEvent]:
         settings = serde.settings_from_pb(request.task)
+        cancel = _cancel_when_gone(context)
         yield from self._events(
-            lambda progress: self.daemon.add_task(settings, replace=request.replace, progress=progress),
+            lambda progress: self.daemon.add_task(
+                settings, replace=request.replace, progress=progress, cancel=cancel
+            ),
         )
 
     def RetryTask(
         self, request: pb.RetryTaskRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.TaskEvent]:
-        yield from self._events(lambda progress: self.daemon.retry_task(request.name, progress))
+        cancel = _cancel_when_gone(context)
+        yield from self._events(lambda progress: self.daemon.retry_task(request.name, progress, cancel))
 
     def _events(self, work: Callable[[Any], Any]) -> Iterator[pb.TaskEvent]:
         """Run `work(progress)` on a thread and stream its progress, then the task it returns."""
@@ -113,6 +117,14 @@ class LocalServicer(pb_grpc.LocalServiceServicer):
 
     def GetStatus(self, request: pb.GetStatusRequest, context: grpc.ServicerContext) -> pb.GetStatusResponse:
         return serde.status_to_pb(self.daemon.status())
+
+
+def _cancel_when_gone(context: grpc.ServicerContext) -> threading.Event:
+    """A flag set when the call ends: a caller who leaves (Ctrl-C) cancels the preparation it
+    asked for (set after a normal end too, when there is nothing left to stop)."""
+    cancel = threading.Event()
+    context.add_callback(cancel.set)
+    return cancel
 
 
 def create_local_server(

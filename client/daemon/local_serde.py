@@ -56,6 +56,7 @@ def task_to_pb(record: TaskRecord) -> pb.LocalTask:
         delta_spent=record.delta_spent,
         bytes_sent=record.bytes_sent,
         budget_spent=record.budget_spent,
+        budget_delta=record.budget_delta,
         error=record.error,
         updated_at=record.updated_at,
     )
@@ -77,6 +78,7 @@ def task_from_pb(message: pb.LocalTask) -> TaskRecord:
         delta_spent=message.delta_spent,
         bytes_sent=message.bytes_sent,
         budget_spent=message.budget_spent,
+        budget_delta=message.budget_delta,
         error=message.error,
         updated_at=message.updated_at,
     )

@@ -10,8 +10,10 @@ it fails, evicts it and downloads it again — a damaged file is never loaded.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
+from lmdock.client import embedding_checkpoint
 from lmdock.client.cache import AdapterCache
 from lmdock.client.connection import MarketClient, WireRecorder
 from lmdock.client.daemon.config import DaemonConfig, TaskSettings
@@ -23,7 +25,14 @@ from lmdock.client.progress import Progress, StageProgress
 from lmdock.client.task import Columns, TaskData
 from lmdock.client.task.read import read_task_file
 from lmdock.common.accounting import Budget
-from lmdock.common.errors import FailedPrecondition, IntegrityError, InvalidArgument, LmdockError, NotFound
+from lmdock.common.errors import (
+    Cancelled,
+    FailedPrecondition,
+    IntegrityError,
+    InvalidArgument,
+    LmdockError,
+    NotFound,
+)
 from lmdock.common.package import Manifest
 
 __all__ = ["Preparer"]
@@ -33,6 +42,17 @@ log = logging.getLogger(__name__)
 
 def _quiet(stage: str, done: int, total: int) -> None:
     """The progress sink when nobody watches."""
+
+
+def _cancellable(name: str, progress: StageProgress, cancel: threading.Event) -> StageProgress:
+    """`progress`, raising Cancelled at the first report after `cancel` is set."""
+
+    def report(stage: str, done: int, total: int) -> None:
+        if cancel.is_set():
+            raise Cancelled(f"task {name!r} was cancelled while {stage}; nothing was released since")
+        progress(stage, done, total)
+
+    return report
 
 
 class Preparer:
@@ -48,14 +68,25 @@ class Preparer:
         )
         self.repairs = 0  # cached learnwares that failed verification and were downloaded again
 
-    def prepare(self, name: str, progress: StageProgress | None = None) -> TaskRecord:
-        """Take task `name` from registered (or failed) to ready; on error it is marked failed."""
-        progress = progress or _quiet
+    def prepare(
+        self, name: str, progress: StageProgress | None = None, *, cancel: threading.Event | None = None
+    ) -> TaskRecord:
+        """Take task `name` from registered (or failed) to ready; on error it is marked failed.
+
+        Once `cancel` is set, the next progress report (each embedding batch, each download
+        chunk) raises Cancelled: embedding stops before anything is released, and the task
+        is left registered, to be prepared again at the next start.
+        """
+        watched = _cancellable(name, progress or _quiet, cancel or threading.Event())
         settings = self.registry.get(name).settings
         self.registry.update(name, state="preparing", stage="reading", error="")
         recorder = WireRecorder()  # counts every byte this preparation sends to the market
         try:
-            record = self._prepare(settings, progress, recorder)
+            record = self._prepare(settings, watched, recorder)
+        except Cancelled:
+            self.registry.update(name, state="registered", stage="", bytes_sent=recorder.bytes_sent)
+            log.info("task %s: preparation cancelled", name)
+            raise
         except LmdockError as exc:
             self.registry.update(
                 name, state="failed", stage="", error=str(exc), bytes_sent=recorder.bytes_sent
@@ -89,6 +120,7 @@ class Preparer:
                 "epsilon_spent": spec.privacy.epsilon,
                 "delta_spent": spec.privacy.delta,
                 "budget_spent": debit.spent.epsilon,
+                "budget_delta": debit.spent.delta,
             }
         self.registry.update(name, stage="downloading", learnware_id=chosen, **changes)
         manifest = self._fetch(chosen, recorder, lambda done, total: progress("downloading", done, total))
@@ -148,7 +180,9 @@ class Preparer:
             ledger=self.ledger,
             persons=task.persons,
             dataset=settings.name,  # the task's data set is named after it
+            checkpoint=self.embeddings(settings.name),  # a stopped daemon resumes from it
         )
+        embedding_checkpoint.discard(self.embeddings(settings.name))  # released: no longer needed
         log.info(
             "task %s: spec sent (%d bytes so far), %d learnware(s) ranked",
             settings.name,
@@ -156,6 +190,10 @@ class Preparer:
             len(outcome.result.matches),
         )
         return outcome
+
+    def embeddings(self, name: str) -> Path:
+        """Where task `name`'s embedding saves its progress (owner-only; deleted once released)."""
+        return self.config.state_dir / "embedding" / f"{name}.f32"
 
     def verified(self, learnware_id: str) -> Manifest:
         """The cached learnware, checked (sha256 + pinned signature, no market needed).

@@ -40,6 +40,7 @@ class TaskRecord:
     epsilon_spent: float = 0.0
     delta_spent: float = 0.0
     budget_spent: float = 0.0  # epsilon the task's data set has spent in all, per the ledger
+    budget_delta: float = 0.0  # the delta at which budget_spent holds
     bytes_sent: int = 0  # request bytes the last preparation sent to the market (spec included)
     error: str = ""
     updated_at: float = field(default_factory=time.time)
@@ -110,6 +111,15 @@ class TaskRegistry:
             self._tasks[settings.name] = record
             self._write()
             return record
+
+    def restore(self, name: str, record: TaskRecord | None) -> None:
+        """Put back what task `name` was before an add (None: no such task)."""
+        with self._lock:
+            if record is None:
+                self._tasks.pop(name, None)
+            else:
+                self._tasks[name] = record
+            self._write()
 
     def update(self, name: str, **changes: Any) -> TaskRecord:
         with self._lock:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from lmdock.client.files import atomic_write_text, open_private, private_dir
-from lmdock.common.errors import FailedPrecondition
+from lmdock.common.errors import FailedPrecondition, Unavailable
 
 __all__ = ["RunInfo", "hold_lock", "read_runfile", "remove_runfile", "write_runfile"]
 
@@ -77,10 +77,10 @@ def _read(state_dir: Path) -> RunInfo | None:
 
 
 def read_runfile(state_dir: Path, *, config_hint: str = "lmdock.toml") -> RunInfo:
-    """Where the daemon for `state_dir` listens; FailedPrecondition when none is running."""
+    """Where the daemon for `state_dir` listens; Unavailable when none is running."""
     info = _read(state_dir)
     if info is None or not _is_locked(state_dir):
-        raise FailedPrecondition(
+        raise Unavailable(
             f"the lmdock daemon is not running (state folder {state_dir}); "
             f"start it with `lmdock daemon --config {config_hint}`"
         )

@@ -128,6 +128,27 @@ def test_a_prompt_longer_than_the_model_reads_is_cut(served: Served) -> None:
     assert answer["usage"]["prompt_tokens"] == 256 - 16  # tiny Llama's positions, room left for 16 new
 
 
+def test_a_long_prompt_batched_with_short_ones_fails_none_of_them(served: Served) -> None:
+    long = " ".join(" ".join(lab_texts("medquad", 400)).split()[:3000])
+    prompts = ["fever and rash", long, "knee pain", "blurred vision"]
+    start = threading.Barrier(len(prompts))
+
+    def ask(prompt: str) -> tuple[int, Any]:
+        start.wait()  # all at once, within one batch window
+        return http(served.daemon, "POST", "/v1/completions", {"model": "triage", "prompt": prompt})
+
+    def batches() -> int:
+        return sum(base.batches_run for base in served.daemon.pool.describe())
+
+    before = batches()
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        answers = list(pool.map(ask, prompts))
+    assert batches() == before + 1  # one batch held all four
+    assert [status for status, _ in answers] == [200] * len(prompts), answers
+    assert answers[1][1]["usage"]["prompt_tokens"] == 512  # cut to the model's positions
+    assert all(answer["choices"][0]["label"] for _, answer in answers)
+
+
 def test_a_poisoned_request_fails_alone_in_its_batch(served: Served) -> None:
     prompts = ["fever and rash", "knee pain", "\ud800 unpaired surrogate", "blurred vision"]
     start = threading.Barrier(len(prompts))

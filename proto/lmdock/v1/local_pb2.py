@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15lmdock/v1/local.proto\x12\tlmdock.v1\"X\n\x10GenerationParams\x12\x12\n\nmax_tokens\x18\x01 \x01(\r\x12\x13\n\x0btemperature\x18\x02 \x01(\x01\x12\r\n\x05top_p\x18\x03 \x01(\x01\x12\x0c\n\x04stop\x18\x04 \x03(\t\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\"c\n\x06\x43hoice\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\x12\r\n\x05label\x18\x03 \x01(\t\x12%\n\x06scores\x18\x04 \x03(\x0b\x32\x15.lmdock.v1.LabelScore\"^\n\x0f\x43ompleteRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07prompts\x18\x02 \x03(\t\x12+\n\x06params\x18\x03 \x01(\x0b\x32\x1b.lmdock.v1.GenerationParams\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"s\n\x0b\x43hatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12(\n\x08messages\x18\x02 \x03(\x0b\x32\x16.lmdock.v1.ChatMessage\x12+\n\x06params\x18\x03 \x01(\x0b\x32\x1b.lmdock.v1.GenerationParams\"\x9b\x01\n\x10\x43ompleteResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0clearnware_id\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\"\n\x07\x63hoices\x18\x04 \x03(\x0b\x32\x11.lmdock.v1.Choice\x12\x15\n\rprompt_tokens\x18\x05 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x06 \x01(\r\"\xd3\x01\n\nTaskSource\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12\x13\n\x0btext_column\x18\x04 \x01(\t\x12\x14\n\x0clabel_column\x18\x05 \x01(\t\x12\x15\n\ranswer_column\x18\x06 \x01(\t\x12\x0f\n\x07\x65psilon\x18\x07 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x08 \x01(\x01\x12\r\n\x05top_k\x18\t \x01(\r\x12\x11\n\tlearnware\x18\n \x01(\t\x12\x15\n\rperson_column\x18\x0b \x01(\t\"0\n\tTaskMatch\x12\x14\n\x0clearnware_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\"\xdc\x02\n\tLocalTask\x12%\n\x06source\x18\x01 \x01(\x0b\x32\x15.lmdock.v1.TaskSource\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05stage\x18\x03 \x01(\t\x12\x14\n\x0clearnware_id\x18\x04 \x01(\t\x12\x0c\n\x04kind\x18\x05 \x01(\t\x12\x0e\n\x06labels\x18\x06 \x03(\t\x12\x12\n\nbase_model\x18\x07 \x01(\t\x12\x11\n\tpublisher\x18\x08 \x01(\t\x12\x0f\n\x07records\x18\t \x01(\r\x12%\n\x07matches\x18\n \x03(\x0b\x32\x14.lmdock.v1.TaskMatch\x12\x15\n\repsilon_spent\x18\x0b \x01(\x01\x12\x13\n\x0b\x64\x65lta_spent\x18\x0c \x01(\x01\x12\r\n\x05\x65rror\x18\r \x01(\t\x12\x12\n\nupdated_at\x18\x0e \x01(\x01\x12\x12\n\nbytes_sent\x18\x0f \x01(\x04\x12\x14\n\x0c\x62udget_spent\x18\x10 \x01(\x01\"\x13\n\x11ListModelsRequest\":\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.lmdock.v1.LocalTask\"F\n\x0e\x41\x64\x64TaskRequest\x12#\n\x04task\x18\x01 \x01(\x0b\x32\x15.lmdock.v1.TaskSource\x12\x0f\n\x07replace\x18\x02 \x01(\x08\"[\n\tTaskEvent\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\x12\"\n\x04task\x18\x04 \x01(\x0b\x32\x14.lmdock.v1.LocalTask\" \n\x10RetryTaskRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"!\n\x11RemoveTaskRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"8\n\x12RemoveTaskResponse\x12\"\n\x04task\x18\x01 \x01(\x0b\x32\x14.lmdock.v1.LocalTask\"\x12\n\x10ListTasksRequest\"8\n\x11ListTasksResponse\x12#\n\x05tasks\x18\x01 \x03(\x0b\x32\x14.lmdock.v1.LocalTask\"~\n\x0fLoadedBaseModel\x12\x12\n\nbase_model\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\r\n\x05\x64type\x18\x04 \x01(\t\x12\x15\n\rlearnware_ids\x18\x05 \x03(\t\x12\x13\n\x0b\x62\x61tches_run\x18\x06 \x01(\x04\"\x12\n\x10GetStatusRequest\"\xae\x02\n\x11GetStatusResponse\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x12\n\nstarted_at\x18\x02 \x01(\x01\x12\x0e\n\x06market\x18\x03 \x01(\t\x12\x14\n\x0chttp_address\x18\x04 \x01(\t\x12\x14\n\x0cgrpc_address\x18\x05 \x01(\t\x12\x11\n\tcache_dir\x18\x06 \x01(\t\x12\x13\n\x0b\x63\x61\x63he_bytes\x18\x07 \x01(\x04\x12\x17\n\x0f\x63\x61\x63he_max_bytes\x18\x08 \x01(\x04\x12\x19\n\x11\x63\x61\x63hed_learnwares\x18\t \x01(\r\x12\x0f\n\x07repairs\x18\n \x01(\r\x12#\n\x05tasks\x18\x0b \x03(\x0b\x32\x14.lmdock.v1.LocalTask\x12*\n\x06loaded\x18\x0c \x03(\x0b\x32\x1a.lmdock.v1.LoadedBaseModel2\xb6\x04\n\x0cLocalService\x12I\n\nListModels\x12\x1c.lmdock.v1.ListModelsRequest\x1a\x1d.lmdock.v1.ListModelsResponse\x12\x43\n\x08\x43omplete\x12\x1a.lmdock.v1.CompleteRequest\x1a\x1b.lmdock.v1.CompleteResponse\x12;\n\x04\x43hat\x12\x16.lmdock.v1.ChatRequest\x1a\x1b.lmdock.v1.CompleteResponse\x12<\n\x07\x41\x64\x64Task\x12\x19.lmdock.v1.AddTaskRequest\x1a\x14.lmdock.v1.TaskEvent0\x01\x12@\n\tRetryTask\x12\x1b.lmdock.v1.RetryTaskRequest\x1a\x14.lmdock.v1.TaskEvent0\x01\x12I\n\nRemoveTask\x12\x1c.lmdock.v1.RemoveTaskRequest\x1a\x1d.lmdock.v1.RemoveTaskResponse\x12\x46\n\tListTasks\x12\x1b.lmdock.v1.ListTasksRequest\x1a\x1c.lmdock.v1.ListTasksResponse\x12\x46\n\tGetStatus\x12\x1b.lmdock.v1.GetStatusRequest\x1a\x1c.lmdock.v1.GetStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15lmdock/v1/local.proto\x12\tlmdock.v1\"X\n\x10GenerationParams\x12\x12\n\nmax_tokens\x18\x01 \x01(\r\x12\x13\n\x0btemperature\x18\x02 \x01(\x01\x12\r\n\x05top_p\x18\x03 \x01(\x01\x12\x0c\n\x04stop\x18\x04 \x03(\t\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\"c\n\x06\x43hoice\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\x12\r\n\x05label\x18\x03 \x01(\t\x12%\n\x06scores\x18\x04 \x03(\x0b\x32\x15.lmdock.v1.LabelScore\"^\n\x0f\x43ompleteRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07prompts\x18\x02 \x03(\t\x12+\n\x06params\x18\x03 \x01(\x0b\x32\x1b.lmdock.v1.GenerationParams\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"s\n\x0b\x43hatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12(\n\x08messages\x18\x02 \x03(\x0b\x32\x16.lmdock.v1.ChatMessage\x12+\n\x06params\x18\x03 \x01(\x0b\x32\x1b.lmdock.v1.GenerationParams\"\x9b\x01\n\x10\x43ompleteResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0clearnware_id\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\"\n\x07\x63hoices\x18\x04 \x03(\x0b\x32\x11.lmdock.v1.Choice\x12\x15\n\rprompt_tokens\x18\x05 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x06 \x01(\r\"\xd3\x01\n\nTaskSource\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12\x13\n\x0btext_column\x18\x04 \x01(\t\x12\x14\n\x0clabel_column\x18\x05 \x01(\t\x12\x15\n\ranswer_column\x18\x06 \x01(\t\x12\x0f\n\x07\x65psilon\x18\x07 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x08 \x01(\x01\x12\r\n\x05top_k\x18\t \x01(\r\x12\x11\n\tlearnware\x18\n \x01(\t\x12\x15\n\rperson_column\x18\x0b \x01(\t\"0\n\tTaskMatch\x12\x14\n\x0clearnware_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\"\xf2\x02\n\tLocalTask\x12%\n\x06source\x18\x01 \x01(\x0b\x32\x15.lmdock.v1.TaskSource\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05stage\x18\x03 \x01(\t\x12\x14\n\x0clearnware_id\x18\x04 \x01(\t\x12\x0c\n\x04kind\x18\x05 \x01(\t\x12\x0e\n\x06labels\x18\x06 \x03(\t\x12\x12\n\nbase_model\x18\x07 \x01(\t\x12\x11\n\tpublisher\x18\x08 \x01(\t\x12\x0f\n\x07records\x18\t \x01(\r\x12%\n\x07matches\x18\n \x03(\x0b\x32\x14.lmdock.v1.TaskMatch\x12\x15\n\repsilon_spent\x18\x0b \x01(\x01\x12\x13\n\x0b\x64\x65lta_spent\x18\x0c \x01(\x01\x12\r\n\x05\x65rror\x18\r \x01(\t\x12\x12\n\nupdated_at\x18\x0e \x01(\x01\x12\x12\n\nbytes_sent\x18\x0f \x01(\x04\x12\x14\n\x0c\x62udget_spent\x18\x10 \x01(\x01\x12\x14\n\x0c\x62udget_delta\x18\x11 \x01(\x01\"\x13\n\x11ListModelsRequest\":\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.lmdock.v1.LocalTask\"F\n\x0e\x41\x64\x64TaskRequest\x12#\n\x04task\x18\x01 \x01(\x0b\x32\x15.lmdock.v1.TaskSource\x12\x0f\n\x07replace\x18\x02 \x01(\x08\"[\n\tTaskEvent\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\x12\"\n\x04task\x18\x04 \x01(\x0b\x32\x14.lmdock.v1.LocalTask\" \n\x10RetryTaskRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"!\n\x11RemoveTaskRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"8\n\x12RemoveTaskResponse\x12\"\n\x04task\x18\x01 \x01(\x0b\x32\x14.lmdock.v1.LocalTask\"\x12\n\x10ListTasksRequest\"8\n\x11ListTasksResponse\x12#\n\x05tasks\x18\x01 \x03(\x0b\x32\x14.lmdock.v1.LocalTask\"~\n\x0fLoadedBaseModel\x12\x12\n\nbase_model\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\r\n\x05\x64type\x18\x04 \x01(\t\x12\x15\n\rlearnware_ids\x18\x05 \x03(\t\x12\x13\n\x0b\x62\x61tches_run\x18\x06 \x01(\x04\"\x12\n\x10GetStatusRequest\"\xae\x02\n\x11GetStatusResponse\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x12\n\nstarted_at\x18\x02 \x01(\x01\x12\x0e\n\x06market\x18\x03 \x01(\t\x12\x14\n\x0chttp_address\x18\x04 \x01(\t\x12\x14\n\x0cgrpc_address\x18\x05 \x01(\t\x12\x11\n\tcache_dir\x18\x06 \x01(\t\x12\x13\n\x0b\x63\x61\x63he_bytes\x18\x07 \x01(\x04\x12\x17\n\x0f\x63\x61\x63he_max_bytes\x18\x08 \x01(\x04\x12\x19\n\x11\x63\x61\x63hed_learnwares\x18\t \x01(\r\x12\x0f\n\x07repairs\x18\n \x01(\r\x12#\n\x05tasks\x18\x0b \x03(\x0b\x32\x14.lmdock.v1.LocalTask\x12*\n\x06loaded\x18\x0c \x03(\x0b\x32\x1a.lmdock.v1.LoadedBaseModel2\xb6\x04\n\x0cLocalService\x12I\n\nListModels\x12\x1c.lmdock.v1.ListModelsRequest\x1a\x1d.lmdock.v1.ListModelsResponse\x12\x43\n\x08\x43omplete\x12\x1a.lmdock.v1.CompleteRequest\x1a\x1b.lmdock.v1.CompleteResponse\x12;\n\x04\x43hat\x12\x16.lmdock.v1.ChatRequest\x1a\x1b.lmdock.v1.CompleteResponse\x12<\n\x07\x41\x64\x64Task\x12\x19.lmdock.v1.AddTaskRequest\x1a\x14.lmdock.v1.TaskEvent0\x01\x12@\n\tRetryTask\x12\x1b.lmdock.v1.RetryTaskRequest\x1a\x14.lmdock.v1.TaskEvent0\x01\x12I\n\nRemoveTask\x12\x1c.lmdock.v1.RemoveTaskRequest\x1a\x1d.lmdock.v1.RemoveTaskResponse\x12\x46\n\tListTasks\x12\x1b.lmdock.v1.ListTasksRequest\x1a\x1c.lmdock.v1.ListTasksResponse\x12\x46\n\tGetStatus\x12\x1b.lmdock.v1.GetStatusRequest\x1a\x1c.lmdock.v1.GetStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,31 +50,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASKMATCH']._serialized_start=902
   _globals['_TASKMATCH']._serialized_end=950
   _globals['_LOCALTASK']._serialized_start=953
-  _globals['_LOCALTASK']._serialized_end=1301
-  _globals['_LISTMODELSREQUEST']._serialized_start=1303
-  _globals['_LISTMODELSREQUEST']._serialized_end=1322
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1324
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1382
-  _globals['_ADDTASKREQUEST']._serialized_start=1384
-  _globals['_ADDTASKREQUEST']._serialized_end=1454
-  _globals['_TASKEVENT']._serialized_start=1456
-  _globals['_TASKEVENT']._serialized_end=1547
-  _globals['_RETRYTASKREQUEST']._serialized_start=1549
-  _globals['_RETRYTASKREQUEST']._serialized_end=1581
-  _globals['_REMOVETASKREQUEST']._serialized_start=1583
-  _globals['_REMOVETASKREQUEST']._serialized_end=1616
-  _globals['_REMOVETASKRESPONSE']._serialized_start=1618
-  _globals['_REMOVETASKRESPONSE']._serialized_end=1674
-  _globals['_LISTTASKSREQUEST']._serialized_start=1676
-  _globals['_LISTTASKSREQUEST']._serialized_end=1694
-  _globals['_LISTTASKSRESPONSE']._serialized_start=1696
-  _globals['_LISTTASKSRESPONSE']._serialized_end=1752
-  _globals['_LOADEDBASEMODEL']._serialized_start=1754
-  _globals['_LOADEDBASEMODEL']._serialized_end=1880
-  _globals['_GETSTATUSREQUEST']._serialized_start=1882
-  _globals['_GETSTATUSREQUEST']._serialized_end=1900
-  _globals['_GETSTATUSRESPONSE']._serialized_start=1903
-  _globals['_GETSTATUSRESPONSE']._serialized_end=2205
-  _globals['_LOCALSERVICE']._serialized_start=2208
-  _globals['_LOCALSERVICE']._serialized_end=2774
+  _globals['_LOCALTASK']._serialized_end=1323
+  _globals['_LISTMODELSREQUEST']._serialized_start=1325
+  _globals['_LISTMODELSREQUEST']._serialized_end=1344
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1346
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1404
+  _globals['_ADDTASKREQUEST']._serialized_start=1406
+  _globals['_ADDTASKREQUEST']._serialized_end=1476
+  _globals['_TASKEVENT']._serialized_start=1478
+  _globals['_TASKEVENT']._serialized_end=1569
+  _globals['_RETRYTASKREQUEST']._serialized_start=1571
+  _globals['_RETRYTASKREQUEST']._serialized_end=1603
+  _globals['_REMOVETASKREQUEST']._serialized_start=1605
+  _globals['_REMOVETASKREQUEST']._serialized_end=1638
+  _globals['_REMOVETASKRESPONSE']._serialized_start=1640
+  _globals['_REMOVETASKRESPONSE']._serialized_end=1696
+  _globals['_LISTTASKSREQUEST']._serialized_start=1698
+  _globals['_LISTTASKSREQUEST']._serialized_end=1716
+  _globals['_LISTTASKSRESPONSE']._serialized_start=1718
+  _globals['_LISTTASKSRESPONSE']._serialized_end=1774
+  _globals['_LOADEDBASEMODEL']._serialized_start=1776
+  _globals['_LOADEDBASEMODEL']._serialized_end=1902
+  _globals['_GETSTATUSREQUEST']._serialized_start=1904
+  _globals['_GETSTATUSREQUEST']._serialized_end=1922
+  _globals['_GETSTATUSRESPONSE']._serialized_start=1925
+  _globals['_GETSTATUSRESPONSE']._serialized_end=2227
+  _globals['_LOCALSERVICE']._serialized_start=2230
+  _globals['_LOCALSERVICE']._serialized_end=2796
 # @@protoc_insertion_point(module_scope)

@@ -117,7 +117,7 @@ class TaskMatch(_message.Message):
     def __init__(self, learnware_id: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
 
 class LocalTask(_message.Message):
-    __slots__ = ("source", "state", "stage", "learnware_id", "kind", "labels", "base_model", "publisher", "records", "matches", "epsilon_spent", "delta_spent", "error", "updated_at", "bytes_sent", "budget_spent")
+    __slots__ = ("source", "state", "stage", "learnware_id", "kind", "labels", "base_model", "publisher", "records", "matches", "epsilon_spent", "delta_spent", "error", "updated_at", "bytes_sent", "budget_spent", "budget_delta")
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
@@ -134,6 +134,7 @@ class LocalTask(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
     BUDGET_SPENT_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_DELTA_FIELD_NUMBER: _ClassVar[int]
     source: TaskSource
     state: str
     stage: str
@@ -150,7 +151,8 @@ class LocalTask(_message.Message):
     updated_at: float
     bytes_sent: int
     budget_spent: float
-    def __init__(self, source: _Optional[_Union[TaskSource, _Mapping]] = ..., state: _Optional[str] = ..., stage: _Optional[str] = ..., learnware_id: _Optional[str] = ..., kind: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., base_model: _Optional[str] = ..., publisher: _Optional[str] = ..., records: _Optional[int] = ..., matches: _Optional[_Iterable[_Union[TaskMatch, _Mapping]]] = ..., epsilon_spent: _Optional[float] = ..., delta_spent: _Optional[float] = ..., error: _Optional[str] = ..., updated_at: _Optional[float] = ..., bytes_sent: _Optional[int] = ..., budget_spent: _Optional[float] = ...) -> None: ...
+    budget_delta: float
+    def __init__(self, source: _Optional[_Union[TaskSource, _Mapping]] = ..., state: _Optional[str] = ..., stage: _Optional[str] = ..., learnware_id: _Optional[str] = ..., kind: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., base_model: _Optional[str] = ..., publisher: _Optional[str] = ..., records: _Optional[int] = ..., matches: _Optional[_Iterable[_Union[TaskMatch, _Mapping]]] = ..., epsilon_spent: _Optional[float] = ..., delta_spent: _Optional[float] = ..., error: _Optional[str] = ..., updated_at: _Optional[float] = ..., bytes_sent: _Optional[int] = ..., budget_spent: _Optional[float] = ..., budget_delta: _Optional[float] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
