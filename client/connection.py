@@ -15,7 +15,13 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from lmdock.client.channel import TlsOptions, WireRecorder, open_channel, unreachable_message
 from lmdock.common import serde
-from lmdock.common.errors import IntegrityError, InvalidArgument, LmdockError, error_for_status
+from lmdock.common.errors import (
+    FailedPrecondition,
+    IntegrityError,
+    InvalidArgument,
+    LmdockError,
+    error_for_status,
+)
 from lmdock.common.grpc_errors import TypedErrorsInterceptor
 from lmdock.common.hashing import hash_file_into, sha256_file
 from lmdock.common.market_types import Caller, LearnwareInfo, PackageHeader, SearchResult, SigningKeyInfo
@@ -74,9 +80,17 @@ class MarketClient:
     def bytes_sent(self) -> int:
         return self.recorder.bytes_sent
 
-    def profile(self) -> SpecProfile:
+    def profiles(self) -> list[SpecProfile]:
+        """Every profile the market serves that this client can compute specs under, newest first."""
         response = self._stub.GetSpecProfile(pb.GetSpecProfileRequest(), timeout=self.timeout)
-        return serde.profile_from_pb(response.profile)
+        return serde.supported_profiles(response)
+
+    def profile(self) -> SpecProfile:
+        """The newest profile the market serves that this client supports (docs/search.md)."""
+        supported = self.profiles()
+        if not supported:
+            raise FailedPrecondition("the market serves no spec profile this lmdock supports: upgrade lmdock")
+        return supported[0]
 
     def search(self, spec: Spec, *, top_k: int = 0, mixture: bool = False) -> SearchResult:
         request = pb.SearchRequest(spec=serde.spec_to_pb(spec), top_k=top_k, mixture=mixture)

@@ -3,6 +3,8 @@
 Given unit embeddings e (||e|| = 1) the map is phi(e) = clip_R(psi(e) - c), where
 
 * linear kernel:  psi(e) = e                                     (k(x, y) = <x, y>)
+* cosine kernel:  psi(e) = e, as linear; the market compares the means' directions
+                  (`lmdock.common.ranking.comparable`)
 * rbf kernel:     psi(e) = sqrt(2 / D) [cos(W e), sin(W e)],  W ~ N(0, 2 gamma I)^(D/2 x d)
                   so <psi(x), psi(y)> ≈ exp(-gamma ||x - y||^2) and ||psi(e)|| = 1 exactly,
 * c is the profile's public centre (0 when absent) and clip_R scales a vector down to L2

@@ -67,6 +67,9 @@ class Match:
     score: float  # 0..1, higher is better
     distance_sd: float = 0.0  # its standard deviation under the noise of both specs
     rank_bound: float = 0.0  # what matches are sorted by (lmdock.common.ranking); 0 from older markets
+    confidence: float = (
+        0.0  # chance it is the nearest of the matches (ranking.confidences); 0 from older markets
+    )
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,9 @@ __all__ = ["KERNELS", "MAX_SIGMA", "POLICY_FIELDS", "SPEC_VERSION", "SpecProfile
 
 #: Version of the spec format: the feature maps below and a release on a grid finer than the noise.
 SPEC_VERSION = 1
-KERNELS = ("linear", "rbf")
+#: "cosine" is the linear kernel's spec (the mean of the unit embeddings) compared by direction:
+#: the normalised mean-map kernel <mu_P, mu_Q> / (||mu_P|| ||mu_Q||) (see `ranking.comparable`).
+KERNELS = ("linear", "rbf", "cosine")
 MAX_FEATURE_DIM = 16384
 
 #: The hard ceiling on any profile's max_sigma: far past the point where a spec says anything,
@@ -77,8 +79,8 @@ class SpecProfile:
             raise InvalidArgument(f"embedding_dim {self.embedding_dim} out of range")
         if not 0 < self.feature_dim <= MAX_FEATURE_DIM:
             raise InvalidArgument(f"feature_dim {self.feature_dim} out of range (1..{MAX_FEATURE_DIM})")
-        if self.kernel == "linear" and self.feature_dim != self.embedding_dim:
-            raise InvalidArgument("a linear-kernel profile has feature_dim == embedding_dim")
+        if self.kernel in ("linear", "cosine") and self.feature_dim != self.embedding_dim:
+            raise InvalidArgument(f"a {self.kernel}-kernel profile has feature_dim == embedding_dim")
         if self.kernel == "rbf" and (self.feature_dim % 2 or self.bandwidth <= 0):
             raise InvalidArgument("an rbf profile needs an even feature_dim and a positive bandwidth")
         if not 0 < self.clip_radius <= 2:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from lmdock.common.embedder_files import DEFAULT_EMBEDDER, embedder_sha256
+from lmdock.common.errors import InvalidArgument
 from lmdock.common.features import feature_map_sha256
 from lmdock.common.profile import SpecProfile
 
-__all__ = ["make_profile"]
+__all__ = ["PROFILE_KINDS", "make_profile", "profile_of_kind"]
 
 MINILM_DIM = 384
 
@@ -59,3 +60,22 @@ def make_profile(
         max_tokens=max_tokens,
         max_sigma=max_sigma,
     )
+
+
+#: The built-in spec kinds a market can serve (`lmdock-market add-profile --kind NAME`), oldest
+#: first: each name builds its profile from public parameters only. A new kind of spec is one
+#: entry here (with its feature map in `features`); docs/search.md, *Profiles side by side*.
+PROFILE_KINDS: dict[str, Callable[[], SpecProfile]] = {
+    "linear": make_profile,
+    "cosine": lambda: make_profile(kernel="cosine"),
+}
+
+
+def profile_of_kind(kind: str) -> SpecProfile:
+    """The built-in profile named `kind` (see `PROFILE_KINDS`)."""
+    try:
+        return PROFILE_KINDS[kind]()
+    except KeyError:
+        raise InvalidArgument(
+            f"unknown spec kind {kind!r} (choose from {', '.join(PROFILE_KINDS)})"
+        ) from None

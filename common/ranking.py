@@ -24,22 +24,60 @@ so a learnware whose spec is very noisy cannot come first by luck: with pure noi
 its bound beats a fixed one with probability about Phi(-RANK_Z) (2.3 %), against about half of
 the time for the point distance. For exact learnwares the bound grows with d_l, so their order
 is the point distances' order.
+
+Confidence (`confidences`): for the matches of one search, sorted by the bound, the chance that
+match k is the nearest of them, from the noise level and the gaps. For two learnwares j, k the
+difference d_j - d_k = ||m_j||^2 - ||m_k||^2 - 2 <s, m_j - m_k> (+ constants) moves with the
+query's noise by -2 <z, m_j - m_k> (variance 4 sigma^2 ||m_j - m_k||^2, exact from the rows) and
+with each learnware's own noise (its own terms of Var_rank, v_l = 4 sigma_l^2 max(d_l, 0) +
+2 D sigma_l^2 (2 sigma^2 + sigma_l^2), independent across learnwares), so
+
+    P(k nearer than j) = Phi((d_j - d_k) / sqrt(4 sigma^2 ||m_j - m_k||^2 + v_j + v_k)),
+    c_k = min over ranks i <= k of prod_{j != i} P(i nearer than j)
+
+(the product treats the pairs as independent; the running minimum makes it monotone in rank).
+With no noise at all it is 1 for the first (0.5 per exact tie) and 0 for the others.
+docs/search.md measures how well it is calibrated.
+
+Under a "cosine" profile the market ranks learnwares by the direction of their kernel mean:
+each learnware's spec m_l is indexed as a_l m_l with a_l = 1 / sqrt(max(||m_l||^2 - sigma_l^2 D,
+FLOOR)) (its debiased norm; noise sigma_l a_l), so that for exact specs ||s - u_l||^2 =
+||s||^2 + 1 - 2 <s, u_l> orders learnwares by <s, mu_l> / ||mu_l||, the normalised mean-map
+kernel, and every formula above holds for the scaled spec. Why (docs/search.md): a learnware
+trained on a mixture of many data sets has a kernel mean near the centroid of everything, and
+a short one, which the plain distance rewards; the direction does not.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from lmdock.common.spec import Spec, debiased_sq_distance
 
-__all__ = ["RANK_Z", "Distances", "distances", "rank_bound"]
+__all__ = ["RANK_Z", "Distances", "comparable", "confidences", "distances", "rank_bound"]
 
 #: Standard deviations added to a distance before ranking (one-sided 97.7 %).
 RANK_Z = 2.0
 
 FloatArray = npt.NDArray[np.float64]
+
+#: The smallest debiased squared norm a cosine profile divides by.
+FLOOR = 1e-6
+
+
+def comparable(
+    kernel: str, values: npt.NDArray[np.float32], sigma: float
+) -> tuple[npt.NDArray[np.float32], float]:
+    """A learnware's spec as its profile's index holds it: as it is, or under a "cosine" profile
+    scaled to unit debiased norm (the values and the noise scaled alike; see the module doc)."""
+    if kernel != "cosine":
+        return values, sigma
+    v = values.astype(np.float64)
+    scale = 1.0 / np.sqrt(max(float(v @ v) - sigma**2 * v.shape[0], FLOOR))
+    return (v * scale).astype(np.float32), sigma * scale
 
 
 @dataclass(frozen=True)
@@ -65,6 +103,37 @@ def distances(
     sd: FloatArray = np.sqrt(4.0 * tau2 * np.maximum(d, 0.0) + 2.0 * dim * tau2**2)
     bound = rank_bound(d, query.privacy.sigma, candidate_sigmas, dim, z=z)
     return Distances(distance=d, sd=sd, bound=bound)
+
+
+def confidences(
+    d: FloatArray, rows: npt.NDArray[np.float32], query_sigma: float, candidate_sigmas: npt.ArrayLike
+) -> FloatArray:
+    """c_k for matches sorted by the bound: distances `d`, spec rows, noise (module doc)."""
+    m = np.asarray(rows, dtype=np.float64)
+    k, dim = m.shape
+    if k == 0:
+        return np.zeros(0)
+    own2 = np.asarray(candidate_sigmas, dtype=np.float64) ** 2
+    own = 4.0 * own2 * np.maximum(d, 0.0) + 2.0 * dim * own2 * (2.0 * query_sigma**2 + own2)
+    sq = np.sum(m * m, axis=1)
+    apart = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (m @ m.T), 0.0)
+    var = 4.0 * query_sigma**2 * apart + own[:, None] + own[None, :]
+    gap = d[None, :] - d[:, None]  # [i, j]: d_j - d_i
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(var > 0, gap / np.sqrt(np.where(var > 0, var, 1.0)), np.sign(gap) * np.inf)
+    wins = np.where(np.isnan(z) | (gap == 0) & (var == 0), 0.5, _phi(z))
+    np.fill_diagonal(wins, 1.0)
+    out: FloatArray = np.minimum.accumulate(np.prod(wins, axis=1))
+    return out
+
+
+_ERFC = np.vectorize(math.erfc, otypes=[np.float64])
+
+
+def _phi(z: FloatArray) -> FloatArray:
+    """The standard normal CDF, 0.5 erfc(-z / sqrt 2) (no cancellation in the lower tail)."""
+    out: FloatArray = 0.5 * _ERFC(-z / math.sqrt(2.0))
+    return out
 
 
 def rank_bound(

@@ -33,6 +33,7 @@ __all__ = [
     "signing_key_to_pb",
     "spec_from_pb",
     "spec_to_pb",
+    "supported_profiles",
 ]
 
 
@@ -79,6 +80,18 @@ def profile_from_pb(m: pb.SpecProfile) -> SpecProfile:
             "max_sigma": m.max_sigma,  # 0 from a market that predates it: the profile's default
         }
     )
+
+
+def supported_profiles(response: pb.GetSpecProfileResponse) -> list[SpecProfile]:
+    """The profiles a market serves (newest first) that this lmdock can compute specs under: one
+    of a kind or version it does not know is skipped; a market before the list sends its one."""
+    out = []
+    for message in response.profiles or [response.profile]:
+        try:
+            out.append(profile_from_pb(message))
+        except InvalidArgument:
+            continue
+    return out
 
 
 def _privacy_to_pb(p: Privacy) -> pb.Privacy:
@@ -169,6 +182,7 @@ def search_result_to_pb(r: SearchResult) -> pb.SearchResponse:
                 score=m.score,
                 distance_sd=m.distance_sd,
                 rank_bound=m.rank_bound,
+                confidence=m.confidence,
             )
             for m in r.matches
         ],
@@ -188,6 +202,7 @@ def search_result_from_pb(m: pb.SearchResponse) -> SearchResult:
                 score=x.score,
                 distance_sd=x.distance_sd,
                 rank_bound=x.rank_bound,
+                confidence=x.confidence,
             )
             for x in m.matches
         ),

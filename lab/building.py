@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from lmdock.client.embedder import Embedder
 from lmdock.client.files import atomic_write_text
 from lmdock.client.operations import score_predictions
 from lmdock.client.progress import ProgressLines, TrainingProgress
@@ -37,11 +36,11 @@ from lmdock.common.embedder_files import DEFAULT_EMBEDDER
 from lmdock.common.package import FORMAT, TaskInfo
 from lmdock.common.profile import SpecProfile
 from lmdock.common.signing import generate_key, load_private_key, save_private_key
+from lmdock.lab.embeddings import CachingEmbedder
 
 __all__ = [
     "PUBLISHER",
     "Built",
-    "CachingEmbedder",
     "Log",
     "Recipe",
     "build_in",
@@ -100,26 +99,6 @@ class Built:
     @property
     def mean_embedding(self) -> npt.NDArray[np.float64]:
         return np.asarray(self.stats["mean_embedding"], dtype=np.float64)
-
-
-class CachingEmbedder(Embedder):
-    """The profile's embedder, remembering every text it has embedded (one run of the lab)."""
-
-    def __init__(self, profile: SpecProfile) -> None:
-        super().__init__(profile)
-        self._seen: dict[str, npt.NDArray[np.float32]] = {}
-
-    def embed(self, texts: Sequence[str], *, batch_size: int = 64, progress: Any = None) -> Any:
-        missing = list(dict.fromkeys(t for t in texts if t not in self._seen))
-        if missing:
-            for text, vector in zip(
-                missing, super().embed(missing, batch_size=batch_size, progress=progress), strict=True
-            ):
-                self._seen[text] = vector
-        out = np.empty((len(texts), self.profile.embedding_dim), dtype=np.float32)
-        for i, text in enumerate(texts):
-            out[i] = self._seen[text]
-        return out
 
 
 def publisher_key(workdir: Path) -> Path:

@@ -2,6 +2,7 @@
 
 lmdock-lab eval  [--quick] [--data DIR] ...   build, publish, evaluate, write results
 lmdock-lab eval --generative [--quick] ...     the same for the generative (SmolLM2) market
+lmdock-lab eval --identification [--quick]     leave-one-data-set-out identification on the specs
 lmdock-lab build [--quick] [--data DIR]       build (or read back) the reference learnwares
 lmdock-lab serve [--quick] [--data DIR]       serve the reference market until interrupted
 lmdock-lab tasks --out DIR [--data DIR]       write the user tasks as JSONL task files
@@ -95,9 +96,45 @@ def _eval_generative(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_identification(args: argparse.Namespace) -> int:
+    from lmdock.lab.identification import FULL_IDENT, QUICK_IDENT, evaluate_identification, profiles_compared
+    from lmdock.lab.reference_market import FULL, QUICK_MIXED
+    from lmdock.lab.report import write_identification_report
+
+    settings = QUICK_IDENT if args.quick else FULL_IDENT
+    if args.repeats:
+        settings = dataclasses.replace(settings, draws=args.repeats)
+    out = (
+        Path(args.out)
+        if args.out
+        else Path("results/identification-quick" if args.quick else "results/identification")
+    )
+    docs = None if args.quick and not args.docs else Path(args.docs or "docs/results.md")
+    results = evaluate_identification(
+        catalogue=QUICK_MIXED if args.quick else FULL,
+        data_root=_data_root(args),
+        profiles=profiles_compared(quick=args.quick),
+        settings=settings,
+        embeddings=_workdir(args) / "embeddings",
+        log=_log,
+    )
+    written = write_identification_report(results, out, docs=docs)
+    brief = {
+        name: {f"n={c['n']} eps={c['epsilon']}": c["right"]["rate"] for c in p["pooled"]}
+        for name, p in results["profiles"].items()
+    }
+    brief_out = {"right_domain": brief, "seconds": results["seconds"], "written": [str(p) for p in written]}
+    print(
+        json.dumps(brief_out, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in brief_out.items())
+    )
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     if args.generative:
         return _eval_generative(args)
+    if args.identification:
+        return _eval_identification(args)
     from lmdock.lab.eval import FULL_SETTINGS, QUICK_SETTINGS, evaluate
     from lmdock.lab.report import write_report
 
@@ -256,12 +293,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="results folder (default results/, or results/quick with --quick)")
     e.add_argument("--docs", help="markdown report (default docs/results.md; none with --quick unless given)")
     e.add_argument(
-        "--repeats", type=_positive, help="private searches per task and point (default 20; quick 3)"
+        "--repeats",
+        type=_positive,
+        help="private searches per task and point (default 20; quick 3; --identification: per fold, 120)",
     )
     e.add_argument(
         "--generative",
         action="store_true",
         help="the generative market (SmolLM2 + LoRA); results/generative/ and its section of docs/results.md",
+    )
+    e.add_argument(
+        "--identification",
+        action="store_true",
+        help="leave-one-data-set-out identification on the learnwares' specs (no training); "
+        "results/identification/ and its section of docs/results.md",
     )
     e.add_argument("--examples", type=_positive, help="--generative: scored examples per task (default 100)")
     e.add_argument(

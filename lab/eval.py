@@ -27,10 +27,11 @@ from lmdock.client.cache import AdapterCache
 from lmdock.client.connection import MarketClient
 from lmdock.client.spec_release import features_of
 from lmdock.common.errors import InvalidArgument
-from lmdock.lab.building import Built, CachingEmbedder, build_in
+from lmdock.lab.building import Built, build_in
 from lmdock.lab.cost import measure_cost
 from lmdock.lab.definitions import MaterializedMarket, materialize
 from lmdock.lab.embedded import embedded_market
+from lmdock.lab.embeddings import CachingEmbedder
 from lmdock.lab.metrics import baselines, per_task, selection_summary
 from lmdock.lab.reference_market import FULL, QUICK
 from lmdock.lab.scoring import compute_scores

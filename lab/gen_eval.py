@@ -27,9 +27,10 @@ from lmdock.client.operations import pull
 from lmdock.client.spec_release import features_of
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.spec import release
-from lmdock.lab.building import Built, CachingEmbedder, build_in
+from lmdock.lab.building import Built, build_in
 from lmdock.lab.definitions import MarketDef, MaterializedMarket, materialize
 from lmdock.lab.embedded import embedded_market
+from lmdock.lab.embeddings import CachingEmbedder
 from lmdock.lab.eval import Clock, publish_packages
 from lmdock.lab.gen_market import GEN_FULL, GEN_QUICK, GENERALIST_K, generalist_recipe
 from lmdock.lab.gen_metrics import GENERALIST, gen_summary

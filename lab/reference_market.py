@@ -8,10 +8,12 @@ labels. One task (medquad, consumer sources) comes from sources no learnware saw
 
 from __future__ import annotations
 
+import dataclasses
+
 from lmdock.lab.datasets import Selection
 from lmdock.lab.definitions import LearnwareDef, MarketDef, TaskDef
 
-__all__ = ["FULL", "QUICK"]
+__all__ = ["FULL", "QUICK", "QUICK_MIXED"]
 
 TASKS = (0.0, 0.4)
 TRAIN = (0.4, 1.0)
@@ -383,4 +385,25 @@ QUICK = MarketDef(
         for sample, (domain, name, _) in _QUICK_SAMPLES.items()
     ),
     licences={sample: licence for sample, (_, _, licence) in _QUICK_SAMPLES.items()},
+)
+
+#: The leave-one-data-set-out check that CI runs (`identification`): one specialist per shipped
+#: sample (80 records) and a mixture learnware over all four (20 records each); no user tasks.
+QUICK_MIXED = MarketDef(
+    name="quick-mixed",
+    learnwares=(
+        *(
+            dataclasses.replace(lw, data=(dataclasses.replace(lw.data[0], limit=80),))
+            for lw in QUICK.learnwares
+        ),
+        LearnwareDef(
+            id="quick-router",
+            name="Sample router",
+            domain="general",
+            description="Which sample a text comes from (quick slice, a mixture of all four).",
+            data=tuple(Selection(sample, "domain", TRAIN, limit=20) for sample in _QUICK_SAMPLES),
+        ),
+    ),
+    tasks=(),
+    licences=QUICK.licences,
 )

@@ -10,6 +10,7 @@ from typing import Any
 from lmdock.client.files import atomic_write_text
 from lmdock.common.errors import FailedPrecondition
 from lmdock.lab.gen_results_doc import GEN_BEGIN, GEN_END, NAMES, generative_markdown
+from lmdock.lab.ident_doc import IDENT_BEGIN, IDENT_END, identification_markdown
 from lmdock.lab.plots import write_generative_plot, write_plots
 from lmdock.lab.results_doc import headline_table, results_markdown
 
@@ -20,6 +21,7 @@ __all__ = [
     "render",
     "update_readme",
     "write_generative_report",
+    "write_identification_report",
     "write_report",
 ]
 
@@ -57,12 +59,22 @@ def update_readme(readme: Path, block: str, *, begin: str = README_BEGIN, end: s
     return True
 
 
-def _generative_block(docs: Path) -> str:
-    """The generative section already in `docs` (markers included), kept when the rest is rewritten."""
+def _kept_blocks(docs: Path) -> str:
+    """The generative and identification sections already in `docs` (markers included), kept
+    when the rest is rewritten."""
     text = docs.read_text(encoding="utf-8") if docs.is_file() else ""
-    if GEN_BEGIN not in text or GEN_END not in text:
-        return ""
-    return GEN_BEGIN + text.split(GEN_BEGIN, 1)[1].split(GEN_END, 1)[0] + GEN_END + "\n"
+    kept = ""
+    for begin, end in ((GEN_BEGIN, GEN_END), (IDENT_BEGIN, IDENT_END)):
+        if begin in text and end in text:
+            kept += begin + text.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
+    return kept
+
+
+def _section(docs: Path, block: str, begin: str, end: str) -> None:
+    """Put `block` between the markers in `docs`, appending them when absent."""
+    if not (docs.is_file() and update_readme(docs, block, begin=begin, end=end)):
+        before = docs.read_text(encoding="utf-8").rstrip() + "\n\n" if docs.is_file() else ""
+        atomic_write_text(docs, f"{before}{begin}\n{block}{end}\n", mode=PUBLISHED)
 
 
 def write_generative_report(results: dict[str, Any], out_dir: Path, *, docs: Path | None) -> list[Path]:
@@ -80,9 +92,18 @@ def write_generative_report(results: dict[str, Any], out_dir: Path, *, docs: Pat
     written.append(write_generative_plot(results, out_dir, NAMES))
     if docs is not None:
         block = generative_markdown(results, plot=os.path.relpath(out_dir / "generative.png", docs.parent))
-        if not (docs.is_file() and update_readme(docs, block, begin=GEN_BEGIN, end=GEN_END)):
-            before = docs.read_text(encoding="utf-8").rstrip() + "\n\n" if docs.is_file() else ""
-            atomic_write_text(docs, f"{before}{GEN_BEGIN}\n{block}{GEN_END}\n", mode=PUBLISHED)
+        _section(docs, block, GEN_BEGIN, GEN_END)
+        written.append(docs)
+    return written
+
+
+def write_identification_report(results: dict[str, Any], out_dir: Path, *, docs: Path | None) -> list[Path]:
+    """OUT/loo.json and the identification section of `docs` (appended when absent)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _json(out_dir / "loo.json", results)
+    written = [out_dir / "loo.json"]
+    if docs is not None:
+        _section(docs, identification_markdown(results), IDENT_BEGIN, IDENT_END)
         written.append(docs)
     return written
 
@@ -148,7 +169,7 @@ def render(results: dict[str, Any], out_dir: Path, *, docs: Path | None, readme:
     written = write_plots(results, out_dir)
     if docs is not None:
         text = results_markdown(results, plots_from=os.path.relpath(out_dir, docs.parent))
-        kept = _generative_block(docs)
+        kept = _kept_blocks(docs)
         atomic_write_text(docs, f"{text}\n{kept}" if kept else text, mode=PUBLISHED)
         written.append(docs)
     if readme is not None and update_readme(

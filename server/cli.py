@@ -18,11 +18,13 @@ from pathlib import Path
 
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.exit_codes import EPILOG, parse_or_exit, run_command
+from lmdock.common.profile import SpecProfile
+from lmdock.common.profile_factory import PROFILE_KINDS, profile_of_kind
 from lmdock.server.apikeys import KEY_CACHE_TTL_S
 from lmdock.server.app import ServerSettings, ServerTLS, create_server
 from lmdock.server.auth import AccessPolicy
 from lmdock.server.base_models import BaseModels, parse_base_model_option
-from lmdock.server.config import load_or_create_profile
+from lmdock.server.config import add_profile, load_added_profiles, load_or_create_profile
 from lmdock.server.database_options import add_database_options, database_url
 from lmdock.server.db import Database
 from lmdock.server.identity import Role
@@ -64,6 +66,7 @@ def _tls(args: argparse.Namespace) -> ServerTLS | None:
 def _serve(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).expanduser()
     profile = load_or_create_profile(data_dir)
+    added_profiles = load_added_profiles(data_dir)
     base_models = BaseModels(dict(parse_base_model_option(o) for o in args.base_model))
     limits = MarketLimits(max_package_bytes=args.max_package_bytes)
     tls = _tls(args)
@@ -93,6 +96,7 @@ def _serve(args: argparse.Namespace) -> int:
         change_retention_s=args.change_log_days * 86400.0,
         api_key_ttl_s=args.api_key_ttl,
         index=args.index,
+        added_profiles=added_profiles,
     )
     observer = Observer()
     server, port = create_server(
@@ -114,12 +118,12 @@ def _serve(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     server.start()
     log.info(
-        "market listening on %s:%d (%s, profile %s, max_sigma %.4g, %d learnwares searchable by the %s "
+        "market listening on %s:%d (%s, profiles %s, max_sigma %.4g, %d learnwares searchable by the %s "
         "index, anonymous: %s)",
         host,
         port,
         "mTLS" if tls and tls.client_ca_file else "TLS" if tls else "plaintext",
-        profile.profile_id,
+        ", ".join(p.profile_id for p in market.profiles),
         profile.max_sigma,
         len(market.index),
         args.index,
@@ -135,6 +139,23 @@ def _serve(args: argparse.Namespace) -> int:
     if metrics is not None:
         metrics.shutdown()
     market.close()
+    return 0
+
+
+def _add_profile(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir).expanduser()
+    if args.file:
+        try:
+            text = Path(args.file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidArgument(f"cannot read the profile file {args.file}: {exc}") from None
+        profile = SpecProfile.from_json(text)
+    else:
+        profile = profile_of_kind(args.kind)
+    added = add_profile(data_dir, profile)
+    first = load_or_create_profile(data_dir)
+    served = [p.profile_id for p in reversed((first, *added))]
+    print(json.dumps({"added": profile.profile_id, "served_newest_first": served}))
     return 0
 
 
@@ -272,6 +293,15 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="bring the database schema up to date")
     add_database_options(migrate)
     migrate.set_defaults(func=_migrate)
+    added = sub.add_parser(
+        "add-profile",
+        help="serve another spec profile beside the market's (from its next start; docs/search.md)",
+    )
+    added.add_argument("--data-dir", required=True, help="the market's data folder")
+    which = added.add_mutually_exclusive_group(required=True)
+    which.add_argument("--kind", choices=sorted(PROFILE_KINDS), help="a built-in spec kind")
+    which.add_argument("--file", help="a spec profile JSON file")
+    added.set_defaults(func=_add_profile)
     add_keys_commands(sub)
     return parser
 

@@ -1,18 +1,32 @@
-"""The market's persistent profile: chosen once at first start, stored in DATA_DIR/profile.json.
+"""The market's persistent profiles: the first chosen once at first start (DATA_DIR/profile.json),
+any later ones added beside it (DATA_DIR/added-profiles.json, oldest first).
 
-Changing the profile would make every published spec incomparable, so an existing file always
-wins over command-line options; a mismatch is reported instead of silently applied.
+Changing a profile would make every spec published under it incomparable, so an existing file
+always wins over command-line options; a mismatch is reported instead of silently applied. A
+new spec kind is *added* (`add_profile`, `lmdock-market add-profile`): the market then serves
+both side by side, each with its own index, and learnwares under the old one stay searchable
+(docs/search.md, *Profiles side by side*). A running market reads them at start.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from lmdock.common.errors import FailedPrecondition
+from lmdock.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from lmdock.common.profile import SpecProfile
 from lmdock.common.profile_factory import make_profile
 
-__all__ = ["load_or_create_profile"]
+__all__ = ["add_profile", "load_added_profiles", "load_or_create_profile"]
+
+ADDED = "added-profiles.json"
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def load_or_create_profile(data_dir: Path, *, requested: SpecProfile | None = None) -> SpecProfile:
@@ -26,8 +40,31 @@ def load_or_create_profile(data_dir: Path, *, requested: SpecProfile | None = No
             )
         return profile
     profile = requested or make_profile()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(profile.to_json())
-    tmp.replace(path)
+    _write(path, profile.to_json())
     return profile
+
+
+def load_added_profiles(data_dir: Path) -> tuple[SpecProfile, ...]:
+    """The profiles added beside the first, oldest first (none when the file is absent)."""
+    path = data_dir / ADDED
+    if not path.exists():
+        return ()
+    try:
+        listed = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(listed, list) or not all(isinstance(p, dict) for p in listed):
+        raise InvalidArgument(f"{path} must hold a JSON list of spec profiles")
+    return tuple(SpecProfile.from_dict(p) for p in listed)
+
+
+def add_profile(data_dir: Path, profile: SpecProfile) -> tuple[SpecProfile, ...]:
+    """Serve `profile` beside the market's others from its next start; returns the added ones."""
+    first = load_or_create_profile(data_dir)
+    added = load_added_profiles(data_dir)
+    if profile.profile_id in {first.profile_id, *(p.profile_id for p in added)}:
+        raise AlreadyExists(f"the market already serves profile {profile.profile_id}")
+    added = (*added, profile)
+    listed = [{**p.to_dict(), "profile_id": p.profile_id} for p in added]
+    _write(data_dir / ADDED, json.dumps(listed, indent=2))
+    return added

@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import logging
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -29,6 +30,7 @@ from lmdock.server.db import Database, utc_now
 from lmdock.server.identity import Identity
 from lmdock.server.index import SpecIndex
 from lmdock.server.index.backends import IndexFactory, IndexSource, exact_index, index_factory
+from lmdock.server.index.by_profile import ProfileIndexes, entry_as_indexed
 from lmdock.server.replica import RETENTION_S, IndexFollower
 from lmdock.server.signing_keys import SigningKeys
 
@@ -63,12 +65,21 @@ class Market:
         change_poll_s: float = CHANGE_POLL_S,
         change_retention_s: float = RETENTION_S,
         api_key_ttl_s: float = KEY_CACHE_TTL_S,
+        added_profiles: Sequence[SpecProfile] = (),
     ) -> None:
-        """`index` builds the search index from the catalogue's learnwares (`server/index/`).
+        """`index` builds each profile's search index from the catalogue's learnwares under it
+        (`server/index/`). `profile` is the market's first; `added_profiles` (oldest first) are
+        served beside it, each with its own index (docs/search.md, *Profiles side by side*).
 
-        Any number of markets may share one database and blob store: each keeps its index in
+        Any number of markets may share one database and blob store: each keeps its indexes in
         step with the catalogue's change log (`replica.IndexFollower`)."""
         self.profile = profile
+        #: Every profile served, newest first: what GetSpecProfile lists.
+        self.profiles = tuple(reversed((profile, *added_profiles)))
+        #: Each served profile under every id it answers to (its v2 id and its v1 alias).
+        self._by_id = {i: p for p in self.profiles for i in p.ids}
+        if len({p.profile_id for p in self.profiles}) != len(self.profiles):
+            raise InvalidArgument("a market serves each profile once")
         self.db = db
         self.catalogue = Catalogue(db)
         self.api_keys = ApiKeys(db, ttl_s=api_key_ttl_s)
@@ -94,27 +105,46 @@ class Market:
             self.catalogue.drop_unreferenced(orphan, self.blobs.delete)
 
     @property
-    def index(self) -> SpecIndex:
-        """The search index (a new one after its follower rebuilt it)."""
-        return self.follower.index
+    def index(self) -> ProfileIndexes:
+        """The search indexes, one per served profile (new ones after the follower rebuilt them)."""
+        index = self.follower.index
+        assert isinstance(index, ProfileIndexes)
+        return index
 
     def _build_index(self) -> tuple[SpecIndex, int, int]:
         watermark = self.catalogue.last_change()  # before the rows: nothing after it is missed
-        ids, max_sigma = self.profile.ids, self.profile.max_sigma
-        index = self._index_factory(
-            IndexSource(
-                profile=self.profile,
-                entries=lambda: self.catalogue.iter_index_entries(profile_ids=ids, max_sigma=max_sigma),
-                keys=lambda: self.catalogue.iter_index_keys(profile_ids=ids, max_sigma=max_sigma),
-                count=lambda: self.catalogue.count(profile_ids=ids),
-            )
-        )
+        index = ProfileIndexes({p: self._index_factory(self._source(p)) for p in self.profiles})
         return index, watermark, self.catalogue.last_change()
+
+    def _source(self, profile: SpecProfile) -> IndexSource:
+        ids, max_sigma = profile.ids, profile.max_sigma
+        return IndexSource(
+            profile=profile,
+            entries=lambda: (
+                entry_as_indexed(profile, e)
+                for e in self.catalogue.iter_index_entries(profile_ids=ids, max_sigma=max_sigma)
+            ),
+            keys=lambda: self.catalogue.iter_index_keys(profile_ids=ids, max_sigma=max_sigma),
+            count=lambda: self.catalogue.count(profile_ids=ids),
+        )
 
     def _searchable(self, lw: LearnwareInfo) -> bool:
         # A learnware listed before the profile's max_sigma was lowered below its spec's noise
         # is ranked no more than an upload of it would be accepted.
-        return lw.spec.profile_id in self.profile.ids and lw.spec.privacy.sigma <= self.profile.max_sigma
+        profile = self._by_id.get(lw.spec.profile_id)
+        return profile is not None and lw.spec.privacy.sigma <= profile.max_sigma
+
+    def profile_of(self, spec: Spec) -> SpecProfile:
+        """The served profile `spec` was computed under (by either of its ids); InvalidArgument
+        for any other."""
+        profile = self._by_id.get(spec.profile_id)
+        if profile is None:
+            raise InvalidArgument(
+                f"spec was computed under profile {spec.profile_id!r}, the market serves "
+                f"{', '.join(repr(p.profile_id) for p in self.profiles)}; fetch the market's profiles "
+                "and recompute"
+            )
+        return profile
 
     @classmethod
     def open(
@@ -129,6 +159,7 @@ class Market:
         change_retention_s: float = RETENTION_S,
         api_key_ttl_s: float = KEY_CACHE_TTL_S,
         index: str = "exact",
+        added_profiles: Sequence[SpecProfile] = (),
     ) -> Market:
         """A market storing its catalogue in `db_url` (default: SQLite in data_dir) and blobs on
         disk, searching with the `index` backend (`server/index/backends.py`)."""
@@ -145,6 +176,7 @@ class Market:
             change_retention_s=change_retention_s,
             api_key_ttl_s=api_key_ttl_s,
             index=factory,
+            added_profiles=added_profiles,
         )
 
     def close(self) -> None:
@@ -156,7 +188,7 @@ class Market:
     # consumers
 
     def search(self, spec: Spec, *, top_k: int = 0, mixture: bool = False) -> SearchResult:
-        spec.check_against(self.profile)
+        spec.check_against(self.profile_of(spec))
         if top_k < 0 or top_k > self.limits.max_top_k:
             raise InvalidArgument(f"top_k must be in 0..{self.limits.max_top_k}")
         return self.index.search(spec, top_k=top_k or self.limits.default_top_k, mixture=mixture)
@@ -222,7 +254,7 @@ class Market:
             self._check_publisher(caller, manifest, signature)
             if self.catalogue.exists(manifest.card.id):
                 raise AlreadyExists(f"a learnware with id {manifest.card.id!r} is already published")
-            check_package(manifest, workdir / "pkg", self.profile, self.base_models)
+            check_package(manifest, workdir / "pkg", self.profile_of(manifest.spec), self.base_models)
             if caller.anonymous and not self.signing_keys.has_keys(manifest.card.publisher):
                 # an open (local demo) market trusts a publisher's first key
                 try:

@@ -32,7 +32,10 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
     async def GetSpecProfile(
         self, request: pb.GetSpecProfileRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetSpecProfileResponse:
-        return pb.GetSpecProfileResponse(profile=serde.profile_to_pb(self.market.profile))
+        return pb.GetSpecProfileResponse(
+            profile=serde.profile_to_pb(self.market.profile),
+            profiles=[serde.profile_to_pb(p) for p in self.market.profiles],
+        )
 
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
         if not request.HasField("spec"):

@@ -41,6 +41,7 @@ def running_market(
     observer: Observer | None = None,
     grace: float | None = None,
     change_poll_s: float = CHANGE_POLL_S,
+    added_profiles: tuple[SpecProfile, ...] = (),
 ) -> Iterator[Running]:
     market = Market.open(
         data_dir,
@@ -49,6 +50,7 @@ def running_market(
         change_poll_s=change_poll_s,
         limits=limits or MarketLimits(),
         base_models=BaseModels(base_models or {}, allow_local_paths=allow_local_base_models),
+        added_profiles=added_profiles,
     )
     server, port = create_server(
         market,

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from lmdock.common.ranking import RANK_Z, distances
+from lmdock.common.ranking import RANK_Z, confidences, distances
 from lmdock.common.spec import EXACT, Privacy, Spec
 
 
@@ -81,3 +81,20 @@ def test_a_noisier_candidate_pays_more(rng) -> None:
     found = distances(query, rows, np.array([0.0, 0.1, 0.5]))
     charge = found.bound - found.distance
     assert charge[0] < charge[1] < charge[2]
+
+
+def test_confidences_known_values_ties_and_monotone_in_rank() -> None:
+    dim = 4
+    rows = np.zeros((3, dim), dtype=np.float32)
+    rows[0, 0] = rows[1, 1] = rows[2, 2] = 0.5  # ||m_i - m_j|| = 0.5 sqrt 2
+    d = np.array([0.1, 0.2, 0.6])
+    # with no noise the order is certain
+    assert confidences(d, rows, 0.0, np.zeros(3)).tolist() == [1.0, 0.0, 0.0]
+    # two exact learnwares, query noise 0.1: Phi(0.1 / (2 * 0.1 * 0.7071)) = Phi(0.7071)
+    two = confidences(d[:2], rows[:2], 0.1, np.zeros(2))
+    assert two == pytest.approx([0.76025, 0.23975], abs=1e-5)
+    three = confidences(d, rows, 0.1, np.zeros(3))
+    assert np.all(np.diff(three) <= 0) and 0 < three[0] < two[0]
+    # an exact tie with no noise: a coin toss between the two
+    assert confidences(np.array([0.3, 0.3]), rows[:2], 0.0, np.zeros(2)).tolist() == [0.5, 0.5]
+    assert confidences(np.zeros(0), rows[:0], 0.1, np.zeros(0)).size == 0

@@ -153,7 +153,7 @@ def test_a_search_too_noisy_for_the_profile_is_refused_before_booking(
     assert code == 2 and "above the market profile's max_sigma 0.7598" in err and "Traceback" not in err
     assert Ledger(ledger).state().entries == ()
     code, out, _ = run_cli(capsys, "search", *common, "--epsilon", "1")
-    assert code == 0 and "distance ± sd" in out and "lower is closer" in out
+    assert code == 0 and "distance ± sd" in out and "lower is closer" in out and "confidence" in out
 
 
 def test_one_search_reads_and_verifies_the_ledger_at_most_twice(

@@ -15,7 +15,7 @@ from lmdock.common.market_types import LearnwareInfo, Match, MixtureComponent, S
 from lmdock.common.mixture import explain_as_mixture
 from lmdock.common.package import TaskInfo
 from lmdock.common.profile import SpecProfile
-from lmdock.common.ranking import distances
+from lmdock.common.ranking import confidences, distances
 from lmdock.common.spec import EXACT, Spec, debiased_sq_distance
 from lmdock.server.blobs import LocalBlobStore
 from lmdock.server.db import Database
@@ -120,6 +120,8 @@ def _reference_search(items: list[LearnwareInfo], query: Spec, *, top_k: int, mi
             for i, w in zip(found.indices, found.weights, strict=True)
         )
         residual = found.residual
+    shown = ranked[:top_k]
+    confidence = confidences(est.distance[shown], matrix[shown], query.privacy.sigma, sigmas[shown])
     return SearchResult(
         mixture=components,
         mixture_residual=residual,
@@ -132,8 +134,9 @@ def _reference_search(items: list[LearnwareInfo], query: Spec, *, top_k: int, mi
                 score=float(scores[i]),
                 distance_sd=float(est.sd[i]),
                 rank_bound=float(est.bound[i]),
+                confidence=float(c),
             )
-            for i in ranked[:top_k]
+            for i, c in zip(shown, confidence, strict=True)
         ),
     )
 
@@ -247,10 +250,11 @@ def test_the_market_searches_the_index_it_is_given(tmp_path: Path, profile: Spec
         index=_RecordingIndex,
     )
     try:
-        assert isinstance(market.index, _RecordingIndex)
+        recording = market.index.of(profile.profile_id)
+        assert isinstance(recording, _RecordingIndex)
         query = cluster_spec(profile, seed=1)
         assert market.search(query).matches == ()
-        assert market.index.queries == [query]
+        assert recording.queries == [query]
     finally:
         market.close()
 
@@ -291,12 +295,14 @@ def test_the_hnsw_index_finds_what_the_exact_one_does_with_its_scores() -> None:
     recalls = []
     for seed in range(8):
         for query in _queries(items[2800:] + items[1:2800:20], seed=seed):
-            truth = exact.search(query, top_k=100)
-            by_id = {m.learnware_id: m for m in truth.matches}
-            found = hnsw.search(query, top_k=10)
-            assert found.matches[0] == truth.matches[0]
-            assert all(by_id[m.learnware_id] == m for m in found.matches)
-            recalls.append(_recall(found, exact.search(query, top_k=10)))
+            # the same scores for every match; the confidence is among the matches returned
+            truth = [dataclasses.replace(m, confidence=0.0) for m in exact.search(query, top_k=100).matches]
+            by_id = {m.learnware_id: m for m in truth}
+            result = hnsw.search(query, top_k=10)
+            found = [dataclasses.replace(m, confidence=0.0) for m in result.matches]
+            assert found[0] == truth[0]
+            assert all(by_id[m.learnware_id] == m for m in found)
+            recalls.append(_recall(result, exact.search(query, top_k=10)))
     assert np.mean(recalls) >= 0.99
 
 
@@ -340,12 +346,16 @@ def test_the_hnsw_index_persists_and_is_rebuilt_when_stale(
 
     market, log = _reopened(tmp_path, profile, caplog)
     assert "loaded the HNSW index of 199" in log
-    assert [m for m in market.search(query, top_k=19).matches] == [
-        m for m in before.matches if m.learnware_id != "lw-5"
-    ][:19]
+    scores = [dataclasses.replace(m, confidence=0.0) for m in market.search(query, top_k=19).matches]
+    assert (
+        scores
+        == [  # the confidence is among the matches returned: without lw-5 it differs
+            dataclasses.replace(m, confidence=0.0) for m in before.matches if m.learnware_id != "lw-5"
+        ][:19]
+    )
     market.close()
 
-    (tmp_path / "index" / "hnsw.json").write_text("{not json")
+    (tmp_path / "index" / profile.profile_id / "hnsw.json").write_text("{not json")
     market, log = _reopened(tmp_path, profile, caplog)
     assert "unreadable hnsw.json" in log and len(market.index) == 199
     market.close()

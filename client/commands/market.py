@@ -84,7 +84,8 @@ MATCHES_HEADER = (
     "kernel-mean distance; lower is closer; 0 is as close as the noise can tell, and noise can "
     "push it below 0); ± one standard deviation of it under the privacy noise of both specs. "
     "Ranked by distance + 2 standard deviations of the noise that can reorder matches, so a "
-    "noisy spec cannot come first by luck (docs/search.md)."
+    "noisy spec cannot come first by luck (docs/search.md). confidence: the chance, given the "
+    "noise and the gaps, that the match is the nearest of those listed."
 )
 
 #: The table's columns: (header, value of a match). A new column is one line here.
@@ -92,6 +93,7 @@ MATCH_COLUMNS: tuple[tuple[str, Callable[[Any], Any]], ...] = (
     ("learnware", lambda m: m.learnware_id),
     ("domain", lambda m: m.domain),
     ("distance ± sd", lambda m: f"{m.distance:.4g} ± {m.distance_sd:.2g}"),
+    ("confidence", lambda m: f"{m.confidence:.2f}"),
 )
 
 

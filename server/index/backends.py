@@ -1,7 +1,8 @@
 """Which index a market builds at start, and what a backend may read to build it.
 
 `exact` (the default) keeps every spec in a float32 matrix and scans it; `hnsw` answers from a
-faiss HNSW graph, re-ranked exactly, and persists it so a restart does not rebuild it (it needs
+faiss HNSW graph, re-ranked exactly, and persists it (in DATA_DIR/index/<profile id>/, one per
+served profile) so a restart does not rebuild it (it needs
 the `ann` extra: `pip install 'lmdock[ann]'`). docs/search.md says when to choose which.
 """
 
@@ -48,5 +49,7 @@ def index_factory(kind: str, data_dir: Path | None) -> IndexFactory:
         except ImportError as exc:
             raise FailedPrecondition(f"--index hnsw needs faiss ({exc}): pip install 'lmdock[ann]'") from None
         directory = data_dir / "index" if data_dir is not None else None
-        return lambda source: HnswIndex.open(source, directory=directory)
+        return lambda source: HnswIndex.open(
+            source, directory=None if directory is None else directory / source.profile.profile_id
+        )
     raise InvalidArgument(f"unknown index {kind!r} (choose from {', '.join(BACKENDS)})")

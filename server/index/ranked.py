@@ -6,7 +6,8 @@ bound, ties by each row's position in the order of adding. Score (0..1): the ker
 
     score_l = clip(2 <mu, mu_l> / (||mu||^2 + ||mu_l||^2), 0, 1) = clip(1 - d_l / (a + b), 0, 1)
 
-with a = ||s||^2 - sigma^2 D and b = ||mu_l||^2 - sigma_l^2 D (both debiased).
+with a = ||s||^2 - sigma^2 D and b = ||mu_l||^2 - sigma_l^2 D (both debiased). Confidence: the
+chance each match is the nearest of those returned (`lmdock.common.ranking.confidences`).
 
 Mixture (on request): non-negative weights summing to 1 over at most MIXTURE_COMPONENTS of
 the MIXTURE_CANDIDATES first learnwares by the bound that best explain the query's kernel
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from lmdock.common.market_types import Match, MixtureComponent, SearchResult
 from lmdock.common.mixture import explain_as_mixture
-from lmdock.common.ranking import Distances, distances
+from lmdock.common.ranking import Distances, confidences, distances
 from lmdock.common.spec import Spec
 from lmdock.server.index import Listing
 
@@ -109,7 +110,11 @@ class Candidates:
             )
             residual = found.residual
         matches = []
-        for i in range(min(top_k, len(self.rows))):
+        shown = min(top_k, len(self.rows))
+        confidence = confidences(
+            est.distance[:shown], self.rows[:shown], query.privacy.sigma, self.sigmas[:shown]
+        )
+        for i in range(shown):
             b = self.sq_norms[i] - self.sigmas[i] ** 2 * dim
             score = float(np.clip(1.0 - est.distance[i] / max(a + b, 1e-12), 0.0, 1.0))
             listing = self.listings[i]
@@ -122,6 +127,7 @@ class Candidates:
                     score=score,
                     distance_sd=float(est.sd[i]),
                     rank_bound=float(est.bound[i]),
+                    confidence=float(confidence[i]),
                 )
             )
         return SearchResult(mixture=components, mixture_residual=residual, matches=tuple(matches))

@@ -134,10 +134,12 @@ class GetSpecProfileRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetSpecProfileResponse(_message.Message):
-    __slots__ = ("profile",)
+    __slots__ = ("profile", "profiles")
     PROFILE_FIELD_NUMBER: _ClassVar[int]
+    PROFILES_FIELD_NUMBER: _ClassVar[int]
     profile: SpecProfile
-    def __init__(self, profile: _Optional[_Union[SpecProfile, _Mapping]] = ...) -> None: ...
+    profiles: _containers.RepeatedCompositeFieldContainer[SpecProfile]
+    def __init__(self, profile: _Optional[_Union[SpecProfile, _Mapping]] = ..., profiles: _Optional[_Iterable[_Union[SpecProfile, _Mapping]]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
     __slots__ = ("spec", "top_k", "mixture")
@@ -150,7 +152,7 @@ class SearchRequest(_message.Message):
     def __init__(self, spec: _Optional[_Union[Spec, _Mapping]] = ..., top_k: _Optional[int] = ..., mixture: _Optional[bool] = ...) -> None: ...
 
 class Match(_message.Message):
-    __slots__ = ("learnware_id", "name", "domain", "distance", "score", "distance_sd", "rank_bound")
+    __slots__ = ("learnware_id", "name", "domain", "distance", "score", "distance_sd", "rank_bound", "confidence")
     LEARNWARE_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
@@ -158,6 +160,7 @@ class Match(_message.Message):
     SCORE_FIELD_NUMBER: _ClassVar[int]
     DISTANCE_SD_FIELD_NUMBER: _ClassVar[int]
     RANK_BOUND_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     learnware_id: str
     name: str
     domain: str
@@ -165,7 +168,8 @@ class Match(_message.Message):
     score: float
     distance_sd: float
     rank_bound: float
-    def __init__(self, learnware_id: _Optional[str] = ..., name: _Optional[str] = ..., domain: _Optional[str] = ..., distance: _Optional[float] = ..., score: _Optional[float] = ..., distance_sd: _Optional[float] = ..., rank_bound: _Optional[float] = ...) -> None: ...
+    confidence: float
+    def __init__(self, learnware_id: _Optional[str] = ..., name: _Optional[str] = ..., domain: _Optional[str] = ..., distance: _Optional[float] = ..., score: _Optional[float] = ..., distance_sd: _Optional[float] = ..., rank_bound: _Optional[float] = ..., confidence: _Optional[float] = ...) -> None: ...
 
 class MixtureComponent(_message.Message):
     __slots__ = ("learnware_id", "weight")
