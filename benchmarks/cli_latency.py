@@ -1,14 +1,14 @@
 """How long the command line takes: to a clear error for everyday mistakes, and a search end to end.
 
-Each command runs as a user runs it, a fresh `python -m lmdock.client.cli` process (the
-`lmdock` entry point), timed from start to exit; beside them, bare `python -c pass` in the same
-run, the floor any command pays. The mistakes (issue 19 item 8): `lmdock run` of a learnware not
-in the cache, `lmdock pull` of one the market does not have, a second `lmdock daemon` on a state
-folder in use, a bad flag, and `lmdock-market keys create`. The searches: `lmdock search` of 50
-and of 300 texts (ε = 1) against a market in this process listing `--learnwares` learnwares
-of random exact specs, with a fresh ledger each time; the embedder loads in the command, as it
-does for a user. Prints one JSON object (seconds: the median of `--repeats`, and each figure's
-ratio to the bare start-up):
+Each command runs as a user runs it, a fresh `python -m lmdock.client.cli` process (the `lmdock`
+entry point), timed from start to exit; beside them, bare `python -c pass` in the same run, the
+floor any command pays. The mistakes (issue 19 item 8): `lmdock run` of a learnware not in the
+cache, `lmdock pull` of one the market does not have, a second `lmdock daemon` on a state folder
+in use, a bad flag, and `lmdock-market keys create`. The searches: `lmdock search` of 50 and of
+300 texts (ε = 1) against a market in this process listing `--learnwares` learnwares of exact
+specs (clustered like real ones), with a fresh ledger each time; the embedder loads in the
+command, as it does for a user. Prints one JSON object (seconds: the median of `--repeats`, and
+each figure's ratio to the bare start-up):
 
     python benchmarks/cli_latency.py [--repeats 3] [--learnwares 100]
 """
@@ -26,13 +26,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from lmdock.common.profile_factory import make_profile
 from lmdock.lab.refdata import DATA_DIR
 from lmdock.server.app import ServerSettings, create_server
 from lmdock.server.auth import AccessPolicy
 from lmdock.server.limits import RateLimits
 from lmdock.server.market import Market
-from rpc import _learnwares as learnwares
+from rpc import listed_learnwares
+from search import spec_rows
 
 CLIENT = [sys.executable, "-m", "lmdock.client.cli"]
 MARKET = [sys.executable, "-m", "lmdock.server.cli"]
@@ -68,7 +70,8 @@ def main() -> None:
         work = Path(tmp)
         env = {**os.environ, "LMDOCK_HOME": str(work / "home")}
         seeded = Market.open(work / "market", profile=profile)
-        seeded.catalogue.add_many(learnwares(profile.profile_id, profile.feature_dim, args.learnwares))
+        rows = spec_rows("clustered", args.learnwares, np.random.default_rng(0))
+        seeded.catalogue.add_many(listed_learnwares(profile.profile_id, rows))
         seeded.close()
         market = Market.open(work / "market", profile=profile)
         settings = ServerSettings(rate_limits=RateLimits(calls_per_second=0))

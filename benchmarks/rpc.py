@@ -109,7 +109,7 @@ def _measure(port: int, method: str, request_file: Path, key: str, callers: int,
     return dict(json.loads(out.stdout))
 
 
-def _learnwares(profile_id: str, rows: np.ndarray) -> list[LearnwareInfo]:
+def listed_learnwares(profile_id: str, rows: np.ndarray) -> list[LearnwareInfo]:
     return [
         LearnwareInfo(
             card=Card(id=f"lw-{i:07d}", name=f"lw {i}", domain="bench", licence="MIT", publisher="acme"),
@@ -147,7 +147,7 @@ def main() -> None:
         seeded = Market.open(work / "market", profile=profile)  # listed without blobs: Search only
         rng = np.random.default_rng(0)
         rows = spec_rows("clustered", args.learnwares, rng)
-        seeded.catalogue.add_many(_learnwares(profile.profile_id, rows))
+        seeded.catalogue.add_many(listed_learnwares(profile.profile_id, rows))
         seeded.close()
         market = Market.open(work / "market", profile=profile, index=args.index)
         _, key = market.api_keys.create("bench", Role.CONSUMER)
