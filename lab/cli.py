@@ -59,6 +59,14 @@ def _names(text: str | None) -> tuple[str, ...]:
     return tuple(n.strip() for n in (text or "").split(",") if n.strip())
 
 
+def _destinations(args: argparse.Namespace, full: str, quick: str) -> tuple[Path, Path | None]:
+    """The results folder (`--out`, else `full` or with --quick `quick`) and the markdown report
+    (`--docs`, else docs/results.md; none with --quick unless given)."""
+    out = Path(args.out) if args.out else Path(quick if args.quick else full)
+    docs = None if args.quick and not args.docs else Path(args.docs or "docs/results.md")
+    return out, docs
+
+
 def _eval_generative(args: argparse.Namespace) -> int:
     from lmdock.lab.gen_eval import GEN_FULL_SETTINGS, GEN_QUICK_SETTINGS, evaluate_generative
     from lmdock.lab.report import write_generative_report
@@ -74,12 +82,7 @@ def _eval_generative(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, examples=args.examples)
     if args.generalist_k:
         settings = dataclasses.replace(settings, k=args.generalist_k)
-    out = (
-        Path(args.out)
-        if args.out
-        else Path("results/generative-quick" if args.quick else "results/generative")
-    )
-    docs = None if args.quick and not args.docs else Path(args.docs or "docs/results.md")
+    out, docs = _destinations(args, "results/generative", "results/generative-quick")
     results = evaluate_generative(
         data_root=_data_root(args), workdir=_workdir(args), settings=settings, log=_log, jobs=args.jobs
     )
@@ -104,12 +107,7 @@ def _eval_identification(args: argparse.Namespace) -> int:
     settings = QUICK_IDENT if args.quick else FULL_IDENT
     if args.repeats:
         settings = dataclasses.replace(settings, draws=args.repeats)
-    out = (
-        Path(args.out)
-        if args.out
-        else Path("results/identification-quick" if args.quick else "results/identification")
-    )
-    docs = None if args.quick and not args.docs else Path(args.docs or "docs/results.md")
+    out, docs = _destinations(args, "results/identification", "results/identification-quick")
     results = evaluate_identification(
         catalogue=QUICK_MIXED if args.quick else FULL,
         data_root=_data_root(args),
@@ -141,8 +139,7 @@ def _eval(args: argparse.Namespace) -> int:
     settings = QUICK_SETTINGS if args.quick else FULL_SETTINGS
     if args.repeats:
         settings = dataclasses.replace(settings, repeats=args.repeats)
-    out = Path(args.out) if args.out else Path("results/quick" if args.quick else "results")
-    docs = None if args.quick and not args.docs else Path(args.docs or "docs/results.md")
+    out, docs = _destinations(args, "results", "results/quick")
     readme = None if args.quick or not Path("README.md").exists() else Path("README.md")
     results = evaluate(
         data_root=_data_root(args), workdir=_workdir(args), settings=settings, log=_log, jobs=args.jobs
