@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from lmdock.client.publish.training import tidy_adapter_folder
 from lmdock.common.canonical import canonical_json
 from lmdock.common.card import Card
+from lmdock.common.market_types import LearnwareInfo
 from lmdock.common.package import Manifest, TaskInfo, write_package
 from lmdock.common.profile import SpecProfile
 from lmdock.common.signing import sign_manifest
@@ -171,3 +172,15 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.05)
+
+
+def listed(learnware_id: str, spec: Spec) -> LearnwareInfo:
+    """A catalogue entry for index tests: the spec is all that matters, no package behind it."""
+    return LearnwareInfo(
+        card=Card(id=learnware_id, name=learnware_id, domain="test", licence="-", publisher="-"),
+        base_model="-",
+        task=TaskInfo("generation"),
+        spec=spec,
+        package_sha256="0" * 64,
+        package_size=1,
+    )

@@ -10,11 +10,8 @@ import numpy as np
 import pytest
 from lmdock.client.connection import MarketClient
 from lmdock.common import serde
-from lmdock.common.card import Card
 from lmdock.common.errors import AlreadyExists, InvalidArgument
 from lmdock.common.exit_codes import ERROR, USAGE
-from lmdock.common.market_types import LearnwareInfo
-from lmdock.common.package import TaskInfo
 from lmdock.common.profile_factory import make_profile
 from lmdock.common.ranking import comparable
 from lmdock.common.signing import generate_key
@@ -27,7 +24,7 @@ from lmdock.server.index.exact import ExactIndex
 from lmdock.v1 import market_pb2 as pb
 from lmdock.v1 import market_pb2_grpc as pb_grpc
 
-from tests.helpers import cluster_spec, make_adapter, make_package
+from tests.helpers import cluster_spec, listed, make_adapter, make_package
 from tests.market_helpers import running_market
 
 
@@ -140,18 +137,6 @@ def test_market_cli_adds_a_profile_by_kind_or_file(tmp_path, capsys, newer) -> N
         load_added_profiles(data_dir)
 
 
-def _info(id_: str, spec: Spec) -> LearnwareInfo:
-    card = Card(id=id_, name=id_, domain="test", licence="-", publisher="-")
-    return LearnwareInfo(
-        card=card,
-        base_model="-",
-        task=TaskInfo("generation"),
-        spec=spec,
-        package_sha256="0" * 64,
-        package_size=1,
-    )
-
-
 def test_comparable_scales_a_cosine_profiles_specs_to_unit_debiased_norm() -> None:
     values = np.array([0.3, 0.4], dtype=np.float32)  # norm 0.5
     assert comparable("linear", values, 0.1) == (values, 0.1)
@@ -174,7 +159,7 @@ def test_a_cosine_profile_ranks_a_short_centroid_mean_below_the_right_direction(
     indexes = ProfileIndexes({profile: ExactIndex(), cosine: ExactIndex()})
     for p in (profile, cosine):
         for name, v in (("narrow", narrow), ("wide", wide)):
-            indexes.add(_info(f"{p.kernel}-{name}", Spec(p.profile_id, v.astype(np.float32), EXACT)))
+            indexes.add(listed(f"{p.kernel}-{name}", Spec(p.profile_id, v.astype(np.float32), EXACT)))
     tops = {}
     for p in (profile, cosine):
         query = Spec(p.profile_id, (0.5 * t).astype(np.float32), EXACT)

@@ -7,28 +7,13 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from lmdock.common.card import Card
-from lmdock.common.market_types import LearnwareInfo
-from lmdock.common.package import TaskInfo
 from lmdock.common.profile import MAX_SIGMA
 from lmdock.common.profile_factory import make_profile
-from lmdock.common.spec import Spec, exact_spec, plan_release
+from lmdock.common.spec import exact_spec, plan_release
 from lmdock.server.index.by_profile import ProfileIndexes
 from lmdock.server.index.exact import ExactIndex
 
-from tests.helpers import random_unit_rows
-
-
-def _info(id_: str, spec: Spec) -> LearnwareInfo:
-    card = Card(id=id_, name=id_, domain="test", licence="-", publisher="-")
-    return LearnwareInfo(
-        card=card,
-        base_model="-",
-        task=TaskInfo("generation"),
-        spec=spec,
-        package_sha256="0" * 64,
-        package_size=1,
-    )
+from tests.helpers import listed, random_unit_rows
 
 
 def test_a_noisy_learnware_under_a_cosine_profile_rarely_comes_first() -> None:
@@ -46,9 +31,9 @@ def test_a_noisy_learnware_under_a_cosine_profile_rarely_comes_first() -> None:
     for t in range(trials):
         index = ProfileIndexes({cosine: ExactIndex()})
         for i, spec in enumerate(honest):
-            index.add(_info(f"honest-{i}", spec))
+            index.add(listed(f"honest-{i}", spec))
         mixed = np.concatenate([random_unit_rows(rng, 5, dim, c) for c in centres])
-        index.add(_info("noisy", plan.release(mixed).spec))
+        index.add(listed("noisy", plan.release(mixed).spec))
         query = user_plan.release(random_unit_rows(rng, 50, dim, centres[t % 4])).spec
         first += index.search(query, top_k=1).matches[0].learnware_id == "noisy"
     assert first / trials <= 0.05

@@ -21,11 +21,8 @@ from lmdock.client.connection import MarketClient
 from lmdock.client.ledger import Ledger
 from lmdock.client.spec_release import SpecBooking
 from lmdock.common.canonical import canonical_json, jcs, sha256_hex
-from lmdock.common.card import Card
 from lmdock.common.errors import InvalidArgument
-from lmdock.common.market_types import LearnwareInfo
 from lmdock.common.mixture import explain_as_mixture
-from lmdock.common.package import TaskInfo
 from lmdock.common.profile import MAX_SIGMA, SpecProfile, default_max_sigma
 from lmdock.common.ranking import RANK_Z
 from lmdock.common.signing import generate_key
@@ -34,7 +31,7 @@ from lmdock.server.auth import AccessPolicy
 from lmdock.server.index.exact import ExactIndex
 from lmdock.server.market import Market
 
-from tests.helpers import make_adapter, make_package, random_unit_rows
+from tests.helpers import listed, make_adapter, make_package, random_unit_rows
 from tests.market_helpers import TINY_BERT, running_market, status_of
 
 
@@ -128,17 +125,6 @@ def test_uploads_over_the_limit_are_refused_and_old_ones_are_not_ranked(
         assert status_of(lambda: client.search(spec)) == "INVALID_ARGUMENT"
 
 
-def _learnware(name: str, spec: Spec) -> LearnwareInfo:
-    return LearnwareInfo(
-        card=Card(id=name, name=name, domain=name, licence="-", publisher="-"),
-        base_model="-",
-        task=TaskInfo("generation"),
-        spec=spec,
-        package_sha256="0" * 64,
-        package_size=1,
-    )
-
-
 def test_an_honest_noisy_learnware_no_longer_wins_by_luck(profile) -> None:
     """Five exact learnwares (clusters) beside one honest release of a sixth cluster, nearly as
     noisy as the profile allows, released afresh 50 times; 4 users of the five search each time
@@ -149,7 +135,7 @@ def test_an_honest_noisy_learnware_no_longer_wins_by_luck(profile) -> None:
     rng = np.random.default_rng(7)
     centres = rng.standard_normal((6, dim)) * 0.6
     exact = [
-        _learnware(f"exact-{i}", exact_spec(random_unit_rows(rng, 300, dim, c), profile))
+        listed(f"exact-{i}", exact_spec(random_unit_rows(rng, 300, dim, c), profile))
         for i, c in enumerate(centres[:5])
     ]
     near_limit = plan_release(profile, units=20, epsilon=0.55, delta=1e-6)
@@ -158,7 +144,7 @@ def test_an_honest_noisy_learnware_no_longer_wins_by_luck(profile) -> None:
     by_distance = by_bound = right = searches = 0
     for _ in range(50):
         noisy = near_limit.release(random_unit_rows(rng, 20, dim, centres[5]), uniform=rng.random).spec
-        index = ExactIndex([*exact, _learnware("noisy", noisy)])
+        index = ExactIndex([*exact, listed("noisy", noisy)])
         for task in rng.choice(5, size=4):
             query = user.release(random_unit_rows(rng, 64, dim, centres[task]), uniform=rng.random).spec
             matches = index.search(query, top_k=6).matches
