@@ -21,22 +21,32 @@ replace-one-calibrated release enters with multiplier 2z and an add-remove one w
 releases i = 1..k of one data set are booked at a target delta (the budget's):
 
     eps_sum = sum_i epsilon_i           if sum_i delta_i <= delta, else infinity   (basic)
-    eps_pld = PLD(z_i, q_i, steps_i; delta - (1 + e^G) sum_i tv_i), kept if <= G   (PLD)
-    epsilon = min(eps_sum, eps_pld)
+    eps_M   = M(z_i, q_i, steps_i; delta - (1 + e^G) sum_i tv_i), kept if <= G
+    epsilon = min(eps_sum, eps_M)
 
-where G is a guess at the composed epsilon: PLD(z_i, q_i, steps_i; delta) + 0.1, raised if the
-answer exceeds it. The TV term is paid at the composed epsilon, not at e^(sum epsilon_i), which
-would book ten epsilon = 1 specs at 3.346 (exact 3.140) and the eleventh at infinity. Both are valid
+where G is a guess at the composed epsilon: M(z_i, q_i, steps_i; delta) + 0.1, raised if the
+answer exceeds it, and M is the epsilon of the composed ideal mechanisms at a delta:
+
+* every q_i = 1 (specs, full-batch training): the composition of Gaussian mechanisms is
+  exactly one Gaussian mechanism, mu-GDP with mu^2 = sum_i steps_i (2 / z_i)^2 (z_i in
+  dp_accounting's convention below; Dong, Roth & Su 2022, Cor. 3.3), whose epsilon at delta is
+  the smallest with Phi(mu/2 - epsilon/mu) - e^epsilon Phi(-mu/2 - epsilon/mu) <= delta (the
+  analytic Gaussian's curve, `calibration.analytic_delta`), found by bisection ("gaussian");
+* otherwise dp_accounting's PLD accountant ("pld").
+
+The TV term is paid at the composed epsilon, not at e^(sum epsilon_i), which would book ten
+epsilon = 1 specs at 3.346 (exact 3.140) and the eleventh at infinity. All are valid
 (epsilon, delta) guarantees for replace-one neighbours, so their minimum is too. Basic
 composition: each release is (epsilon_i, delta_i)-DP as implemented, so k of them are
 (sum epsilon_i, sum delta_i)-DP; this needs each DP-SGD release's epsilon_i to be its
-replace-one epsilon (`dp_sgd_noise_multiplier` calibrates it so). PLD: the pessimistic
+replace-one epsilon (`dp_sgd_noise_multiplier` calibrates it so). GDP: the composed ideal
+Gaussians are exactly the mu-Gaussian, and the bisection rounds up. PLD: the pessimistic
 privacy loss distribution (Koskela et al. 2020; Doroshenko et al. 2022, "connect the dots")
 bounds the epsilon of the composed ideal mechanisms from above at the delta it is given; the
 implemented releases are within TV sum tv_i of them, which costs (1 + e^G) sum tv_i of delta.
 
 Known values (tests/test_accounting.py): an analytically calibrated epsilon = 1, delta = 1e-6
-spec books exactly 1 (basic; PLD: 0.9999); two of them 1.455 at delta = 1e-6, five 2.124 at
+spec books exactly 1 (basic; the exact composition agrees); two of them 1.455 at delta = 1e-6, five 2.124 at
 1e-5; Opacus' PRV accountant gave 1.010, 1.465 and 2.134. Booking at a fixed delta keeps the
 booked epsilon from ever going down when a release is added.
 """
@@ -45,11 +55,11 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lmdock.common.calibration import validate_privacy
+from lmdock.common.calibration import analytic_delta, validate_privacy
 from lmdock.common.errors import InvalidArgument
 
 __all__ = [
@@ -59,9 +69,9 @@ __all__ = [
     "Spent",
     "check_delta",
     "compose",
+    "composed_epsilon",
     "dp_sgd_noise_multiplier",
     "max_delta",
-    "pld_epsilon",
 ]
 
 #: What a release's noise multiplier is relative to (module docstring).
@@ -71,9 +81,11 @@ SENSITIVITIES = ("replace-one", "add-remove")
 PLD_DISCRETIZATION = 1e-3
 #: dp_sgd_noise_multiplier's answer is at most this much (relative) above the smallest z.
 NOISE_TOLERANCE = 1e-3
-#: How far above the PLD epsilon at delta the TV term is paid (`_pld_with_tv`): e^0.1 = 1.1,
+#: How far above the composed epsilon at delta the TV term is paid (`_epsilon_with_tv`): e^0.1 = 1.1,
 #: so the TV costs at most 10 % more than at the exact composed epsilon.
 TV_GUESS_MARGIN = 0.1
+#: `_gaussian_epsilon`'s answer is at most this much (relative, or absolute below 1) above the exact one.
+GAUSSIAN_TOLERANCE = 1e-9
 #: The largest delta any release or budget may have, whatever n (`max_delta`).
 DELTA_CEILING = 1e-6
 
@@ -188,7 +200,7 @@ class Spent:
     epsilon: float
     delta: float
     releases: int
-    method: str  # "none", "basic" or "pld": which bound gave epsilon
+    method: str  # "none", "basic", "gaussian" or "pld": which bound gave epsilon
 
     def within(self, budget: Budget) -> bool:
         # a hair of tolerance: basic composition sums floats
@@ -201,6 +213,47 @@ class Spent:
             "releases": self.releases,
             "method": self.method,
         }
+
+
+def _gaussian_mu(releases: Sequence[Release]) -> float | None:
+    """mu of the one Gaussian mechanism that `releases` compose into exactly, or None when any
+    is subsampled (module docstring: mu^2 = sum_i steps_i (2 / z_i)^2, z_i replace-one)."""
+    if any(r.sample_rate != 1 for r in releases):
+        return None
+    return math.sqrt(math.fsum(r.steps * (2.0 / r.replace_one_multiplier) ** 2 for r in releases))
+
+
+def _gaussian_epsilon(mu: float, delta: float) -> float:
+    """The exact epsilon of mu-GDP at `delta`: the smallest epsilon with
+    Phi(mu/2 - epsilon/mu) - e^epsilon Phi(-mu/2 - epsilon/mu) <= delta, by bisection, rounded up."""
+
+    def ok(epsilon: float) -> bool:
+        return analytic_delta(sigma=1.0 / mu, sensitivity=1.0, epsilon=epsilon) <= delta
+
+    if ok(0.0):
+        return 0.0
+    hi = 1.0
+    while not ok(hi):
+        hi *= 2.0
+        if hi > 512:  # far past any budget (epsilon <= 100), and e^epsilon stays a float
+            return math.inf
+    lo = 0.0
+    while hi - lo > GAUSSIAN_TOLERANCE * max(hi, 1.0):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    return hi
+
+
+def _epsilon_curve(releases: Sequence[Release]) -> Callable[[float], float]:
+    """delta -> the epsilon of the composed ideal mechanisms: exact when every release is a plain
+    Gaussian (specs), else dp_accounting's pessimistic PLD (module docstring). The exact path
+    also keeps SciPy, which dp_accounting imports (1.9 s), off a search's path."""
+    mu = _gaussian_mu(releases)
+    if mu is not None:
+        exact_mu = mu
+        return lambda delta: _gaussian_epsilon(exact_mu, delta) if 0 < delta < 1 else math.inf
+    accountant = _pld(releases)
+    return lambda delta: _pld_epsilon_at(accountant, delta)
 
 
 def _pld(releases: Sequence[Release]) -> Any:
@@ -221,7 +274,7 @@ def _pld(releases: Sequence[Release]) -> Any:
     return accountant
 
 
-def _epsilon_at(accountant: Any, delta: float) -> float:
+def _pld_epsilon_at(accountant: Any, delta: float) -> float:
     if not 0 < delta < 1:
         return math.inf
     try:
@@ -230,16 +283,17 @@ def _epsilon_at(accountant: Any, delta: float) -> float:
         return math.inf
 
 
-def pld_epsilon(releases: Sequence[Release], *, delta: float) -> float:
-    """dp_accounting's pessimistic PLD bound on the replace-one epsilon of the composed ideal
-    mechanisms at `delta` (module docstring); infinity outside its numerical range."""
+def composed_epsilon(releases: Sequence[Release], *, delta: float) -> float:
+    """An upper bound on the replace-one epsilon of the composed ideal mechanisms at `delta`:
+    exact for plain Gaussians, dp_accounting's pessimistic PLD otherwise (module docstring);
+    infinity outside the numerical range."""
     if not releases:
         return 0.0
-    return _epsilon_at(_pld(releases), delta)
+    return _epsilon_curve(releases)(delta)
 
 
-def _pld_with_tv(releases: Sequence[Release], *, delta: float, tv: float) -> float:
-    """The PLD epsilon of the implemented releases, paying their TV at the composed epsilon.
+def _epsilon_with_tv(releases: Sequence[Release], *, delta: float, tv: float) -> float:
+    """The epsilon of the implemented releases, paying their TV at the composed epsilon.
 
     The implementation is within TV `tv` of the ideal composition M; if M is (e, d')-DP, the
     implementation is (e, d' + (1 + e^e) tv)-DP. So for any guess G >= e, querying M at
@@ -247,13 +301,13 @@ def _pld_with_tv(releases: Sequence[Release], *, delta: float, tv: float) -> flo
     itself (a lower bound on the answer), not at sum(epsilon_i): e^(sum epsilon_i) outgrows
     delta after about ten releases and would book infinity.
     """
-    accountant = _pld(releases)
-    floor = _epsilon_at(accountant, delta)
+    epsilon_at = _epsilon_curve(releases)
+    floor = epsilon_at(delta)
     guess = floor + TV_GUESS_MARGIN
     for _ in range(3):
         if not math.isfinite(guess):
             return math.inf
-        candidate = _epsilon_at(accountant, delta - (1.0 + math.exp(min(guess, 700.0))) * tv)
+        candidate = epsilon_at(delta - (1.0 + math.exp(min(guess, 700.0))) * tv)
         if candidate <= guess:
             return candidate
         guess = candidate + TV_GUESS_MARGIN
@@ -268,16 +322,17 @@ def compose(releases: Sequence[Release], *, delta: float) -> Spent:
     total = math.fsum(r.epsilon for r in releases)
     deltas_fit = math.fsum(r.delta for r in releases) <= delta * (1 + 1e-12)  # float sums of equal deltas
     eps_sum = total if deltas_fit else math.inf
-    eps_pld = _pld_with_tv(releases, delta=delta, tv=math.fsum(r.tv_slack for r in releases))
-    if eps_pld < eps_sum:
-        return Spent(epsilon=eps_pld, delta=delta, releases=len(releases), method="pld")
+    eps_composed = _epsilon_with_tv(releases, delta=delta, tv=math.fsum(r.tv_slack for r in releases))
+    if eps_composed < eps_sum:
+        method = "gaussian" if _gaussian_mu(releases) is not None else "pld"
+        return Spent(epsilon=eps_composed, delta=delta, releases=len(releases), method=method)
     return Spent(epsilon=eps_sum, delta=delta, releases=len(releases), method="basic")
 
 
 def dp_sgd_noise_multiplier(*, epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
     """The smallest z (to NOISE_TOLERANCE) at which `steps` Poisson-sampled Gaussian steps at
     `sample_rate`, z relative to one record's clipped contribution, are (epsilon, delta)-DP for
-    replace-one neighbours (by `pld_epsilon`); bisection on log z."""
+    replace-one neighbours (by `composed_epsilon`); bisection on log z."""
     validate_privacy(epsilon=epsilon, delta=delta)
 
     def spent(z: float) -> float:
@@ -289,7 +344,7 @@ def dp_sgd_noise_multiplier(*, epsilon: float, delta: float, sample_rate: float,
             steps=steps,
             sensitivity="add-remove",
         )
-        return pld_epsilon([release], delta=delta)
+        return composed_epsilon([release], delta=delta)
 
     hi = 1.0
     while spent(hi) > epsilon:

@@ -15,7 +15,7 @@ from lmdock.client.publish.dp_sgd import DPConfig, plan_dp_sgd
 from lmdock.client.publish.training import PROBE_TRAINING, TrainingConfig, dp_plan_for, train_adapter
 from lmdock.client.runtime import load_learnware
 from lmdock.client.task.jsonl import read_jsonl_task
-from lmdock.common.accounting import Budget, pld_epsilon
+from lmdock.common.accounting import Budget, composed_epsilon
 from lmdock.common.errors import BudgetExceeded, InvalidArgument
 from lmdock.common.package import TaskInfo
 from lmdock.lab.embedded import embedded_market
@@ -62,7 +62,7 @@ def test_the_plan_is_fixed_before_training_and_checked_against_the_run() -> None
     plan = plan_dp_sgd(DPConfig(epsilon=8.0, delta=1e-6), records=2000, batch_size=128, epochs=10)
     assert (plan.steps_per_epoch, plan.steps, plan.sample_rate) == (16, 160, 1 / 16)
     assert plan.noise_multiplier == pytest.approx(1.085, abs=0.005)
-    assert plan.epsilon <= 8.0 and plan.epsilon == pld_epsilon([plan.release()], delta=1e-6)
+    assert plan.epsilon <= 8.0 and plan.epsilon == composed_epsilon([plan.release()], delta=1e-6)
     assert plan.release().sensitivity == "add-remove"
     with pytest.raises(InvalidArgument, match=r"1/\(10 n\)"):
         plan_dp_sgd(DPConfig(epsilon=8.0, delta=1e-3), records=2000, batch_size=128, epochs=10)

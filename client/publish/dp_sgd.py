@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-from lmdock.common.accounting import Release, check_delta, dp_sgd_noise_multiplier, pld_epsilon
+from lmdock.common.accounting import Release, check_delta, composed_epsilon, dp_sgd_noise_multiplier
 from lmdock.common.errors import InvalidArgument
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -84,7 +84,7 @@ class DPPlan:
             )
         part = replace(self, steps=self.steps // parts)
         return replace(
-            part, epsilon=min(pld_epsilon([part.release()], delta=self.config.delta), self.epsilon)
+            part, epsilon=min(composed_epsilon([part.release()], delta=self.config.delta), self.epsilon)
         )
 
     def release(self) -> Release:
@@ -108,7 +108,7 @@ def plan_dp_sgd(config: DPConfig, *, records: int, batch_size: int, epochs: int)
         epsilon=config.epsilon, delta=config.delta, sample_rate=1.0 / steps_per_epoch, steps=steps
     )
     plan = DPPlan(config, records, batch_size, steps_per_epoch, steps, z, epsilon=config.epsilon)
-    return replace(plan, epsilon=min(pld_epsilon([plan.release()], delta=config.delta), config.epsilon))
+    return replace(plan, epsilon=min(composed_epsilon([plan.release()], delta=config.delta), config.epsilon))
 
 
 @dataclass(frozen=True)
