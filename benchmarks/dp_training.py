@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from corpus import data_dir, read_records
-from lmdock.client.publish.dp_sgd import DPConfig
 from lmdock.client.publish.training import PROBE_TRAINING, TrainingConfig, train_adapter
 from lmdock.client.runtime import load_learnware, zero_shot_classify
+from lmdock.client.training.dp_sgd import DPConfig
 from lmdock.common.package import TaskInfo
 
 BASE = "sentence-transformers/all-MiniLM-L6-v2"

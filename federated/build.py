@@ -27,8 +27,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from lmdock.client.models import resolve_base_model
-from lmdock.client.publish.objectives import load_task_model
 from lmdock.client.publish.training import tidy_adapter_folder
+from lmdock.client.training.objectives import load_task_model
 from lmdock.common.errors import FailedPrecondition
 from lmdock.common.profile import SpecProfile
 from lmdock.common.spec import Spec

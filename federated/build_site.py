@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
-from lmdock.client.publish.dp_sgd import DPConfig, DPPlan, plan_dp_sgd
 from lmdock.client.publish.training import PROBE_TRAINING, TrainingConfig, train_adapter
 from lmdock.client.task import TaskData
+from lmdock.client.training.dp_sgd import DPConfig, DPPlan, plan_dp_sgd
 from lmdock.common.errors import FailedPrecondition, InvalidArgument
 from lmdock.common.package import TaskInfo
 from lmdock.federated.site import Site

@@ -14,7 +14,7 @@ log p(token | the sequence before position + 1). Three kinds of question are bui
 * the vocabulary projection runs only at the positions read, never over the whole sequence
   (at 49k tokens it costs as much as several layers).
 
-`SplitModel` runs the decoder in two parts (`lmdock.client.publish.layer_split`): the lower
+`SplitModel` runs the decoder in two parts (`lmdock.client.training.layer_split`): the lower
 layers once (no adapter touches them, they are frozen), and the upper layers once per adapter
 on the cached lower activations, so scoring k top-layer adapters costs lower + k * upper
 instead of k * (lower + upper).
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
-from lmdock.client.publish.layer_split import Frame, LayerSplit
+from lmdock.client.training.layer_split import Frame, LayerSplit
 
 __all__ = [
     "Lower",

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 from lmdock.client.ledger import Ledger, dataset_id
-from lmdock.client.publish.dp_sgd import DPConfig, plan_dp_sgd
 from lmdock.client.publish.training import PROBE_TRAINING, TrainingConfig, dp_plan_for, train_adapter
 from lmdock.client.runtime import load_learnware
 from lmdock.client.task.jsonl import read_jsonl_task
+from lmdock.client.training.dp_sgd import DPConfig, plan_dp_sgd
 from lmdock.common.accounting import Budget, composed_epsilon
 from lmdock.common.errors import BudgetExceeded, InvalidArgument
 from lmdock.common.package import TaskInfo

@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from lmdock.client.publish.chacha import ChaChaGaussian
-from lmdock.client.publish.dp_sgd import DPConfig, PrivateTraining, plan_dp_sgd
-from lmdock.client.publish.opacus_noise import (
+from lmdock.client.training.chacha import ChaChaGaussian
+from lmdock.client.training.dp_sgd import DPConfig, PrivateTraining, plan_dp_sgd
+from lmdock.client.training.opacus_noise import (
     ChaChaDPOptimizer,
     ChaChaPoissonSampler,
     check_opacus_version,

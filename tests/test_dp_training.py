@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 from lmdock.client.prompts import answer_ids, prompt_ids
-from lmdock.client.publish.dp_sgd import DPConfig
-from lmdock.client.publish.objectives import TaskModel, load_task_model
 from lmdock.client.publish.training import TrainingConfig, train_adapter
 from lmdock.client.runtime import load_learnware
+from lmdock.client.training.dp_sgd import DPConfig
+from lmdock.client.training.objectives import TaskModel, load_task_model
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.package import TaskInfo
 from peft import get_peft_model_state_dict

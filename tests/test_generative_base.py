@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from lmdock.client.models import resolve_base_model
-from lmdock.client.publish.objectives import load_task_model
+from lmdock.client.training.objectives import load_task_model
 from lmdock.common.base_model_files import SMOLLM2, PackagedGguf, convert_gguf
 from lmdock.common.errors import FailedPrecondition, IntegrityError
 from lmdock.common.package import TaskInfo

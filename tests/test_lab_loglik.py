@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lmdock.client.publish.objectives import load_task_model
 from lmdock.client.publish.training import TrainingConfig
+from lmdock.client.training.objectives import load_task_model
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.package import TaskInfo
 from lmdock.lab.gen_scoring import first_adapted_layer

@@ -19,10 +19,23 @@ FORBIDDEN = {
     "federated": ("lmdock.server", "lmdock.lab"),
 }
 #: The client's wings: each imports only downward (task at the bottom; the consumer's flow on top
-#: of it; the publisher's toolchain and the daemon on top of that; the command line over all).
+#: of it; training on top of that; the publisher's toolchain and the daemon on top of those; the
+#: command line over all).
 CLIENT_WINGS = {
     "task": ("lmdock.client.",),  # nothing of the client but itself: checked with the exception below
-    "top": ("lmdock.client.publish", "lmdock.client.daemon", "lmdock.client.commands", "lmdock.client.cli"),
+    "top": (
+        "lmdock.client.training",
+        "lmdock.client.publish",
+        "lmdock.client.daemon",
+        "lmdock.client.commands",
+        "lmdock.client.cli",
+    ),
+    "training": (
+        "lmdock.client.publish",
+        "lmdock.client.daemon",
+        "lmdock.client.commands",
+        "lmdock.client.cli",
+    ),
     "publish": ("lmdock.client.daemon", "lmdock.client.commands", "lmdock.client.cli"),
     "daemon": ("lmdock.client.publish", "lmdock.client.commands", "lmdock.client.cli"),
 }
@@ -109,6 +122,7 @@ def test_the_wings_exist_where_the_architecture_page_says() -> None:
     page = (ROOT / "docs" / "architecture.md").read_text()
     rooms = (
         "client/task/",
+        "client/training/",
         "client/publish/",
         "client/daemon/",
         "client/commands/",

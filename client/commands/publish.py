@@ -29,8 +29,8 @@ def _build(args: argparse.Namespace) -> int:
     from lmdock.client.commands.ledger import debit_dict, spent_line
     from lmdock.client.commands.output import emit_json, progress_bar
     from lmdock.client.publish.build import build_learnware
-    from lmdock.client.publish.dp_sgd import DPConfig
     from lmdock.client.publish.model_card import describe_dp
+    from lmdock.client.training.dp_sgd import DPConfig
     from lmdock.common.errors import InvalidArgument
 
     if (args.dp_epsilon is None) != (args.dp_delta is None):

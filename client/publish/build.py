@@ -31,7 +31,6 @@ from lmdock.client.ledger import Debit, Ledger, dataset_id
 from lmdock.client.models import resolve_base_model
 from lmdock.client.operations import count_matches
 from lmdock.client.progress import TrainingProgress
-from lmdock.client.publish.dp_sgd import DPConfig
 from lmdock.client.publish.model_card import render_model_card
 from lmdock.client.publish.scores import SCORE_NAMES, ScorePlan, plan_scores
 from lmdock.client.publish.training import (
@@ -42,6 +41,7 @@ from lmdock.client.publish.training import (
 )
 from lmdock.client.runtime import load_learnware, zero_shot_classify
 from lmdock.client.task import TaskData, read_task_file
+from lmdock.client.training.dp_sgd import DPConfig
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.hashing import sha256_file
 from lmdock.common.package import TaskInfo

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from lmdock.client.heads import mean_features
-from lmdock.client.publish.objectives import TaskModel
+from lmdock.client.training.objectives import TaskModel
 
 __all__ = ["FEATURE_BATCH", "MOMENTUM", "linear_probe"]
 

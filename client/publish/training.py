@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from lmdock.client.models import resolve_base_model
 from lmdock.client.progress import TrainingProgress
-from lmdock.client.publish.dp_sgd import DPConfig, DPPlan, DPReport, PrivateTraining, plan_dp_sgd
-from lmdock.client.publish.objectives import load_task_model
 from lmdock.client.publish.probe import linear_probe
+from lmdock.client.training.dp_sgd import DPConfig, DPPlan, DPReport, PrivateTraining, plan_dp_sgd
+from lmdock.client.training.objectives import load_task_model
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.package import TaskInfo
 from peft import get_peft_model_state_dict, set_peft_model_state_dict

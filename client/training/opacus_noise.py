@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import opacus
 import torch
-from lmdock.client.publish.chacha import ChaChaGaussian
+from lmdock.client.training.chacha import ChaChaGaussian
 from opacus.optimizers import DPOptimizer
 from torch.utils.data import Sampler
 

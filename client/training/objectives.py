@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from lmdock.client.heads import check_mean_pooling, classification_logits
 from lmdock.client.prompts import answer_ids, prompt_ids
-from lmdock.client.publish.layer_split import LayerSplit
+from lmdock.client.training.layer_split import LayerSplit
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.package import TaskInfo
 from peft import LoraConfig, TaskType, get_peft_model

@@ -159,8 +159,8 @@ class PrivateTraining:
     """Opacus' PrivacyEngine around a model, its optimiser and a loader of record indices."""
 
     def __init__(self, model: torch.nn.Module, optimiser: torch.optim.Optimizer, plan: DPPlan) -> None:
-        from lmdock.client.publish.chacha import ChaChaGaussian
-        from lmdock.client.publish.opacus_noise import ChaChaDPOptimizer, ChaChaPoissonSampler
+        from lmdock.client.training.chacha import ChaChaGaussian
+        from lmdock.client.training.opacus_noise import ChaChaDPOptimizer, ChaChaPoissonSampler
         from opacus import PrivacyEngine
         from opacus.optimizers import DPOptimizer
 
