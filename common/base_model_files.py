@@ -15,6 +15,7 @@ and run on it. Kept free of torch at import time.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -30,6 +31,7 @@ __all__ = [
     "PACKAGED_BASE_MODELS",
     "SMOLLM2",
     "PackagedGguf",
+    "base_weights_sha256",
     "convert_gguf",
     "model_cache_root",
     "packaged_base_dir",
@@ -71,6 +73,18 @@ PACKAGED_BASE_MODELS = {
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     ),
 }
+
+
+def base_weights_sha256(name: str, folder: Path) -> str:
+    """What pins base model `name` (resolved to `folder`): a packaged model's GGUF sha256, else the
+    sha256 of the names and sha256s of the folder's safetensors files (a local checkpoint)."""
+    if name in PACKAGED_BASE_MODELS:
+        return PACKAGED_BASE_MODELS[name].sha256
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FailedPrecondition(f"base model folder {folder} has no safetensors weights to pin")
+    listing = "".join(f"{f.name}\0{sha256_file(f)}\n" for f in files)
+    return hashlib.sha256(listing.encode()).hexdigest()
 
 
 def model_cache_root() -> Path:

@@ -111,6 +111,20 @@ class TaskModel:
             a = answer_ids(self.tokenizer, answer)[: self.max_tokens] + end
             ids.append(p + a)
             labels.append([IGNORE] * len(p) + a)
+        return self._predicted_loss(ids, labels)
+
+    def text_loss(self, texts: Sequence[str]) -> torch.Tensor:
+        """(1/B) Σ_i of the mean next-token loss over text i's first `max_tokens` tokens, as they
+        stand (no prompt, no template): what a task vector learns (`training.task_vector`)."""
+        ids = [
+            list(self.tokenizer(t, add_special_tokens=False)["input_ids"])[: self.max_tokens]
+            or [self.eos_id or 0]
+            for t in texts
+        ]
+        return self._predicted_loss(ids, ids)
+
+    def _predicted_loss(self, ids: list[list[int]], labels: list[list[int]]) -> torch.Tensor:
+        """(1/B) Σ_i mean cross-entropy of example i's tokens whose label is not IGNORE."""
         target = torch.tensor([y + [IGNORE] * (max(map(len, ids)) - len(y)) for y in labels])[:, 1:]
         hidden = self._final_hidden(ids)
         # The vocabulary projection only where an answer token is predicted: prompts are most of
