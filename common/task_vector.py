@@ -47,9 +47,9 @@ class TaskVectorProfile:
     rank: int = 4
     targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj")
     max_tokens: int = 32
-    steps: int = 8
-    learning_rate: float = 0.5
-    clip_norm: float = 1.0
+    steps: int = 1  # under DP more steps add noise as fast as signal (docs/search.md), and cost time
+    learning_rate: float = 1.0
+    clip_norm: float = 0.02  # near SmolLM2's per-record gradient norms (0.04-0.2): docs/results.md
     seed: int = 0
     kind: str = TASK_VECTOR_KIND
     version: int = TASK_VECTOR_VERSION

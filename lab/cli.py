@@ -3,6 +3,7 @@
 lmdock-lab eval  [--quick] [--data DIR] ...   build, publish, evaluate, write results
 lmdock-lab eval --generative [--quick] ...     the same for the generative (SmolLM2) market
 lmdock-lab eval --identification [--quick]     leave-one-data-set-out identification on the specs
+lmdock-lab eval --task-vector [--quick]        the same: kernel mean vs task vector vs both, by ε and n
 lmdock-lab build [--quick] [--data DIR]       build (or read back) the reference learnwares
 lmdock-lab serve [--quick] [--data DIR]       serve the reference market until interrupted
 lmdock-lab tasks --out DIR [--data DIR]       write the user tasks as JSONL task files
@@ -128,7 +129,39 @@ def _eval_identification(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_task_vector(args: argparse.Namespace) -> int:
+    from lmdock.client.training.task_vector import task_vector_profile
+    from lmdock.common.base_model_files import SMOLLM2
+    from lmdock.common.profile_factory import make_profile
+    from lmdock.lab.gen_market import GEN_FULL, GEN_QUICK
+    from lmdock.lab.report import write_task_vector_report
+    from lmdock.lab.task_vector_eval import FULL_TV, QUICK_TV, evaluate_task_vectors
+
+    settings = QUICK_TV if args.quick else FULL_TV
+    if args.repeats:
+        settings = dataclasses.replace(settings, draws=args.repeats)
+    out, docs = _destinations(args, "results/task-vector", "results/task-vector-quick")
+    results = evaluate_task_vectors(
+        catalogue=GEN_QUICK if args.quick else GEN_FULL,
+        data_root=_data_root(args),
+        km_profile=make_profile(),
+        tv_profile=task_vector_profile(SMOLLM2),
+        settings=settings,
+        cache=_workdir(args) / "embeddings",
+        log=_log,
+    )
+    written = write_task_vector_report(results, out, docs=docs)
+    brief = {f"{c['method']} n={c['n']} eps={c['epsilon']}": c["right"] for c in results["pooled"]}
+    brief_out = {"right_domain": brief, "seconds": results["seconds"], "written": [str(p) for p in written]}
+    print(
+        json.dumps(brief_out, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in brief_out.items())
+    )
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
+    if args.task_vector:
+        return _eval_task_vector(args)
     if args.generative:
         return _eval_generative(args)
     if args.identification:
@@ -304,6 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="leave-one-data-set-out identification on the learnwares' specs (no training); "
         "results/identification/ and its section of docs/results.md",
+    )
+    e.add_argument(
+        "--task-vector",
+        action="store_true",
+        help="kernel mean vs task vector vs both, leave one data set out on the generative market "
+        "(no training); results/task-vector/ and its section of docs/results.md",
     )
     e.add_argument("--examples", type=_positive, help="--generative: scored examples per task (default 100)")
     e.add_argument(

@@ -1,4 +1,5 @@
-"""The profile's embedder with a memory of what it has embedded, optionally kept on disk.
+"""The profile's embedder with a memory of what it has embedded, optionally kept on disk
+(`TextVectors`: any per-text vector, e.g. the lab's task-vector gradient rows).
 
 In memory a text is embedded once per run. With a folder, the vectors are also kept in
 FOLDER/<embedder sha256[:16]>-<max_tokens>.npz, keyed by the sha256 of each text, so a rerun
@@ -13,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,37 +23,41 @@ import numpy.typing as npt
 from lmdock.client.embedder import Embedder
 from lmdock.common.profile import SpecProfile
 
-__all__ = ["CachingEmbedder"]
+__all__ = ["CachingEmbedder", "TextVectors"]
 
 
 def _key(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 
-class CachingEmbedder(Embedder):
-    """The profile's embedder, remembering every text it has embedded (on disk with `folder`)."""
+class TextVectors:
+    """`compute`'s vector of each text, computed once: in memory, and in `file` (an npz of keys and
+    vectors, rewritten atomically after each call that computed something new) when given."""
 
-    def __init__(self, profile: SpecProfile, *, folder: Path | None = None) -> None:
-        super().__init__(profile)
+    def __init__(
+        self,
+        compute: Callable[[Sequence[str]], npt.NDArray[np.float32]],
+        *,
+        dim: int,
+        file: Path | None = None,
+    ) -> None:
+        self.compute, self.dim, self._file = compute, dim, file
         self._seen: dict[bytes, npt.NDArray[np.float32]] = {}
-        self._file = (
-            None if folder is None else folder / f"{profile.embedder_sha256[:16]}-{profile.max_tokens}.npz"
-        )
-        if self._file is not None and self._file.exists():
-            with np.load(self._file) as stored:
+        if file is not None and file.exists():
+            with np.load(file) as stored:
                 keys, vectors = stored["keys"], stored["vectors"]
-            if vectors.shape[1:] == (profile.embedding_dim,):
+            if vectors.shape[1:] == (dim,):
                 self._seen = {k.tobytes(): v for k, v in zip(keys, vectors, strict=True)}
 
-    def embed(self, texts: Sequence[str], *, batch_size: int = 64, progress: Any = None) -> Any:
+    def __call__(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         keys = [_key(t) for t in texts]
         missing = list({k: t for k, t in zip(keys, texts, strict=True) if k not in self._seen}.items())
         if missing:
-            vectors = super().embed([t for _, t in missing], batch_size=batch_size, progress=progress)
+            vectors = self.compute([t for _, t in missing])
             for (key, _), vector in zip(missing, vectors, strict=True):
                 self._seen[key] = vector
             self._save()
-        out = np.empty((len(texts), self.profile.embedding_dim), dtype=np.float32)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
         for i, key in enumerate(keys):
             out[i] = self._seen[key]
         return out
@@ -71,3 +76,23 @@ class CachingEmbedder(Embedder):
         except BaseException:
             os.unlink(tmp)
             raise
+
+
+class CachingEmbedder(Embedder):
+    """The profile's embedder, remembering every text it has embedded (on disk with `folder`)."""
+
+    def __init__(self, profile: SpecProfile, *, folder: Path | None = None) -> None:
+        super().__init__(profile)
+        file = None if folder is None else folder / f"{profile.embedder_sha256[:16]}-{profile.max_tokens}.npz"
+        self._vectors = TextVectors(self._embed_new, dim=profile.embedding_dim, file=file)
+        self._batch_size, self._progress = 64, None
+
+    def embed(self, texts: Sequence[str], *, batch_size: int = 64, progress: Any = None) -> Any:
+        self._batch_size, self._progress = batch_size, progress
+        return self._vectors(texts)
+
+    def _embed_new(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        out: npt.NDArray[np.float32] = Embedder.embed(
+            self, texts, batch_size=self._batch_size, progress=self._progress
+        )
+        return out

@@ -56,6 +56,8 @@ __all__ = [
     "cells_of",
     "evaluate_identification",
     "folds_of",
+    "learnwares_of",
+    "pools_of",
     "profiles_compared",
     "run_profile",
     "wilson_half_width",
@@ -306,7 +308,7 @@ def calibration(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
     return bins
 
 
-def _learnwares(catalogue: MarketDef, data_root: Path, quick: bool) -> list[Learnware]:
+def learnwares_of(catalogue: MarketDef, data_root: Path, quick: bool) -> list[Learnware]:
     market = materialize(catalogue, data_root, quick=quick)
     return [
         Learnware(r.card.id, r.card.domain, market.learnware_datasets[r.card.id], tuple(r.summarised_texts))
@@ -314,7 +316,7 @@ def _learnwares(catalogue: MarketDef, data_root: Path, quick: bool) -> list[Lear
     ]
 
 
-def _pools(learnwares: Sequence[Learnware], data_root: Path, cap: int | None) -> dict[str, list[str]]:
+def pools_of(learnwares: Sequence[Learnware], data_root: Path, cap: int | None) -> dict[str, list[str]]:
     """Each data set's user records (u in USER_PART), less any text a learnware summarises."""
     used = {" ".join(t.lower().split()) for lw in learnwares for t in lw.texts}
     lo, hi = USER_PART
@@ -348,8 +350,8 @@ def evaluate_identification(
     first = next(iter(profiles.values()))
     if len({(p.embedder_sha256, p.max_tokens) for p in profiles.values()}) != 1:
         raise ValueError("the profiles compared must share one embedder and token limit")
-    learnwares = _learnwares(catalogue, data_root, settings.quick)
-    folds = folds_of(learnwares, _pools(learnwares, data_root, settings.pool_cap))
+    learnwares = learnwares_of(catalogue, data_root, settings.quick)
+    folds = folds_of(learnwares, pools_of(learnwares, data_root, settings.pool_cap))
     embedder = CachingEmbedder(first, folder=embeddings)
     texts = list(
         dict.fromkeys([t for lw in learnwares for t in lw.texts] + [t for f in folds for t in f.texts])

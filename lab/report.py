@@ -13,6 +13,7 @@ from lmdock.lab.gen_results_doc import GEN_BEGIN, GEN_END, NAMES, generative_mar
 from lmdock.lab.ident_doc import IDENT_BEGIN, IDENT_END, identification_markdown
 from lmdock.lab.plots import write_generative_plot, write_plots
 from lmdock.lab.results_doc import headline_table, results_markdown
+from lmdock.lab.task_vector_doc import TV_BEGIN, TV_END, task_vector_markdown, write_task_vector_plot
 
 __all__ = [
     "README_BEGIN",
@@ -64,7 +65,7 @@ def _kept_blocks(docs: Path) -> str:
     when the rest is rewritten."""
     text = docs.read_text(encoding="utf-8") if docs.is_file() else ""
     kept = ""
-    for begin, end in ((GEN_BEGIN, GEN_END), (IDENT_BEGIN, IDENT_END)):
+    for begin, end in ((GEN_BEGIN, GEN_END), (IDENT_BEGIN, IDENT_END), (TV_BEGIN, TV_END)):
         if begin in text and end in text:
             kept += begin + text.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
     return kept
@@ -93,6 +94,18 @@ def write_generative_report(results: dict[str, Any], out_dir: Path, *, docs: Pat
     if docs is not None:
         block = generative_markdown(results, plot=os.path.relpath(out_dir / "generative.png", docs.parent))
         _section(docs, block, GEN_BEGIN, GEN_END)
+        written.append(docs)
+    return written
+
+
+def write_task_vector_report(results: dict[str, Any], out_dir: Path, *, docs: Path | None) -> list[Path]:
+    """OUT/task-vector.json, its figure, and the task-vector section of `docs` (appended when absent)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _json(out_dir / "task-vector.json", results)
+    written = [out_dir / "task-vector.json", write_task_vector_plot(results, out_dir)]
+    if docs is not None:
+        plot = os.path.relpath(out_dir / "task-vector.png", docs.parent)
+        _section(docs, task_vector_markdown(results, plot=plot), TV_BEGIN, TV_END)
         written.append(docs)
     return written
 

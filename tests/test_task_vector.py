@@ -13,8 +13,11 @@ import pytest
 from lmdock.client.ledger import Ledger
 from lmdock.client.privacy_unit import DataSet
 from lmdock.client.training.task_vector import (
+    clipped,
     compute_task_vector,
+    one_step_vector,
     plan_task_vector,
+    record_gradients,
     release_task_vector,
     task_vector_profile,
 )
@@ -134,3 +137,34 @@ def test_a_task_vector_over_budget_trains_nothing(tmp_path: Path, profile: TaskV
             progress=never,
         )
     assert ledger.state().releases == ()
+
+
+def test_a_one_step_vector_is_the_mean_of_its_records_clipped_gradients(tiny_llama: Path) -> None:
+    """What the lab's evaluation rests on: with one step, the released vector is
+    -eta * mean_i clip(g_i), so per-record gradients give the vector of any subset."""
+    one_step = task_vector_profile(str(tiny_llama), layers=1, rank=2, max_tokens=24, steps=1, clip_norm=0.05)
+    records = texts("arithmetic", 10) + texts("clinic", 6)
+    gradients = record_gradients(records, one_step, batch_size=5)
+    assert gradients.shape == (16, one_step.dim)
+    assert np.linalg.norm(gradients, axis=1).min() > 0.05  # so the clipping matters here
+    expected = -one_step.learning_rate * clipped(gradients, 0.05).mean(axis=0)
+    np.testing.assert_allclose(one_step_vector(gradients, one_step), expected, rtol=1e-6)
+    got = compute_task_vector(records, one_step).values
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-7)
+
+
+def test_a_dp_one_step_vector_is_the_exact_one_plus_gaussian_noise_of_the_stated_sd(
+    tiny_llama: Path, tmp_path: Path
+) -> None:
+    """Statistically: the DP vector minus the exact one is N(0, sigma^2) per coordinate, sigma =
+    eta z C / n (a chi-square bound on the variance over the coordinates, and a mean near 0)."""
+    one_step = task_vector_profile(str(tiny_llama), layers=1, rank=8, max_tokens=24, steps=1, clip_norm=0.05)
+    records = texts("markets", 12)
+    exact = compute_task_vector(records, one_step).values.astype(np.float64)
+    plan = plan_task_vector(one_step, records=12, epsilon=2.0, delta=1e-6)
+    private = compute_task_vector(records, one_step, plan=plan)
+    noise = (private.values - exact) / private.sigma
+    d = noise.size  # 8 * 96 coordinates
+    assert private.sigma == pytest.approx(one_step.learning_rate * plan.noise_multiplier * 0.05 / 12)
+    assert abs(noise.mean()) < 5 / math.sqrt(d)
+    assert abs(noise.var() - 1.0) < 5 * math.sqrt(2 / d)

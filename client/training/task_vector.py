@@ -42,8 +42,11 @@ from lmdock.common.task_vector import TaskVectorProfile, lora_a
 
 __all__ = [
     "TaskVector",
+    "clipped",
     "compute_task_vector",
+    "one_step_vector",
     "plan_task_vector",
+    "record_gradients",
     "release_task_vector",
     "task_vector_profile",
 ]
@@ -144,6 +147,50 @@ def release_task_vector(
     vector = compute_task_vector(texts, profile, plan=plan, progress=progress)
     privacy = Privacy(epsilon=plan.epsilon, delta=delta, sigma=vector.sigma, size_bucket=len(texts))
     return Spec(profile_id=profile.profile_id, values=vector.values, privacy=privacy, version=profile.version)
+
+
+def record_gradients(
+    texts: Sequence[str], profile: TaskVectorProfile, *, batch_size: int = 32
+) -> npt.NDArray[np.float32]:
+    """Each text's own loss gradient with respect to B at B = 0, unclipped, in the vector's
+    layout: an (n, dim) matrix, from Opacus' per-sample gradients.
+
+    A one-step vector is -eta * mean_i clipped(g_i, C) (+ its noise), so these rows give the
+    vector of any subset of the texts, at any clip norm (what `lmdock-lab` evaluates; a test
+    holds it equal to `compute_task_vector`)."""
+    folder = resolve_base_model(profile.base_model)
+    tm = _adapted(profile, folder)
+    bs = [b for _, b in _b_matrices(tm)]
+    private = PrivateTraining(tm.model, torch.optim.SGD(bs, lr=0.0), _clipping_only(profile, len(texts)))
+    rows = []
+    try:
+        for start in range(0, len(texts), batch_size):
+            private.optimiser.zero_grad()
+            private.backward(tm.text_loss(list(texts[start : start + batch_size])))
+            rows.append(torch.cat([b.grad_sample.flatten(1) for b in bs], dim=1).detach())  # type: ignore[attr-defined]
+    finally:
+        private.close()
+    return torch.cat(rows).numpy().astype(np.float32)
+
+
+def one_step_vector(
+    gradients: npt.NDArray[np.float32], profile: TaskVectorProfile
+) -> npt.NDArray[np.float32]:
+    """The exact one-step task vector of the records whose `record_gradients` these are:
+    -eta * mean_i clip(g_i, C)."""
+    if profile.steps != 1:
+        raise InvalidArgument("only a one-step task vector is a mean of its records' gradients")
+    mean = clipped(gradients, profile.clip_norm).mean(axis=0)
+    out: npt.NDArray[np.float32] = (-profile.learning_rate * mean).astype(np.float32)
+    return out
+
+
+def clipped(gradients: npt.NDArray[np.float32], clip_norm: float) -> npt.NDArray[np.float64]:
+    """Rows scaled as Opacus' flat clipping scales them: by min(1, C / (||g_i|| + 1e-6))."""
+    g = gradients.astype(np.float64)
+    norms = np.linalg.norm(g, axis=1, keepdims=True)
+    scaled: npt.NDArray[np.float64] = g * np.minimum(1.0, clip_norm / (norms + 1e-6))
+    return scaled
 
 
 def _clipping_only(profile: TaskVectorProfile, records: int) -> DPPlan:

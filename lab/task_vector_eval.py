@@ -1,0 +1,274 @@
+"""`lmdock-lab eval --task-vector`: kernel mean vs task vector vs both, leave one data set out (issue 22).
+
+The protocol of `identification` (folds, pools, scoring: is the top-1's domain the fold's?) on the
+generative reference market, with three ways to search from the same n user records:
+
+* **kernel mean**: the market's first profile, released as a client releases it (`plan_release`);
+* **task vector**: the one-step task vector of the records (`client/training/task_vector.py`),
+  -eta * mean_i clip(g_i, C) + N(0, sigma^2 I), sigma = eta z C / n with the z `plan_task_vector`
+  calibrates to (epsilon, delta), ranked by cosine against the learnwares' exact vectors;
+* **both**: each of the two at epsilon / 2 (basic composition: the pair is (epsilon, 2 delta')-DP
+  with delta' the release delta; the eval uses delta / 2 each so the pair is (epsilon, delta)-DP),
+  their two full rankings fused by reciprocal rank (score sum_r 1 / (60 + rank_r)).
+
+A one-step vector is a mean of per-record rows, so each text's gradient g_i is computed once
+(`record_gradients`, kept on disk by content with `--embeddings`) and every draw's vector is a mean
+of the drawn rows: the same distribution a client's Opacus release has (tests/test_task_vector.py
+holds the two equal, and the DP one's noise to its stated sd). The noise of this simulation comes
+from a seeded numpy generator, for a reproducible evaluation; a client's from ChaCha20. A
+learnware's vector summarises at most `learnware_cap` of its texts (the first, in split order).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from lmdock.client.training.task_vector import one_step_vector, plan_task_vector, record_gradients
+from lmdock.common.features import build_feature_map
+from lmdock.common.profile import SpecProfile
+from lmdock.common.ranking import comparable
+from lmdock.common.spec import Privacy, Spec, exact_spec, plan_release
+from lmdock.common.task_vector import TaskVectorProfile
+from lmdock.lab.definitions import MarketDef
+from lmdock.lab.embeddings import CachingEmbedder, TextVectors
+from lmdock.lab.identification import Fold, Learnware, folds_of, learnwares_of, pools_of, wilson_half_width
+from lmdock.server.index import IndexEntry, Listing
+from lmdock.server.index.exact import ExactIndex
+
+__all__ = ["FULL_TV", "METHODS", "QUICK_TV", "TVSettings", "evaluate_task_vectors"]
+
+Log = Callable[[str], None]
+METHODS = ("kernel mean", "task vector", "both")
+#: Texts per `record_gradients` call (a progress line each).
+ROWS_CHUNK = 256
+#: Reciprocal rank fusion's constant (Cormack et al. 2009).
+RRF_K = 60
+
+
+@dataclass(frozen=True)
+class TVSettings:
+    quick: bool
+    sizes: tuple[int, ...]
+    epsilons: tuple[float, ...]
+    draws: int  # per fold and cell
+    delta: float = 1e-6
+    seed: int = 0
+    pool_cap: int | None = 600
+    learnware_cap: int = 300
+
+
+FULL_TV = TVSettings(quick=False, sizes=(50, 100, 300), epsilons=(math.inf, 4.0, 1.0, 0.5), draws=40)
+QUICK_TV = TVSettings(
+    quick=True, sizes=(20,), epsilons=(math.inf, 4.0), draws=4, pool_cap=30, learnware_cap=24
+)
+
+
+def _index(
+    profile: SpecProfile | TaskVectorProfile,
+    specs: Mapping[str, npt.NDArray[np.float32]],
+    domains: Mapping[str, str],
+) -> ExactIndex:
+    """An exact index of exact specs as the market holds them under `profile`'s kernel."""
+    entries = []
+    for i, values in specs.items():
+        scaled, _ = comparable(profile.kernel, values, 0.0)
+        entries.append(IndexEntry(Listing(i, i, domains[i]), scaled, 0.0, ""))
+    return ExactIndex.from_entries(entries, expected=len(entries))
+
+
+def _ranking(index: ExactIndex, spec: Spec) -> list[str]:
+    return [m.learnware_id for m in index.search(spec, top_k=len(index)).matches]
+
+
+def _fused(*rankings: Sequence[str]) -> str:
+    score: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, lw in enumerate(ranking, 1):
+            score[lw] = score.get(lw, 0.0) + 1.0 / (RRF_K + rank)
+    return max(score, key=lambda lw: (score[lw], -rankings[0].index(lw)))
+
+
+class _Searches:
+    """One fold's indexes and the three searches of a drawn subset of its pool."""
+
+    def __init__(
+        self,
+        fold: Fold,
+        km_profile: SpecProfile,
+        tv_profile: TaskVectorProfile,
+        km_specs: Mapping[str, npt.NDArray[np.float32]],
+        tv_specs: Mapping[str, npt.NDArray[np.float32]],
+        domains: Mapping[str, str],
+    ) -> None:
+        kept = [i for i in km_specs if i not in fold.hidden]
+        self.km_profile, self.tv_profile = km_profile, tv_profile
+        self.km = _index(km_profile, {i: km_specs[i] for i in kept}, domains)
+        self.tv = _index(tv_profile, {i: tv_specs[i] for i in kept}, domains)
+
+    def kernel_mean(self, features: npt.NDArray[np.float64], epsilon: float, delta: float) -> list[str]:
+        if math.isinf(epsilon):
+            return _ranking(self.km, exact_spec(features, self.km_profile))
+        plan = plan_release(self.km_profile, epsilon=epsilon, delta=delta, units=len(features))
+        return _ranking(self.km, plan.release(features).spec)
+
+    def task_vector(
+        self, grads: npt.NDArray[np.float32], epsilon: float, delta: float, rng: np.random.Generator
+    ) -> list[str]:
+        p, n = self.tv_profile, len(grads)
+        values = one_step_vector(grads, p).astype(np.float64)
+        sigma = 0.0
+        if not math.isinf(epsilon):
+            z = plan_task_vector(p, records=n, epsilon=epsilon, delta=delta).noise_multiplier
+            sigma = p.learning_rate * z * p.clip_norm / n
+            values += rng.normal(0.0, sigma, size=values.shape)
+        privacy = Privacy(epsilon=None if sigma == 0 else epsilon, delta=delta, sigma=sigma, size_bucket=n)
+        return _ranking(self.tv, Spec(p.profile_id, values.astype(np.float32), privacy))
+
+
+def evaluate_task_vectors(
+    *,
+    catalogue: MarketDef,
+    data_root: Path,
+    km_profile: SpecProfile,
+    tv_profile: TaskVectorProfile,
+    settings: TVSettings,
+    cache: Path | None,
+    log: Log = print,
+) -> dict[str, Any]:
+    """The three searches on every fold, cell and draw, as plain data (module docstring)."""
+    started = time.perf_counter()
+    learnwares = [
+        Learnware(lw.id, lw.domain, lw.datasets, lw.texts[: settings.learnware_cap])
+        for lw in learnwares_of(catalogue, data_root, settings.quick)
+    ]
+    folds = folds_of(learnwares, pools_of(learnwares, data_root, settings.pool_cap))
+    texts = list(
+        dict.fromkeys([t for lw in learnwares for t in lw.texts] + [t for f in folds for t in f.texts])
+    )
+    log(f"task vectors: {len(learnwares)} learnwares, {len(folds)} folds, {len(texts)} texts")
+    embed = CachingEmbedder(km_profile, folder=cache).embed
+    gradients = TextVectors(
+        lambda batch: _rows_in_chunks(batch, tv_profile, log),
+        dim=tv_profile.dim,
+        file=None if cache is None else cache / f"task-vector-rows-{_rows_id(tv_profile)}.npz",
+    )
+    t0 = time.perf_counter()
+    gradients(texts)
+    gradient_seconds = time.perf_counter() - t0
+    outcomes = run_searches(learnwares, folds, km_profile, tv_profile, embed, gradients, settings)
+    return {
+        "settings": {
+            "sizes": list(settings.sizes),
+            "epsilons": [None if math.isinf(e) else e for e in settings.epsilons],
+            "draws": settings.draws,
+            "delta": settings.delta,
+            "pool_cap": settings.pool_cap,
+            "learnware_cap": settings.learnware_cap,
+            "quick": settings.quick,
+        },
+        "kernel_mean_profile": km_profile.profile_id,
+        "task_vector_profile": tv_profile.to_dict() | {"profile_id": tv_profile.profile_id},
+        "wire_bytes": {"kernel mean": 4 * km_profile.feature_dim, "task vector": 4 * tv_profile.dim},
+        "learnwares": [{"id": lw.id, "domain": lw.domain, "mixture": lw.mixture} for lw in learnwares],
+        "pooled": _pooled(outcomes, settings),
+        "seconds": {
+            "all": round(time.perf_counter() - started, 1),
+            "gradients": round(gradient_seconds, 1),
+            "texts": len(texts),
+        },
+    }
+
+
+def run_searches(
+    learnwares: Sequence[Learnware],
+    folds: Sequence[Fold],
+    km_profile: SpecProfile,
+    tv_profile: TaskVectorProfile,
+    embed: Callable[[Sequence[str]], npt.NDArray[np.float32]],
+    gradients: Callable[[Sequence[str]], npt.NDArray[np.float32]],
+    settings: TVSettings,
+) -> list[dict[str, Any]]:
+    """Every fold's three searches in every cell and draw: one outcome each (the subsets and
+    the simulated task-vector noise seeded; the kernel mean's noise from the OS CSPRNG)."""
+    feature_map = build_feature_map(km_profile)
+    domains = {lw.id: lw.domain for lw in learnwares}
+    km_specs = {lw.id: exact_spec(feature_map(embed(lw.texts)), km_profile).values for lw in learnwares}
+    tv_specs = {lw.id: one_step_vector(gradients(lw.texts), tv_profile) for lw in learnwares}
+    outcomes: list[dict[str, Any]] = []
+    for k, fold in enumerate(folds):
+        searches = _Searches(fold, km_profile, tv_profile, km_specs, tv_specs, domains)
+        features = feature_map(embed(fold.texts))
+        grads = gradients(fold.texts)
+        rng = np.random.default_rng([settings.seed, k])
+        for epsilon in settings.epsilons:
+            for size in settings.sizes:
+                n = min(size, len(fold.texts))
+                for _ in range(1 if math.isinf(epsilon) and n == len(fold.texts) else settings.draws):
+                    pick = rng.choice(len(fold.texts), n, replace=False)
+                    half = epsilon / 2
+                    km = searches.kernel_mean(features[pick], epsilon, settings.delta)
+                    tv = searches.task_vector(grads[pick], epsilon, settings.delta, rng)
+                    fused = _fused(
+                        searches.kernel_mean(features[pick], half, settings.delta / 2),
+                        searches.task_vector(grads[pick], half, settings.delta / 2, rng),
+                    )
+                    for method, top in zip(METHODS, (km[0], tv[0], fused), strict=True):
+                        outcomes.append(
+                            {
+                                "fold": fold.dataset,
+                                "scored": fold.scored,
+                                "method": method,
+                                "n": size,
+                                "epsilon": None if math.isinf(epsilon) else epsilon,
+                                "right": domains[top] == fold.domain,
+                            }
+                        )
+    return outcomes
+
+
+def _rows_in_chunks(texts: Sequence[str], profile: TaskVectorProfile, log: Log) -> npt.NDArray[np.float32]:
+    rows = []
+    for start in range(0, len(texts), ROWS_CHUNK):
+        rows.append(record_gradients(texts[start : start + ROWS_CHUNK], profile))
+        log(f"task vectors: gradient rows of {start + len(rows[-1])} / {len(texts)} texts")
+    return np.concatenate(rows)
+
+
+def _rows_id(profile: TaskVectorProfile) -> str:
+    """What a gradient row depends on: the profile less the clip norm, learning rate and steps."""
+    shaping = {k: v for k, v in profile.to_dict().items() if k not in ("clip_norm", "learning_rate", "steps")}
+    return hashlib.sha256(repr(sorted(shaping.items())).encode()).hexdigest()[:16]
+
+
+def _pooled(outcomes: Sequence[dict[str, Any]], settings: TVSettings) -> list[dict[str, Any]]:
+    """Right-domain rate with its Wilson 95 % half-width per method, n and epsilon (scored folds)."""
+    out = []
+    for method in METHODS:
+        for epsilon in settings.epsilons:
+            eps = None if math.isinf(epsilon) else epsilon
+            for n in settings.sizes:
+                cell = [
+                    o
+                    for o in outcomes
+                    if o["scored"] and (o["method"], o["epsilon"], o["n"]) == (method, eps, n)
+                ]
+                right = sum(o["right"] for o in cell)
+                out.append(
+                    {
+                        "method": method,
+                        "epsilon": eps,
+                        "n": n,
+                        "searches": len(cell),
+                        "right": round(right / len(cell), 4) if cell else None,
+                        "ci95": round(wilson_half_width(right, len(cell)), 4) if cell else None,
+                    }
+                )
+    return out
