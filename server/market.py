@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import builtins
 import logging
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import BinaryIO
 from lmdock.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
 from lmdock.common.market_types import LearnwareInfo, PackageHeader, SearchResult, SigningKeyInfo
 from lmdock.common.package import TASK_KINDS, Manifest, PackageLimits
-from lmdock.common.package_reader import unpack_package
+from lmdock.common.package_reader import read_package
 from lmdock.common.profile import SpecProfile
 from lmdock.common.signing import Signature, verify_possession
 from lmdock.common.spec import Spec
@@ -247,14 +246,14 @@ class Market:
     def publish(self, caller: Identity, staged: StagedBlob) -> LearnwareInfo:
         """List a received package only if every check passes; a rejected one leaves nothing behind."""
         sha256, size = staged.sha256, staged.size
-        workdir = self.blobs.temp_dir()
         try:
             limits = PackageLimits(max_package_bytes=self.limits.max_package_bytes)
-            manifest, signature = unpack_package(staged.path, workdir / "pkg", limits=limits)
+            package = read_package(staged.path, limits=limits)  # checked in the staged blob: nothing unpacked
+            manifest, signature = package.manifest, package.signature
             self._check_publisher(caller, manifest, signature)
             if self.catalogue.exists(manifest.card.id):
                 raise AlreadyExists(f"a learnware with id {manifest.card.id!r} is already published")
-            check_package(manifest, workdir / "pkg", self.profile_of(manifest.spec), self.base_models)
+            check_package(package, self.profile_of(manifest.spec), self.base_models)
             if caller.anonymous and not self.signing_keys.has_keys(manifest.card.publisher):
                 # an open (local demo) market trusts a publisher's first key
                 try:
@@ -273,7 +272,6 @@ class Market:
                 raise
         finally:
             staged.discard()
-            shutil.rmtree(workdir, ignore_errors=True)
         self._catch_up()
         return info
 
