@@ -265,6 +265,7 @@ class Market:
             info = LearnwareInfo.from_manifest(
                 manifest, sha256=sha256, size=size, created_at=utc_now(), signing_key_id=signature.key_id
             )
+            staged.durable()  # normally done by now (it overlapped the checks): not under the lock
             try:
                 self.catalogue.add(info, store=staged.commit)  # the blob is committed under the lock
             except BaseException:
