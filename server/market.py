@@ -100,7 +100,7 @@ class Market:
         # market on the store; one is deleted only under the catalogue's lock, when no row names
         # it (`Catalogue.drop_unreferenced`). A market killed between committing a blob and its
         # row (or a row's removal and its blob's) leaves bytes nothing lists: drop them.
-        for orphan in self.blobs.digests() - self.catalogue.package_digests():
+        for orphan in self.catalogue.unlisted(self.blobs.digests()):
             self.catalogue.drop_unreferenced(orphan, self.blobs.delete)
 
     @property
