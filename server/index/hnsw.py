@@ -55,11 +55,26 @@ FORMAT = 1
 #: Graph degree and build/search beam widths (recall: docs/performance.md); a larger
 #: shortlist widens the search beam with it.
 M, EF_CONSTRUCTION, EF_SEARCH = 32, 80, 64
-#: Query noise energy (sigma^2 D) per extra search beam width. Measured at 100k clustered specs
-#: with DP queries (sigma 0.18, sigma^2 D = 12.4): 4.0 gave recall@1 0.93, 1.0 gave 1.0 (@10 0.996).
+#: Query noise energy (sigma^2 D) per extra search beam width, up to NOISE_BEAM_ROWS rows; past
+#: them the widening grows with (rows / NOISE_BEAM_ROWS) ** NOISE_BEAM_GROWTH. A noisy query sits
+#: far off the rows' manifold, where the graph's distances are nearly flat, so its beam must
+#: cover a share of the rows more than a number of them. Measured on clustered specs with DP
+#: queries (sigma 0.18, sigma^2 D = 12.4): at 100k, 4.0 per width gave recall@1 0.93 and 1.0 gave
+#: 1.0 (@10 0.996); at 1M, 1.0 gave 0.78, 0.25 gave 0.98, 0.2 gave 0.99, 0.15 gave 1.0, and a
+#: linear growth (0.1 per width) 1.0 at twice 0.15's latency (benchmarks/noisy_recall.py,
+#: docs/performance.md). The growth 0.8 widens 1M's beam as 0.16 per width would.
 NOISE_ENERGY_PER_BEAM = 1.0
+NOISE_BEAM_ROWS = 100_000
+NOISE_BEAM_GROWTH = 0.8
 _F32_L2_ERROR = 2.0 * float(np.finfo(np.float32).eps)  # of faiss' float32 distances, per dimension
 _MASK = (1 << 64) - 1
+
+
+def beam_widening(sigma: float, dim: int, rows: int) -> int:
+    """How many times EF_SEARCH a query of noise sigma searches in a graph of `rows` rows:
+    1 + ceil(sigma^2 D / NOISE_ENERGY_PER_BEAM * max(1, rows / NOISE_BEAM_ROWS) ** NOISE_BEAM_GROWTH)."""
+    energy = sigma**2 * dim * max(1.0, rows / NOISE_BEAM_ROWS) ** NOISE_BEAM_GROWTH
+    return 1 + int(np.ceil(energy / NOISE_ENERGY_PER_BEAM))
 
 
 def key_hash(learnware_id: str, package_sha256: str) -> int:
@@ -326,9 +341,7 @@ class HnswIndex:
             return None
         vector = np.asarray(query.values, np.float32)[None]
         size = min(live, 2 * want + 16)
-        # A noisy query sits far off the rows' manifold, where greedy steps through the graph
-        # lose their way more often: one more beam width per NOISE_ENERGY_PER_BEAM of sigma^2 D.
-        widen = 1 + int(np.ceil(query.privacy.sigma**2 * self.dim / NOISE_ENERGY_PER_BEAM))
+        widen = beam_widening(query.privacy.sigma, self.dim, live)
         while True:
             params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # missing from faiss' stubs
             params.efSearch = max(EF_SEARCH, size) * widen
