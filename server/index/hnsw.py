@@ -30,7 +30,9 @@ import io
 import json
 import logging
 import os
+import sys
 import threading
+from array import array
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -138,10 +140,14 @@ class HnswIndex:
         self._graph.hnsw.efConstruction = EF_CONSTRUCTION
         self._rw = _ReadWriteLock()
         self._next_seq = 0  # position in the order of adding, over both parts
-        # the graph's rows, by faiss position
-        self._listings: list[Listing] = []
-        self._hashes: list[int] = []
-        self._seqs: list[int] = []
+        # the graph's rows, by faiss position, as columns: a Listing is made only for the rows a
+        # search returns, and the numbers are typed arrays (at 1M: 190 MB less than a tuple, a
+        # domain string and three Python ints per row, docs/performance.md)
+        self._ids: list[str] = []
+        self._names: list[str] = []
+        self._domains: list[str] = []
+        self._hashes = array("Q")
+        self._seqs = array("q")
         self._positions: dict[str, int] = {}
         self._dead: set[int] = set()
         self._selector: tuple[Any, ...] = ()  # faiss objects excluding the dead, kept alive together
@@ -189,7 +195,8 @@ class HnswIndex:
             if 4 * len(graph["dead"]) > len(graph["ids"]) > 0:
                 return "a quarter of its rows were removed"
             stored = (int(meta["live"]), int(meta["watermark"]))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            hashes, seqs = array("Q", graph["hashes"]), array("q", graph["seqs"])
+        except (OSError, ValueError, KeyError, TypeError, OverflowError) as exc:
             return f"unreadable {meta_path.name}: {exc}"
         if watermark(source.keys()) != stored:
             return "the catalogue changed since it was saved"
@@ -198,14 +205,16 @@ class HnswIndex:
             scanned_rows = np.load(scanned_path, allow_pickle=False)
         except (OSError, ValueError, RuntimeError) as exc:  # faiss reports a damaged file as RuntimeError
             return f"unreadable {graph_path.name} or {scanned_path.name}: {exc}"
-        if faiss_graph.ntotal != len(graph["ids"]) or faiss_graph.d != self.dim:
+        rows_listed = {len(graph[c]) for c in ("ids", "names", "domains")} | {len(hashes), len(seqs)}
+        if rows_listed != {faiss_graph.ntotal} or faiss_graph.d != self.dim:
             return f"{graph_path.name} does not match {meta_path.name}"
         if scanned_rows.shape != (len(scanned["ids"]), self.dim):
             return f"{scanned_path.name} does not match {meta_path.name}"
         self._graph, self._next_seq = faiss_graph, int(meta["next_seq"])
-        self._listings = _listings(graph)
-        self._hashes, self._seqs, self._dead = graph["hashes"], graph["seqs"], set(graph["dead"])
-        self._positions = {x.learnware_id: i for i, x in enumerate(self._listings) if i not in self._dead}
+        self._ids, self._names = graph["ids"], graph["names"]
+        self._domains = [sys.intern(d) for d in graph["domains"]]  # few distinct: one string each
+        self._hashes, self._seqs, self._dead = hashes, seqs, set(graph["dead"])
+        self._positions = {x: i for i, x in enumerate(self._ids) if i not in self._dead}
         self._select_live()
         entries = zip(_listings(scanned), scanned_rows, scanned["sigmas"], strict=True)
         self._scanned.extend(IndexEntry(listing, values, sigma, "") for listing, values, sigma in entries)
@@ -235,9 +244,11 @@ class HnswIndex:
                 "watermark": str(sum(live_hashes) & _MASK),
                 "next_seq": self._next_seq,
                 "graph": {
-                    **_columns(self._listings),
-                    "hashes": self._hashes,
-                    "seqs": self._seqs,
+                    "ids": self._ids,
+                    "names": self._names,
+                    "domains": self._domains,
+                    "hashes": self._hashes.tolist(),
+                    "seqs": self._seqs.tolist(),
                     "dead": sorted(self._dead),
                 },
                 "scanned": {
@@ -286,8 +297,11 @@ class HnswIndex:
                     self._scanned_keys[entry.listing.learnware_id] = (self._next_seq, key)
                     self._scanned.extend([entry])
                 else:
-                    self._positions[entry.listing.learnware_id] = len(self._listings)
-                    self._listings.append(entry.listing)
+                    listing = entry.listing
+                    self._positions[listing.learnware_id] = len(self._ids)
+                    self._ids.append(listing.learnware_id)
+                    self._names.append(listing.name)
+                    self._domains.append(listing.domain)
                     self._hashes.append(key_hash(entry.listing.learnware_id, entry.package_sha256))
                     self._seqs.append(self._next_seq)
                 self._next_seq += 1
@@ -356,8 +370,8 @@ class HnswIndex:
                 rows,
                 np.zeros(len(positions)),
                 np.sum(rows.astype(np.float64) ** 2, axis=1),
-                [self._listings[int(i)] for i in positions],
-                np.array([self._seqs[int(i)] for i in positions], np.int64),
+                [Listing(self._ids[i], self._names[i], self._domains[i]) for i in positions.tolist()],
+                np.array([self._seqs[i] for i in positions.tolist()], np.int64),
             )
             if len(positions) >= live:
                 return found
