@@ -7,7 +7,12 @@ read. The hnsw backend starts twice: the first start builds and saves its graph,
 loads it. raw_spec_mb is N * D * 4 bytes, the floor for any index holding the vectors. Prints
 one JSON object:
 
-    python benchmarks/startup.py [--sizes 10000,100000] [--backends exact,hnsw]
+    python benchmarks/startup.py [--sizes 10000,100000] [--backends exact,hnsw] [--keep DIR]
+
+`--keep DIR` keeps each size's catalogue in DIR/<n> and reuses it on the next run (a 1M
+catalogue takes minutes to write); a persisted hnsw index found there is removed first, so
+the "first" start still builds it, unless `--keep-index` is given: then hnsw starts only on
+the index kept there (the "persisted" row; a 1M build takes 6-13 minutes).
 """
 
 from __future__ import annotations
@@ -87,6 +92,19 @@ def _catalogue(data_dir: Path, n: int) -> None:
     db.close()
 
 
+def _reuse_or_write(data_dir: Path, n: int, *, keep_index: bool) -> None:
+    """Write the catalogue unless a complete one is there; drop any persisted index unless kept."""
+    done = data_dir / "catalogue-written"
+    if not done.exists():
+        shutil.rmtree(data_dir, ignore_errors=True)
+        data_dir.mkdir(parents=True)
+        _catalogue(data_dir, n)
+        done.touch()
+    if not keep_index:
+        for index in data_dir.glob("index*"):
+            shutil.rmtree(index) if index.is_dir() else index.unlink()
+
+
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -118,13 +136,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--backends", default="exact,hnsw")
+    parser.add_argument("--keep", type=Path, help="keep (and reuse) the catalogues in this folder")
+    parser.add_argument("--keep-index", action="store_true", help="with --keep: reuse a persisted index")
     args = parser.parse_args()
     rows: list[dict[str, object]] = []
     for n in (int(x) for x in args.sizes.split(",")):
-        data_dir = Path(tempfile.mkdtemp(prefix="lmdock-startup-"))
+        data_dir = args.keep / str(n) if args.keep else Path(tempfile.mkdtemp(prefix="lmdock-startup-"))
         try:
             started = time.perf_counter()
-            _catalogue(data_dir, n)
+            _reuse_or_write(data_dir, n, keep_index=args.keep_index)
             written_s = time.perf_counter() - started
             common = {
                 "n": n,
@@ -132,13 +152,15 @@ def main() -> None:
                 "catalogue_write_s": round(written_s, 1),
             }
             for backend in args.backends.split(","):
-                rows.append({"backend": backend, "start": "first", **common, **_start(data_dir, backend)})
+                if not (backend == "hnsw" and args.keep_index):
+                    rows.append({"backend": backend, "start": "first", **common, **_start(data_dir, backend)})
                 if backend == "hnsw":
                     rows.append(
                         {"backend": backend, "start": "persisted", **common, **_start(data_dir, backend)}
                     )
         finally:
-            shutil.rmtree(data_dir, ignore_errors=True)
+            if not args.keep:
+                shutil.rmtree(data_dir, ignore_errors=True)
     print(json.dumps({"machine": {"cpus": os.cpu_count()}, "rows": rows}))
 
 

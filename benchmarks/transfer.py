@@ -7,11 +7,12 @@ a bare grpc.aio server (`raw_grpc.py`) in the same process, whose Put hashes (sh
 fsyncs what it receives and whose Get streams a file that the client hashes and fsyncs.
 
 - upload: `MarketClient.upload` until the learnware is listed (the client hashes the file,
-  the market stages, verifies, unpacks and checks it), against raw Put of the same file;
+  the market stages it, then verifies and checks it where it lies), against raw Put of the
+  same file;
 - download: `MarketClient.download` (verified sha256), against raw Get;
 - pull: download plus `AdapterCache.install` (signature, every file's hash, unpacked), as
   `lmdock pull` does, against raw Get;
-- where an upload's time goes: the market's `unpack_package` and `check_package` alone.
+- where an upload's time goes: the market's `read_package` and `check_package` alone.
 
 Each figure is the median of `--repeats` runs. Prints one JSON object:
 
@@ -25,7 +26,6 @@ import contextlib
 import json
 import os
 import platform
-import shutil
 import statistics
 import tempfile
 import time
@@ -38,7 +38,7 @@ import grpc
 from lmdock.client.cache import AdapterCache
 from lmdock.client.connection import MarketClient
 from lmdock.common.errors import NotFound
-from lmdock.common.package_reader import unpack_package
+from lmdock.common.package_reader import read_package
 from lmdock.common.profile_factory import make_profile
 from lmdock.server.app import create_server
 from lmdock.server.auth import AccessPolicy
@@ -106,16 +106,9 @@ def main() -> None:
                     cache.install(info, archive)
 
                 pulled = median_seconds(pull, args.repeats, lambda: cache.evict("transfer-000"))
-            unpack_dir = work / "unpacked"
-            unpack = median_seconds(
-                lambda: unpack_package(package, unpack_dir / "pkg"),
-                args.repeats,
-                lambda: shutil.rmtree(unpack_dir, ignore_errors=True),
-            )
-            manifest, _ = unpack_package(package, unpack_dir / "pkg")
-            check = median_seconds(
-                lambda: check_package(manifest, unpack_dir / "pkg", profile, market.base_models), args.repeats
-            )
+            read = median_seconds(lambda: read_package(package), args.repeats)
+            checked = read_package(package)
+            check = median_seconds(lambda: check_package(checked, profile, market.base_models), args.repeats)
         finally:
             raw_client.close()
             raw.stop()
@@ -134,7 +127,7 @@ def main() -> None:
                 "download_ratio": round(raw_download / download, 3),
                 "pull_mb_s": round(mb / pulled, 1),
                 "pull_ratio": round(raw_download / pulled, 3),
-                "upload_parts_s": {"unpack_package": round(unpack, 3), "check_package": round(check, 3)},
+                "upload_parts_s": {"read_package": round(read, 3), "check_package": round(check, 3)},
                 "machine": {
                     "cpus": os.cpu_count(),
                     "python": platform.python_version(),

@@ -1,30 +1,31 @@
 """What a learnware package must satisfy before the market accepts it.
 
-`unpack_package` (common) already refused links, folders, '..', file types other than
+`read_package` (common) already refused links, folders, '..', file types other than
 safetensors, JSON and the model card, files missing from or extra to the manifest, hash
-mismatches and bad signatures. Here the market adds its own rules, each with a precise error:
+mismatches and bad signatures. Here the market adds its own rules, each with a precise error,
+reading the files where they lie in the uploaded tar (nothing is unpacked):
 
 * the spec matches the market's profile (id, version, dimension, finite values);
 * metadata stays within size limits;
 * adapter_config.json is a LoRA config for the declared, registered base model and task;
 * the target modules exist in that base model, and every tensor has exactly the name and
   shape PEFT would create for it (checked on a weightless `meta` skeleton of the base model);
-* every safetensors file holds finite floating-point tensors only.
+* every safetensors file has a valid header (`safetensors_header`) and holds finite
+  floating-point tensors only.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from lmdock.common.card import Card
 from lmdock.common.errors import FailedPrecondition, InvalidArgument
 from lmdock.common.package import Manifest
+from lmdock.common.package_reader import ArchivedPackage
 from lmdock.common.profile import SpecProfile
 from lmdock.server.base_models import BaseModels
-from lmdock.server.tensor_scan import FLOAT_DTYPES, non_finite_tensor
-from safetensors import SafetensorError, safe_open
+from lmdock.server.safetensors_header import SafetensorsHeader, read_header
+from lmdock.server.tensor_scan import non_finite_tensor
 
 __all__ = ["check_package"]
 
@@ -32,18 +33,24 @@ MAX_TAGS, MAX_TAG_CHARS, MAX_DESCRIPTION_CHARS, MAX_VERSION_CHARS = 32, 64, 16_3
 _TASK_TYPES = {"classification": "SEQ_CLS", "generation": "CAUSAL_LM"}
 
 
-def check_package(manifest: Manifest, folder: Path, profile: SpecProfile, base_models: BaseModels) -> None:
-    """Raise InvalidArgument naming the first rule the unpacked package in `folder` breaks."""
+def check_package(package: ArchivedPackage, profile: SpecProfile, base_models: BaseModels) -> None:
+    """Raise InvalidArgument naming the first rule the verified `package` breaks."""
+    manifest = package.manifest
     manifest.spec.check_against(profile)
     _check_metadata(manifest.card)
-    config = _read_adapter_config(folder / "adapter_config.json")
+    config = package.json_files["adapter_config.json"]  # a required file, parsed strictly by the reader
+    if not isinstance(config, dict):
+        raise InvalidArgument("adapter_config.json must hold a JSON object")
     _check_adapter_config(manifest, config)
     base_config = base_models.config(manifest.base_model)
-    for name in sorted(manifest.files):
-        if name.endswith(".safetensors"):
-            _check_weights(folder / name)
-    expected = _expected_tensors(manifest, folder, base_config)
-    _check_shapes(manifest.base_model, _tensor_shapes(folder / "adapter_model.safetensors"), expected)
+    headers: dict[str, SafetensorsHeader] = {}
+    with package.archive.open("rb") as archive:
+        for name in sorted(manifest.files):
+            if name.endswith(".safetensors"):
+                headers[name] = _check_weights(package, archive, name)
+    expected = _expected_tensors(manifest, config, base_config)
+    shapes = {t.name: t.shape for t in headers["adapter_model.safetensors"].tensors}
+    _check_shapes(manifest.base_model, shapes, expected)
 
 
 def _check_metadata(card: Card) -> None:
@@ -53,13 +60,6 @@ def _check_metadata(card: Card) -> None:
         raise InvalidArgument(f"description is longer than {MAX_DESCRIPTION_CHARS} characters")
     if not card.version or len(card.version) > MAX_VERSION_CHARS:
         raise InvalidArgument(f"version must be 1-{MAX_VERSION_CHARS} characters")
-
-
-def _read_adapter_config(path: Path) -> dict[str, Any]:
-    config = json.loads(path.read_text())
-    if not isinstance(config, dict):
-        raise InvalidArgument("adapter_config.json must hold a JSON object")
-    return config
 
 
 def _check_adapter_config(manifest: Manifest, config: dict[str, Any]) -> None:
@@ -115,15 +115,16 @@ def _check_targets(manifest: Manifest, targets: Any, module_names: list[str]) ->
 
 
 def _expected_tensors(
-    manifest: Manifest, folder: Path, base_config: dict[str, Any]
+    manifest: Manifest, config: dict[str, Any], base_config: dict[str, Any]
 ) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every tensor PEFT saves for this adapter config on this base model."""
     import torch
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
 
     model = _skeleton(manifest, base_config)
-    try:
-        lora = LoraConfig.from_pretrained(str(folder))
+    try:  # what `LoraConfig.from_pretrained` does with the file's JSON, from the JSON read already
+        fields = {key: value for key, value in config.items() if key != "runtime_config"}
+        lora = LoraConfig.from_peft_type(**LoraConfig.check_kwargs(**fields))
     except (TypeError, ValueError) as exc:
         raise InvalidArgument(f"adapter_config.json is not a valid LoRA config: {exc}") from None
     _check_targets(manifest, lora.target_modules, [name for name, _ in model.named_modules()])
@@ -139,11 +140,6 @@ def _expected_tensors(
     return {name: tuple(t.shape) for name, t in get_peft_model_state_dict(peft_model).items()}
 
 
-def _tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    with safe_open(str(path), framework="pt") as weights:
-        return {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}  # noqa: SIM118
-
-
 def _check_shapes(base: str, got: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]]) -> None:
     for name, shape in sorted(got.items()):
         if name not in expected:
@@ -157,26 +153,13 @@ def _check_shapes(base: str, got: dict[str, tuple[int, ...]], expected: dict[str
         raise InvalidArgument(f"adapter_model.safetensors lacks {len(missing)} tensors, e.g. {missing[0]!r}")
 
 
-#: safetensors dtype names of the floats an adapter may hold.
-ADAPTER_DTYPES = tuple(FLOAT_DTYPES)
-
-
-def _check_weights(path: Path) -> None:
-    try:
-        with safe_open(str(path), framework="pt") as weights:  # checks the header against the file
-            names = list(weights.keys())
-            if not names:
-                raise InvalidArgument(f"{path.name} holds no tensors")
-            for name in names:
-                # from the header, before any value is read: only floats can be tested for NaN
-                dtype = weights.get_slice(name).get_dtype()
-                if dtype not in ADAPTER_DTYPES:
-                    raise InvalidArgument(
-                        f"{path.name}: tensor {name!r} has dtype {dtype}; adapters hold floats only "
-                        f"({', '.join(ADAPTER_DTYPES)})"
-                    )
-    except SafetensorError as exc:
-        raise InvalidArgument(f"{path.name} is not a valid safetensors file: {exc}") from None
-    bad = non_finite_tensor(path)
+def _check_weights(package: ArchivedPackage, archive: BinaryIO, name: str) -> SafetensorsHeader:
+    """The file's checked header, once its tensors are known to be all finite floats."""
+    member = package.members[name]
+    header = read_header(archive, start=member.offset, size=member.size, name=name)
+    if not header.tensors:
+        raise InvalidArgument(f"{name} holds no tensors")
+    bad = non_finite_tensor(package.archive, header)
     if bad is not None:
-        raise InvalidArgument(f"{path.name}: tensor {bad!r} contains NaN or Inf")
+        raise InvalidArgument(f"{name}: tensor {bad!r} contains NaN or Inf")
+    return header

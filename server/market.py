@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import builtins
 import logging
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import BinaryIO
 from lmdock.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
 from lmdock.common.market_types import LearnwareInfo, PackageHeader, SearchResult, SigningKeyInfo
 from lmdock.common.package import TASK_KINDS, Manifest, PackageLimits
-from lmdock.common.package_reader import unpack_package
+from lmdock.common.package_reader import read_package
 from lmdock.common.profile import SpecProfile
 from lmdock.common.signing import Signature, verify_possession
 from lmdock.common.spec import Spec
@@ -101,7 +100,7 @@ class Market:
         # market on the store; one is deleted only under the catalogue's lock, when no row names
         # it (`Catalogue.drop_unreferenced`). A market killed between committing a blob and its
         # row (or a row's removal and its blob's) leaves bytes nothing lists: drop them.
-        for orphan in self.blobs.digests() - self.catalogue.package_digests():
+        for orphan in self.catalogue.unlisted(self.blobs.digests()):
             self.catalogue.drop_unreferenced(orphan, self.blobs.delete)
 
     @property
@@ -247,14 +246,14 @@ class Market:
     def publish(self, caller: Identity, staged: StagedBlob) -> LearnwareInfo:
         """List a received package only if every check passes; a rejected one leaves nothing behind."""
         sha256, size = staged.sha256, staged.size
-        workdir = self.blobs.temp_dir()
         try:
             limits = PackageLimits(max_package_bytes=self.limits.max_package_bytes)
-            manifest, signature = unpack_package(staged.path, workdir / "pkg", limits=limits)
+            package = read_package(staged.path, limits=limits)  # checked in the staged blob: nothing unpacked
+            manifest, signature = package.manifest, package.signature
             self._check_publisher(caller, manifest, signature)
             if self.catalogue.exists(manifest.card.id):
                 raise AlreadyExists(f"a learnware with id {manifest.card.id!r} is already published")
-            check_package(manifest, workdir / "pkg", self.profile_of(manifest.spec), self.base_models)
+            check_package(package, self.profile_of(manifest.spec), self.base_models)
             if caller.anonymous and not self.signing_keys.has_keys(manifest.card.publisher):
                 # an open (local demo) market trusts a publisher's first key
                 try:
@@ -266,6 +265,7 @@ class Market:
             info = LearnwareInfo.from_manifest(
                 manifest, sha256=sha256, size=size, created_at=utc_now(), signing_key_id=signature.key_id
             )
+            staged.durable()  # normally done by now (it overlapped the checks): not under the lock
             try:
                 self.catalogue.add(info, store=staged.commit)  # the blob is committed under the lock
             except BaseException:
@@ -273,7 +273,6 @@ class Market:
                 raise
         finally:
             staged.discard()
-            shutil.rmtree(workdir, ignore_errors=True)
         self._catch_up()
         return info
 

@@ -22,7 +22,7 @@ from lmdock.server.db import Database
 from lmdock.server.index import IndexEntry, SpecIndex
 from lmdock.server.index.backends import IndexSource
 from lmdock.server.index.exact import ExactIndex
-from lmdock.server.index.hnsw import HnswIndex
+from lmdock.server.index.hnsw import HnswIndex, beam_widening
 from lmdock.server.market import Market, default_db_url
 
 from tests.helpers import cluster_spec
@@ -275,6 +275,13 @@ def _spread_clusters(n: int, dim: int, seed: int) -> list[LearnwareInfo]:
 def _recall(found: SearchResult, exact: SearchResult) -> float:
     want = {m.learnware_id for m in exact.matches}
     return len(want & {m.learnware_id for m in found.matches}) / len(want)
+
+
+def test_a_noisy_querys_beam_widens_with_its_noise_and_past_100k_rows_with_the_rows() -> None:
+    # 1 + ceil(sigma^2 D * max(1, rows / 100k) ** 0.8): sigma 0.18, D 384 is 12.44 units of noise
+    assert beam_widening(0.0, 384, 10**6) == 1  # an exact query: the plain beam
+    assert beam_widening(0.18, 384, 10_000) == beam_widening(0.18, 384, 100_000) == 14
+    assert beam_widening(0.18, 384, 10**6) == 1 + int(np.ceil(0.18**2 * 384 * 10**0.8)) == 80
 
 
 def test_the_hnsw_index_finds_what_the_exact_one_does_with_its_scores() -> None:

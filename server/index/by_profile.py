@@ -26,6 +26,8 @@ __all__ = ["ProfileIndexes", "entry_as_indexed"]
 
 def entry_as_indexed(profile: SpecProfile, entry: IndexEntry) -> IndexEntry:
     values, sigma = comparable(profile.kernel, entry.values, entry.sigma)
+    if values is entry.values and sigma == entry.sigma:  # the profile holds specs as they are
+        return entry
     return entry._replace(values=values, sigma=sigma)
 
 

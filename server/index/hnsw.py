@@ -30,7 +30,9 @@ import io
 import json
 import logging
 import os
+import sys
 import threading
+from array import array
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,11 +57,26 @@ FORMAT = 1
 #: Graph degree and build/search beam widths (recall: docs/performance.md); a larger
 #: shortlist widens the search beam with it.
 M, EF_CONSTRUCTION, EF_SEARCH = 32, 80, 64
-#: Query noise energy (sigma^2 D) per extra search beam width. Measured at 100k clustered specs
-#: with DP queries (sigma 0.18, sigma^2 D = 12.4): 4.0 gave recall@1 0.93, 1.0 gave 1.0 (@10 0.996).
+#: Query noise energy (sigma^2 D) per extra search beam width, up to NOISE_BEAM_ROWS rows; past
+#: them the widening grows with (rows / NOISE_BEAM_ROWS) ** NOISE_BEAM_GROWTH. A noisy query sits
+#: far off the rows' manifold, where the graph's distances are nearly flat, so its beam must
+#: cover a share of the rows more than a number of them. Measured on clustered specs with DP
+#: queries (sigma 0.18, sigma^2 D = 12.4): at 100k, 4.0 per width gave recall@1 0.93 and 1.0 gave
+#: 1.0 (@10 0.996); at 1M, 1.0 gave 0.78, 0.25 gave 0.98, 0.2 gave 0.99, 0.15 gave 1.0, and a
+#: linear growth (0.1 per width) 1.0 at twice 0.15's latency (benchmarks/noisy_recall.py,
+#: docs/performance.md). The growth 0.8 widens 1M's beam as 0.16 per width would.
 NOISE_ENERGY_PER_BEAM = 1.0
+NOISE_BEAM_ROWS = 100_000
+NOISE_BEAM_GROWTH = 0.8
 _F32_L2_ERROR = 2.0 * float(np.finfo(np.float32).eps)  # of faiss' float32 distances, per dimension
 _MASK = (1 << 64) - 1
+
+
+def beam_widening(sigma: float, dim: int, rows: int) -> int:
+    """How many times EF_SEARCH a query of noise sigma searches in a graph of `rows` rows:
+    1 + ceil(sigma^2 D / NOISE_ENERGY_PER_BEAM * max(1, rows / NOISE_BEAM_ROWS) ** NOISE_BEAM_GROWTH)."""
+    energy = sigma**2 * dim * max(1.0, rows / NOISE_BEAM_ROWS) ** NOISE_BEAM_GROWTH
+    return 1 + int(np.ceil(energy / NOISE_ENERGY_PER_BEAM))
 
 
 def key_hash(learnware_id: str, package_sha256: str) -> int:
@@ -123,10 +140,14 @@ class HnswIndex:
         self._graph.hnsw.efConstruction = EF_CONSTRUCTION
         self._rw = _ReadWriteLock()
         self._next_seq = 0  # position in the order of adding, over both parts
-        # the graph's rows, by faiss position
-        self._listings: list[Listing] = []
-        self._hashes: list[int] = []
-        self._seqs: list[int] = []
+        # the graph's rows, by faiss position, as columns: a Listing is made only for the rows a
+        # search returns, and the numbers are typed arrays (at 1M: 190 MB less than a tuple, a
+        # domain string and three Python ints per row, docs/performance.md)
+        self._ids: list[str] = []
+        self._names: list[str] = []
+        self._domains: list[str] = []
+        self._hashes = array("Q")
+        self._seqs = array("q")
         self._positions: dict[str, int] = {}
         self._dead: set[int] = set()
         self._selector: tuple[Any, ...] = ()  # faiss objects excluding the dead, kept alive together
@@ -174,7 +195,8 @@ class HnswIndex:
             if 4 * len(graph["dead"]) > len(graph["ids"]) > 0:
                 return "a quarter of its rows were removed"
             stored = (int(meta["live"]), int(meta["watermark"]))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            hashes, seqs = array("Q", graph["hashes"]), array("q", graph["seqs"])
+        except (OSError, ValueError, KeyError, TypeError, OverflowError) as exc:
             return f"unreadable {meta_path.name}: {exc}"
         if watermark(source.keys()) != stored:
             return "the catalogue changed since it was saved"
@@ -183,14 +205,16 @@ class HnswIndex:
             scanned_rows = np.load(scanned_path, allow_pickle=False)
         except (OSError, ValueError, RuntimeError) as exc:  # faiss reports a damaged file as RuntimeError
             return f"unreadable {graph_path.name} or {scanned_path.name}: {exc}"
-        if faiss_graph.ntotal != len(graph["ids"]) or faiss_graph.d != self.dim:
+        rows_listed = {len(graph[c]) for c in ("ids", "names", "domains")} | {len(hashes), len(seqs)}
+        if rows_listed != {faiss_graph.ntotal} or faiss_graph.d != self.dim:
             return f"{graph_path.name} does not match {meta_path.name}"
         if scanned_rows.shape != (len(scanned["ids"]), self.dim):
             return f"{scanned_path.name} does not match {meta_path.name}"
         self._graph, self._next_seq = faiss_graph, int(meta["next_seq"])
-        self._listings = _listings(graph)
-        self._hashes, self._seqs, self._dead = graph["hashes"], graph["seqs"], set(graph["dead"])
-        self._positions = {x.learnware_id: i for i, x in enumerate(self._listings) if i not in self._dead}
+        self._ids, self._names = graph["ids"], graph["names"]
+        self._domains = [sys.intern(d) for d in graph["domains"]]  # few distinct: one string each
+        self._hashes, self._seqs, self._dead = hashes, seqs, set(graph["dead"])
+        self._positions = {x: i for i, x in enumerate(self._ids) if i not in self._dead}
         self._select_live()
         entries = zip(_listings(scanned), scanned_rows, scanned["sigmas"], strict=True)
         self._scanned.extend(IndexEntry(listing, values, sigma, "") for listing, values, sigma in entries)
@@ -220,9 +244,11 @@ class HnswIndex:
                 "watermark": str(sum(live_hashes) & _MASK),
                 "next_seq": self._next_seq,
                 "graph": {
-                    **_columns(self._listings),
-                    "hashes": self._hashes,
-                    "seqs": self._seqs,
+                    "ids": self._ids,
+                    "names": self._names,
+                    "domains": self._domains,
+                    "hashes": self._hashes.tolist(),
+                    "seqs": self._seqs.tolist(),
                     "dead": sorted(self._dead),
                 },
                 "scanned": {
@@ -271,8 +297,11 @@ class HnswIndex:
                     self._scanned_keys[entry.listing.learnware_id] = (self._next_seq, key)
                     self._scanned.extend([entry])
                 else:
-                    self._positions[entry.listing.learnware_id] = len(self._listings)
-                    self._listings.append(entry.listing)
+                    listing = entry.listing
+                    self._positions[listing.learnware_id] = len(self._ids)
+                    self._ids.append(listing.learnware_id)
+                    self._names.append(listing.name)
+                    self._domains.append(listing.domain)
                     self._hashes.append(key_hash(entry.listing.learnware_id, entry.package_sha256))
                     self._seqs.append(self._next_seq)
                 self._next_seq += 1
@@ -326,9 +355,7 @@ class HnswIndex:
             return None
         vector = np.asarray(query.values, np.float32)[None]
         size = min(live, 2 * want + 16)
-        # A noisy query sits far off the rows' manifold, where greedy steps through the graph
-        # lose their way more often: one more beam width per NOISE_ENERGY_PER_BEAM of sigma^2 D.
-        widen = 1 + int(np.ceil(query.privacy.sigma**2 * self.dim / NOISE_ENERGY_PER_BEAM))
+        widen = beam_widening(query.privacy.sigma, self.dim, live)
         while True:
             params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # missing from faiss' stubs
             params.efSearch = max(EF_SEARCH, size) * widen
@@ -343,8 +370,8 @@ class HnswIndex:
                 rows,
                 np.zeros(len(positions)),
                 np.sum(rows.astype(np.float64) ** 2, axis=1),
-                [self._listings[int(i)] for i in positions],
-                np.array([self._seqs[int(i)] for i in positions], np.int64),
+                [Listing(self._ids[i], self._names[i], self._domains[i]) for i in positions.tolist()],
+                np.array([self._seqs[i] for i in positions.tolist()], np.int64),
             )
             if len(positions) >= live:
                 return found

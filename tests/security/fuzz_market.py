@@ -11,7 +11,6 @@ refused call left behind; `LogWatch` collects every ERROR record and traceback t
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from lmdock.client.connection import MarketClient
 from lmdock.common.errors import LmdockError
-from lmdock.common.package_reader import unpack_package
+from lmdock.common.package_reader import read_package
 from lmdock.common.profile import SpecProfile
 from lmdock.common.signing import generate_key, public_key_to_b64, sign_manifest
 from lmdock.server.app import ServerSettings
@@ -159,19 +158,17 @@ class FuzzMarket:
         }
 
     def run_checker(self, archive: bytes, workdir: Path) -> str:
-        """Run the market's package checker (unpack, then check) on `archive`: "OK" or the
-        status of the typed error it refused with; any other exception propagates."""
-        path, dest = workdir / "package.tar", workdir / "out"
+        """Run the market's package checker (read in place, then check) on `archive`: "OK" or
+        the status of the typed error it refused with; any other exception propagates."""
+        path = workdir / "package.tar"
         path.write_bytes(archive)
         try:
-            manifest, _ = unpack_package(path, dest)
-            check_package(manifest, dest, self.profile, self.running.market.base_models)
+            check_package(read_package(path), self.profile, self.running.market.base_models)
             return "OK"
         except LmdockError as exc:
             return exc.status
         finally:
             path.unlink()
-            shutil.rmtree(dest, ignore_errors=True)
 
     def healthy(self) -> bool:
         try:

@@ -87,7 +87,7 @@ def test_sizes_the_manifest_does_not_declare_are_refused_before_extraction(
     monkeypatch.setattr(Path, "open", recording_open)
     with pytest.raises(IntegrityError, match="the manifest declares"):
         unpack_package(bad, tmp_path / "out")
-    assert written == ["manifest.json", "signature.json"]
+    assert written == []  # not even the manifest: every size is checked before a file is written
     assert not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".unpack-")]
 
