@@ -66,6 +66,7 @@ def task_vector_profile(base_model: str, **recipe: object) -> TaskVectorProfile:
     """The profile of `recipe` (TaskVectorProfile's fields) on `base_model`, its weights pinned
     and its dimension read from the model's shapes."""
     folder = resolve_base_model(base_model)
+    # the hash and the dimension are placeholders until the weights and the model say them
     probe = TaskVectorProfile(base_model=base_model, base_sha256="0" * 64, dim=1, **recipe)  # type: ignore[arg-type]
     tm = _adapted(probe, folder)
     dim = sum(b.numel() for _, b in _b_matrices(tm))
