@@ -23,6 +23,7 @@ from lmdock.common.errors import IntegrityError, InvalidArgument
 from lmdock.common.hashing import sha256_file
 from lmdock.common.package import MANIFEST, SIGNATURE, Manifest, PackageLimits, check_member_name, write_tar
 from lmdock.common.signing import Signature, sign_manifest, signed_bytes, verify_manifest
+from lmdock.common.task_vector_member import TASK_VECTOR_FILE, read_task_vector
 
 __all__ = ["check_files", "sign_package", "unpack_package", "verify_folder"]
 
@@ -171,6 +172,8 @@ def check_files(
         if name.endswith(".json"):
             parsed[name] = _read_json(path, limits.max_json_bytes)
     check_module_names(parsed["adapter_config.json"])  # a required file (Manifest checks it is listed)
+    if manifest.task_vector is not None:  # listed with it (Manifest checks that)
+        read_task_vector(folder / TASK_VECTOR_FILE, manifest.task_vector.profile.dim)
     return manifest
 
 

@@ -122,6 +122,7 @@ def make_package(
     publisher: str = "tester",
     tags: tuple[str, ...] = (),
     task: TaskInfo | None = None,
+    extra_files: dict[str, Path] | None = None,
     **manifest_fields: Any,
 ) -> Manifest:
     task = task or TaskInfo(kind=kind, labels=LABELS if kind == "classification" else ())
@@ -138,6 +139,7 @@ def make_package(
         files={
             "adapter_config.json": adapter / "adapter_config.json",
             "adapter_model.safetensors": adapter / "adapter_model.safetensors",
+            **(extra_files or {}),
         },
         key=key,
         card=card,
