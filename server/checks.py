@@ -9,12 +9,15 @@ mismatches and bad signatures. Here the market adds its own rules, each with a p
 * adapter_config.json is a LoRA config for the declared, registered base model and task;
 * the target modules exist in that base model, and every tensor has exactly the name and
   shape PEFT would create for it (checked on a weightless `meta` skeleton of the base model);
-* every safetensors file holds finite floating-point tensors only.
+* every safetensors file holds finite floating-point tensors only;
+* a task vector (`check_task_vector`) is under a task-vector profile the market serves: exactly
+  one F32 tensor of that profile's dim, finite, its noise and norm within the profile's bounds.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +25,14 @@ from lmdock.common.card import Card
 from lmdock.common.errors import FailedPrecondition, InvalidArgument
 from lmdock.common.package import Manifest
 from lmdock.common.profile import SpecProfile
+from lmdock.common.spec import Spec
+from lmdock.common.task_vector_member import TASK_VECTOR_FILE, read_task_vector
+from lmdock.common.task_vector_search import TaskVectorIndexing
 from lmdock.server.base_models import BaseModels
 from lmdock.server.tensor_scan import FLOAT_DTYPES, non_finite_tensor
 from safetensors import SafetensorError, safe_open
 
-__all__ = ["check_package"]
+__all__ = ["check_package", "check_task_vector"]
 
 MAX_TAGS, MAX_TAG_CHARS, MAX_DESCRIPTION_CHARS, MAX_VERSION_CHARS = 32, 64, 16_384, 64
 _TASK_TYPES = {"classification": "SEQ_CLS", "generation": "CAUSAL_LM"}
@@ -44,6 +50,28 @@ def check_package(manifest: Manifest, folder: Path, profile: SpecProfile, base_m
             _check_weights(folder / name)
     expected = _expected_tensors(manifest, folder, base_config)
     _check_shapes(manifest.base_model, _tensor_shapes(folder / "adapter_model.safetensors"), expected)
+
+
+def check_task_vector(
+    manifest: Manifest, folder: Path, served: Mapping[str, TaskVectorIndexing]
+) -> Spec | None:
+    """The package's task vector as a spec (None when it has none), once it passes every rule:
+    FailedPrecondition for a profile this market does not serve, else InvalidArgument."""
+    if manifest.task_vector is None:
+        return None
+    declared = manifest.task_vector.profile
+    indexing = served.get(declared.profile_id)
+    if indexing is None:
+        ids = ", ".join(repr(i) for i in served) or "none"
+        raise FailedPrecondition(
+            f"the package's task vector is under task-vector profile {declared.profile_id!r}, which this "
+            f"market does not serve (it serves {ids}): compute it under a served one, or leave it out"
+        )
+    # the id is the hash of every field (checked when the manifest was read): the same profile
+    values = read_task_vector(folder / TASK_VECTOR_FILE, indexing.feature_dim)
+    spec = manifest.task_vector.spec(values)
+    spec.check_against(indexing)
+    return spec
 
 
 def _check_metadata(card: Card) -> None:
