@@ -197,10 +197,11 @@ MATCH_COLUMNS: tuple[tuple[str, Callable[[Any], Any]], ...] = (
 
 #: The same for a ranking of task vectors (a cosine profile).
 TASK_VECTOR_HEADER = (
-    "distance: how far each learnware's task vector points from your task's (the debiased squared "
-    "distance between the vectors scaled to unit length, 2 - 2 cos; lower is closer); ± one standard "
-    "deviation under the privacy noise. Ranked by distance + 2 standard deviations (docs/search.md). "
-    "confidence: the chance that the match is the nearest of those listed."
+    "distance: the debiased squared distance from your task vector to each learnware's, scaled to "
+    "unit length: it orders them by the cosine between the two (what the task asks a model to do; "
+    "lower is closer); ± one standard deviation under the privacy noise. Ranked by distance + 2 "
+    "standard deviations (docs/search.md). confidence: the chance that the match is the nearest of "
+    "those listed."
 )
 HEADERS = {"kernel-mean": MATCHES_HEADER, "task-vector": TASK_VECTOR_HEADER}
 
