@@ -143,8 +143,14 @@ def test_task_vectors_are_served_indexed_searched_and_unpublished(
         )
         assert private.privacy.sigma > 0 and sorted(ranked(client, private)) == sorted(TOPICS)
         # another market process on the same catalogue streams the task vectors at its start
+        # (into the approximate backend: an index per task-vector profile, persisted by its id)
         other = Market.open(
-            data_dir, profile=profile, db_url=db_url, task_vector_profiles=(vector_profile,), change_poll_s=60
+            data_dir,
+            profile=profile,
+            db_url=db_url,
+            task_vector_profiles=(vector_profile,),
+            change_poll_s=60,
+            index="hnsw",
         )
         try:
             assert other.search(query("markets", vector_profile)).matches[0].learnware_id == "markets"
