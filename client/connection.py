@@ -28,6 +28,7 @@ from lmdock.common.market_types import Caller, LearnwareInfo, PackageHeader, Sea
 from lmdock.common.profile import SpecProfile
 from lmdock.common.signing import prove_possession, public_key_to_b64
 from lmdock.common.spec import Spec
+from lmdock.common.task_vector import TaskVectorProfile
 from lmdock.v1 import market_pb2 as pb
 from lmdock.v1 import market_pb2_grpc as pb_grpc
 
@@ -84,6 +85,21 @@ class MarketClient:
         """Every profile the market serves that this client can compute specs under, newest first."""
         response = self._stub.GetSpecProfile(pb.GetSpecProfileRequest(), timeout=self.timeout)
         return serde.supported_profiles(response)
+
+    def task_vector_profiles(self) -> list[TaskVectorProfile]:
+        """Every task-vector profile the market serves that this client knows, newest first."""
+        response = self._stub.GetSpecProfile(pb.GetSpecProfileRequest(), timeout=self.timeout)
+        return serde.supported_task_vector_profiles(response)
+
+    def task_vector_profile(self) -> TaskVectorProfile:
+        """The newest task-vector profile the market serves (issue 22)."""
+        supported = self.task_vector_profiles()
+        if not supported:
+            raise FailedPrecondition(
+                f"the market at {self.address} serves no task-vector profile (its operator adds one with "
+                "`lmdock-market add-profile --kind task-vector --base NAME`)"
+            )
+        return supported[0]
 
     def profile(self) -> SpecProfile:
         """The newest profile the market serves that this client supports (docs/search.md)."""

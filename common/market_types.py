@@ -36,10 +36,20 @@ class LearnwareInfo:
     dp_epsilon: float = 0.0
     signing_key_id: str = ""
     updated_at: str = ""
+    #: The package's task vector as a spec under its task-vector profile (issue 22), when the
+    #: market read it: the catalogue loads it for the search index, not for listings.
+    task_vector: Spec | None = None
 
     @classmethod
     def from_manifest(
-        cls, manifest: Manifest, *, sha256: str, size: int, created_at: str, signing_key_id: str = ""
+        cls,
+        manifest: Manifest,
+        *,
+        sha256: str,
+        size: int,
+        created_at: str,
+        signing_key_id: str = "",
+        task_vector: Spec | None = None,
     ) -> LearnwareInfo:
         dp_budget = manifest.dp_budget
         return cls(
@@ -55,6 +65,7 @@ class LearnwareInfo:
             dp_epsilon=dp_budget[0] if dp_budget else 0.0,
             signing_key_id=signing_key_id,
             updated_at=created_at,
+            task_vector=task_vector,
         )
 
 

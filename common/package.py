@@ -9,6 +9,8 @@
     adapter_config.json         PEFT adapter config
     adapter_model.safetensors   PEFT adapter weights (and a task head, when there is one)
     README.md                   optional model card
+    task_vector.safetensors     optional: the learnware's task vector (`task_vector_member`), with
+                                the manifest's `task_vector` field saying how it was made
 
 The two formats differ only in that encoding; the manifest's `format` field names its format
 ("lmdock-learnware/2" or "/1"). New packages are written as v2; `sign_package` keeps a package's
@@ -45,6 +47,7 @@ from lmdock.common.errors import InvalidArgument
 from lmdock.common.hashing import sha256_file
 from lmdock.common.signing import MANIFEST_ENCODINGS, Signature, sign_manifest
 from lmdock.common.spec import Spec
+from lmdock.common.task_vector_member import TASK_VECTOR_FILE, TaskVectorInfo
 
 __all__ = [
     "FORMAT",
@@ -133,6 +136,7 @@ class Manifest:
     eval_scores: Mapping[str, float] = field(default_factory=dict)
     created_at: str = ""
     format: str = FORMAT
+    task_vector: TaskVectorInfo | None = None
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -146,6 +150,10 @@ class Manifest:
             check_member_name(name)
         check_text_field("base_model", self.base_model)
         _check_training(self.training)
+        if (self.task_vector is None) != (TASK_VECTOR_FILE not in self.files):
+            raise InvalidArgument(
+                f"a manifest lists {TASK_VECTOR_FILE} if and only if it has a task_vector field"
+            )
 
     @property
     def dp_trained(self) -> bool:
@@ -169,6 +177,8 @@ class Manifest:
             "eval_scores": dict(self.eval_scores),
             "files": {k: {"sha256": v.sha256, "size": v.size} for k, v in sorted(self.files.items())},
             "created_at": self.created_at,
+            # only when present: manifests without a task vector stay byte-identical
+            **({} if self.task_vector is None else {"task_vector": self.task_vector.to_dict()}),
         }
 
     @classmethod
@@ -191,6 +201,7 @@ class Manifest:
                 eval_scores={str(k): float(v) for k, v in dict(data.get("eval_scores", {})).items()},
                 files=files,
                 created_at=str(data.get("created_at", "")),
+                task_vector=TaskVectorInfo.from_dict(data["task_vector"]) if "task_vector" in data else None,
             )
         except InvalidArgument:
             raise
@@ -248,6 +259,7 @@ def write_package(
     training: Mapping[str, Any] | None = None,
     eval_scores: Mapping[str, float] | None = None,
     created_at: str = "",
+    task_vector: TaskVectorInfo | None = None,
 ) -> Manifest:
     """Hash `files`, build the manifest and write the package tar to `out` atomically.
 
@@ -267,6 +279,7 @@ def write_package(
         training=dict(training or {}),
         eval_scores=dict(eval_scores or {}),
         created_at=created_at,
+        task_vector=task_vector,
     )
     manifest_dict = manifest.to_dict()
     signature = None if key is None else sign_manifest(manifest_dict, key)

@@ -30,6 +30,7 @@ from lmdock.common.errors import IntegrityError, InvalidArgument
 from lmdock.common.hashing import sha256_file
 from lmdock.common.package import MANIFEST, SIGNATURE, Manifest, PackageLimits, check_member_name, write_tar
 from lmdock.common.signing import Signature, sign_manifest, signed_bytes, verify_manifest
+from lmdock.common.task_vector_member import TASK_VECTOR_FILE, read_task_vector, task_vector_file_limit
 
 __all__ = [
     "ArchivedPackage",
@@ -200,10 +201,12 @@ def _check_contents(
     present: set[str],
     file_digest: Callable[[str], tuple[int, str]],
     read_json: Callable[[str], Any],
+    read_member: Callable[[str], bytes],
     limits: PackageLimits,
 ) -> tuple[Manifest, dict[str, Any]]:
     """The manifest, its exact file set, every size and sha256 (`file_digest`: a present file's
-    size and sha256), every JSON file parsed strictly; returns the manifest and those files."""
+    size and sha256), every JSON file parsed strictly, a task vector's one tensor; returns the
+    manifest and the JSON files."""
     manifest = Manifest.from_dict(manifest_dict)
     if len(manifest.task.labels) > limits.max_labels:
         raise InvalidArgument(f"more than {limits.max_labels} labels")
@@ -221,6 +224,12 @@ def _check_contents(
         if name.endswith(".json"):
             parsed[name] = read_json(name)
     check_module_names(parsed["adapter_config.json"])  # a required file (Manifest checks it is listed)
+    if manifest.task_vector is not None:  # listed with it (Manifest checks that)
+        dim = manifest.task_vector.profile.dim
+        size = manifest.files[TASK_VECTOR_FILE].size
+        if size > task_vector_file_limit(dim):
+            raise InvalidArgument(f"{TASK_VECTOR_FILE} is {size} bytes, more than a [{dim}] vector needs")
+        read_task_vector(read_member(TASK_VECTOR_FILE), dim)
     return manifest, parsed
 
 
@@ -251,6 +260,7 @@ def check_files(
         {p.name for p in folder.iterdir()} - {MANIFEST, SIGNATURE},
         file_digest,
         lambda name: _read_json(folder / name, limits.max_json_bytes),
+        lambda name: (folder / name).read_bytes(),
         limits,
     )
     return manifest
@@ -310,6 +320,7 @@ def read_package(
             set(members),
             lambda name: (members[name].size, digests[name]),
             read_json,
+            lambda name: _member_bytes(tar, members[name]),
             limits,
         )
     raw_signature = _parse_json(SIGNATURE, small[SIGNATURE]) if SIGNATURE in small else None

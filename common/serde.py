@@ -18,6 +18,7 @@ from lmdock.common.market_types import (
 from lmdock.common.package import TaskInfo
 from lmdock.common.profile import SpecProfile
 from lmdock.common.spec import Privacy, Spec
+from lmdock.common.task_vector import TaskVectorProfile
 from lmdock.v1 import market_pb2 as pb
 
 __all__ = [
@@ -34,6 +35,9 @@ __all__ = [
     "spec_from_pb",
     "spec_to_pb",
     "supported_profiles",
+    "supported_task_vector_profiles",
+    "task_vector_profile_from_pb",
+    "task_vector_profile_to_pb",
 ]
 
 
@@ -89,6 +93,44 @@ def supported_profiles(response: pb.GetSpecProfileResponse) -> list[SpecProfile]
     for message in response.profiles or [response.profile]:
         try:
             out.append(profile_from_pb(message))
+        except InvalidArgument:
+            continue
+    return out
+
+
+def task_vector_profile_to_pb(p: TaskVectorProfile) -> pb.TaskVectorProfile:
+    return pb.TaskVectorProfile(profile_id=p.profile_id, **p.to_dict())
+
+
+def task_vector_profile_from_pb(m: pb.TaskVectorProfile) -> TaskVectorProfile:
+    """Decode and check that the profile's id matches its contents."""
+    return TaskVectorProfile.from_dict(
+        {
+            "profile_id": m.profile_id,
+            "kind": m.kind,
+            "version": m.version,
+            "base_model": m.base_model,
+            "base_sha256": m.base_sha256,
+            "dim": m.dim,
+            "layers": m.layers,
+            "rank": m.rank,
+            "targets": list(m.targets),
+            "max_tokens": m.max_tokens,
+            "steps": m.steps,
+            "learning_rate": m.learning_rate,
+            "clip_norm": m.clip_norm,
+            "seed": m.seed,
+        }
+    )
+
+
+def supported_task_vector_profiles(response: pb.GetSpecProfileResponse) -> list[TaskVectorProfile]:
+    """The task-vector profiles a market serves (newest first) that this lmdock knows; none from
+    a market before them."""
+    out = []
+    for message in response.task_vector_profiles:
+        try:
+            out.append(task_vector_profile_from_pb(message))
         except InvalidArgument:
             continue
     return out

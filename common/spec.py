@@ -40,7 +40,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -53,6 +53,7 @@ from lmdock.common.profile import SPEC_VERSION, SpecProfile
 
 __all__ = [
     "MIN_RECORDS",
+    "ComparedProfile",
     "Privacy",
     "ReleasePlan",
     "Spec",
@@ -73,6 +74,26 @@ MIN_RECORDS = 20
 UNITS = ("record", "person")
 
 FloatArray = npt.NDArray[np.float64]
+
+
+class ComparedProfile(Protocol):
+    """What checking, indexing and ranking a spec read of its profile: a kernel-mean
+    `SpecProfile`, or a served task-vector profile (`lmdock.common.task_vector_search`)."""
+
+    @property
+    def profile_id(self) -> str: ...
+    @property
+    def ids(self) -> tuple[str, ...]: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def kernel(self) -> str: ...
+    @property
+    def feature_dim(self) -> int: ...
+    @property
+    def clip_radius(self) -> float: ...  # the largest norm of an un-noised spec
+    @property
+    def max_sigma(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -149,7 +170,7 @@ class Spec:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InvalidArgument(f"malformed spec: {exc}") from None
 
-    def check_against(self, profile: SpecProfile) -> None:
+    def check_against(self, profile: ComparedProfile) -> None:
         """Raise InvalidArgument unless this spec was computed under `profile`."""
         if self.version != profile.version:
             raise InvalidArgument(f"spec version {self.version} != profile version {profile.version}")
@@ -171,7 +192,7 @@ class Spec:
 _TAIL_X = math.log(2e9)
 
 
-def norm_bounds(sigma: float, profile: SpecProfile) -> tuple[float, float]:
+def norm_bounds(sigma: float, profile: ComparedProfile) -> tuple[float, float]:
     """The range of ||s|| for s = mu + z, ||mu|| <= R, z ~ N(0, sigma^2 I_D), except w.p. 1e-9.
 
     ||mu|| - ||z|| <= ||s|| <= ||mu|| + ||z||, and by Laurent & Massart (2000, Lemma 1), with
@@ -186,7 +207,7 @@ def norm_bounds(sigma: float, profile: SpecProfile) -> tuple[float, float]:
     return max(low, 0.0) * (1 - 1e-5), high * (1 + 1e-5) + 1e-6
 
 
-def check_norm(norm: float, sigma: float, profile: SpecProfile) -> None:
+def check_norm(norm: float, sigma: float, profile: ComparedProfile) -> None:
     """Refuse a spec noisier than the profile allows, or whose norm its sigma cannot explain
     (see `norm_bounds`).
 

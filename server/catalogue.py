@@ -29,7 +29,7 @@ from lmdock.common.package import TaskInfo
 from lmdock.common.spec import Privacy, Spec
 from lmdock.server.db import Database, utc_now
 from lmdock.server.index import IndexEntry, Listing
-from lmdock.server.tables import ChangeRow, LearnwareRow, LockRow, TagRow
+from lmdock.server.tables import ChangeRow, LearnwareRow, LockRow, TagRow, TaskVectorRow
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 from sqlalchemy.orm import Session
@@ -75,19 +75,41 @@ def _to_row(lw: LearnwareInfo) -> LearnwareRow:
     )
 
 
+def _task_vector_row(lw: LearnwareInfo) -> TaskVectorRow | None:
+    spec = lw.task_vector
+    if spec is None:
+        return None
+    return TaskVectorRow(
+        learnware_id=lw.card.id,
+        profile_id=spec.profile_id,
+        spec_version=spec.version,
+        spec_values=spec.values.astype("<f4").tobytes(),
+        spec_privacy=json.dumps(spec.privacy.to_dict()),
+    )
+
+
+def _spec(row: LearnwareRow | TaskVectorRow) -> Spec:
+    return Spec(
+        profile_id=row.profile_id,
+        values=np.frombuffer(row.spec_values, dtype="<f4").astype(np.float32),
+        privacy=Privacy.from_dict(json.loads(row.spec_privacy)),
+        version=row.spec_version,
+    )
+
+
+def _rows(lw: LearnwareInfo) -> list[LearnwareRow | TaskVectorRow]:
+    """The learnware's row and, when it has one, its task vector's (flushed after it)."""
+    row, vector = _to_row(lw), _task_vector_row(lw)
+    return [row] if vector is None else [row, vector]
+
+
 def _lock(session: Session) -> None:
     """Take the catalogue's lock row until the transaction ends (a row lock on PostgreSQL, the
     database's write lock on SQLite)."""
     session.execute(update(LockRow).where(LockRow.name == "catalogue").values(name=LockRow.name))
 
 
-def _from_row(row: LearnwareRow) -> LearnwareInfo:
-    spec = Spec(
-        profile_id=row.profile_id,
-        values=np.frombuffer(row.spec_values, dtype="<f4").astype(np.float32),
-        privacy=Privacy.from_dict(json.loads(row.spec_privacy)),
-        version=row.spec_version,
-    )
+def _from_row(row: LearnwareRow, task_vector: TaskVectorRow | None = None) -> LearnwareInfo:
     return LearnwareInfo(
         card=Card(
             id=row.id,
@@ -101,7 +123,8 @@ def _from_row(row: LearnwareRow) -> LearnwareInfo:
         ),
         base_model=row.base_model,
         task=TaskInfo(kind=row.task_kind, labels=tuple(json.loads(row.labels))),
-        spec=spec,
+        spec=_spec(row),
+        task_vector=None if task_vector is None else _spec(task_vector),
         package_sha256=row.package_sha256,
         package_size=row.package_size,
         signing_key_id=row.signing_key_id,
@@ -156,7 +179,7 @@ class Catalogue:
             _lock(session)
             if session.get(LearnwareRow, lw.card.id) is not None:
                 raise AlreadyExists(f"a learnware with id {lw.card.id!r} is already published")
-            session.add(_to_row(lw))
+            session.add_all(_rows(lw))
             try:
                 session.flush()
             except SqlIntegrityError:
@@ -173,7 +196,7 @@ class Catalogue:
         with self.db.session() as session:
             _lock(session)
             for lw in learnwares:
-                session.add(_to_row(lw))
+                session.add_all(_rows(lw))
                 session.add(ChangeRow(learnware_id=lw.card.id, op="add", at=utc_now()))
             try:
                 session.flush()
@@ -272,12 +295,14 @@ class Catalogue:
         with self.db.session() as session:
             return set(session.scalars(select(LearnwareRow.package_sha256)))
 
-    def get(self, learnware_id: str) -> LearnwareInfo:
+    def get(self, learnware_id: str, *, with_task_vector: bool = False) -> LearnwareInfo:
+        """The learnware's record; its task vector too only when asked (the search index's need)."""
         with self.db.session() as session:
             row = session.get(LearnwareRow, learnware_id)
             if row is None:
                 raise NotFound(f"no learnware with id {learnware_id!r}")
-            return _from_row(row)
+            vector = session.get(TaskVectorRow, learnware_id) if with_task_vector else None
+            return _from_row(row, vector)
 
     def list(
         self,
@@ -311,20 +336,27 @@ class Catalogue:
         more = len(rows) > page_size
         return Page(items=items, next_token=_encode_token(items[-1].card.id) if more and items else "")
 
-    def count(self, *, profile_ids: Sequence[str]) -> int:
-        """How many learnwares are listed under any of `profile_ids` (one profile's ids)."""
-        query = select(func.count()).select_from(LearnwareRow).where(LearnwareRow.profile_id.in_(profile_ids))
+    def count(self, *, profile_ids: Sequence[str], task_vectors: bool = False) -> int:
+        """How many learnwares are listed under any of `profile_ids` (one profile's ids): by
+        their kernel-mean spec, or with `task_vectors` by their task vector."""
+        table = TaskVectorRow if task_vectors else LearnwareRow
+        query = select(func.count()).select_from(table).where(table.profile_id.in_(profile_ids))
         with self.db.session() as session:
             return int(session.scalar(query) or 0)
 
-    def iter_index_entries(self, *, profile_ids: Sequence[str], max_sigma: float) -> Iterator[IndexEntry]:
-        """What the search index keeps of each learnware with spec noise <= max_sigma, in id order.
+    def iter_index_entries(
+        self, *, profile_ids: Sequence[str], max_sigma: float, task_vectors: bool = False
+    ) -> Iterator[IndexEntry]:
+        """What the search index keeps of each learnware with spec noise <= max_sigma, in id order
+        (with `task_vectors`: of each learnware's task vector under those profile ids).
 
         A plain SELECT of a few columns, streamed: no ORM objects, tags or full records, so a
         million rows cost their vectors and little else.
         """
-        columns = (LearnwareRow.name, LearnwareRow.domain, LearnwareRow.spec_values)
-        for (learnware_id, sha256, sigma), (name, domain, values) in self._index_rows(profile_ids, columns):
+        values_column = TaskVectorRow.spec_values if task_vectors else LearnwareRow.spec_values
+        columns = (LearnwareRow.name, LearnwareRow.domain, values_column)
+        rows = self._index_rows(profile_ids, columns, task_vectors=task_vectors)
+        for (learnware_id, sha256, sigma), (name, domain, values) in rows:
             if sigma <= max_sigma:
                 # a read-only view of the row's bytes, not a copy: every index copies it into its matrix
                 vector = np.frombuffer(values, dtype="<f4")
@@ -332,32 +364,37 @@ class Catalogue:
                 listing = Listing(learnware_id, name, sys.intern(domain))
                 yield IndexEntry(listing, vector, sigma, sha256)
 
-    def iter_index_keys(self, *, profile_ids: Sequence[str], max_sigma: float) -> Iterator[tuple[str, str]]:
+    def iter_index_keys(
+        self, *, profile_ids: Sequence[str], max_sigma: float, task_vectors: bool = False
+    ) -> Iterator[tuple[str, str]]:
         """(id, package sha256) of each learnware `iter_index_entries` yields, reading no vector."""
-        for (learnware_id, sha256, sigma), _ in self._index_rows(profile_ids, ()):
+        for (learnware_id, sha256, sigma), _ in self._index_rows(profile_ids, (), task_vectors=task_vectors):
             if sigma <= max_sigma:
                 yield learnware_id, sha256
 
     def _index_rows(
-        self, profile_ids: Sequence[str], columns: tuple[Any, ...]
+        self, profile_ids: Sequence[str], columns: tuple[Any, ...], *, task_vectors: bool
     ) -> Iterator[tuple[tuple[str, str, float], tuple[Any, ...]]]:
-        """((id, package sha256, spec sigma), the other columns asked for) per row, in id order.
+        """((id, package sha256, spec sigma), the other columns asked for) per row, in id order;
+        the spec is the kernel mean's, or with `task_vectors` the task vector's.
 
-        The profiles are filtered here, not in SQL: given `profile_id IN (...)`, SQLite reads the
-        rows through the profile_id index and sorts them all, vectors included, in a temporary
-        B-tree (14.6 s at 1M rows, against 5.4 s for the primary key's order; a market serves
-        one or two profiles, so nearly every row is wanted)."""
-        query = select(
-            LearnwareRow.id,
-            LearnwareRow.package_sha256,
-            LearnwareRow.spec_privacy,
-            LearnwareRow.profile_id,
-            *columns,
-        ).order_by(LearnwareRow.id)
+        The kernel means' profiles are filtered here, not in SQL: given `profile_id IN (...)`,
+        SQLite reads the rows through the profile_id index and sorts them all, vectors included,
+        in a temporary B-tree (14.6 s at 1M rows, against 5.4 s for the primary key's order; a
+        market serves one or two profiles, so nearly every row is wanted). Task vectors are a
+        table of their own, joined and filtered in SQL."""
+        if task_vectors:
+            spec = (TaskVectorRow.spec_privacy, TaskVectorRow.profile_id)
+            query = select(LearnwareRow.id, LearnwareRow.package_sha256, *spec, *columns).join(
+                TaskVectorRow, TaskVectorRow.learnware_id == LearnwareRow.id
+            )
+        else:
+            spec = (LearnwareRow.spec_privacy, LearnwareRow.profile_id)
+            query = select(LearnwareRow.id, LearnwareRow.package_sha256, *spec, *columns)
         wanted = set(profile_ids)
         with self.db.session() as session:  # Core rows, not ORM-loaded ones: a third of the time at 1M
             for learnware_id, sha256, privacy, profile_id, *rest in (
-                session.connection().execute(query).yield_per(4096)
+                session.connection().execute(query.order_by(LearnwareRow.id)).yield_per(4096)
             ):
                 if profile_id in wanted:
                     yield (learnware_id, sha256, _sigma_of(privacy)), tuple(rest)

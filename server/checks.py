@@ -11,11 +11,14 @@ reading the files where they lie in the uploaded tar (nothing is unpacked):
 * the target modules exist in that base model, and every tensor has exactly the name and
   shape PEFT would create for it (checked on a weightless `meta` skeleton of the base model);
 * every safetensors file has a valid header (`safetensors_header`) and holds finite
-  floating-point tensors only.
+  floating-point tensors only;
+* a task vector (`check_task_vector`) is under a task-vector profile the market serves: exactly
+  one F32 tensor of that profile's dim, finite, its noise and norm within the profile's bounds.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, BinaryIO
 
 from lmdock.common.card import Card
@@ -23,11 +26,14 @@ from lmdock.common.errors import FailedPrecondition, InvalidArgument
 from lmdock.common.package import Manifest
 from lmdock.common.package_reader import ArchivedPackage
 from lmdock.common.profile import SpecProfile
+from lmdock.common.spec import Spec
+from lmdock.common.task_vector_member import TASK_VECTOR_FILE, read_task_vector
+from lmdock.common.task_vector_search import TaskVectorIndexing
 from lmdock.server.base_models import BaseModels
 from lmdock.server.safetensors_header import SafetensorsHeader, read_header
 from lmdock.server.tensor_scan import non_finite_tensor
 
-__all__ = ["check_package"]
+__all__ = ["check_package", "check_task_vector"]
 
 MAX_TAGS, MAX_TAG_CHARS, MAX_DESCRIPTION_CHARS, MAX_VERSION_CHARS = 32, 64, 16_384, 64
 _TASK_TYPES = {"classification": "SEQ_CLS", "generation": "CAUSAL_LM"}
@@ -51,6 +57,30 @@ def check_package(package: ArchivedPackage, profile: SpecProfile, base_models: B
     expected = _expected_tensors(manifest, config, base_config)
     shapes = {t.name: t.shape for t in headers["adapter_model.safetensors"].tensors}
     _check_shapes(manifest.base_model, shapes, expected)
+
+
+def check_task_vector(package: ArchivedPackage, served: Mapping[str, TaskVectorIndexing]) -> Spec | None:
+    """The verified package's task vector as a spec (None when it has none), once it passes every
+    rule: FailedPrecondition for a profile this market does not serve, else InvalidArgument."""
+    manifest = package.manifest
+    if manifest.task_vector is None:
+        return None
+    declared = manifest.task_vector.profile
+    indexing = served.get(declared.profile_id)
+    if indexing is None:
+        ids = ", ".join(repr(i) for i in served) or "none"
+        raise FailedPrecondition(
+            f"the package's task vector is under task-vector profile {declared.profile_id!r}, which this "
+            f"market does not serve (it serves {ids}): compute it under a served one, or leave it out"
+        )
+    # the id is the hash of every field (checked when the manifest was read): the same profile
+    member = package.members[TASK_VECTOR_FILE]  # its size bounded by the reader
+    with package.archive.open("rb") as archive:
+        archive.seek(member.offset)
+        values = read_task_vector(archive.read(member.size), indexing.feature_dim)
+    spec = manifest.task_vector.spec(values)
+    spec.check_against(indexing)
+    return spec
 
 
 def _check_metadata(card: Card) -> None:

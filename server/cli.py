@@ -20,11 +20,18 @@ from lmdock.common.errors import InvalidArgument
 from lmdock.common.exit_codes import EPILOG, parse_or_exit, run_command
 from lmdock.common.profile import SpecProfile
 from lmdock.common.profile_factory import PROFILE_KINDS, profile_of_kind
+from lmdock.common.task_vector import TASK_VECTOR_KIND, TaskVectorProfile
 from lmdock.server.apikeys import KEY_CACHE_TTL_S
 from lmdock.server.app import ServerSettings, ServerTLS, create_server
 from lmdock.server.auth import AccessPolicy
 from lmdock.server.base_models import BaseModels, parse_base_model_option
-from lmdock.server.config import add_profile, load_added_profiles, load_or_create_profile
+from lmdock.server.config import (
+    add_profile,
+    add_task_vector_profile,
+    load_added_profiles,
+    load_or_create_profile,
+    load_task_vector_profiles,
+)
 from lmdock.server.database_options import add_database_options, database_url
 from lmdock.server.db import Database
 from lmdock.server.identity import Role
@@ -34,6 +41,7 @@ from lmdock.server.limits import RateLimits, StreamLimits
 from lmdock.server.market import CHANGE_POLL_S, Market, MarketLimits
 from lmdock.server.observability import Observer, serve_metrics
 from lmdock.server.replica import RETENTION_S
+from lmdock.server.task_vector_profiles import task_vector_profile_on
 from lmdock.server.workers import one_blas_thread
 
 log = logging.getLogger("lmdock.market")
@@ -97,6 +105,7 @@ def _serve(args: argparse.Namespace) -> int:
         api_key_ttl_s=args.api_key_ttl,
         index=args.index,
         added_profiles=added_profiles,
+        task_vector_profiles=load_task_vector_profiles(data_dir),
     )
     observer = Observer()
     server, port = create_server(
@@ -123,7 +132,9 @@ def _serve(args: argparse.Namespace) -> int:
         host,
         port,
         "mTLS" if tls and tls.client_ca_file else "TLS" if tls else "plaintext",
-        ", ".join(p.profile_id for p in market.profiles),
+        ", ".join(
+            [p.profile_id for p in market.profiles] + [p.profile_id for p in market.task_vector_profiles]
+        ),
         profile.max_sigma,
         len(market.index),
         args.index,
@@ -142,16 +153,35 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile_file(path: str) -> SpecProfile | TaskVectorProfile:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        data = json.loads(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidArgument(f"cannot read the profile file {path}: {exc}") from None
+    if isinstance(data, dict) and data.get("kind") == TASK_VECTOR_KIND:
+        return TaskVectorProfile.from_dict(data)
+    return SpecProfile.from_json(text)
+
+
 def _add_profile(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).expanduser()
     if args.file:
-        try:
-            text = Path(args.file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InvalidArgument(f"cannot read the profile file {args.file}: {exc}") from None
-        profile = SpecProfile.from_json(text)
+        profile = _profile_file(args.file)
+    elif args.kind == TASK_VECTOR_KIND:
+        if not args.base:
+            raise InvalidArgument("--kind task-vector needs --base: the base model its vectors train on")
+        models = BaseModels(dict(parse_base_model_option(o) for o in args.base_model), allow_local_paths=True)
+        profile = task_vector_profile_on(args.base, models.folder(args.base))
     else:
         profile = profile_of_kind(args.kind)
+    if isinstance(profile, TaskVectorProfile):
+        vectors = add_task_vector_profile(data_dir, profile)
+        listed = [p.profile_id for p in reversed(vectors)]
+        print(
+            json.dumps({"added": profile.profile_id, "dim": profile.dim, "task_vector_newest_first": listed})
+        )
+        return 0
     added = add_profile(data_dir, profile)
     first = load_or_create_profile(data_dir)
     served = [p.profile_id for p in reversed((first, *added))]
@@ -299,8 +329,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     added.add_argument("--data-dir", required=True, help="the market's data folder")
     which = added.add_mutually_exclusive_group(required=True)
-    which.add_argument("--kind", choices=sorted(PROFILE_KINDS), help="a built-in spec kind")
-    which.add_argument("--file", help="a spec profile JSON file")
+    which.add_argument(
+        "--kind", choices=sorted([*PROFILE_KINDS, TASK_VECTOR_KIND]), help="a built-in spec kind"
+    )
+    which.add_argument("--file", help="a spec profile or task-vector profile JSON file")
+    added.add_argument(
+        "--base",
+        help="with --kind task-vector: the base model the vectors train on (a packaged model, a "
+        "--base-model NAME, or an absolute folder)",
+    )
+    added.add_argument(
+        "--base-model", action="append", default=[], metavar="NAME=PATH", help="register base model NAME"
+    )
     added.set_defaults(func=_add_profile)
     add_keys_commands(sub)
     return parser

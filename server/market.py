@@ -19,12 +19,14 @@ from lmdock.common.package import TASK_KINDS, Manifest, PackageLimits
 from lmdock.common.package_reader import read_package
 from lmdock.common.profile import SpecProfile
 from lmdock.common.signing import Signature, verify_possession
-from lmdock.common.spec import Spec
+from lmdock.common.spec import ComparedProfile, Spec
+from lmdock.common.task_vector import TaskVectorProfile
+from lmdock.common.task_vector_search import TaskVectorIndexing
 from lmdock.server.apikeys import KEY_CACHE_TTL_S, ApiKeys
 from lmdock.server.base_models import BaseModels
 from lmdock.server.blobs import BlobWriter, LocalBlobStore, StagedBlob
 from lmdock.server.catalogue import Catalogue, Page
-from lmdock.server.checks import check_package
+from lmdock.server.checks import check_package, check_task_vector
 from lmdock.server.db import Database, utc_now
 from lmdock.server.identity import Identity
 from lmdock.server.index import SpecIndex
@@ -65,10 +67,12 @@ class Market:
         change_retention_s: float = RETENTION_S,
         api_key_ttl_s: float = KEY_CACHE_TTL_S,
         added_profiles: Sequence[SpecProfile] = (),
+        task_vector_profiles: Sequence[TaskVectorProfile] = (),
     ) -> None:
         """`index` builds each profile's search index from the catalogue's learnwares under it
         (`server/index/`). `profile` is the market's first; `added_profiles` (oldest first) are
-        served beside it, each with its own index (docs/search.md, *Profiles side by side*).
+        served beside it, each with its own index (docs/search.md, *Profiles side by side*);
+        so are `task_vector_profiles` (oldest first), indexing the packages' task vectors.
 
         Any number of markets may share one database and blob store: each keeps its indexes in
         step with the catalogue's change log (`replica.IndexFollower`)."""
@@ -77,7 +81,12 @@ class Market:
         self.profiles = tuple(reversed((profile, *added_profiles)))
         #: Each served profile under every id it answers to (its v2 id and its v1 alias).
         self._by_id = {i: p for p in self.profiles for i in p.ids}
-        if len({p.profile_id for p in self.profiles}) != len(self.profiles):
+        #: Every task-vector profile served, newest first.
+        self.task_vector_profiles = tuple(reversed(task_vector_profiles))
+        self._task_vectors = {p.profile_id: TaskVectorIndexing(p) for p in self.task_vector_profiles}
+        #: Every profile with an index: the kernel-mean ones, then the task-vector ones.
+        self._indexed: tuple[ComparedProfile, ...] = (*self.profiles, *self._task_vectors.values())
+        if len({p.profile_id for p in self._indexed}) != len(self._indexed):
             raise InvalidArgument("a market serves each profile once")
         self.db = db
         self.catalogue = Catalogue(db)
@@ -90,7 +99,7 @@ class Market:
         self.follower = IndexFollower(
             self.catalogue,
             self._build_index,
-            accept=self._searchable,
+            accept=lambda lw: self.index.searchable(lw),
             poll_s=change_poll_s,
             retention_s=change_retention_s,
         )
@@ -112,36 +121,40 @@ class Market:
 
     def _build_index(self) -> tuple[SpecIndex, int, int]:
         watermark = self.catalogue.last_change()  # before the rows: nothing after it is missed
-        index = ProfileIndexes({p: self._index_factory(self._source(p)) for p in self.profiles})
+        index = ProfileIndexes({p: self._index_factory(self._source(p)) for p in self._indexed})
         return index, watermark, self.catalogue.last_change()
 
-    def _source(self, profile: SpecProfile) -> IndexSource:
+    def _source(self, profile: ComparedProfile) -> IndexSource:
         ids, max_sigma = profile.ids, profile.max_sigma
+        vectors = isinstance(profile, TaskVectorIndexing)  # the task vectors' rows, not the kernel means'
         return IndexSource(
             profile=profile,
             entries=lambda: (
                 entry_as_indexed(profile, e)
-                for e in self.catalogue.iter_index_entries(profile_ids=ids, max_sigma=max_sigma)
+                for e in self.catalogue.iter_index_entries(
+                    profile_ids=ids, max_sigma=max_sigma, task_vectors=vectors
+                )
             ),
-            keys=lambda: self.catalogue.iter_index_keys(profile_ids=ids, max_sigma=max_sigma),
-            count=lambda: self.catalogue.count(profile_ids=ids),
+            keys=lambda: self.catalogue.iter_index_keys(
+                profile_ids=ids, max_sigma=max_sigma, task_vectors=vectors
+            ),
+            count=lambda: self.catalogue.count(profile_ids=ids, task_vectors=vectors),
         )
-
-    def _searchable(self, lw: LearnwareInfo) -> bool:
-        # A learnware listed before the profile's max_sigma was lowered below its spec's noise
-        # is ranked no more than an upload of it would be accepted.
-        profile = self._by_id.get(lw.spec.profile_id)
-        return profile is not None and lw.spec.privacy.sigma <= profile.max_sigma
 
     def profile_of(self, spec: Spec) -> SpecProfile:
         """The served profile `spec` was computed under (by either of its ids); InvalidArgument
         for any other."""
         profile = self._by_id.get(spec.profile_id)
         if profile is None:
+            vectors = (
+                f" (task vectors: {', '.join(repr(i) for i in self._task_vectors)})"
+                if self._task_vectors
+                else ""
+            )
             raise InvalidArgument(
                 f"spec was computed under profile {spec.profile_id!r}, the market serves "
-                f"{', '.join(repr(p.profile_id) for p in self.profiles)}; fetch the market's profiles "
-                "and recompute"
+                f"{', '.join(repr(p.profile_id) for p in self.profiles)}{vectors}; fetch the market's "
+                "profiles and recompute"
             )
         return profile
 
@@ -159,6 +172,7 @@ class Market:
         api_key_ttl_s: float = KEY_CACHE_TTL_S,
         index: str = "exact",
         added_profiles: Sequence[SpecProfile] = (),
+        task_vector_profiles: Sequence[TaskVectorProfile] = (),
     ) -> Market:
         """A market storing its catalogue in `db_url` (default: SQLite in data_dir) and blobs on
         disk, searching with the `index` backend (`server/index/backends.py`)."""
@@ -176,6 +190,7 @@ class Market:
             api_key_ttl_s=api_key_ttl_s,
             index=factory,
             added_profiles=added_profiles,
+            task_vector_profiles=task_vector_profiles,
         )
 
     def close(self) -> None:
@@ -187,7 +202,10 @@ class Market:
     # consumers
 
     def search(self, spec: Spec, *, top_k: int = 0, mixture: bool = False) -> SearchResult:
-        spec.check_against(self.profile_of(spec))
+        """The learnwares nearest `spec`: under a kernel-mean profile by their kernel means, under
+        a task-vector profile by their task vectors (cosine)."""
+        indexing = self._task_vectors.get(spec.profile_id)
+        spec.check_against(indexing if indexing is not None else self.profile_of(spec))
         if top_k < 0 or top_k > self.limits.max_top_k:
             raise InvalidArgument(f"top_k must be in 0..{self.limits.max_top_k}")
         return self.index.search(spec, top_k=top_k or self.limits.default_top_k, mixture=mixture)
@@ -254,6 +272,7 @@ class Market:
             if self.catalogue.exists(manifest.card.id):
                 raise AlreadyExists(f"a learnware with id {manifest.card.id!r} is already published")
             check_package(package, self.profile_of(manifest.spec), self.base_models)
+            task_vector = check_task_vector(package, self._task_vectors)
             if caller.anonymous and not self.signing_keys.has_keys(manifest.card.publisher):
                 # an open (local demo) market trusts a publisher's first key
                 try:
@@ -263,7 +282,12 @@ class Market:
                 except AlreadyExists:  # a concurrent upload registered it first: it must be this key
                     self.signing_keys.check_signer(manifest.card.publisher, signature)
             info = LearnwareInfo.from_manifest(
-                manifest, sha256=sha256, size=size, created_at=utc_now(), signing_key_id=signature.key_id
+                manifest,
+                sha256=sha256,
+                size=size,
+                created_at=utc_now(),
+                signing_key_id=signature.key_id,
+                task_vector=task_vector,
             )
             staged.durable()  # normally done by now (it overlapped the checks): not under the lock
             try:

@@ -100,7 +100,7 @@ class IndexFollower:
 
     def _add(self, learnware_id: str, *, replace: bool) -> None:
         try:
-            info = self.catalogue.get(learnware_id)
+            info = self.catalogue.get(learnware_id, with_task_vector=True)
         except NotFound:  # removed since: its remove comes later in the log
             return
         if replace:

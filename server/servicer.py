@@ -35,6 +35,9 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
         return pb.GetSpecProfileResponse(
             profile=serde.profile_to_pb(self.market.profile),
             profiles=[serde.profile_to_pb(p) for p in self.market.profiles],
+            task_vector_profiles=[
+                serde.task_vector_profile_to_pb(p) for p in self.market.task_vector_profiles
+            ],
         )
 
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:

@@ -9,7 +9,16 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-__all__ = ["ApiKeyRow", "Base", "ChangeRow", "LearnwareRow", "LockRow", "SigningKeyRow", "TagRow"]
+__all__ = [
+    "ApiKeyRow",
+    "Base",
+    "ChangeRow",
+    "LearnwareRow",
+    "LockRow",
+    "SigningKeyRow",
+    "TagRow",
+    "TaskVectorRow",
+]
 
 
 class Base(DeclarativeBase):
@@ -56,6 +65,20 @@ class TagRow(Base):
     )
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
     tag: Mapped[str] = mapped_column(String(64), index=True)
+
+
+class TaskVectorRow(Base):
+    """A learnware's task vector (issue 22), apart from its row: listing never reads its megabytes."""
+
+    __tablename__ = "learnware_task_vectors"
+
+    learnware_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("learnwares.id", ondelete="CASCADE"), primary_key=True
+    )
+    profile_id: Mapped[str] = mapped_column(String(32), index=True)  # a task-vector profile's
+    spec_version: Mapped[int] = mapped_column(Integer)
+    spec_values: Mapped[bytes] = mapped_column(LargeBinary)  # little-endian float32
+    spec_privacy: Mapped[str] = mapped_column(Text)  # JSON object
 
 
 class ApiKeyRow(Base):

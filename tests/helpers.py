@@ -20,7 +20,9 @@ from lmdock.common.market_types import LearnwareInfo
 from lmdock.common.package import Manifest, TaskInfo, write_package
 from lmdock.common.profile import SpecProfile
 from lmdock.common.signing import sign_manifest
-from lmdock.common.spec import Spec, exact_spec
+from lmdock.common.spec import EXACT, Privacy, Spec, exact_spec
+from lmdock.common.task_vector import TaskVectorProfile
+from lmdock.common.task_vector_member import TASK_VECTOR_FILE, TaskVectorInfo, write_task_vector
 from peft import LoraConfig, TaskType, get_peft_model
 
 LABELS = ("negative", "positive")
@@ -122,6 +124,7 @@ def make_package(
     publisher: str = "tester",
     tags: tuple[str, ...] = (),
     task: TaskInfo | None = None,
+    extra_files: dict[str, Path] | None = None,
     **manifest_fields: Any,
 ) -> Manifest:
     task = task or TaskInfo(kind=kind, labels=LABELS if kind == "classification" else ())
@@ -138,6 +141,7 @@ def make_package(
         files={
             "adapter_config.json": adapter / "adapter_config.json",
             "adapter_model.safetensors": adapter / "adapter_model.safetensors",
+            **(extra_files or {}),
         },
         key=key,
         card=card,
@@ -145,6 +149,32 @@ def make_package(
         task=task,
         spec=spec,
         **manifest_fields,
+    )
+
+
+def task_vector_package(
+    out: Path,
+    adapter: Path,
+    *,
+    key: Ed25519PrivateKey,
+    spec: Spec,
+    vector_profile: TaskVectorProfile,
+    values: np.ndarray,
+    privacy: Privacy = EXACT,
+    **fields: Any,
+) -> Manifest:
+    """A generative package carrying `values` as its task vector under `vector_profile`."""
+    vector_file = out.with_suffix(".task_vector.safetensors")
+    write_task_vector(vector_file, values)
+    return make_package(
+        out,
+        adapter,
+        key=key,
+        spec=spec,
+        kind="generation",
+        extra_files={TASK_VECTOR_FILE: vector_file},
+        task_vector=TaskVectorInfo(vector_profile, privacy),
+        **fields,
     )
 
 

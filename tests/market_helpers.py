@@ -10,6 +10,7 @@ from typing import Any
 
 from lmdock.common.errors import LmdockError
 from lmdock.common.profile import SpecProfile
+from lmdock.common.task_vector import TaskVectorProfile
 from lmdock.server.app import ServerSettings, ServerTLS, create_server
 from lmdock.server.auth import AccessPolicy
 from lmdock.server.base_models import BaseModels
@@ -42,6 +43,7 @@ def running_market(
     grace: float | None = None,
     change_poll_s: float = CHANGE_POLL_S,
     added_profiles: tuple[SpecProfile, ...] = (),
+    task_vector_profiles: tuple[TaskVectorProfile, ...] = (),
 ) -> Iterator[Running]:
     market = Market.open(
         data_dir,
@@ -51,6 +53,7 @@ def running_market(
         limits=limits or MarketLimits(),
         base_models=BaseModels(base_models or {}, allow_local_paths=allow_local_base_models),
         added_profiles=added_profiles,
+        task_vector_profiles=task_vector_profiles,
     )
     server, port = create_server(
         market,

@@ -24,6 +24,8 @@ __all__ = ["register"]
 
 
 def _search(args: argparse.Namespace) -> int:
+    if args.spec != "kernel-mean":
+        return _search_task_vector(args)
     from lmdock.client.commands.ledger import dataset_name, debit_dict, ledger_from, spent_line
     from lmdock.client.commands.output import emit_json, progress_bar
     from lmdock.client.operations import search_task
@@ -78,6 +80,102 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _privacy_dict(privacy: Any) -> dict[str, Any]:
+    return {
+        "epsilon": privacy.epsilon,
+        "delta": privacy.delta,
+        "sigma": privacy.sigma,
+        "size_bucket": privacy.size_bucket,
+        "unit": privacy.unit,
+        "neighbouring": privacy.neighbouring,
+    }
+
+
+def _search_task_vector(args: argparse.Namespace) -> int:
+    """`lmdock search --spec task-vector` or `--spec both` (client/training/task_vector_search.py)."""
+    from lmdock.client.commands.ledger import dataset_name, ledger_from, spent_dict, spent_line
+    from lmdock.client.commands.output import emit_json, progress_bar
+    from lmdock.client.privacy_unit import DataSet
+    from lmdock.client.task import MIN_SEARCH_RECORDS
+    from lmdock.client.training.task_vector_search import fuse, search_both, search_by_task_vector
+    from lmdock.common.calibration import validate_privacy
+    from lmdock.common.errors import InvalidArgument
+
+    validate_privacy(epsilon=args.epsilon, delta=args.delta)
+    task = task_from(args, min_records=MIN_SEARCH_RECORDS)
+    if task.persons:
+        raise InvalidArgument(
+            "the task-vector spec protects one record, not one person: search with --spec kernel-mean "
+            "for person-level privacy, or drop the person column"
+        )
+    ledger = ledger_from(args)
+    dataset = DataSet.of(task.texts, name=dataset_name(args, Path(args.data)))
+    search = search_by_task_vector if args.spec == "task-vector" else search_both
+    with market_client(args) as client:
+        found = search(
+            client,
+            task.texts,
+            epsilon=args.epsilon,
+            delta=args.delta,
+            ledger=ledger,
+            dataset=dataset,
+            top_k=args.top_k,
+            progress=progress_bar("training", enabled=not args.json),
+        )
+        sent = client.bytes_sent
+    rankings = [found] if not isinstance(found, tuple) else list(found)
+    fused = fuse(rankings) if len(rankings) > 1 else []
+    state, name = ledger.state(), str(dataset.name)
+    spent = spent_dict(name, state.spent(name), state.per_person(name), state.cap(name))
+    split = (
+        f"the budget (epsilon={args.epsilon:g}, delta={args.delta:g}) is split in half: "
+        f"epsilon={args.epsilon / 2:g}, delta={args.delta / 2:g} for each spec"
+        if fused
+        else ""
+    )
+    if args.json:
+        emit_json(
+            {
+                "spec": args.spec,
+                "rankings": {
+                    r.kind: {
+                        "matches": [m.__dict__ for m in r.result.matches],
+                        "privacy": _privacy_dict(r.spec.privacy),
+                    }
+                    for r in rankings
+                },
+                **(
+                    {"fused": [m.__dict__ for m in fused[: args.top_k]], "budget_split": split}
+                    if fused
+                    else {}
+                ),
+                "ledger": {"path": str(ledger.path), "spent": spent},
+                "bytes_sent": sent,
+            }
+        )
+        return 0
+    from lmdock.client.commands.output import table
+
+    for r in rankings:
+        print(f"{r.kind} ranking:\n{matches_table(r.result.matches, header=HEADERS[r.kind])}\n")
+    if fused:
+        rows = [
+            (i + 1, m.learnware_id, m.domain, f"{m.score:.4f}", *(m.ranks.get(r.kind, "-") for r in rankings))
+            for i, m in enumerate(fused[: args.top_k])
+        ]
+        print("fused ranking (score = sum of 1/(60 + rank) over the rankings listing it):")
+        print(table(["rank", "learnware", "domain", "score", *(f"{r.kind} rank" for r in rankings)], rows))
+        print(f"\nprivacy: {split}")
+    for r in rankings:
+        p = r.spec.privacy
+        print(
+            f"privacy ({r.kind}): epsilon={p.epsilon:g} delta={p.delta:g} per {p.unit} (sigma={p.sigma:.4g})"
+        )
+    print(f"{sent} bytes sent")
+    print(spent_line(ledger, spent))
+    return 0
+
+
 #: What the search table's columns mean, printed above it.
 MATCHES_HEADER = (
     "distance: how far each learnware's data lies from your task's (the debiased squared "
@@ -97,7 +195,18 @@ MATCH_COLUMNS: tuple[tuple[str, Callable[[Any], Any]], ...] = (
 )
 
 
-def matches_table(matches: Sequence[Any]) -> str:
+#: The same for a ranking of task vectors (a cosine profile).
+TASK_VECTOR_HEADER = (
+    "distance: the debiased squared distance from your task vector to each learnware's, scaled to "
+    "unit length: it orders them by the cosine between the two (what the task asks a model to do; "
+    "lower is closer); ± one standard deviation under the privacy noise. Ranked by distance + 2 "
+    "standard deviations (docs/search.md). confidence: the chance that the match is the nearest of "
+    "those listed."
+)
+HEADERS = {"kernel-mean": MATCHES_HEADER, "task-vector": TASK_VECTOR_HEADER}
+
+
+def matches_table(matches: Sequence[Any], *, header: str = MATCHES_HEADER) -> str:
     """The search's answer for a person: what the columns mean, then one row per match."""
     from lmdock.client.commands.output import table
 
@@ -105,7 +214,7 @@ def matches_table(matches: Sequence[Any]) -> str:
         return "the market ranked no learnware for this task"
     headers = ["rank", *(name for name, _ in MATCH_COLUMNS)]
     rows = [(i + 1, *(value(m) for _, value in MATCH_COLUMNS)) for i, m in enumerate(matches)]
-    return f"{textwrap.fill(MATCHES_HEADER, width=100)}\n\n{table(headers, rows)}"
+    return f"{textwrap.fill(header, width=100)}\n\n{table(headers, rows)}"
 
 
 def _pull(args: argparse.Namespace) -> int:
@@ -220,6 +329,13 @@ def register(sub: Any) -> None:
     p.add_argument("--epsilon", type=float, required=True, help="privacy budget of this release")
     p.add_argument("--delta", type=float, default=1e-6, help="delta of this release (default 1e-6)")
     p.add_argument("--top-k", type=int, default=5, help="learnwares to rank (default: 5)")
+    p.add_argument(
+        "--spec",
+        choices=("kernel-mean", "task-vector", "both"),
+        default="kernel-mean",
+        help="what to send: the kernel mean of your texts' embeddings (default), a task vector trained "
+        "on them (record-level DP-SGD), or both with the budget split in half and the rankings fused",
+    )
     add_ledger_options(p)
     p.set_defaults(func=_search)
 

@@ -123,8 +123,11 @@ def _package(args: argparse.Namespace) -> int:
         },
     )
     spec_source = Path(args.data) if args.data else Path(build.data["path"])
+    vector_profile = _task_vector_profile_file(args.task_vector_profile) if args.task_vector_profile else None
     with market_client(args) as client:
         profile = client.profile()
+        if args.task_vector and vector_profile is None:
+            vector_profile = client.task_vector_profile()
     out = Path(args.out) if args.out else Path(f"{card.id}.tar")
     if args.spec_epsilon is None:
         _say(
@@ -143,6 +146,7 @@ def _package(args: argparse.Namespace) -> int:
         base_model=args.base,
         progress=progress_bar("embedding", enabled=not args.json),
         ledger=None if args.spec_epsilon is None else _declared_ledger(args, spec_source),
+        task_vector=vector_profile,
     )
     privacy = manifest.spec.privacy
     spec = (
@@ -159,11 +163,31 @@ def _package(args: argparse.Namespace) -> int:
                 "spec": spec,
                 "training": _dp_summary(manifest.training),
                 "eval_scores": dict(manifest.eval_scores),
+                "task_vector": None if manifest.task_vector is None else manifest.task_vector.to_dict(),
             }
         )
         return 0
+    if manifest.task_vector is not None:
+        carried = manifest.task_vector.profile
+        print(
+            f"the package carries the EXACT task vector of the same texts ({carried.dim} floats, "
+            f"task-vector profile {carried.profile_id})"
+        )
     print(f"wrote unsigned package {out} ({manifest.card.id}); sign it with `lmdock sign {out}`")
     return 0
+
+
+def _task_vector_profile_file(path: str) -> Any:
+    import json
+
+    from lmdock.common.errors import InvalidArgument
+    from lmdock.common.task_vector import TaskVectorProfile
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidArgument(f"cannot read the task-vector profile file {path}: {exc}") from None
+    return TaskVectorProfile.from_dict(data)
 
 
 def _sign(args: argparse.Namespace) -> int:
@@ -323,6 +347,16 @@ def register(sub: Any) -> None:
     p.add_argument("--spec-delta", type=float, default=1e-6)
     p.add_argument("--data", help="texts the spec summarises (default: the build's training data)")
     p.add_argument("--base", help="refuse unless the build's base model is this one")
+    p.add_argument(
+        "--task-vector",
+        action="store_true",
+        help="also carry the exact task vector of the same texts, under the market's task-vector profile",
+    )
+    p.add_argument(
+        "--task-vector-profile",
+        metavar="FILE",
+        help="the task-vector profile as a JSON file, instead of the market's (implies --task-vector)",
+    )
     add_ledger_options(p)
     p.set_defaults(func=_package)
 

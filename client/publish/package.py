@@ -40,6 +40,9 @@ from lmdock.common.package import REQUIRED_FILES, Manifest, TaskInfo, write_pack
 from lmdock.common.package_reader import unpack_package
 from lmdock.common.profile import SpecProfile
 from lmdock.common.signing import Signature
+from lmdock.common.spec import EXACT
+from lmdock.common.task_vector import TaskVectorProfile
+from lmdock.common.task_vector_member import TASK_VECTOR_FILE, TaskVectorInfo, write_task_vector
 
 __all__ = [
     "adapter_base_model",
@@ -120,13 +123,15 @@ def package_learnware(
     embedder: Embedder | None = None,
     progress: Progress | None = None,
     ledger: Ledger | None = None,
+    task_vector: TaskVectorProfile | None = None,
 ) -> Manifest:
     """Write a v1 package for the adapter in `adapter_dir` to `out` (signed when `key` is given).
 
     The spec is the kernel mean of `spec_texts` (the training data) under the market's
     `profile`: exact when `spec_epsilon` is None, else (spec_epsilon, spec_delta)-DP, and then
     debited from `ledger` before the package is written (a spec released before for the same
-    texts, parameters and profile is reused at no cost).
+    texts, parameters and profile is reused at no cost). With a `task_vector` profile the package
+    also carries the exact task vector of the same texts (`task_vector.safetensors`).
     """
     missing = [f for f in REQUIRED_FILES if not (adapter_dir / f).is_file()]
     if missing:
@@ -148,6 +153,10 @@ def package_learnware(
         if model_card is not None:
             files["README.md"] = Path(tmp) / "README.md"
             files["README.md"].write_text(model_card, encoding="utf-8")
+        member = None
+        if task_vector is not None:
+            files[TASK_VECTOR_FILE] = Path(tmp) / TASK_VECTOR_FILE
+            member = exact_task_vector(spec_texts, task_vector, files[TASK_VECTOR_FILE])
         return write_package(
             out,
             files=files,
@@ -159,7 +168,17 @@ def package_learnware(
             eval_scores=eval_scores,
             training={"dp": False, **dict(training or {})},
             created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            task_vector=member,
         )
+
+
+def exact_task_vector(texts: Sequence[str], profile: TaskVectorProfile, out: Path) -> TaskVectorInfo:
+    """Write the publisher's exact task vector of `texts` to `out`; returns what the manifest says of it."""
+    from lmdock.client.training.task_vector import compute_task_vector  # torch: only when asked for
+
+    vector = compute_task_vector(texts, profile)
+    write_task_vector(out, vector.values)
+    return TaskVectorInfo(profile, EXACT)  # as an exact kernel-mean spec: no noise, no size stated
 
 
 def load_build(build_dir: Path, *, base_model: str | None = None) -> BuildInfo:
@@ -186,6 +205,7 @@ def package_build(
     embedder: Embedder | None = None,
     progress: Progress | None = None,
     ledger: Ledger | None = None,
+    task_vector: TaskVectorProfile | None = None,
 ) -> Manifest:
     """An unsigned package of the build in `build_dir`, its spec computed from the training data
     (a DP spec is debited from `ledger`, refused over the budget before anything is embedded:
@@ -219,6 +239,7 @@ def package_build(
         embedder=embedder,
         progress=progress,
         ledger=ledger,
+        task_vector=task_vector,
     )
 
 

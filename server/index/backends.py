@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmdock.common.errors import FailedPrecondition, InvalidArgument
-from lmdock.common.profile import SpecProfile
+from lmdock.common.spec import ComparedProfile
 from lmdock.server.index import IndexEntry, SpecIndex
 from lmdock.server.index.exact import ExactIndex
 
@@ -26,7 +26,7 @@ BACKENDS = ("exact", "hnsw")
 class IndexSource:
     """The searchable learnwares of a catalogue (spec noise within the profile's max_sigma)."""
 
-    profile: SpecProfile
+    profile: ComparedProfile
     entries: Callable[[], Iterator[IndexEntry]]  # streamed in id order, vectors included
     keys: Callable[[], Iterator[tuple[str, str]]]  # (id, package sha256), no vectors read
     count: Callable[[], int]  # an upper bound of how many `entries` yields

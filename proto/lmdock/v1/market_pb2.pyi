@@ -44,6 +44,38 @@ class SpecProfile(_message.Message):
     max_sigma: float
     def __init__(self, profile_id: _Optional[str] = ..., version: _Optional[int] = ..., kernel: _Optional[str] = ..., embedder_id: _Optional[str] = ..., embedder_sha256: _Optional[str] = ..., pooling: _Optional[str] = ..., max_tokens: _Optional[int] = ..., dtype: _Optional[str] = ..., embedding_dim: _Optional[int] = ..., feature_dim: _Optional[int] = ..., bandwidth: _Optional[float] = ..., seed: _Optional[int] = ..., feature_map_sha256: _Optional[str] = ..., clip_radius: _Optional[float] = ..., centre_sha256: _Optional[str] = ..., centre: _Optional[_Iterable[float]] = ..., max_sigma: _Optional[float] = ...) -> None: ...
 
+class TaskVectorProfile(_message.Message):
+    __slots__ = ("profile_id", "kind", "version", "base_model", "base_sha256", "dim", "layers", "rank", "targets", "max_tokens", "steps", "learning_rate", "clip_norm", "seed")
+    PROFILE_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    BASE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    CLIP_NORM_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    profile_id: str
+    kind: str
+    version: int
+    base_model: str
+    base_sha256: str
+    dim: int
+    layers: int
+    rank: int
+    targets: _containers.RepeatedScalarFieldContainer[str]
+    max_tokens: int
+    steps: int
+    learning_rate: float
+    clip_norm: float
+    seed: int
+    def __init__(self, profile_id: _Optional[str] = ..., kind: _Optional[str] = ..., version: _Optional[int] = ..., base_model: _Optional[str] = ..., base_sha256: _Optional[str] = ..., dim: _Optional[int] = ..., layers: _Optional[int] = ..., rank: _Optional[int] = ..., targets: _Optional[_Iterable[str]] = ..., max_tokens: _Optional[int] = ..., steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., clip_norm: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
+
 class Privacy(_message.Message):
     __slots__ = ("epsilon", "delta", "sigma", "size_bucket", "neighbouring", "unit")
     EPSILON_FIELD_NUMBER: _ClassVar[int]
@@ -134,12 +166,14 @@ class GetSpecProfileRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetSpecProfileResponse(_message.Message):
-    __slots__ = ("profile", "profiles")
+    __slots__ = ("profile", "profiles", "task_vector_profiles")
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     PROFILES_FIELD_NUMBER: _ClassVar[int]
+    TASK_VECTOR_PROFILES_FIELD_NUMBER: _ClassVar[int]
     profile: SpecProfile
     profiles: _containers.RepeatedCompositeFieldContainer[SpecProfile]
-    def __init__(self, profile: _Optional[_Union[SpecProfile, _Mapping]] = ..., profiles: _Optional[_Iterable[_Union[SpecProfile, _Mapping]]] = ...) -> None: ...
+    task_vector_profiles: _containers.RepeatedCompositeFieldContainer[TaskVectorProfile]
+    def __init__(self, profile: _Optional[_Union[SpecProfile, _Mapping]] = ..., profiles: _Optional[_Iterable[_Union[SpecProfile, _Mapping]]] = ..., task_vector_profiles: _Optional[_Iterable[_Union[TaskVectorProfile, _Mapping]]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
     __slots__ = ("spec", "top_k", "mixture")
