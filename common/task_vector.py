@@ -48,8 +48,10 @@ class TaskVectorProfile:
     targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj")
     max_tokens: int = 32
     steps: int = 1  # under DP more steps add noise as fast as signal (docs/search.md), and cost time
-    learning_rate: float = 1.0
-    clip_norm: float = 0.02  # near SmolLM2's per-record gradient norms (0.04-0.2): docs/results.md
+    #: 1 / clip_norm: one step's vector is then the mean of per-record gradients scaled to norm <= 1
+    #: (R = eta * steps * C = 1), a scale at which the market's unit-norm scaling is well inside float32
+    learning_rate: float = 50.0
+    clip_norm: float = 0.02  # below SmolLM2's per-record gradient norms (0.04-0.2): docs/search.md
     seed: int = 0
     kind: str = TASK_VECTOR_KIND
     version: int = TASK_VECTOR_VERSION

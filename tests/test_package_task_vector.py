@@ -128,7 +128,9 @@ def test_an_unknown_field_in_the_description_is_refused(tmp_path: Path, adapter:
 
 
 def test_a_publishers_vector_is_the_exact_one_of_its_texts(tmp_path: Path, tiny_llama: Path) -> None:
-    tv = task_vector_profile(str(tiny_llama), layers=1, rank=2, max_tokens=24, steps=2, clip_norm=0.5)
+    tv = task_vector_profile(
+        str(tiny_llama), layers=1, rank=2, max_tokens=24, steps=2, learning_rate=1.0, clip_norm=0.5
+    )
     texts = [f"the patient reports {i} days of fever and cough" for i in range(12)]
     info = exact_task_vector(texts, tv, tmp_path / TASK_VECTOR_FILE)
     assert info == TaskVectorInfo(tv, EXACT)

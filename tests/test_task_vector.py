@@ -43,7 +43,9 @@ def texts(topic: str, n: int, offset: int = 0) -> list[str]:
 
 @pytest.fixture(scope="module")
 def profile(tiny_llama: Path) -> TaskVectorProfile:
-    return task_vector_profile(str(tiny_llama), layers=1, rank=2, max_tokens=24, steps=2, clip_norm=0.5)
+    return task_vector_profile(
+        str(tiny_llama), layers=1, rank=2, max_tokens=24, steps=2, learning_rate=1.0, clip_norm=0.5
+    )
 
 
 def test_the_profile_is_its_public_parameters_and_its_id_their_jcs_hash(profile: TaskVectorProfile) -> None:

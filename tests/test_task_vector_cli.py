@@ -54,7 +54,9 @@ def test_package_with_a_task_vector_then_search_by_it_and_by_both(
     tmp_path: Path, build_dir: Path, tiny_llama: Path, profile, capsys, monkeypatch
 ) -> None:
     monkeypatch.setenv("LMDOCK_HOME", str(tmp_path / "home"))
-    vectors = task_vector_profile(str(tiny_llama), layers=1, rank=2, max_tokens=24, steps=2, clip_norm=0.5)
+    vectors = task_vector_profile(
+        str(tiny_llama), layers=1, rank=2, max_tokens=24, steps=2, learning_rate=1.0, clip_norm=0.5
+    )
     profile_file = tmp_path / "tv.json"
     profile_file.write_text(json.dumps({**vectors.to_dict(), "profile_id": vectors.profile_id}))
     with (

@@ -28,7 +28,7 @@ from lmdock.server.task_vector_profiles import task_vector_profile_on
 from tests.helpers import cluster_spec, make_adapter, make_package, task_vector_package
 from tests.market_helpers import running_market
 
-RECIPE = {"layers": 1, "rank": 2, "max_tokens": 24, "steps": 2, "clip_norm": 0.5}
+RECIPE = {"layers": 1, "rank": 2, "max_tokens": 24, "steps": 2, "learning_rate": 1.0, "clip_norm": 0.5}
 TOPICS = {
     "clinic": "the patient reports {} days of fever, cough and pain in the chest; blood pressure is {}",
     "markets": "shares of the bank rose {} percent after earnings; the bond yield fell to {}",
