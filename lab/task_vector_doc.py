@@ -46,8 +46,7 @@ def task_vector_markdown(results: dict[str, Any], *, plot: str) -> str:
         "user records. **both** spends ε/2 and δ/2 on each spec and fuses the two rankings by reciprocal "
         "rank. Right-domain rate of the top-1, % ± the 95 % Wilson half-width:",
         "",
-        *table(["spec", "privacy", *(f"n = {n}" for n in sizes)], rows),
-        "",
+        table(["spec", "privacy", *(f"n = {n}" for n in sizes)], rows),
         f"![right domain by ε]({plot})",
         "",
         f"Task-vector profile `{tv['profile_id']}`: LoRA r = {tv['rank']} on "
@@ -55,8 +54,9 @@ def task_vector_markdown(results: dict[str, Any], *, plot: str) -> str:
         f"{tv['steps']} full-batch step(s), clip "
         f"C = {tv['clip_norm']:g}, the first {tv['max_tokens']} tokens of each text. On the wire: "
         f"{wire['kernel mean']:,} bytes for a kernel mean, {wire['task vector']:,} for a task vector. "
-        f"This run took {seconds['all']:.0f} s, {seconds['gradients']:.0f} s of it the gradient rows of "
-        f"{seconds['texts']:,} texts (each once; kept on disk by content).",
+        f"This run took {seconds['all']:.0f} s, {seconds['gradients']:.0f} s of it for the gradient rows of "
+        f"{seconds['texts']:,} texts (computed once, then read back from disk by content: "
+        "`--workdir`/embeddings).",
         "",
     ]
     return "\n".join(lines)
