@@ -9,7 +9,8 @@ generative reference market, with three ways to search from the same n user reco
   calibrates to (epsilon, delta), ranked by cosine against the learnwares' exact vectors;
 * **both**: each of the two at epsilon / 2 (basic composition: the pair is (epsilon, 2 delta')-DP
   with delta' the release delta; the eval uses delta / 2 each so the pair is (epsilon, delta)-DP),
-  their two full rankings fused by reciprocal rank (score sum_r 1 / (60 + rank_r)).
+  their two full rankings fused by reciprocal rank as `lmdock search --spec both` fuses them
+  (`task_vector_search.fuse`: score sum_r 1 / (60 + rank_r)).
 
 A one-step vector is a mean of per-record rows, so each text's gradient g_i is computed once
 (`record_gradients`, kept on disk by content with `--embeddings`) and every draw's vector is a mean
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from lmdock.client.training.task_vector import one_step_vector, plan_task_vector, record_gradients
+from lmdock.client.training.task_vector_search import KERNEL_MEAN, TASK_VECTOR, Ranking, fuse
 from lmdock.common.features import build_feature_map
 from lmdock.common.profile import SpecProfile
 from lmdock.common.ranking import comparable
@@ -49,8 +51,6 @@ Log = Callable[[str], None]
 METHODS = ("kernel mean", "task vector", "both")
 #: Texts per `record_gradients` call (a progress line each).
 ROWS_CHUNK = 256
-#: Reciprocal rank fusion's constant (Cormack et al. 2009).
-RRF_K = 60
 
 
 @dataclass(frozen=True)
@@ -84,16 +84,9 @@ def _index(
     return ExactIndex.from_entries(entries, expected=len(entries))
 
 
-def _ranking(index: ExactIndex, spec: Spec) -> list[str]:
-    return [m.learnware_id for m in index.search(spec, top_k=len(index)).matches]
-
-
-def _fused(*rankings: Sequence[str]) -> str:
-    score: dict[str, float] = {}
-    for ranking in rankings:
-        for rank, lw in enumerate(ranking, 1):
-            score[lw] = score.get(lw, 0.0) + 1.0 / (RRF_K + rank)
-    return max(score, key=lambda lw: (score[lw], -rankings[0].index(lw)))
+def _ranking(kind: str, index: ExactIndex, spec: Spec) -> Ranking:
+    """The index's whole ranking of `spec`, as a client holds a search's answer."""
+    return Ranking(kind, spec, index.search(spec, top_k=len(index)))
 
 
 class _Searches:
@@ -113,15 +106,15 @@ class _Searches:
         self.km = _index(km_profile, {i: km_specs[i] for i in kept}, domains)
         self.tv = _index(tv_profile, {i: tv_specs[i] for i in kept}, domains)
 
-    def kernel_mean(self, features: npt.NDArray[np.float64], epsilon: float, delta: float) -> list[str]:
+    def kernel_mean(self, features: npt.NDArray[np.float64], epsilon: float, delta: float) -> Ranking:
         if math.isinf(epsilon):
-            return _ranking(self.km, exact_spec(features, self.km_profile))
+            return _ranking(KERNEL_MEAN, self.km, exact_spec(features, self.km_profile))
         plan = plan_release(self.km_profile, epsilon=epsilon, delta=delta, units=len(features))
-        return _ranking(self.km, plan.release(features).spec)
+        return _ranking(KERNEL_MEAN, self.km, plan.release(features).spec)
 
     def task_vector(
         self, grads: npt.NDArray[np.float32], epsilon: float, delta: float, rng: np.random.Generator
-    ) -> list[str]:
+    ) -> Ranking:
         p, n = self.tv_profile, len(grads)
         values = one_step_vector(grads, p).astype(np.float64)
         sigma = 0.0
@@ -130,7 +123,7 @@ class _Searches:
             sigma = p.learning_rate * z * p.clip_norm / n
             values += rng.normal(0.0, sigma, size=values.shape)
         privacy = Privacy(epsilon=None if sigma == 0 else epsilon, delta=delta, sigma=sigma, size_bucket=n)
-        return _ranking(self.tv, Spec(p.profile_id, values.astype(np.float32), privacy))
+        return _ranking(TASK_VECTOR, self.tv, Spec(p.profile_id, values.astype(np.float32), privacy))
 
 
 def evaluate_task_vectors(
@@ -216,11 +209,14 @@ def run_searches(
                     half = epsilon / 2
                     km = searches.kernel_mean(features[pick], epsilon, settings.delta)
                     tv = searches.task_vector(grads[pick], epsilon, settings.delta, rng)
-                    fused = _fused(
-                        searches.kernel_mean(features[pick], half, settings.delta / 2),
-                        searches.task_vector(grads[pick], half, settings.delta / 2, rng),
+                    fused = fuse(
+                        [
+                            searches.kernel_mean(features[pick], half, settings.delta / 2),
+                            searches.task_vector(grads[pick], half, settings.delta / 2, rng),
+                        ]
                     )
-                    for method, top in zip(METHODS, (km[0], tv[0], fused), strict=True):
+                    tops = (km.result.matches[0], tv.result.matches[0], fused[0])
+                    for method, top in zip(METHODS, (t.learnware_id for t in tops), strict=True):
                         outcomes.append(
                             {
                                 "fold": fold.dataset,

@@ -25,7 +25,16 @@ from lmdock.client.training.task_vector import release_task_vector
 from lmdock.common.market_types import SearchResult
 from lmdock.common.spec import Spec
 
-__all__ = ["RRF_K", "FusedMatch", "Ranking", "fuse", "search_both", "search_by_task_vector"]
+__all__ = [
+    "KERNEL_MEAN",
+    "RRF_K",
+    "TASK_VECTOR",
+    "FusedMatch",
+    "Ranking",
+    "fuse",
+    "search_both",
+    "search_by_task_vector",
+]
 
 #: The constant of reciprocal-rank fusion (its authors' value).
 RRF_K = 60
