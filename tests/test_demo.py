@@ -38,4 +38,5 @@ def test_generative_demo_quick_path(smollm2: Path, tmp_path: Path, capsys) -> No
     assert set(report["exact_match"]) == {"base", "matched"}
     assert report["epsilon"] == 1.0 and 0 < report["bytes_sent"] < 8 * 1024
     assert cli.main(argv) == 0  # the cached packages again, printed for people
-    assert f"matched learnware  {report['matched_id']}" in capsys.readouterr().out
+    # a fresh DP release: its match may differ from the first run's (a CI run saw that)
+    assert "matched learnware  demo-gen-" in capsys.readouterr().out
