@@ -67,6 +67,15 @@ def _metadata_value(metadata: Sequence[Any], key: str) -> str | None:
     return None
 
 
+def _api_key(metadata: Sequence[Any]) -> str | None:
+    header = _metadata_value(metadata, "authorization")
+    if header is None:
+        return None
+    if not header.lower().startswith(_BEARER):
+        raise Unauthenticated("authorization metadata must read 'Bearer <API key>'")
+    return header[len(_BEARER) :].strip()
+
+
 def _certificate_identity(auth_context: dict[str, list[bytes]]) -> Identity | None:
     pems = auth_context.get("x509_pem_cert")
     if not pems:
@@ -92,11 +101,22 @@ class Authenticator:
         self, metadata: Sequence[Any], auth_context: dict[str, list[bytes]], *, public: bool
     ) -> Identity:
         """The caller's identity; Unauthenticated when it has none and the RPC is not public."""
-        header = _metadata_value(metadata, "authorization")
-        if header is not None:
-            if not header.lower().startswith(_BEARER):
-                raise Unauthenticated("authorization metadata must read 'Bearer <API key>'")
-            return self.api_keys.authenticate(header[len(_BEARER) :].strip())
+        key = _api_key(metadata)
+        if key is not None:
+            return self.api_keys.authenticate(key)
+        return self._without_key(auth_context, public=public)
+
+    def identify_cached(
+        self, metadata: Sequence[Any], auth_context: dict[str, list[bytes]], *, public: bool
+    ) -> Identity | None:
+        """As `identify`, or None when that needs a database read (an API key not fresh in the
+        cache): what the event loop answers itself, sending only the rest to a worker."""
+        key = _api_key(metadata)
+        if key is not None:
+            return self.api_keys.authenticate_cached(key)
+        return self._without_key(auth_context, public=public)
+
+    def _without_key(self, auth_context: dict[str, list[bytes]], *, public: bool) -> Identity:
         from_certificate = _certificate_identity(auth_context)
         if from_certificate is not None:
             return from_certificate

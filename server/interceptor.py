@@ -1,16 +1,17 @@
 """The server interceptor every MarketService call passes through (grpc.aio).
 
-For each call, before the handler runs: authenticate (`auth.Authenticator`, on a worker: an
-API key is a database read), check the RPC's role (`auth.METHOD_ROLES`; an RPC missing there
-is refused), take a rate-limit token and, for streams, a stream slot (`limits.Limiter`). Only
-then are the request bytes decoded: the handler is registered without a deserializer, so bytes
-that are not the RPC's message answer INVALID_ARGUMENT here, counted and logged like any
-refusal (grpc would answer INTERNAL, with a traceback, before any check). Streams run under
-the idle and total limits of `limits.StreamLimits`. The handler receives a context that carries
-the caller's `Identity` (read it with `caller_of`). After the call: one access-log line and the
-metrics (`observability.Observer`). Health and reflection pass through untouched. Errors are
-raised, not answered: `lmdock.common.grpc_errors.AioErrorStatusInterceptor`, installed before
-this one, turns them into statuses.
+For each call, before the handler runs: authenticate (`auth.Authenticator`; on a worker only
+when an API key's row must be read, not while the key cache holds it), check the RPC's role
+(`auth.METHOD_ROLES`; an RPC missing there is refused), take a rate-limit token and, for
+streams, a stream slot (`limits.Limiter`). Only then are the request bytes decoded: the handler
+is registered without a deserializer, so bytes that are not the RPC's message answer
+INVALID_ARGUMENT here, counted and logged like any refusal (grpc would answer INTERNAL, with a
+traceback, before any check). Streams run under the idle and total limits of
+`limits.StreamLimits`. The handler receives a context that carries the caller's `Identity`
+(read it with `caller_of`). After the call: one access-log line and the metrics
+(`observability.Observer`). Health and reflection pass through untouched. Errors are raised,
+not answered: `lmdock.common.grpc_errors.AioErrorStatusInterceptor`, installed before this one,
+turns them into statuses.
 """
 
 from __future__ import annotations
@@ -111,12 +112,12 @@ class MarketInterceptor(grpc.aio.ServerInterceptor):
         if method not in METHOD_ROLES:
             raise PermissionDenied(f"{method} has no access rule; refused")
         required = METHOD_ROLES[method]
-        identity = await self.workers.run(
-            self.authenticator.identify,
-            context.invocation_metadata() or (),
-            context.auth_context(),
-            public=required is None,
-        )
+        metadata, auth_context = context.invocation_metadata() or (), context.auth_context()
+        public = required is None
+        identity = self.authenticator.identify_cached(metadata, auth_context, public=public)
+        if identity is None:  # the key's row must be read from the database: on a worker
+            identify = self.authenticator.identify
+            identity = await self.workers.run(identify, metadata, auth_context, public=public)
         if required is not None:
             identity.require(required, method)
         self.limiter.admit(_limit_key(identity, context))

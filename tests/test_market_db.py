@@ -150,6 +150,26 @@ def test_a_revocation_reaches_every_replica_within_the_key_cache_ttl(db: Databas
         other_db.close()
 
 
+def test_the_cached_path_answers_as_authenticate_or_defers_to_it(db: Database) -> None:
+    """`authenticate_cached` (what the event loop runs, no database read) gives authenticate's
+    answer while the key's row is fresh, and None (read it on a worker) otherwise."""
+    now = [0.0]
+    keys = ApiKeys(db, clock=lambda: now[0])
+    created, key = keys.create("acme", Role.CONSUMER)
+    assert keys.authenticate_cached(key) is None  # never read yet
+    assert keys.authenticate_cached(key) is None  # ... and the cached path does not read it
+    assert keys.authenticate(key) == keys.authenticate_cached(key)
+    with pytest.raises(Unauthenticated, match="unknown"):  # the secret is checked on both paths
+        keys.authenticate_cached(key[:-1] + ("A" if key[-1] != "A" else "B"))
+    with pytest.raises(Unauthenticated, match="malformed"):
+        keys.authenticate_cached("lmk_123")
+    now[0] = KEY_CACHE_TTL_S + 0.1
+    assert keys.authenticate_cached(key) is None  # stale: back to the database
+    keys.authenticate(key)
+    keys.revoke(created.key_id)
+    assert keys.authenticate_cached(key) is None  # a revocation drops it from the cache
+
+
 def test_signing_keys_register_check_and_revoke(db: Database) -> None:
     registry = SigningKeys(db)
     key, other = generate_key(), generate_key()

@@ -98,3 +98,36 @@ def test_confidences_known_values_ties_and_monotone_in_rank() -> None:
     # an exact tie with no noise: a coin toss between the two
     assert confidences(np.array([0.3, 0.3]), rows[:2], 0.0, np.zeros(2)).tolist() == [0.5, 0.5]
     assert confidences(np.zeros(0), rows[:0], 0.1, np.zeros(0)).size == 0
+
+
+def _confidences_with_vectorized_erfc(d, rows, query_sigma, candidate_sigmas):
+    """`confidences` as it was before its normal CDF left np.vectorize (the reference)."""
+    m = np.asarray(rows, dtype=np.float64)
+    dim = m.shape[1]
+    own2 = np.asarray(candidate_sigmas, dtype=np.float64) ** 2
+    own = 4.0 * own2 * np.maximum(d, 0.0) + 2.0 * dim * own2 * (2.0 * query_sigma**2 + own2)
+    sq = np.sum(m * m, axis=1)
+    apart = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (m @ m.T), 0.0)
+    var = 4.0 * query_sigma**2 * apart + own[:, None] + own[None, :]
+    gap = d[None, :] - d[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(var > 0, gap / np.sqrt(np.where(var > 0, var, 1.0)), np.sign(gap) * np.inf)
+    phi = 0.5 * np.vectorize(math.erfc, otypes=[np.float64])(-z / math.sqrt(2.0))
+    wins = np.where(np.isnan(z) | (gap == 0) & (var == 0), 0.5, phi)
+    np.fill_diagonal(wins, 1.0)
+    return np.minimum.accumulate(np.prod(wins, axis=1))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_confidences_equal_the_vectorized_reference_bit_for_bit(seed: int) -> None:
+    """Exact and noisy rows, exact ties, no query noise and some: the same values as before."""
+    rng = np.random.default_rng(seed)
+    for k in (1, 2, 5, 12):
+        rows = rng.standard_normal((k, 16)).astype(np.float32)
+        rows[k // 2] = rows[0]  # an exact duplicate
+        d = np.sort(rng.random(k))
+        d[k // 2] = d[0]
+        sigmas = np.where(rng.random(k) < 0.4, rng.uniform(0.01, 0.3, k), 0.0)
+        for query_sigma in (0.0, 0.05, 0.5):
+            got = confidences(d, rows, query_sigma, sigmas)
+            assert np.array_equal(got, _confidences_with_vectorized_erfc(d, rows, query_sigma, sigmas))
