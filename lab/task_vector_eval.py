@@ -36,13 +36,14 @@ from lmdock.client.training.task_vector import one_step_vector, plan_task_vector
 from lmdock.client.training.task_vector_search import KERNEL_MEAN, TASK_VECTOR, Ranking, fuse
 from lmdock.common.features import build_feature_map
 from lmdock.common.profile import SpecProfile
-from lmdock.common.ranking import comparable
-from lmdock.common.spec import Privacy, Spec, exact_spec, plan_release
+from lmdock.common.spec import ComparedProfile, Privacy, Spec, exact_spec, plan_release
 from lmdock.common.task_vector import TaskVectorProfile
+from lmdock.common.task_vector_search import TaskVectorIndexing
 from lmdock.lab.definitions import MarketDef
 from lmdock.lab.embeddings import CachingEmbedder, TextVectors
 from lmdock.lab.identification import Fold, Learnware, folds_of, learnwares_of, pools_of, wilson_half_width
 from lmdock.server.index import IndexEntry, Listing
+from lmdock.server.index.by_profile import entry_as_indexed
 from lmdock.server.index.exact import ExactIndex
 
 __all__ = ["FULL_TV", "METHODS", "QUICK_TV", "TVSettings", "evaluate_task_vectors"]
@@ -72,15 +73,14 @@ QUICK_TV = TVSettings(
 
 
 def _index(
-    profile: SpecProfile | TaskVectorProfile,
+    profile: ComparedProfile,
     specs: Mapping[str, npt.NDArray[np.float32]],
     domains: Mapping[str, str],
 ) -> ExactIndex:
     """An exact index of exact specs as the market holds them under `profile`'s kernel."""
-    entries = []
-    for i, values in specs.items():
-        scaled, _ = comparable(profile.kernel, values, 0.0)
-        entries.append(IndexEntry(Listing(i, i, domains[i]), scaled, 0.0, ""))
+    entries = [
+        entry_as_indexed(profile, IndexEntry(Listing(i, i, domains[i]), v, 0.0, "")) for i, v in specs.items()
+    ]
     return ExactIndex.from_entries(entries, expected=len(entries))
 
 
@@ -104,7 +104,7 @@ class _Searches:
         kept = [i for i in km_specs if i not in fold.hidden]
         self.km_profile, self.tv_profile = km_profile, tv_profile
         self.km = _index(km_profile, {i: km_specs[i] for i in kept}, domains)
-        self.tv = _index(tv_profile, {i: tv_specs[i] for i in kept}, domains)
+        self.tv = _index(TaskVectorIndexing(tv_profile), {i: tv_specs[i] for i in kept}, domains)
 
     def kernel_mean(self, features: npt.NDArray[np.float64], epsilon: float, delta: float) -> Ranking:
         if math.isinf(epsilon):
