@@ -56,15 +56,7 @@ def _search(args: argparse.Namespace) -> int:
         emit_json(
             {
                 "matches": [m.__dict__ for m in result.matches],
-                "privacy": {
-                    "epsilon": privacy.epsilon,
-                    "delta": privacy.delta,
-                    "sigma": privacy.sigma,
-                    "size_bucket": privacy.size_bucket,
-                    "unit": privacy.unit,
-                    "neighbouring": privacy.neighbouring,
-                    "fresh_release": fresh,
-                },
+                "privacy": {**_privacy_dict(privacy), "fresh_release": fresh},
                 "ledger": {"path": str(ledger.path), "spent": spent},
                 "bytes_sent": sent,
             }
