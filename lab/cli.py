@@ -68,6 +68,12 @@ def _destinations(args: argparse.Namespace, full: str, quick: str) -> tuple[Path
     return out, docs
 
 
+def _print_brief(args: argparse.Namespace, brief: dict[str, Any]) -> int:
+    """An evaluation's summary on stdout: JSON with --json, else a `key: value` line each."""
+    print(json.dumps(brief, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in brief.items()))
+    return 0
+
+
 def _eval_generative(args: argparse.Namespace) -> int:
     from lmdock.lab.gen_eval import GEN_FULL_SETTINGS, GEN_QUICK_SETTINGS, evaluate_generative
     from lmdock.lab.report import write_generative_report
@@ -96,8 +102,7 @@ def _eval_generative(args: argparse.Namespace) -> int:
         "timings": results["timings"],
         "written": [str(p) for p in written],
     }
-    print(json.dumps(brief, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in brief.items()))
-    return 0
+    return _print_brief(args, brief)
 
 
 def _eval_identification(args: argparse.Namespace) -> int:
@@ -123,10 +128,7 @@ def _eval_identification(args: argparse.Namespace) -> int:
         for name, p in results["profiles"].items()
     }
     brief_out = {"right_domain": brief, "seconds": results["seconds"], "written": [str(p) for p in written]}
-    print(
-        json.dumps(brief_out, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in brief_out.items())
-    )
-    return 0
+    return _print_brief(args, brief_out)
 
 
 def _eval_task_vector(args: argparse.Namespace) -> int:
@@ -153,10 +155,7 @@ def _eval_task_vector(args: argparse.Namespace) -> int:
     written = write_task_vector_report(results, out, docs=docs)
     brief = {f"{c['method']} n={c['n']} eps={c['epsilon']}": c["right"] for c in results["pooled"]}
     brief_out = {"right_domain": brief, "seconds": results["seconds"], "written": [str(p) for p in written]}
-    print(
-        json.dumps(brief_out, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in brief_out.items())
-    )
-    return 0
+    return _print_brief(args, brief_out)
 
 
 def _eval(args: argparse.Namespace) -> int:
