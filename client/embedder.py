@@ -1,23 +1,27 @@
 """The pinned sentence embedder: texts -> unit vectors, as the spec profile prescribes.
 
 Mean pooling over the last hidden state (attention-masked), truncation at the profile's token
-limit, float32, then L2 normalisation — the recipe of all-MiniLM-L6-v2.
+limit, float32, then L2 normalisation — the recipe of all-MiniLM-L6-v2. Texts are tokenized by
+the model's own fast-tokenizer file (the `tokenizers` library transformers wraps), and on CPU
+the model runs as its traced program (`embedder_program`): neither needs transformers imported.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import torch
+from lmdock.client.embedder_program import eager_encoder, load_encoder
 from lmdock.client.progress import Progress
 from lmdock.common.embedder_files import embedder_dir, embedder_sha256
-from lmdock.common.errors import ProfileMismatch
+from lmdock.common.errors import FailedPrecondition, ProfileMismatch
 from lmdock.common.profile import SpecProfile
-from transformers import AutoModel, AutoTokenizer
+from tokenizers import Tokenizer
 
-__all__ = ["Embedder", "mean_pool"]
+__all__ = ["Embedder", "fast_tokenizer", "mean_pool"]
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -25,6 +29,22 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     m = mask.unsqueeze(-1).to(hidden.dtype)
     pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
     return torch.nn.functional.normalize(pooled, dim=-1)
+
+
+def fast_tokenizer(folder: Path, *, max_tokens: int) -> Tokenizer:
+    """The folder's tokenizer.json, cutting at `max_tokens` and padding each batch to its longest
+    text on the right (what transformers' tokenizer call does with these options)."""
+    file = folder / "tokenizer.json"
+    if not file.is_file():
+        raise FailedPrecondition(
+            f"embedder folder {folder} has no tokenizer.json; save its fast tokenizer there "
+            "(transformers: AutoTokenizer.from_pretrained(folder).save_pretrained(folder))"
+        )
+    tokenizer = Tokenizer.from_file(str(file))
+    padding = tokenizer.padding or {}
+    tokenizer.enable_truncation(max_tokens)
+    tokenizer.enable_padding(pad_id=padding.get("pad_id", 0), pad_token=padding.get("pad_token", "[PAD]"))
+    return tokenizer
 
 
 class Embedder:
@@ -39,8 +59,11 @@ class Embedder:
         folder = embedder_dir(profile.embedder_id)
         self.profile = profile
         self.device = device or torch.device("cpu")
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.model = AutoModel.from_pretrained(folder, dtype=torch.float32).to(self.device).eval()
+        self.tokenizer = fast_tokenizer(folder, max_tokens=profile.max_tokens)
+        if self.device.type == "cpu":
+            self.model = load_encoder(folder, local, max_tokens=profile.max_tokens)
+        else:  # a trace on CPU may hold CPU-only constants; start-up is not a GPU's bottleneck
+            self.model = eager_encoder(folder).to(self.device)
 
     @torch.inference_mode()
     def embed(
@@ -52,15 +75,12 @@ class Embedder:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            batch = self.tokenizer(
-                [texts[i] for i in idx],
-                padding=True,
-                truncation=True,
-                max_length=self.profile.max_tokens,
-                return_tensors="pt",
-            ).to(self.device)
-            hidden = self.model(**batch).last_hidden_state
-            out[idx] = mean_pool(hidden, batch["attention_mask"]).float().cpu().numpy()
+            encoded = self.tokenizer.encode_batch([texts[i] for i in idx])
+            ids = torch.tensor([e.ids for e in encoded], device=self.device)
+            mask = torch.tensor([e.attention_mask for e in encoded], device=self.device)
+            with torch.jit.optimized_execution(False):  # a one-off run gains nothing from profiling
+                hidden = self.model(ids, mask)
+            out[idx] = mean_pool(hidden, mask).float().cpu().numpy()
             if progress is not None:
                 progress(min(start + batch_size, len(order)), len(order))
         return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,20 @@ from lmdock.common.profile import SpecProfile
 from lmdock.common.profile_factory import make_profile
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One model cache for the session (converted base models, the embedder's traced program),
+    so no test writes to the user's ~/.cache and each is made once; subprocesses inherit it."""
+    cache = tmp_path_factory.mktemp("model-cache")
+    previous = os.environ.get("LMDOCK_MODEL_CACHE")
+    os.environ["LMDOCK_MODEL_CACHE"] = str(cache)
+    yield cache
+    if previous is None:
+        os.environ.pop("LMDOCK_MODEL_CACHE", None)
+    else:
+        os.environ["LMDOCK_MODEL_CACHE"] = previous
 
 
 @pytest.fixture(scope="session")
@@ -103,17 +118,13 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The packaged SmolLM2-135M-Instruct, converted once per session into a private model cache
-    with every connection off the machine refused (conversion must need no network)."""
-    import os
+def smollm2(model_cache: Path) -> Path:
+    """The packaged SmolLM2-135M-Instruct, converted once per session into the session's model
+    cache with every connection off the machine refused (conversion must need no network)."""
     import socket
 
     from lmdock.common.base_model_files import SMOLLM2, packaged_base_dir
 
-    cache = tmp_path_factory.mktemp("model-cache")
-    previous = os.environ.get("LMDOCK_MODEL_CACHE")
-    os.environ["LMDOCK_MODEL_CACHE"] = str(cache)
     connect = socket.socket.connect
 
     def loopback_only(sock: socket.socket, address) -> None:  # type: ignore[no-untyped-def]
@@ -126,8 +137,4 @@ def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         folder = packaged_base_dir(SMOLLM2)
     finally:
         socket.socket.connect = connect  # type: ignore[method-assign]
-    yield folder
-    if previous is None:
-        os.environ.pop("LMDOCK_MODEL_CACHE", None)
-    else:
-        os.environ["LMDOCK_MODEL_CACHE"] = previous
+    return folder
