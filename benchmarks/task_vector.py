@@ -49,7 +49,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             ledger = Ledger(Path(tmp) / "ledger.jsonl")
             start = time.perf_counter()
-            spec = release_task_vector(
+            spec, _ = release_task_vector(
                 chosen, tv_profile, ledger=ledger, dataset=DataSet.of(chosen), epsilon=1.0, delta=1e-6
             )
             tv_seconds = time.perf_counter() - start

@@ -108,7 +108,7 @@ def test_a_dp_task_vector_is_booked_before_its_first_step(tmp_path: Path, profil
     def at_step(step: int, total: int) -> None:
         seen.append(len(ledger.state().releases))  # the debit is on disk while training runs
 
-    spec = release_task_vector(
+    spec, debit = release_task_vector(
         records, profile, ledger=ledger, dataset=dataset, epsilon=1.0, delta=1e-6, progress=at_step
     )
     assert seen == [1, 1]
@@ -119,6 +119,7 @@ def test_a_dp_task_vector_is_booked_before_its_first_step(tmp_path: Path, profil
     expected = profile.learning_rate * plan.noise_multiplier * profile.clip_norm * math.sqrt(2) / 20
     assert spec.privacy.sigma == pytest.approx(expected)
     assert ledger.state().spent("clinic-notes").epsilon == pytest.approx(plan.epsilon, abs=1e-6)
+    assert debit.dataset == "clinic-notes" and debit.spent == ledger.state().spent("clinic-notes")
 
 
 def test_a_task_vector_over_budget_trains_nothing(tmp_path: Path, profile: TaskVectorProfile) -> None:

@@ -133,7 +133,7 @@ def test_task_vectors_are_served_indexed_searched_and_unpublished(
         # a consumer's DP task vector is accepted and ranks the same three
         ledger = Ledger(tmp_path / "ledger.jsonl", budget=Budget(epsilon=3.0, delta=1e-6))
         records = texts("clinic", 20, offset=200)
-        private = release_task_vector(
+        private, _ = release_task_vector(
             records,
             vector_profile,
             ledger=ledger,

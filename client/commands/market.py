@@ -85,7 +85,7 @@ def _privacy_dict(privacy: Any) -> dict[str, Any]:
 
 def _search_task_vector(args: argparse.Namespace) -> int:
     """`lmdock search --spec task-vector` or `--spec both` (client/training/task_vector_search.py)."""
-    from lmdock.client.commands.ledger import dataset_name, ledger_from, spent_dict, spent_line
+    from lmdock.client.commands.ledger import dataset_name, debit_dict, ledger_from, spent_line
     from lmdock.client.commands.output import emit_json, progress_bar
     from lmdock.client.privacy_unit import DataSet
     from lmdock.client.task import MIN_SEARCH_RECORDS
@@ -117,8 +117,9 @@ def _search_task_vector(args: argparse.Namespace) -> int:
         sent = client.bytes_sent
     rankings = [found] if not isinstance(found, tuple) else list(found)
     fused = fuse(rankings) if len(rankings) > 1 else []
-    state, name = ledger.state(), str(dataset.name)
-    spent = spent_dict(name, state.spent(name), state.per_person(name), state.cap(name))
+    booked = rankings[-1].debit  # the last booking: it holds what both releases spent
+    assert booked is not None  # a search with a ledger is always booked
+    spent = debit_dict(booked)
     split = (
         f"the budget (epsilon={args.epsilon:g}, delta={args.delta:g}) is split in half: "
         f"epsilon={args.epsilon / 2:g}, delta={args.delta / 2:g} for each spec"

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 import torch
-from lmdock.client.ledger import Ledger
+from lmdock.client.ledger import Debit, Ledger
 from lmdock.client.models import resolve_base_model
 from lmdock.client.privacy_unit import DataSet
 from lmdock.client.training.dp_sgd import MAX_EPSILON, DPConfig, DPPlan, PrivateTraining, plan_dp_sgd
@@ -140,14 +140,16 @@ def release_task_vector(
     delta: float,
     destination: str = "",
     progress: Callable[[int, int], None] | None = None,
-) -> Spec:
+) -> tuple[Spec, Debit]:
     """A consumer's DP task vector of `texts`, booked to `dataset` in `ledger` before the first
-    step (a refused budget trains nothing), as a spec the market's task-vector profile ranks."""
+    step (a refused budget trains nothing), as a spec the market's task-vector profile ranks;
+    with what the ledger holds for it."""
     plan = plan_task_vector(profile, records=len(texts), epsilon=epsilon, delta=delta)
-    ledger.record(dataset, plan.release(), kind="spec", unit="record", destination=destination)
+    debit = ledger.record(dataset, plan.release(), kind="spec", unit="record", destination=destination)
     vector = compute_task_vector(texts, profile, plan=plan, progress=progress)
     privacy = Privacy(epsilon=plan.epsilon, delta=delta, sigma=vector.sigma, size_bucket=len(texts))
-    return Spec(profile_id=profile.profile_id, values=vector.values, privacy=privacy, version=profile.version)
+    spec = Spec(profile_id=profile.profile_id, values=vector.values, privacy=privacy, version=profile.version)
+    return spec, debit
 
 
 def record_gradients(

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from lmdock.client.connection import MarketClient
-from lmdock.client.ledger import Ledger
+from lmdock.client.ledger import Debit, Ledger
 from lmdock.client.operations import search_task
 from lmdock.client.privacy_unit import DataSet
 from lmdock.client.progress import Progress
@@ -46,6 +46,7 @@ class Ranking:
     kind: str  # KERNEL_MEAN or TASK_VECTOR
     spec: Spec  # what was sent
     result: SearchResult
+    debit: Debit | None = None  # what the ledger holds after this release; None: no ledger (the lab)
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def search_by_task_vector(
     """The consumer's DP task vector of `texts` (booked to `dataset` first), and the market's
     ranking of its learnwares' task vectors against it."""
     profile = client.task_vector_profile()
-    spec = release_task_vector(
+    spec, debit = release_task_vector(
         texts,
         profile,
         ledger=ledger,
@@ -99,7 +100,7 @@ def search_by_task_vector(
         destination=client.address,
         progress=progress,
     )
-    return Ranking(TASK_VECTOR, spec, client.search(spec, top_k=top_k))
+    return Ranking(TASK_VECTOR, spec, client.search(spec, top_k=top_k), debit)
 
 
 def search_both(
@@ -129,4 +130,5 @@ def search_both(
     vector = search_by_task_vector(
         client, texts, epsilon=epsilon / 2, delta=delta / 2, ledger=ledger, dataset=dataset, top_k=top_k
     )
-    return Ranking(KERNEL_MEAN, kernel.spec, kernel.result), vector
+    assert kernel.debit is not None  # a search with a ledger is always booked
+    return Ranking(KERNEL_MEAN, kernel.spec, kernel.result, kernel.debit), vector
