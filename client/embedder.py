@@ -61,7 +61,7 @@ class Embedder:
         self.device = device or torch.device("cpu")
         self.tokenizer = fast_tokenizer(folder, max_tokens=profile.max_tokens)
         if self.device.type == "cpu":
-            self.model = load_encoder(folder, local, max_tokens=profile.max_tokens)
+            self.model = load_encoder(folder, local)
         else:  # a trace on CPU may hold CPU-only constants; start-up is not a GPU's bottleneck
             self.model = eager_encoder(folder).to(self.device)
 

@@ -10,8 +10,8 @@ imports the compiler stack and took 3.4–4.1 s here against 0.2 s, the whole sa
 `torch.jit` deprecated; if a release drops it, tracing fails and the eager model is used.
 
 The trace is kept only if it equals the eager model on probe batches of several shapes (batch
-1–3, length 2 to the profile's limit), and it is named by the weights' sha256 and the torch and
-transformers versions that made it: an upgrade of either traces again. The file is the same
+1–3, length 2 to the model's longest input), and it is named by the weights' sha256 and the
+torch and transformers versions that made it: an upgrade of either traces again. The file is the same
 trust as the converted base models beside it (the user's own model cache, owner-only).
 """
 
@@ -25,6 +25,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from lmdock.client.files import private_dir
@@ -60,7 +61,7 @@ def program_path(weights_sha256: str) -> Path:
     return model_cache_root() / "embedder-programs" / f"{weights_sha256[:16]}-{versions}.pt"
 
 
-def load_encoder(folder: Path, weights_sha256: str, *, max_tokens: int) -> torch.nn.Module:
+def load_encoder(folder: Path, weights_sha256: str) -> torch.nn.Module:
     """The embedder on CPU: its traced program from the cache, traced and kept on first use (the
     eager model when a trace does not reproduce it)."""
     path = program_path(weights_sha256)
@@ -74,7 +75,7 @@ def load_encoder(folder: Path, weights_sha256: str, *, max_tokens: int) -> torch
     eager = eager_encoder(folder)
     try:
         with _deprecation_noted():
-            program = _trace(eager, max_tokens)
+            program = _trace(eager)
     except (RuntimeError, AttributeError) as error:  # a torch that cannot trace this model
         log.warning("the embedder could not be traced (%s); using the model itself", error)
         return eager
@@ -102,7 +103,7 @@ def _deprecation_noted() -> Iterator[None]:
 
 
 @torch.no_grad()
-def _trace(eager: Encoder, max_tokens: int) -> torch.jit.ScriptModule | None:
+def _trace(eager: Encoder) -> torch.jit.ScriptModule | None:
     generator = torch.Generator().manual_seed(0)
 
     def probe(batch: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,7 +115,9 @@ def _trace(eager: Encoder, max_tokens: int) -> torch.jit.ScriptModule | None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on Python-side shape checks
         program = torch.jit.trace(eager, probe(2, 8), strict=False)
-    for shape in ((1, 2), (3, 17), (2, max_tokens)):
+    config: Any = getattr(eager.model, "config")  # noqa: B009 (a transformers model's config)
+    longest = int(config.max_position_embeddings)
+    for shape in ((1, 2), (3, 17), (2, longest)):
         ids, mask = probe(*shape)
         if (program(ids, mask) - eager(ids, mask)).abs().max().item() > _TOLERANCE:
             return None
