@@ -101,7 +101,7 @@ def test_cosine_search_ranks_a_tasks_own_learnware_first(profile: TaskVectorProf
 
 def test_a_dp_task_vector_is_booked_before_its_first_step(tmp_path: Path, profile: TaskVectorProfile) -> None:
     ledger = Ledger(tmp_path / "ledger.jsonl", budget=Budget(epsilon=3.0, delta=1e-6))
-    records = texts("clinic", 20)
+    records = texts("clinic", 21)  # size bucket 20: what the spec discloses
     dataset = DataSet.of(records, name="clinic-notes")
     seen: list[int] = []
 
@@ -112,12 +112,13 @@ def test_a_dp_task_vector_is_booked_before_its_first_step(tmp_path: Path, profil
         records, profile, ledger=ledger, dataset=dataset, epsilon=1.0, delta=1e-6, progress=at_step
     )
     assert seen == [1, 1]
-    plan = plan_task_vector(profile, records=20, epsilon=1.0, delta=1e-6)
+    plan = plan_task_vector(profile, records=21, epsilon=1.0, delta=1e-6)
     assert spec.privacy.epsilon == plan.epsilon and 0.999 <= plan.epsilon <= 1.0
     assert spec.profile_id == profile.profile_id and plan.sample_rate == 1.0 and plan.steps == 2
-    # sd of the noise SGD accumulates: eta z C sqrt(T) / n
+    # sd of the noise SGD accumulates, normalised by the size bucket b = 20, not n = 21:
+    # eta z C sqrt(T) / b, so neither sigma nor the size field tells n
     expected = profile.learning_rate * plan.noise_multiplier * profile.clip_norm * math.sqrt(2) / 20
-    assert spec.privacy.sigma == pytest.approx(expected)
+    assert spec.privacy.size_bucket == 20 and spec.privacy.sigma == pytest.approx(expected)
     assert ledger.state().spent("clinic-notes").epsilon == pytest.approx(plan.epsilon, abs=1e-6)
     assert debit.dataset == "clinic-notes" and debit.spent == ledger.state().spent("clinic-notes")
 

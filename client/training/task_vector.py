@@ -37,7 +37,7 @@ from lmdock.common.accounting import max_delta
 from lmdock.common.base_model_files import base_weights_sha256
 from lmdock.common.errors import FailedPrecondition, InvalidArgument
 from lmdock.common.package import TaskInfo
-from lmdock.common.spec import Privacy, Spec
+from lmdock.common.spec import Privacy, Spec, size_bucket
 from lmdock.common.task_vector import TaskVectorProfile, lora_a
 
 __all__ = [
@@ -147,8 +147,14 @@ def release_task_vector(
     plan = plan_task_vector(profile, records=len(texts), epsilon=epsilon, delta=delta)
     debit = ledger.record(dataset, plan.release(), kind="spec", unit="record", destination=destination)
     vector = compute_task_vector(texts, profile, plan=plan, progress=progress)
-    privacy = Privacy(epsilon=plan.epsilon, delta=delta, sigma=vector.sigma, size_bucket=len(texts))
-    spec = Spec(profile_id=profile.profile_id, values=vector.values, privacy=privacy, version=profile.version)
+    # Sent normalised by the size bucket b, not by n: eta / b * (the noisy sum), whose sigma
+    # eta z C sqrt(T) / b reveals b only, as a kernel mean's does. Rescaling by n / b is a
+    # function of the DP output and of n (public under replace-one); cosine ranking ignores it.
+    bucket = size_bucket(len(texts))
+    scale = len(texts) / bucket
+    privacy = Privacy(epsilon=plan.epsilon, delta=delta, sigma=vector.sigma * scale, size_bucket=bucket)
+    values = (vector.values.astype(np.float64) * scale).astype(np.float32)
+    spec = Spec(profile_id=profile.profile_id, values=values, privacy=privacy, version=profile.version)
     return spec, debit
 
 
