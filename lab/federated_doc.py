@@ -124,8 +124,8 @@ def _search_section(search: dict[str, Any]) -> list[str]:
         "",
         table(["spec", *(_privacy(c["epsilon"]) for c in cells)], rows),
         (
-            f"{refused} site releases were refused by their calibration (σ over the profile's max_sigma) "
-            "and count as wrong. "
+            f"{refused} site releases were refused by the release's own checks (fewer than 20 records, or σ "
+            "over the profile's max_sigma) and count as wrong. "
             if refused
             else ""
         )

@@ -63,7 +63,7 @@ QUICK_FED = FedSettings(
         local_epochs=2,
         max_tokens=16,
     ),
-    IdentSettings(quick=True, sites=3, epsilons=(4.0,), draws=100, n=45, learnware_cap=30, task_cap=45),
+    IdentSettings(quick=True, sites=3, epsilons=(1.0,), draws=100, n=90, learnware_cap=30, task_cap=90),
 )
 
 

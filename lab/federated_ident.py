@@ -82,7 +82,7 @@ class _Tally:
     domain: int = 0
     learnware: int = 0
     total: int = 0
-    refused: int = 0  # a site whose release its calibration refuses (sigma over max_sigma)
+    refused: int = 0  # a site release refused by its own checks (< 20 records, sigma over max_sigma)
 
     def add(self, right_domain: bool, right_learnware: bool) -> None:
         self.domain += right_domain
