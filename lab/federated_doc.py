@@ -26,9 +26,9 @@ def _stat(values: Sequence[float]) -> dict[str, float]:
     return {"mean": float(np.mean(values)), "sd": float(np.std(values)) if len(values) > 1 else 0.0}
 
 
-def training_rows(federation: dict[str, Any], metric: str) -> dict[str | None, dict[str, dict[str, float]]]:
+def training_rows(federation: dict[str, Any], metric: str) -> dict[float | None, dict[str, dict[str, float]]]:
     """Per epsilon, each column's `metric` over the seeds (mean, sd): alone sites by rank."""
-    out: dict[str | None, dict[str, dict[str, float]]] = {}
+    out: dict[float | None, dict[str, dict[str, float]]] = {}
     epsilons = list(dict.fromkeys(run["epsilon"] for run in federation["runs"]))
     for eps in epsilons:
         runs = [r for r in federation["runs"] if r["epsilon"] == eps]
@@ -115,7 +115,7 @@ def _search_section(search: dict[str, Any]) -> list[str]:
     return [
         f"**Search.** The classifier reference market's {search['learnwares']} learnwares, indexed by "
         f"their exact specs"
-        + (f" (each of its first {s['learnware_cap']} texts)" if s["learnware_cap"] else "")
+        + (f" (each summarising its first {s['learnware_cap']} training texts)" if s["learnware_cap"] else "")
         + f"; {search['tasks']} user tasks ({n}: {sizes['min']}–{sizes['max']} records, mean "
         f"{sizes['mean']:g}), dealt out in equal shares to {s['sites']} sites, {s['draws']} draws per "
         f"task and ε, δ = {s['delta']:g} per site. The secure sum relies on t = {s['shares']} of the "
@@ -144,7 +144,7 @@ def federated_markdown(results: dict[str, Any], *, plot: str) -> str:
     training, search = results["training"], results["search"]
     s = training["settings"]
     machine = results["machine"]
-    eps = [e for e in s["epsilons"] if e is not None]
+    eps = "{" + ", ".join(f"{e:g}" for e in s["epsilons"] if e is not None) + "}"
     lines = [
         "## Federated learnware and joint search on real data (issue 20)",
         "",
@@ -158,7 +158,7 @@ def federated_markdown(results: dict[str, Any], *, plot: str) -> str:
         f"{s['rounds'] * s['local_epochs']} epochs in all (batch {s['batch_size']}, learning rate "
         f"{s['learning_rate']:g}, {s['max_tokens']} tokens); the federation runs {s['rounds']} FedAvg "
         f"rounds of {s['local_epochs']} local epochs through Flower (`lmdock.federated.apps`), each site "
-        f"booking DP-SGD at the same ε per site as it would alone (ε = {', '.join(f'{e:g}' for e in eps)}, "
+        f"booking DP-SGD at the same ε per site as it would alone (ε ∈ {eps}, "
         f"δ = {s['delta']:g}); pooled is every record at one site under the same DP. Without DP the "
         "federation's sites run the lab's plain-SGD ClientApp (the real one has no non-DP mode).",
         "",
@@ -194,9 +194,9 @@ def write_federated_plot(results: dict[str, Any], out_dir: Path) -> Path:
     left.axhline(results["training"]["majority"], color="grey", lw=0.8, ls=":", label="majority class")
     left.set_xticks([j + 0.4 - width / 2 for j in range(len(groups))])
     left.set_xticklabels([_privacy(e) for e in groups])
-    left.set_ylim(0, 1)
+    left.set_ylim(0, 1.25)  # room for the legend above the bars
     left.set_ylabel(f"held-out accuracy ({federation['sites']} sites)")
-    left.legend(fontsize=7, loc="lower left")
+    left.legend(fontsize=6, loc="upper center", ncol=3)
     xs = [c["epsilon"] for c in cells]
     for method, style in zip(METHODS, ("o-", "s-", "^--", "o:", "s:"), strict=True):
         ys = [c[method]["right_learnware"]["rate"] for c in cells]

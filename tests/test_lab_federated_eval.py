@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from lmdock.client.publish.probe import probe_features
 from lmdock.client.publish.training import TrainingConfig, train_adapter
 from lmdock.client.runtime import load_learnware
@@ -20,6 +21,7 @@ from lmdock.lab.federated_train import dirichlet_split, head_scores
 from tests.test_dp_training import toy_task
 
 
+@pytest.mark.slow
 def test_head_scores_are_the_runtimes_predictions(tiny_bert: Path, tmp_path: Path) -> None:
     texts, labels = toy_task(40, seed=1)
     task = TaskInfo(kind="classification", labels=("negative", "positive"), pooling="mean")
@@ -46,6 +48,7 @@ def test_dirichlet_split_is_seeded_skewed_and_covers_every_record() -> None:
     assert max(abs(s[0] - 0.5) for s in shares) > 0.1  # not the IID mix
 
 
+@pytest.mark.slow
 def test_quick_federated_eval_writes_every_column(tiny_bert: Path, tmp_path: Path, capsys) -> None:
     docs = tmp_path / "results.md"
     out = tmp_path / "fed"
