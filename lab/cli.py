@@ -4,6 +4,7 @@ lmdock-lab eval  [--quick] [--data DIR] ...   build, publish, evaluate, write re
 lmdock-lab eval --generative [--quick] ...     the same for the generative (SmolLM2) market
 lmdock-lab eval --identification [--quick]     leave-one-data-set-out identification on the specs
 lmdock-lab eval --task-vector [--quick]        the same: kernel mean vs task vector vs both, by ε and n
+lmdock-lab eval --federated [--quick]          sites alone vs federated vs pooled; joint vs own spec search
 lmdock-lab build [--quick] [--data DIR]       build (or read back) the reference learnwares
 lmdock-lab serve [--quick] [--data DIR]       serve the reference market until interrupted
 lmdock-lab tasks --out DIR [--data DIR]       write the user tasks as JSONL task files
@@ -158,7 +159,53 @@ def _eval_task_vector(args: argparse.Namespace) -> int:
     return _print_brief(args, brief_out)
 
 
+def _privacy_label(epsilon: float | None) -> str:
+    return "no DP" if epsilon is None else f"eps={epsilon:g}"
+
+
+def _eval_federated(args: argparse.Namespace) -> int:
+    from lmdock.lab.federated_eval import FULL_FED, QUICK_FED, evaluate_federated
+    from lmdock.lab.report import write_federated_report
+
+    settings = QUICK_FED if args.quick else FULL_FED
+    if args.repeats:
+        settings = dataclasses.replace(
+            settings, ident=dataclasses.replace(settings.ident, draws=args.repeats)
+        )
+    if args.base_model:
+        settings = dataclasses.replace(
+            settings, train=dataclasses.replace(settings.train, base_model=args.base_model)
+        )
+    out, docs = _destinations(args, "results/federated", "results/federated-quick")
+    results = evaluate_federated(
+        data_root=_data_root(args), settings=settings, embeddings=_workdir(args) / "embeddings", log=_log
+    )
+    written = write_federated_report(results, out, docs=docs)
+    training = {
+        f"{f['sites']} sites {_privacy_label(r['epsilon'])} seed {r['seed']}": {
+            "alone": [a["accuracy"] for a in r["alone"]],
+            "federated": r["federated"]["accuracy"],
+            "pooled": r["pooled"]["accuracy"],
+        }
+        for f in results["training"]["federations"]
+        for r in f["runs"]
+    }
+    search = {
+        f"eps={c['epsilon']:g}": {m: c[m]["right_learnware"]["rate"] for m in ("alone", "joint")}
+        for c in results["search"]["cells"]
+    }
+    brief = {
+        "accuracy": training,
+        "right_learnware": search,
+        "seconds": results["seconds"],
+        "written": [str(p) for p in written],
+    }
+    return _print_brief(args, brief)
+
+
 def _eval(args: argparse.Namespace) -> int:
+    if args.federated:
+        return _eval_federated(args)
     if args.task_vector:
         return _eval_task_vector(args)
     if args.generative:
@@ -324,7 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--repeats",
         type=_positive,
-        help="private searches per task and point (default 20; quick 3; --identification: per fold, 120)",
+        help="private searches per task and point (default 20; quick 3; --identification: per fold, 120; "
+        "--federated: per task and ε, 100)",
     )
     e.add_argument(
         "--generative",
@@ -342,6 +390,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="kernel mean vs task vector vs both, leave one data set out on the generative market "
         "(no training); results/task-vector/ and its section of docs/results.md",
+    )
+    e.add_argument(
+        "--federated",
+        action="store_true",
+        help="a federation of sites on a non-IID split of real data: each site alone vs federated vs "
+        "pooled training, with and without DP, and joint vs each site's own spec search "
+        "(results/federated/ and its section of docs/results.md)",
+    )
+    e.add_argument(
+        "--base-model",
+        help="--federated: the classifier's base model for the training half (default MiniLM)",
     )
     e.add_argument("--examples", type=_positive, help="--generative: scored examples per task (default 100)")
     e.add_argument(

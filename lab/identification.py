@@ -36,7 +36,7 @@ from lmdock.common.features import build_feature_map
 from lmdock.common.market_types import Match
 from lmdock.common.profile import SpecProfile
 from lmdock.common.profile_factory import PROFILE_KINDS, profile_of_kind
-from lmdock.common.spec import exact_spec, plan_release
+from lmdock.common.spec import Spec, exact_spec, plan_release
 from lmdock.lab.datasets import load_records, position
 from lmdock.lab.definitions import MarketDef, materialize
 from lmdock.lab.embeddings import CachingEmbedder
@@ -57,6 +57,7 @@ __all__ = [
     "evaluate_identification",
     "folds_of",
     "learnwares_of",
+    "market_index",
     "pools_of",
     "profiles_compared",
     "run_profile",
@@ -191,6 +192,23 @@ def _draws(
     return out
 
 
+def market_index(
+    profile: SpecProfile,
+    specs: Mapping[str, Spec],
+    domains: Mapping[str, str],
+    *,
+    hidden: Sequence[str] = (),
+) -> ExactIndex:
+    """The market's exact index over `specs` less `hidden`, each held as the index for this
+    profile holds it (`entry_as_indexed`)."""
+    entries = [
+        entry_as_indexed(profile, IndexEntry(Listing(i, i, domains[i]), spec.values, 0.0, ""))
+        for i, spec in specs.items()
+        if i not in hidden
+    ]
+    return ExactIndex.from_entries(entries, expected=len(entries))
+
+
 def run_profile(
     profile: SpecProfile,
     learnwares: Sequence[Learnware],
@@ -206,12 +224,7 @@ def run_profile(
     cells = cells_of(settings)
     out: dict[tuple[str, Cell], list[Outcome]] = {}
     for k, fold in enumerate(folds):
-        entries = [  # as the market's index for this profile holds them
-            entry_as_indexed(profile, IndexEntry(Listing(i, i, domains[i]), spec.values, 0.0, ""))
-            for i, spec in specs.items()
-            if i not in fold.hidden
-        ]
-        index = ExactIndex.from_entries(entries, expected=len(entries))
+        index = market_index(profile, specs, domains, hidden=fold.hidden)
         features = feature_map(embed(fold.texts))
         rng = np.random.default_rng([settings.seed, k])  # which records; never the noise
         for cell in cells:

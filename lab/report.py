@@ -9,6 +9,7 @@ from typing import Any
 
 from lmdock.client.files import atomic_write_text
 from lmdock.common.errors import FailedPrecondition
+from lmdock.lab.federated_doc import FED_BEGIN, FED_END, federated_markdown, write_federated_plot
 from lmdock.lab.gen_results_doc import GEN_BEGIN, GEN_END, NAMES, generative_markdown
 from lmdock.lab.ident_doc import IDENT_BEGIN, IDENT_END, identification_markdown
 from lmdock.lab.plots import write_generative_plot, write_plots
@@ -21,6 +22,7 @@ __all__ = [
     "load_results",
     "render",
     "update_readme",
+    "write_federated_report",
     "write_generative_report",
     "write_identification_report",
     "write_report",
@@ -61,11 +63,17 @@ def update_readme(readme: Path, block: str, *, begin: str = README_BEGIN, end: s
 
 
 def _kept_blocks(docs: Path) -> str:
-    """The generative and identification sections already in `docs` (markers included), kept
+    """The generative, identification, task-vector and federated sections already in `docs`
+    (markers included), kept
     when the rest is rewritten."""
     text = docs.read_text(encoding="utf-8") if docs.is_file() else ""
     kept = ""
-    for begin, end in ((GEN_BEGIN, GEN_END), (IDENT_BEGIN, IDENT_END), (TV_BEGIN, TV_END)):
+    for begin, end in (
+        (GEN_BEGIN, GEN_END),
+        (IDENT_BEGIN, IDENT_END),
+        (TV_BEGIN, TV_END),
+        (FED_BEGIN, FED_END),
+    ):
         if begin in text and end in text:
             kept += begin + text.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
     return kept
@@ -106,6 +114,18 @@ def write_task_vector_report(results: dict[str, Any], out_dir: Path, *, docs: Pa
     if docs is not None:
         plot = os.path.relpath(out_dir / "task-vector.png", docs.parent)
         _section(docs, task_vector_markdown(results, plot=plot), TV_BEGIN, TV_END)
+        written.append(docs)
+    return written
+
+
+def write_federated_report(results: dict[str, Any], out_dir: Path, *, docs: Path | None) -> list[Path]:
+    """OUT/federated.json, its figure, and the federated section of `docs` (appended when absent)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _json(out_dir / "federated.json", results)
+    written = [out_dir / "federated.json", write_federated_plot(results, out_dir)]
+    if docs is not None:
+        plot = os.path.relpath(out_dir / "federated.png", docs.parent)
+        _section(docs, federated_markdown(results, plot=plot), FED_BEGIN, FED_END)
         written.append(docs)
     return written
 

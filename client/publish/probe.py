@@ -22,14 +22,16 @@ import torch
 from lmdock.client.heads import mean_features
 from lmdock.client.training.objectives import TaskModel
 
-__all__ = ["FEATURE_BATCH", "MOMENTUM", "linear_probe"]
+__all__ = ["FEATURE_BATCH", "MOMENTUM", "linear_probe", "probe_features"]
 
 FEATURE_BATCH = 64
 MOMENTUM = 0.9
 
 
 @torch.no_grad()
-def _features(tm: TaskModel, texts: Sequence[str]) -> torch.Tensor:
+def probe_features(tm: TaskModel, texts: Sequence[str]) -> torch.Tensor:
+    """The frozen encoder's mean-pooled states the head reads, one row per text (what the lab
+    scores many heads on, computed once)."""
     was_training = tm.model.training
     tm.model.eval()  # no dropout: the features are what the runtime will compute
     parts = []
@@ -65,7 +67,7 @@ def linear_probe(
 ) -> tuple[torch.nn.Linear, Callable[[list[int]], torch.Tensor], torch.optim.Optimizer]:
     """(head, loss of a batch of record indices, optimiser) for training the head alone; the head
     starts at zero, or (`zero_head=False`) where it is (a federated round's global head)."""
-    features = _features(tm, texts)
+    features = probe_features(tm, texts)
     index = {name: i for i, name in enumerate(tm.task.labels)}
     targets = torch.tensor([index[y] for y in labels])
     head = _head(tm)
