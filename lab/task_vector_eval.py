@@ -46,7 +46,15 @@ from lmdock.server.index import IndexEntry, Listing
 from lmdock.server.index.by_profile import entry_as_indexed
 from lmdock.server.index.exact import ExactIndex
 
-__all__ = ["FULL_TV", "METHODS", "QUICK_TV", "TVSettings", "evaluate_task_vectors"]
+__all__ = [
+    "FULL_TV",
+    "METHODS",
+    "QUICK_TV",
+    "FoldSearches",
+    "TVSettings",
+    "evaluate_task_vectors",
+    "rows_file",
+]
 
 Log = Callable[[str], None]
 METHODS = ("kernel mean", "task vector", "both")
@@ -89,7 +97,7 @@ def _ranking(kind: str, index: ExactIndex, spec: Spec) -> Ranking:
     return Ranking(kind, spec, index.search(spec, top_k=len(index)))
 
 
-class _Searches:
+class FoldSearches:
     """One fold's indexes and the three searches of a drawn subset of its pool."""
 
     def __init__(
@@ -151,7 +159,7 @@ def evaluate_task_vectors(
     gradients = TextVectors(
         lambda batch: _rows_in_chunks(batch, tv_profile, log),
         dim=tv_profile.dim,
-        file=None if cache is None else cache / f"task-vector-rows-{_rows_id(tv_profile)}.npz",
+        file=None if cache is None else cache / rows_file(tv_profile),
     )
     t0 = time.perf_counter()
     gradients(texts)
@@ -197,7 +205,7 @@ def run_searches(
     tv_specs = {lw.id: one_step_vector(gradients(lw.texts), tv_profile) for lw in learnwares}
     outcomes: list[dict[str, Any]] = []
     for k, fold in enumerate(folds):
-        searches = _Searches(fold, km_profile, tv_profile, km_specs, tv_specs, domains)
+        searches = FoldSearches(fold, km_profile, tv_profile, km_specs, tv_specs, domains)
         features = feature_map(embed(fold.texts))
         grads = gradients(fold.texts)
         rng = np.random.default_rng([settings.seed, k])
@@ -238,10 +246,11 @@ def _rows_in_chunks(texts: Sequence[str], profile: TaskVectorProfile, log: Log) 
     return np.concatenate(rows)
 
 
-def _rows_id(profile: TaskVectorProfile) -> str:
-    """What a gradient row depends on: the profile less the clip norm, learning rate and steps."""
+def rows_file(profile: TaskVectorProfile) -> str:
+    """The cache file of the gradient rows, named by what a row depends on: the profile less the
+    clip norm, learning rate and steps."""
     shaping = {k: v for k, v in profile.to_dict().items() if k not in ("clip_norm", "learning_rate", "steps")}
-    return hashlib.sha256(repr(sorted(shaping.items())).encode()).hexdigest()[:16]
+    return f"task-vector-rows-{hashlib.sha256(repr(sorted(shaping.items())).encode()).hexdigest()[:16]}.npz"
 
 
 def _pooled(outcomes: Sequence[dict[str, Any]], settings: TVSettings) -> list[dict[str, Any]]:

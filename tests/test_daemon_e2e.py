@@ -32,18 +32,24 @@ from tests.daemon_support import (
 
 __all__ = ["packages"]  # the fixture, imported for pytest
 
+TASK_RECORDS = 100
 PROMPTS = ["What are the symptoms of glaucoma ?", "How is asthma treated ?", "Who is at risk for gout ?"]
 
 
 def _task_files(folder: Path) -> tuple[Path, Path]:
-    """A JSONL task of medical questions and a CSV task of financial news (text in 'sentence')."""
+    """A JSONL task of medical questions and a CSV task of financial news (text in 'sentence').
+
+    100 records each: at the daemon's epsilon = 2 a 40-record medical task matched the finance
+    learnware in 0.8 % of releases (2,000 simulated), 100 records leave no measurable chance."""
     medical = folder / "questions.jsonl"
-    medical.write_text("".join(json.dumps({"text": t}) + "\n" for t in lab_texts("medquad", 40, skip=500)))
+    medical.write_text(
+        "".join(json.dumps({"text": t}) + "\n" for t in lab_texts("medquad", TASK_RECORDS, skip=500))
+    )
     finance = folder / "news.csv"
     with finance.open("w", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(["id", "sentence"])
-        writer.writerows([i, t] for i, t in enumerate(lab_texts("tfns", 40, skip=500)))
+        writer.writerows([i, t] for i, t in enumerate(lab_texts("tfns", TASK_RECORDS, skip=500)))
     return medical, finance
 
 
@@ -75,7 +81,7 @@ def test_add_search_pull_answer_then_market_down(
                 "classification",
             )
             assert (notes["state"], notes["learnware_id"], notes["kind"]) == ("ready", WRITER, "generation")
-            assert triage["epsilon_spent"] == 2.0 and triage["records"] == 40
+            assert triage["epsilon_spent"] == 2.0 and triage["records"] == TASK_RECORDS
             assert 0 < triage["bytes_sent"] < 4096  # the spec and a few small requests: no texts
 
             status, models = http(daemon, "GET", "/v1/models")
@@ -113,8 +119,8 @@ def test_add_search_pull_answer_then_market_down(
             private = [
                 *PROMPTS,
                 "ACME",
-                *lab_texts("medquad", 40, skip=500),
-                *lab_texts("tfns", 40, skip=500),
+                *lab_texts("medquad", TASK_RECORDS, skip=500),
+                *lab_texts("tfns", TASK_RECORDS, skip=500),
             ]
             assert [t for t in private if t[:40] in logged] == []
 
