@@ -327,7 +327,9 @@ def register(sub: Any) -> None:
         choices=("kernel-mean", "task-vector", "both"),
         default="kernel-mean",
         help="what to send: the kernel mean of your texts' embeddings (default), a task vector trained "
-        "on them (record-level DP-SGD), or both with the budget split in half and the rankings fused",
+        "on them (record-level DP-SGD), or both with the budget split in half and the rankings fused; "
+        "on the reference market the kernel mean alone found the right domain most often "
+        "(docs/search.md)",
     )
     add_ledger_options(p)
     p.set_defaults(func=_search)
