@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -106,28 +107,51 @@ def write_generative_report(results: dict[str, Any], out_dir: Path, *, docs: Pat
     return written
 
 
-def write_task_vector_report(results: dict[str, Any], out_dir: Path, *, docs: Path | None) -> list[Path]:
-    """OUT/task-vector.json, its figure, and the task-vector section of `docs` (appended when absent)."""
+def _write_one_section(
+    results: dict[str, Any],
+    out_dir: Path,
+    docs: Path | None,
+    *,
+    name: str,
+    plot: Callable[[dict[str, Any], Path], Path],
+    markdown: Callable[..., str],
+    markers: tuple[str, str],
+) -> list[Path]:
+    """OUT/NAME.json, its figure OUT/NAME.png, and its section of `docs` (appended when absent)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    _json(out_dir / "task-vector.json", results)
-    written = [out_dir / "task-vector.json", write_task_vector_plot(results, out_dir)]
+    _json(out_dir / f"{name}.json", results)
+    written = [out_dir / f"{name}.json", plot(results, out_dir)]
     if docs is not None:
-        plot = os.path.relpath(out_dir / "task-vector.png", docs.parent)
-        _section(docs, task_vector_markdown(results, plot=plot), TV_BEGIN, TV_END)
+        figure = os.path.relpath(out_dir / f"{name}.png", docs.parent)
+        _section(docs, markdown(results, plot=figure), *markers)
         written.append(docs)
     return written
+
+
+def write_task_vector_report(results: dict[str, Any], out_dir: Path, *, docs: Path | None) -> list[Path]:
+    """OUT/task-vector.json, its figure, and the task-vector section of `docs` (appended when absent)."""
+    return _write_one_section(
+        results,
+        out_dir,
+        docs,
+        name="task-vector",
+        plot=write_task_vector_plot,
+        markdown=task_vector_markdown,
+        markers=(TV_BEGIN, TV_END),
+    )
 
 
 def write_federated_report(results: dict[str, Any], out_dir: Path, *, docs: Path | None) -> list[Path]:
     """OUT/federated.json, its figure, and the federated section of `docs` (appended when absent)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _json(out_dir / "federated.json", results)
-    written = [out_dir / "federated.json", write_federated_plot(results, out_dir)]
-    if docs is not None:
-        plot = os.path.relpath(out_dir / "federated.png", docs.parent)
-        _section(docs, federated_markdown(results, plot=plot), FED_BEGIN, FED_END)
-        written.append(docs)
-    return written
+    return _write_one_section(
+        results,
+        out_dir,
+        docs,
+        name="federated",
+        plot=write_federated_plot,
+        markdown=federated_markdown,
+        markers=(FED_BEGIN, FED_END),
+    )
 
 
 def write_identification_report(results: dict[str, Any], out_dir: Path, *, docs: Path | None) -> list[Path]:
