@@ -30,7 +30,7 @@ from lmdock.common.package import TaskInfo
 from lmdock.federated.site import Site
 from safetensors.torch import load_file
 
-__all__ = ["PROGRESS_KEY", "BuildSettings", "train_round"]
+__all__ = ["PROGRESS_KEY", "BuildSettings", "local_update", "round_reply", "train_round"]
 
 #: Where the site's Context keeps how far it got in which federation.
 PROGRESS_KEY = "lmdock.build"
@@ -178,6 +178,22 @@ def train_round(message: Message, context: Context) -> Message:
     arrays = message.content["arrays"]
     if not isinstance(arrays, ArrayRecord):
         raise InvalidArgument("a train message carries the global adapter as an ArrayRecord")
+    tensors = local_update(settings, data, arrays, dp=plan.part(settings.rounds))
+    metrics = {
+        "epsilon": plan.epsilon,
+        "delta": plan.config.delta,
+        "noise-multiplier": plan.noise_multiplier,
+        "sample-rate": plan.sample_rate,
+        "steps": plan.steps,
+    }
+    return round_reply(message, site, data, tensors, metrics)
+
+
+def local_update(
+    settings: BuildSettings, data: TaskData, start: ArrayRecord, *, dp: DPPlan | None
+) -> dict[str, Any]:
+    """One round's training of the site's records from the global adapter `start` (DP-SGD under
+    `dp`; plain SGD without it, which only the lab's no-DP baseline asks for): the new tensors."""
     with tempfile.TemporaryDirectory() as tmp:
         train_adapter(
             base_model=settings.base_model,
@@ -186,22 +202,19 @@ def train_round(message: Message, context: Context) -> Message:
             targets=[str(y) for y in data.labels],
             out_dir=Path(tmp),
             config=settings.training(),
-            dp=plan.part(settings.rounds),
-            start=arrays.to_torch_state_dict(),
+            dp=dp,
+            start=start.to_torch_state_dict(),
         )
-        tensors = load_file(Path(tmp) / "adapter_model.safetensors")
-    metrics = MetricRecord(
-        {
-            "num-examples": len(data.texts),
-            "epsilon": plan.epsilon,
-            "delta": plan.config.delta,
-            "noise-multiplier": plan.noise_multiplier,
-            "sample-rate": plan.sample_rate,
-            "steps": plan.steps,
-        }
-    )
+        return load_file(Path(tmp) / "adapter_model.safetensors")
+
+
+def round_reply(
+    message: Message, site: Site, data: TaskData, tensors: Mapping[str, Any], metrics: Mapping[str, float]
+) -> Message:
+    """The reply to a train message: the tensors, the record count with `metrics`, the site's name."""
+    record = MetricRecord({"num-examples": len(data.texts), **metrics})
     site_record = ConfigRecord({"site": site.name})
     return Message(
-        RecordDict({"arrays": ArrayRecord(tensors), "metrics": metrics, "site": site_record}),
+        RecordDict({"arrays": ArrayRecord(dict(tensors)), "metrics": record, "site": site_record}),
         reply_to=message,
     )

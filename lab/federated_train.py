@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 from lmdock.client.models import resolve_base_model
 from lmdock.client.publish.probe import probe_features
@@ -54,7 +54,7 @@ from lmdock.common.accounting import Budget
 from lmdock.common.embedder_files import DEFAULT_EMBEDDER
 from lmdock.federated.apps import client, server
 from lmdock.federated.build import ADAPTER_FILE, FEDERATION_FILE, build_run_config
-from lmdock.federated.build_site import BuildSettings
+from lmdock.federated.build_site import BuildSettings, local_update, round_reply
 from lmdock.federated.local_grid import run_local
 from lmdock.federated.site import Site
 from lmdock.lab.datasets import Selection, load_records, select
@@ -153,34 +153,10 @@ def _plain_round(message: Message, context: Context) -> Message:
     assert isinstance(config, ConfigRecord) and isinstance(arrays, ArrayRecord)
     settings = BuildSettings.from_config(config)
     data = site.read()
-    with tempfile.TemporaryDirectory() as tmp:
-        train_adapter(
-            base_model=settings.base_model,
-            task=settings.task,
-            texts=data.texts,
-            targets=[str(y) for y in data.labels],
-            out_dir=Path(tmp),
-            config=settings.training(),
-            start=arrays.to_torch_state_dict(),
-        )
-        tensors = load_file(Path(tmp) / ADAPTER_FILE)
+    tensors = local_update(settings, data, arrays, dp=None)
     steps = settings.local_epochs * math.ceil(len(data.texts) / settings.batch_size)
-    metrics = MetricRecord(
-        {
-            "num-examples": len(data.texts),
-            "epsilon": math.inf,
-            "delta": 0.0,
-            "noise-multiplier": 0.0,
-            "sample-rate": 1.0,
-            "steps": steps,
-        }
-    )
-    content: dict[str, ArrayRecord | MetricRecord | ConfigRecord] = {
-        "arrays": ArrayRecord(tensors),
-        "metrics": metrics,
-        "site": ConfigRecord({"site": site.name}),
-    }
-    return Message(RecordDict(content), reply_to=message)
+    metrics = {"epsilon": math.inf, "delta": 0.0, "noise-multiplier": 0.0, "sample-rate": 1.0, "steps": steps}
+    return round_reply(message, site, data, tensors, metrics)
 
 
 #: The non-DP reference federation's sites (module docstring): never a deployment option.
