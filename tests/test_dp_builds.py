@@ -5,6 +5,7 @@ DP spec `lmdock package` releases for the same data set."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -93,6 +94,23 @@ def test_a_dp_classifier_publishes_only_a_declared_label_set(
     assert code == 2 and "labels outside --labels: 'negative'" in err
     code, _, err = run_cli(capsys, *args, *dp, "--labels", "positive,positive,negative")
     assert code == 2 and "distinct" in err
+    assert not (tmp_path / "b").exists() and not (tmp_path / "home" / "ledger.jsonl").exists()
+
+
+def test_a_device_this_machine_lacks_is_refused_before_anything_is_debited(
+    tiny_bert: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LMDOCK_HOME", str(tmp_path / "home"))
+    data = write_task(tmp_path / "train.jsonl", 120)
+    for flags, code, message in (
+        (("--device", "cuda:99"), 1, "does not exist|sees no CUDA GPU"),
+        (("--device", "nonsense"), 2, "device must be auto, cpu, mps or cuda"),
+        (("--device", "cpu", "--dtype", "float16"), 2, "float16 is not supported on the cpu"),
+        (("--dtype", "int8"), 2, "dtype must be auto"),
+    ):
+        got, _, err = dp_build(capsys, tiny_bert, data, tmp_path / "b", "2", *flags)
+        assert got == code, err
+        assert re.search(message, err), err
     assert not (tmp_path / "b").exists() and not (tmp_path / "home" / "ledger.jsonl").exists()
 
 

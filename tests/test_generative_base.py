@@ -69,3 +69,35 @@ def test_a_lora_step_on_the_answers_lowers_their_loss(smollm2: Path) -> None:
         task.loss(prompts, answers).backward()
         optimizer.step()
     assert task.loss(prompts, answers).item() < before
+
+
+def test_a_bfloat16_base_trains_float32_lora_on_its_top_layers(smollm2: Path) -> None:
+    """The GPU's dtype (`--dtype bfloat16`), checked on the cpu: the base in bfloat16, the LoRA
+    weights in float32, the top-layer split path, and the loss still falls."""
+    torch.manual_seed(0)
+    task = load_task_model(
+        smollm2,
+        TaskInfo(kind="generation"),
+        base_model=SMOLLM2,
+        max_tokens=48,
+        rank=8,
+        alpha=16,
+        dropout=0.0,
+        layers=4,
+        device=torch.device("cpu"),
+        dtype=torch.bfloat16,
+    )
+    assert task.split is not None
+    trainable = [p for p in task.model.parameters() if p.requires_grad]
+    assert trainable and all(p.dtype == torch.float32 for p in trainable)
+    assert task.model.get_input_embeddings().weight.dtype == torch.bfloat16
+    prompts = ["Which organ makes insulin?", "What does HbA1c measure?"]
+    answers = ["The pancreas makes insulin.", "HbA1c measures average blood sugar over three months."]
+    optimizer = torch.optim.AdamW(trainable, lr=5e-3)
+    before = task.loss(prompts, answers)
+    assert before.dtype == torch.float32
+    for _ in range(3):
+        optimizer.zero_grad()
+        task.loss(prompts, answers).backward()
+        optimizer.step()
+    assert task.loss(prompts, answers).item() < before.item()

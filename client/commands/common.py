@@ -57,6 +57,17 @@ def market_client(args: argparse.Namespace, *, recorder: Any = None) -> Any:
     return MarketClient(args.market, timeout=args.timeout, tls=tls, api_key=api_key, recorder=recorder)
 
 
+def add_device_options(p: Any, *, dtype: bool = True) -> None:
+    """--device (and --dtype): where a model runs or trains, as `lmdock.client.device` picks them."""
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), or a torch device")
+    if dtype:
+        p.add_argument(
+            "--dtype",
+            default="auto",
+            help="auto (bfloat16 on a GPU that has it, float32 on the cpu), float32, bfloat16 or float16",
+        )
+
+
 def add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from lmdock.client.commands.common import (
     add_cache,
+    add_device_options,
     add_json,
     add_market,
     add_task_file,
@@ -346,7 +347,7 @@ def register(sub: Any) -> None:
     add_cache(p)
     p.add_argument("learnware_id")
     add_task_file(p, help="task file (optional gold 'label'/'answer' fields or columns)")
-    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), or a torch device")
+    add_device_options(p, dtype=False)
     p.add_argument("--out", help="write predictions as JSONL here")
     p.add_argument(
         "--show", type=int, default=5, help="predictions to print, beside text and gold label (default: 5)"

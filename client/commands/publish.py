@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lmdock.client.commands.common import add_json, add_market, market_client
+from lmdock.client.commands.common import add_device_options, add_json, add_market, market_client
 from lmdock.client.commands.keys import add_key_option, load_signing_key
 from lmdock.client.commands.ledger import add_ledger_options
 
@@ -62,6 +62,8 @@ def _build(args: argparse.Namespace) -> int:
         score_epsilon=args.dp_score_epsilon,
         progress=progress_bar("training", enabled=not args.json),
         ledger=ledger,
+        device=args.device,
+        dtype=args.dtype,
     )
     spent = None if debit is None else debit_dict(debit)
     if args.json:
@@ -331,6 +333,7 @@ def register(sub: Any) -> None:
         default="",
         help="the classifier's label set, comma-separated (published; a DP build needs it declared)",
     )
+    add_device_options(p)
     add_ledger_options(p)
     p.set_defaults(func=_build)
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from lmdock.client.device import pick_device, pick_dtype
 from lmdock.client.ledger import Debit, Ledger, dataset_id
 from lmdock.client.models import resolve_base_model
 from lmdock.client.operations import count_matches
@@ -150,6 +151,8 @@ def _evaluate(
     gold: list[str],
     *,
     max_new_tokens: int | None,
+    device: str,
+    dtype: str,
 ) -> dict[str, int]:
     """Held-out counts (see scores.SCORE_NAMES): correct answers of the adapter, of the base model
     alone, and (classification) the records of the majority class.
@@ -157,9 +160,9 @@ def _evaluate(
     A generation is cut at `max_new_tokens`, or (None) 2 tokens past the longest gold answer;
     a DP build passes a public cap, so that one held-out record cannot change every other
     record's prediction and each count keeps sensitivity 1."""
-    model = load_learnware(adapter, base_model=base_model, task=task, device="cpu")
+    model = load_learnware(adapter, base_model=base_model, task=task, device=device, dtype=dtype)
     if task.kind == "classification":
-        base = zero_shot_classify(base_model, texts, task.labels, device="cpu")
+        base = zero_shot_classify(base_model, texts, task.labels, device=device)
         counts: tuple[int, ...] = (
             count_matches(model.predict(texts), gold),
             count_matches(base, gold),
@@ -219,6 +222,8 @@ def build_learnware(
     score_epsilon: float | None = None,
     progress: TrainingProgress | None = None,
     ledger: Ledger | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
 ) -> tuple[BuildInfo, Debit | None]:
     """Train, evaluate and write the build folder `out` (which must not exist or be empty);
     return the build and the ledger's debit for it (None without DP or a ledger).
@@ -229,6 +234,8 @@ def build_learnware(
     noised counts at (`score_epsilon`, default min(0.5, dp.epsilon); dp.delta), and both the run
     and the scores are debited from `ledger` (data set: every text of the data file) before
     training starts: over the budget, BudgetExceeded and nothing is trained or written.
+    `device` and `dtype` (as `lmdock run` takes them) are where training and the held-out
+    evaluation run: auto is a GPU in bfloat16 where there is one, else the cpu in float32.
     """
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InvalidArgument(f"{out} already exists and is not an empty folder: choose another --out")
@@ -253,7 +260,9 @@ def build_learnware(
             epsilon=min(0.5, dp.epsilon) if score_epsilon is None else score_epsilon,
             delta=dp.delta,
         )
-    resolve_base_model(base_model)  # a missing base model fails before anything is debited
+    # a missing base model or an unusable device fails before anything is debited
+    resolve_base_model(base_model)
+    pick_dtype(dtype, pick_device(device))
     debit = None
     if plan is not None and ledger is not None:
         dataset, where = dataset_id(data.texts), f"build {out.resolve()}"
@@ -273,6 +282,8 @@ def build_learnware(
             config=config,
             dp=plan,
             progress=progress,
+            device=device,
+            dtype=dtype,
         )
         scores = {}
         if held_out:
@@ -283,6 +294,8 @@ def build_learnware(
                 [data.texts[i] for i in held_out],
                 [targets[i] for i in held_out],
                 max_new_tokens=None if score_plan is None else config.max_tokens,
+                device=device,
+                dtype=dtype,
             )
             scores = _released_scores(counts, len(held_out), score_plan)
         info = BuildInfo(

@@ -42,7 +42,7 @@ def probe_features(tm: TaskModel, texts: Sequence[str]) -> torch.Tensor:
             truncation=True,
             max_length=tm.max_tokens,
             return_tensors="pt",
-        )
+        ).to(tm.model.get_input_embeddings().weight.device)
         parts.append(mean_features(tm.model, batch))
     tm.model.train(was_training)
     return torch.cat(parts)
@@ -69,7 +69,7 @@ def linear_probe(
     starts at zero, or (`zero_head=False`) where it is (a federated round's global head)."""
     features = probe_features(tm, texts)
     index = {name: i for i, name in enumerate(tm.task.labels)}
-    targets = torch.tensor([index[y] for y in labels])
+    targets = torch.tensor([index[y] for y in labels], device=features.device)
     head = _head(tm)
     if zero_head:
         torch.nn.init.zeros_(head.weight)
@@ -80,7 +80,7 @@ def linear_probe(
         p.requires_grad_(True)
 
     def loss_of(idx: list[int]) -> torch.Tensor:
-        return torch.nn.functional.cross_entropy(head(features[idx]), targets[idx])
+        return torch.nn.functional.cross_entropy(head(features[idx]).float(), targets[idx])
 
     optimiser = torch.optim.SGD(head.parameters(), lr=learning_rate, momentum=MOMENTUM)
     return head, loss_of, optimiser

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lmdock.client.device import pick_device, pick_dtype
 from lmdock.client.models import resolve_base_model
 from lmdock.client.progress import TrainingProgress
 from lmdock.client.publish.probe import linear_probe
@@ -100,6 +101,8 @@ def train_adapter(
     dp: DPConfig | DPPlan | None = None,
     progress: TrainingProgress | None = None,
     start: Mapping[str, torch.Tensor] | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
 ) -> TrainingReport:
     """Train a LoRA adapter (or, for a mean-pooled classifier, its head alone: see `probe`) for
     `task` on (text, target) pairs and save it to `out_dir`.
@@ -107,7 +110,9 @@ def train_adapter(
     Targets are labels (classification, each in task.labels) or answers (generation). `dp` is a
     DPConfig, or the DPPlan a caller already debited from its privacy ledger. `start` holds the
     adapter's tensors to start from (as `adapter_model.safetensors` names them: a federated
-    round starts from the global adapter); None starts from a fresh adapter.
+    round starts from the global adapter); None starts from a fresh adapter. `device` and `dtype`
+    are the base model's, as the daemon names them (`lmdock.client.device`: auto is cuda, then
+    mps, then the cpu; bfloat16 on a GPU that has it, float32 on the cpu).
     """
     if len(texts) != len(targets) or not texts:
         raise InvalidArgument("need as many targets as texts, and at least one of each")
@@ -118,6 +123,7 @@ def train_adapter(
     plan = dp_plan_for(dp, records=len(texts), config=config)
     random.seed(config.seed)
     torch.manual_seed(config.seed)
+    torch_device = pick_device(device)
     tm = load_task_model(
         resolve_base_model(base_model),
         task,
@@ -128,6 +134,8 @@ def train_adapter(
         dropout=config.dropout,
         target_modules=config.target_modules,
         layers=config.layers,
+        device=torch_device,
+        dtype=pick_dtype(dtype, torch_device),
     )
     if start is not None:
         load_adapter_tensors(tm.model, start)

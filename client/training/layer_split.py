@@ -36,6 +36,7 @@ class LayerSplit:
     def __init__(self, model: Any, split: int) -> None:
         self.decoder = model.get_decoder()
         self.split = split
+        self.device = self.decoder.embed_tokens.weight.device
         if not 0 <= split <= len(self.decoder.layers):
             raise ValueError(f"split {split} outside the model's {len(self.decoder.layers)} layers")
 
@@ -49,7 +50,7 @@ class LayerSplit:
     ) -> tuple[torch.Tensor, Frame]:
         """The token embeddings of a right-padded batch, and its frame (see `frame`)."""
         width = max(len(x) for x in ids)
-        tokens = torch.tensor([list(x) + [pad_id] * (width - len(x)) for x in ids])
+        tokens = torch.tensor([list(x) + [pad_id] * (width - len(x)) for x in ids], device=self.device)
         hidden = self.decoder.embed_tokens(tokens)
         return hidden, self.frame(hidden, [len(x) for x in ids], positions=positions, segments=segments)
 
@@ -68,13 +69,14 @@ class LayerSplit:
         segment only. Without them, positions count from 0 and every token sees all before it.
         """
         width = hidden.shape[1]
-        attention = torch.tensor([[1] * n + [0] * (width - n) for n in lengths])
-        position_ids = torch.arange(width).unsqueeze(0)
+        device = hidden.device
+        attention = torch.tensor([[1] * n + [0] * (width - n) for n in lengths], device=device)
+        position_ids = torch.arange(width, device=device).unsqueeze(0)
         same_segment = None
         if positions is not None:
-            position_ids = torch.tensor([list(p) + [0] * (width - len(p)) for p in positions])
+            position_ids = torch.tensor([list(p) + [0] * (width - len(p)) for p in positions], device=device)
         if segments is not None:
-            seg = torch.tensor([list(s) + [0] * (width - len(s)) for s in segments])
+            seg = torch.tensor([list(s) + [0] * (width - len(s)) for s in segments], device=device)
 
             def same_segment(batch: Any, head: Any, q: Any, kv: Any) -> Any:
                 return (seg[batch, kv] == 0) | (seg[batch, kv] == seg[batch, q])

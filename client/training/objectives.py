@@ -97,9 +97,10 @@ class TaskModel:
         index = {name: i for i, name in enumerate(self.task.labels)}
         batch = self.tokenizer(
             list(texts), padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
-        )
+        ).to(self.model.get_input_embeddings().weight.device)
         logits = classification_logits(self.model, batch, self.task.pooling)
-        return torch.nn.functional.cross_entropy(logits, torch.tensor([index[y] for y in labels]))
+        target = torch.tensor([index[y] for y in labels], device=logits.device)
+        return torch.nn.functional.cross_entropy(logits.float(), target)
 
     def _generation_loss(self, prompts: Sequence[str], answers: Sequence[str]) -> torch.Tensor:
         ids: list[list[int]] = []
@@ -125,15 +126,18 @@ class TaskModel:
 
     def _predicted_loss(self, ids: list[list[int]], labels: list[list[int]]) -> torch.Tensor:
         """(1/B) Σ_i mean cross-entropy of example i's tokens whose label is not IGNORE."""
-        target = torch.tensor([y + [IGNORE] * (max(map(len, ids)) - len(y)) for y in labels])[:, 1:]
         hidden = self._final_hidden(ids)
+        width = max(map(len, ids))
+        target = torch.tensor([y + [IGNORE] * (width - len(y)) for y in labels], device=hidden.device)[:, 1:]
         # The vocabulary projection only where an answer token is predicted: prompts are most of
         # the tokens, and at 49k words the head costs several layers per position it runs at.
         read = target != IGNORE  # token t predicts token t + 1
-        logits = self.model.get_output_embeddings()(hidden[:, :-1][read])
+        # In float32 whatever the model's dtype: a bfloat16 log-softmax over 49k words loses the loss.
+        logits = self.model.get_output_embeddings()(hidden[:, :-1][read]).float()
         per_token = torch.nn.functional.cross_entropy(logits, target[read], reduction="none")
         rows = read.nonzero()[:, 0]
-        per_example = torch.zeros(len(ids), dtype=per_token.dtype).index_add(0, rows, per_token)
+        per_example = torch.zeros(len(ids), dtype=per_token.dtype, device=hidden.device)
+        per_example = per_example.index_add(0, rows, per_token)
         return (per_example / read.sum(dim=1).clamp(min=1)).mean()
 
     def _final_hidden(self, ids: list[list[int]]) -> torch.Tensor:
@@ -141,8 +145,9 @@ class TaskModel:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id or 0
         if self.split is None:
             width = max(len(x) for x in ids)
-            input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids])
-            mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])
+            device = self.model.get_input_embeddings().weight.device
+            input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids], device=device)
+            mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=device)
             return self.model.get_decoder()(input_ids=input_ids, attention_mask=mask).last_hidden_state
         keys = [tuple(x) for x in ids]
         missing = list(dict.fromkeys(k for k in keys if k not in self.lower_cache))
@@ -201,12 +206,15 @@ def load_task_model(
     dropout: float,
     target_modules: Sequence[str] = (),
     layers: int = 0,
+    device: torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> TaskModel:
     """The base model in `folder` with a fresh LoRA adapter for `task` (only LoRA and heads train).
 
     A mean-pooled classifier (`task.pooling == "mean"`) keeps only `classifier` as its head:
     the [CLS] pooler is not used (see `lmdock.client.heads`). `layers` > 0 puts LoRA on the top
-    `layers` layers only.
+    `layers` layers only. The base is loaded in `dtype` on `device` (None: the cpu); PEFT keeps
+    the LoRA weights in float32 (`autocast_adapter_dtype`), so a bfloat16 base trains float32 LoRA.
     """
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if task.kind == "classification":
@@ -215,6 +223,7 @@ def load_task_model(
             num_labels=len(task.labels),
             id2label=dict(enumerate(task.labels)),
             label2id={name: i for i, name in enumerate(task.labels)},
+            dtype=dtype,
         )
         present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
         heads = [name for name in _HEAD_NAMES if name in present]
@@ -223,7 +232,7 @@ def load_task_model(
             heads = ["classifier"]
         task_type = TaskType.SEQ_CLS
     else:
-        model = AutoModelForCausalLM.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
         _check_plain_head(model.config)
         heads, task_type = [], TaskType.CAUSAL_LM
         tokenizer.truncation_side = "left"  # as the runtime: a long prompt keeps its end
@@ -235,7 +244,7 @@ def load_task_model(
         target_modules=top_layers(model, target_modules or attention_targets(model), layers),
         modules_to_save=heads or None,
     )
-    peft_model = get_peft_model(model, lora)
+    peft_model = get_peft_model(model.to(device or torch.device("cpu")), lora)
     peft_model.peft_config["default"].base_model_name_or_path = base_model
     split = None
     # Lower activations are reused only where the lower layers are deterministic (no dropout).
