@@ -65,6 +65,10 @@ class Recipe:
     spec_texts: tuple[str, ...] = ()
     kind: str = "classification"  # or "generation": train_texts are prompts, train_labels answers
     base_model: str = DEFAULT_EMBEDDER
+    #: Where a generative adapter trains (`lmdock-lab eval --generative --device`); in the
+    #: fingerprint, since a bfloat16 build on a GPU is another artefact than the cpu's.
+    device: str = "cpu"
+    dtype: str = "float32"
 
     @property
     def summarised_texts(self) -> tuple[str, ...]:
@@ -80,8 +84,13 @@ class Recipe:
             if card[key] == usual:
                 del card[key]
         data.update(card)
-        for key, usual in (("kind", "classification"), ("base_model", DEFAULT_EMBEDDER)):
-            if data[key] == usual:  # as before these fields, so cached classifier packages keep their names
+        for key, usual in (
+            ("kind", "classification"),
+            ("base_model", DEFAULT_EMBEDDER),
+            ("device", "cpu"),
+            ("dtype", "float32"),
+        ):
+            if data[key] == usual:  # as before these fields, so cached packages keep their names
                 del data[key]
         for key in ("train_texts", "train_labels", "eval_texts", "eval_labels", "spec_texts"):
             data[key] = sha256_hex(canonical_json(list(data[key])))
@@ -153,6 +162,8 @@ def _train_generator(
         out_dir=adapter,
         config=config,
         progress=progress,
+        device=recipe.device,
+        dtype=recipe.dtype,
     )
     layers = f"top {config.layers} layers" if config.layers else "all layers"
     card = (

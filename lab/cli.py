@@ -90,11 +90,14 @@ def _eval_generative(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, examples=args.examples)
     if args.generalist_k:
         settings = dataclasses.replace(settings, k=args.generalist_k)
+    if args.device or args.dtype:
+        settings = dataclasses.replace(settings, device=args.device or "auto", dtype=args.dtype or "auto")
     out, docs = _destinations(args, "results/generative", "results/generative-quick")
     results = evaluate_generative(
         data_root=_data_root(args), workdir=_workdir(args), settings=settings, log=_log, jobs=args.jobs
     )
-    written = write_generative_report(results, out, docs=docs)
+    readme = Path("README.md") if docs is not None and Path("README.md").exists() else None
+    written = write_generative_report(results, out, docs=docs, readme=readme)
     summary = results["summary"]
     brief = {
         "columns": summary["columns"],
@@ -247,11 +250,16 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from lmdock.lab.report import load_results, render
+    from lmdock.lab.report import load_generative_results, load_results, render, render_generative
 
-    out = Path(args.out or "results")
     readme = Path("README.md") if Path("README.md").exists() and not args.no_readme else None
-    written = render(load_results(out), out, docs=Path(args.docs or "docs/results.md"), readme=readme)
+    docs = Path(args.docs or "docs/results.md")
+    if args.generative:
+        out = Path(args.out or "results/generative")
+        written = render_generative(load_generative_results(out), out, docs=docs, readme=readme)
+    else:
+        out = Path(args.out or "results")
+        written = render(load_results(out), out, docs=docs, readme=readme)
     print(json.dumps([str(p) for p in written]) if args.json else "\n".join(str(p) for p in written))
     return 0
 
@@ -411,6 +419,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--learnwares", help="--generative: only these learnwares (comma-separated; a partial run)"
     )
+    e.add_argument(
+        "--device",
+        help="--generative: where adapters train and score (default cpu, the committed results' "
+        "device; auto: cuda, then mps, then cpu)",
+    )
+    e.add_argument(
+        "--dtype", help="--generative: the base model's dtype (default float32; auto: bfloat16 on a GPU)"
+    )
     e.add_argument("--tasks", help="--generative: only these user tasks (comma-separated; a partial run)")
     r = command(
         "report",
@@ -419,7 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
         data=False,
         build=False,
     )
-    r.add_argument("--out", help="results folder (default results/)")
+    r.add_argument("--out", help="results folder (default results/, or results/generative/)")
+    r.add_argument("--generative", action="store_true", help="the generative market's figure and sections")
     r.add_argument("--docs", help="markdown report (default docs/results.md)")
     r.add_argument("--no-readme", action="store_true", help="leave README.md alone")
     command("build", "build (or read back) the reference learnwares", _build)

@@ -21,8 +21,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from lmdock.client.cache import AdapterCache
 from lmdock.client.connection import MarketClient
+from lmdock.client.device import pick_device, pick_dtype
 from lmdock.client.operations import pull
 from lmdock.client.spec_release import features_of
 from lmdock.common.errors import InvalidArgument
@@ -53,6 +55,10 @@ class GenSettings:
     k: int = GENERALIST_K
     learnwares: tuple[str, ...] = ()  # a subset of the catalogue (a measured partial run); () = all
     tasks: tuple[str, ...] = ()
+    #: Where adapters train and score, as `lmdock run` names them: cpu/float32 by default, so a
+    #: run reproduces the committed results; cuda/bfloat16 on a GPU (`--device auto`).
+    device: str = "cpu"
+    dtype: str = "float32"
 
 
 GEN_FULL_SETTINGS = GenSettings(quick=False, repeats=10, examples=100)
@@ -91,7 +97,10 @@ def evaluate_generative(
     clock = Clock(log)
     catalogue = subset(GEN_QUICK if settings.quick else GEN_FULL, settings.learnwares, settings.tasks)
     market = materialize(catalogue, data_root, quick=settings.quick)
-    generalist = generalist_recipe(market.recipes, k=settings.k)
+    device = pick_device(settings.device)
+    dtype = str(pick_dtype(settings.dtype, device)).removeprefix("torch.")
+    recipes = [dataclasses.replace(r, device=str(device), dtype=dtype) for r in market.recipes]
+    generalist = generalist_recipe(recipes, k=settings.k)
     log(
         f"{catalogue.name}: {len(market.recipes)} learnwares + the generalist, {len(market.tasks)} user tasks"
     )
@@ -104,7 +113,7 @@ def evaluate_generative(
         profile = client.profile()
         embedder = CachingEmbedder(profile)
         built = build_in(
-            workdir, [*market.recipes, generalist], profile=profile, log=log, embedder=embedder, jobs=jobs
+            workdir, [*recipes, generalist], profile=profile, log=log, embedder=embedder, jobs=jobs
         )
         clock.lap("build")
         learnwares, general = built[:-1], built[-1]
@@ -120,15 +129,23 @@ def evaluate_generative(
             pull(client, cache, b.recipe.card.id)
         clock.lap("publish_and_pull")
         ids = [b.recipe.card.id for b in learnwares]
-        scores = score_models(
-            catalogue.base_model,
-            {name: cache.folder(name) for name in [*ids, GENERALIST]},
-            market.tasks,
-            examples=settings.examples,
-            workdir=workdir,
-            log=log,
-            versions={b.recipe.card.id: b.package.name for b in built},
-        )
+        # Scoring is one process: with --jobs N it takes the N cores the builds had.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(max(threads, jobs))
+        try:
+            scores = score_models(
+                catalogue.base_model,
+                {name: cache.folder(name) for name in [*ids, GENERALIST]},
+                market.tasks,
+                examples=settings.examples,
+                workdir=workdir,
+                log=log,
+                versions={b.recipe.card.id: b.package.name for b in built},
+                device=str(device),
+                dtype=dtype,
+            )
+        finally:
+            torch.set_num_threads(threads)
         clock.lap("scores")
         features = {t.id: features_of(t.texts, profile, embedder=embedder) for t in market.tasks}
         draws, exact, mixtures = {}, {}, {}

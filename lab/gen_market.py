@@ -426,4 +426,6 @@ def generalist_recipe(recipes: Sequence[Recipe], *, k: int = GENERALIST_K) -> Re
         ),
         kind="generation",
         base_model=recipes[0].base_model,
+        device=recipes[0].device,
+        dtype=recipes[0].dtype,
     )

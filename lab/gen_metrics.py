@@ -15,6 +15,10 @@ Win / tie / loss of *selected* against a column: the paired per-example differen
 interval (mean ± 1.96 · sd / √n) lies above 0 / contains 0 / lies below 0. A task is
 *informative* when the oracle beats the base beyond that interval (the issue's targets are
 checked on those; the others are reported apart).
+
+Where *selected* falls short of the oracle, `shortfall` splits the gap by where the lost picks
+went: the gap is Σ_p share_p · (oracle − score_p) over the private searches' picks p, summed apart
+over picks outside the task's own data set and picks of another version of it.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from lmdock.lab.gen_scoring import BASE, GenScores
 from lmdock.lab.metrics import groups
 from lmdock.lab.selection import Ranking
 
-__all__ = ["COLUMNS", "GENERALIST", "gen_summary", "interval"]
+__all__ = ["COLUMNS", "GENERALIST", "gen_summary", "interval", "shortfall"]
 
 GENERALIST = "generalist"
 COLUMNS = ("base", "random", "selected", "selected_no_dp", "oracle", "generalist", "mixture")
@@ -131,3 +135,20 @@ def _averages(tasks: Sequence[UserTask], by_id: Mapping[str, dict[str, Any]], ke
             c: round(float(np.mean([r["values"][c] for r in kept])), 4) for c in columns
         }
     return out
+
+
+def shortfall(row: Mapping[str, Any], per_example: Mapping[str, Sequence[float]]) -> dict[str, float]:
+    """For one task's summary `row` and its per-example scores: the oracle's lead over *selected*
+    (ε = 1) and over *selected, no DP*, and the ε = 1 gap split into the part lost to picks
+    outside the task's data sets ("outside") and to other versions of them ("versions")."""
+    mean = {lw: float(np.mean(v)) for lw, v in per_example.items()}
+    oracle = mean[row["oracle_id"]]
+    lost = {"outside": 0.0, "versions": 0.0}
+    for lw, share in row["picks"].items():
+        lost["versions" if lw in row["right"] else "outside"] += share * (oracle - mean[lw])
+    return {
+        "gap": oracle - row["values"]["selected"],
+        "gap_no_dp": oracle - row["values"]["selected_no_dp"],
+        "outside_share": sum(s for lw, s in row["picks"].items() if lw not in row["right"]),
+        **lost,
+    }

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
+from lmdock.lab.gen_metrics import COLUMNS, shortfall
 from lmdock.lab.results_doc import table
 
-__all__ = ["GEN_BEGIN", "GEN_END", "NAMES", "generative_markdown"]
+__all__ = [
+    "GEN_BEGIN",
+    "GEN_END",
+    "GEN_README_BEGIN",
+    "GEN_README_END",
+    "NAMES",
+    "generative_headline",
+    "generative_markdown",
+    "partial_run",
+]
 
 GEN_BEGIN = "<!-- lmdock-lab:generative:begin -->"
 GEN_END = "<!-- lmdock-lab:generative:end -->"
+GEN_README_BEGIN = "<!-- lmdock-lab:generative-headline:begin -->"
+GEN_README_END = "<!-- lmdock-lab:generative-headline:end -->"
 COMMAND = "nice -n 10 lmdock-lab eval --generative --data ../shared/data --jobs 2"
 
 NAMES = {
@@ -38,6 +50,10 @@ def _domain_rows(domains: dict[str, Any], columns: list[str]) -> list[list[str]]
     return rows
 
 
+def _by_share(pick: tuple[str, float]) -> tuple[float, str]:
+    return -pick[1], pick[0]
+
+
 def _task_rows(summary: dict[str, Any], columns: list[str]) -> list[list[str]]:
     rows = []
     for r in summary["per_task"]:
@@ -51,7 +67,7 @@ def _task_rows(summary: dict[str, Any], columns: list[str]) -> list[list[str]]:
                 "yes" if r["one_pass"] else "no",
                 *cells,
                 r["oracle_id"],
-                ", ".join(f"{lw} {100 * s:.0f}%" for lw, s in r["picks"].items()),
+                ", ".join(f"{lw} {100 * s:.0f}%" for lw, s in sorted(r["picks"].items(), key=_by_share)),
                 "yes" if r["informative"] else "no",
             ]
         )
@@ -81,9 +97,99 @@ def _targets(summary: dict[str, Any]) -> str:
     )
 
 
+def _shortfall(results: dict[str, Any]) -> str:
+    """Where the ε = 1 selection loses against the oracle, and where its lost picks went."""
+    rows = []
+    for r in results["summary"]["per_task"]:
+        if not r["informative"]:
+            continue
+        f = shortfall(r, results["scores"]["per_example"][r["task"]])
+        if f["gap"] <= 0.0005:
+            continue
+        rows.append(
+            [
+                r["task"],
+                _p(f["gap"]),
+                _p(max(f["gap_no_dp"], 0.0)),  # the oracle is the best: below 0 is rounding
+                f"{100 * f['outside_share']:.0f}%",
+                _p(f["outside"]),
+                _p(f["versions"]),
+            ]
+        )
+    if not rows:
+        return ""
+    informative = [r for r in results["summary"]["per_task"] if r["informative"]]
+    exact = sum(r["exact_pick"] == r["oracle_id"] for r in informative)
+    return "\n".join(
+        [
+            "### Where selection loses against the oracle (informative tasks)\n",
+            table(
+                [
+                    "task",
+                    "oracle − selected, ε = 1",
+                    "oracle − selected, no DP",
+                    "ε = 1 picks outside the task's data set",
+                    "points lost to them",
+                    "points lost to other versions of its data set",
+                ],
+                rows,
+            ),
+            WHY.format(exact=exact, tasks=len(informative)),
+        ]
+    )
+
+
+def _seconds_total(results: dict[str, Any]) -> float:
+    return sum(lap["seconds"] for lap in results["timings"] if ":" not in lap["step"])
+
+
+def generative_headline(results: dict[str, Any], *, plot: str) -> str:
+    """The README's generative block: informative domain averages, the targets, how to regenerate."""
+    summary = results["summary"]
+    columns = summary["columns"]
+    wtl = summary["wtl"]
+    return "\n".join(
+        [
+            f"Score (%) on the held-out user tasks where the oracle beats the base beyond its 95% "
+            f"interval ({len(results['market']) - 1} SmolLM2-135M-Instruct + LoRA learnwares; "
+            "accuracy on label and multiple-choice tasks, gold-answer token probability on open and "
+            f"math answers; selected, ε = 1: mean of {results['settings']['repeats']} private searches):\n",
+            table(
+                ["domain", "tasks", *[NAMES[c] for c in columns], "selected / oracle"],
+                _domain_rows(summary["informative_domains"], columns),
+            )
+            if summary["informative_domains"]
+            else "No task's oracle beats the base beyond its interval in this run.\n",
+            _targets(summary),
+            "Selected (ε = 1) per task, win / tie / loss: "
+            + "; ".join(
+                f"against the {NAMES[c]} {wtl[c]['win']} / {wtl[c]['tie']} / {wtl[c]['loss']}"
+                for c in ("generalist", "base")
+                if c in wtl
+            )
+            + ".\n",
+            f"![generative market, domain averages]({plot})\n",
+            f"Regenerate with `{COMMAND}` ({_seconds_total(results) / 3600:.1f} h on 2 CPU cores from an "
+            "empty cache: "
+            + ", ".join(
+                f"{lap['step'].replace('_', ' ')} {lap['seconds'] / 60:.0f} min"
+                for lap in results["timings"]
+                if ":" not in lap["step"] and lap["seconds"] >= 60
+            )
+            + "). Every column, per-task tables, where selection falls short and why: "
+            "[docs/results.md](docs/results.md#generative-market-smollm2-135m-instruct--lora-learnwares).\n",
+        ]
+    )
+
+
+def partial_run(settings: dict[str, Any]) -> bool:
+    """A quick run, or one over a subset of the catalogue: its figures do not test the claim."""
+    return bool(settings["quick"] or settings["learnwares"] or settings["tasks"])
+
+
 def _partial(results: dict[str, Any]) -> str:
     s = results["settings"]
-    if not (s["quick"] or s["learnwares"] or s["tasks"]):
+    if not partial_run(s):
         return ""
     what = (
         "the quick CI slice on the shipped samples (tiny learnwares: it checks the harness, not the claim)"
@@ -145,10 +251,15 @@ def generative_markdown(results: dict[str, Any], *, plot: str) -> str:
         if summary["informative_domains"]
         else "none in this run\n",
         _targets(summary),
+        _shortfall(results),
         "### Win / tie / loss of the selected learnware (ε = 1) against each column\n",
         table(
             ["against", "win", "tie", "loss"],
-            [[NAMES[c], str(w["win"]), str(w["tie"]), str(w["loss"])] for c, w in summary["wtl"].items()],
+            [
+                [NAMES[c], str(w["win"]), str(w["tie"]), str(w["loss"])]
+                for c in COLUMNS
+                if (w := summary["wtl"].get(c))
+            ],
         ),
         "A win (loss): the paired per-example difference's 95% interval lies above (below) 0; else a tie.\n",
         "### Per task\n",
@@ -184,6 +295,19 @@ def generative_markdown(results: dict[str, Any], *, plot: str) -> str:
     return "\n".join(p for p in parts if p)
 
 
+WHY = """\
+Why. The ranking itself knows where each task belongs: without DP the exact spec picks the oracle
+on {exact} of these {tasks} tasks. The ε = 1 shortfall comes from the private release. A user task
+here sends the spec of its scored texts only (100, or 60 for open answers; the classifier market's
+tasks send up to 300), and the noise of an ε = 1 kernel-mean release scales as 1/n (its
+sensitivity is 2R/b plus a small grid term, b ≤ n the size bucket; docs/privacy.md): with a third
+of the texts it is about three times larger, and a share of private
+searches lands nearer another data set's learnware (the fourth column). Versions of one data set
+hold near-identical specs (a spec describes the data, not how well a version learnt it), so
+between them the pick is closer to a draw; that costs less. A user closes the gap with more texts
+or a larger ε, at the price the ledger states (docs/privacy.md).
+"""
+
 METHOD = """\
 * **Models.** Every learnware is SmolLM2-135M-Instruct + a LoRA adapter on q/v of the top layers
   only, trained on instruction -> answer pairs through the chat template, loss on the answer tokens
@@ -204,14 +328,12 @@ METHOD = """\
   Columns average different metrics, so read domain averages within a domain.
 * **CPU engineering.** LoRA on the top layers only: the frozen lower layers run once per scored
   batch and their activations serve the base and every adapter (`SplitModel`), so k adapters cost
-  lower + k·upper; the vocabulary projection runs only at the positions read; prompts are cut per
-  data set (the prompt cap above; a long context is cut at its end, keeping the question).
-* **Not yet built (designs).** (1) Training from cached lower activations: run layers < 22 once
-  per record and prompt cap of a data set (no grad, fp16, keyed by data set, record and cap) and
-  train the top 8 from them, so a data set's versions and epochs share one lower pass. (2) Prompt
-  sharing for multi-token choices: the prompt once with its key/value cache, then all choices
-  batched after it; the two BANKING77 tasks (12 and 11 multi-token intents) are two thirds of the
-  full market's question tokens today. See docs/performance.md for the measured budget.
+  lower + k·upper; in training, each record's lower activations are kept after its first epoch,
+  so later epochs run the top layers alone; a multi-token choice set is one packed sequence per
+  example (the prompt, then every choice attending to the prompt and itself only); the vocabulary
+  projection runs only at the positions read; prompts are cut per data set (the prompt cap above;
+  a long context is cut at its end, keeping the question). The measured budget and what
+  dominates it: docs/performance.md.
 * **Generalist.** One adapter of rank {rank} on a seeded sample of the union of every learnware's
   training records, {records} records in one pass = {steps} optimizer steps, k = {k} times a median
   learnware's steps: the CPU-scale stand-in for a general-purpose model.

@@ -73,12 +73,15 @@ def first_adapted_layer(adapter_dir: Path) -> int:
     return min((found[0] if found else 0 for found in numbers), default=0)
 
 
-def _key(versions: Mapping[str, str], tasks: Sequence[UserTask], examples: int, base_model: str) -> str:
+def _key(
+    versions: Mapping[str, str], tasks: Sequence[UserTask], examples: int, base_model: str, where: str
+) -> str:
     return sha256_hex(
         canonical_json(
             {
                 "version": SCORING_VERSION,
                 "base": base_model,
+                "device": where,
                 "adapters": dict(sorted(versions.items())),
                 "examples": examples,
                 "tasks": [[t.id, list(t.prompts), list(t.labels), list(t.choices)] for t in tasks],
@@ -96,16 +99,18 @@ def score_models(
     workdir: Path,
     log: Callable[[str], None],
     versions: Mapping[str, str],
+    device: str = "cpu",
+    dtype: str = "float32",
 ) -> GenScores:
     """Per-example scores of the base and each adapter on the first `examples` records of every
     task; `versions` names what each adapter is (its package file), for the cache key."""
-    path = workdir / f"gen-scores-{_key(versions, tasks, examples, base_model)}.json"
+    path = workdir / f"gen-scores-{_key(versions, tasks, examples, base_model, f'{device}/{dtype}')}.json"
     if path.exists():
         data = json.loads(path.read_text(encoding="utf-8"))
         return GenScores(data["per_example"], data["metric"], data["one_pass"], data["seconds"])
     seconds = {"load": 0.0, "lower": 0.0, "upper": 0.0}
     started = time.perf_counter()
-    host = SharedBase(base_model, kind="generation", device="cpu", dtype="float32")
+    host = SharedBase(base_model, kind="generation", device=device, dtype=dtype)
     for name, folder in adapters.items():
         host.add(name, folder, TaskInfo(kind="generation"))
     split = min((first_adapted_layer(p) for p in adapters.values()), default=0)

@@ -133,9 +133,9 @@ class SplitModel:
         hidden = self.layers.upper(lower.hidden, lower.frame)
         rows = [i for i, q in enumerate(lower.questions) for _ in q.reads]
         cols = [p for q in lower.questions for p, _ in q.reads]
-        tokens = torch.tensor([t for q in lower.questions for _, t in q.reads])
+        tokens = torch.tensor([t for q in lower.questions for _, t in q.reads], device=hidden.device)
         logp = torch.log_softmax(self.head(hidden[rows, cols]).float(), dim=-1)
-        picked = logp[torch.arange(len(tokens)), tokens].double().numpy()
+        picked = logp[torch.arange(len(tokens), device=hidden.device), tokens].double().cpu().numpy()
         out, start = [], 0
         for q in lower.questions:
             out.append(picked[start : start + len(q.reads)])

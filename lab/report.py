@@ -11,7 +11,16 @@ from typing import Any
 from lmdock.client.files import atomic_write_text
 from lmdock.common.errors import FailedPrecondition
 from lmdock.lab.federated_doc import FED_BEGIN, FED_END, federated_markdown, write_federated_plot
-from lmdock.lab.gen_results_doc import GEN_BEGIN, GEN_END, NAMES, generative_markdown
+from lmdock.lab.gen_results_doc import (
+    GEN_BEGIN,
+    GEN_END,
+    GEN_README_BEGIN,
+    GEN_README_END,
+    NAMES,
+    generative_headline,
+    generative_markdown,
+    partial_run,
+)
 from lmdock.lab.ident_doc import IDENT_BEGIN, IDENT_END, identification_markdown
 from lmdock.lab.plots import write_generative_plot, write_plots
 from lmdock.lab.results_doc import headline_table, results_markdown
@@ -20,8 +29,10 @@ from lmdock.lab.task_vector_doc import TV_BEGIN, TV_END, task_vector_markdown, w
 __all__ = [
     "README_BEGIN",
     "README_END",
+    "load_generative_results",
     "load_results",
     "render",
+    "render_generative",
     "update_readme",
     "write_federated_report",
     "write_generative_report",
@@ -87,23 +98,47 @@ def _section(docs: Path, block: str, begin: str, end: str) -> None:
         atomic_write_text(docs, f"{before}{begin}\n{block}{end}\n", mode=PUBLISHED)
 
 
-def write_generative_report(results: dict[str, Any], out_dir: Path, *, docs: Path | None) -> list[Path]:
-    """results/generative/*.json and the generative section of `docs` (appended when absent)."""
+def write_generative_report(
+    results: dict[str, Any], out_dir: Path, *, docs: Path | None, readme: Path | None = None
+) -> list[Path]:
+    """results/generative/*.json, its figure, its section of `docs` (appended when absent) and,
+    for a full run, the README's generative block."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {
         "market.json": {k: v for k, v in results.items() if k not in ("scores", "summary")},
         "scores.json": results["scores"],
         "summary.json": results["summary"],
     }
-    written = []
     for name, data in files.items():
         _json(out_dir / name, data)
-        written.append(out_dir / name)
-    written.append(write_generative_plot(results, out_dir, NAMES))
+    return [out_dir / name for name in files] + render_generative(results, out_dir, docs=docs, readme=readme)
+
+
+def load_generative_results(out_dir: Path) -> dict[str, Any]:
+    """The generative results as `write_generative_report` wrote them."""
+    parts = {}
+    for name in ("market", "scores", "summary"):
+        path = out_dir / f"{name}.json"
+        if not path.is_file():
+            raise FailedPrecondition(f"{path} is missing: run `lmdock-lab eval --generative` first")
+        parts[name] = json.loads(path.read_text(encoding="utf-8"))
+    return parts["market"] | {"scores": parts["scores"], "summary": parts["summary"]}
+
+
+def render_generative(
+    results: dict[str, Any], out_dir: Path, *, docs: Path | None, readme: Path | None
+) -> list[Path]:
+    """The generative figure, its docs section and (full runs only) the README block."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [write_generative_plot(results, out_dir, NAMES)]
     if docs is not None:
         block = generative_markdown(results, plot=os.path.relpath(out_dir / "generative.png", docs.parent))
         _section(docs, block, GEN_BEGIN, GEN_END)
         written.append(docs)
+    if readme is not None and not partial_run(results["settings"]):
+        block = generative_headline(results, plot=os.path.relpath(out_dir / "generative.png", readme.parent))
+        if update_readme(readme, block, begin=GEN_README_BEGIN, end=GEN_README_END):
+            written.append(readme)
     return written
 
 

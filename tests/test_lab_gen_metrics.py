@@ -1,11 +1,16 @@
-"""The generative market's columns and win/tie/loss on hand-made scores (no models)."""
+"""The generative market's columns, win/tie/loss and shortfall on hand-made scores, and its
+README block from the committed results (no models)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from lmdock.lab.definitions import UserTask
-from lmdock.lab.gen_metrics import gen_summary, interval
+from lmdock.lab.gen_metrics import gen_summary, interval, shortfall
+from lmdock.lab.gen_results_doc import GEN_README_BEGIN, GEN_README_END
 from lmdock.lab.gen_scoring import GenScores
+from lmdock.lab.report import load_generative_results, render_generative
 
 
 def task(id_: str, domain: str) -> UserTask:
@@ -54,3 +59,34 @@ def test_columns_wins_ties_and_losses_follow_the_paired_interval() -> None:
 def test_interval_is_the_normal_95_percent_half_width() -> None:
     mean, half = interval([0.0, 1.0] * 50)
     assert mean == 0.5 and half == pytest.approx(1.96 * 0.50252 / 10, rel=1e-3)
+
+
+def test_shortfall_splits_the_gap_by_where_the_picks_went() -> None:
+    row = {
+        "oracle_id": "a1",
+        "picks": {"a1": 0.5, "a2": 0.3, "b": 0.2},
+        "right": ["a1", "a2"],
+        "values": {"selected": 0.65, "selected_no_dp": 1.0},
+    }
+    f = shortfall(row, {"a1": [1.0, 1.0], "a2": [0.0, 1.0], "b": [0.0, 0.0]})
+    assert f["gap"] == pytest.approx(0.35) and f["gap_no_dp"] == pytest.approx(0.0)
+    assert f["outside_share"] == pytest.approx(0.2)
+    assert f["outside"] == pytest.approx(0.2) and f["versions"] == pytest.approx(0.15)
+    assert f["outside"] + f["versions"] == pytest.approx(f["gap"])
+
+
+def test_the_readme_block_is_rendered_from_the_committed_results(tmp_path: Path) -> None:
+    results = load_generative_results(Path(__file__).parent.parent / "results" / "generative")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{GEN_README_BEGIN}\nstale\n{GEN_README_END}\nrest\n", encoding="utf-8")
+    written = render_generative(results, tmp_path / "out", docs=tmp_path / "results.md", readme=readme)
+    assert readme in written
+    text = readme.read_text(encoding="utf-8")
+    assert "stale" not in text and text.startswith("intro\n") and text.endswith("rest\n")
+    assert "| **all** |" in text and "Targets on the" in text and "Regenerate with" in text
+    docs = (tmp_path / "results.md").read_text(encoding="utf-8")
+    assert "### Where selection loses against the oracle" in docs
+    partial = results | {"settings": results["settings"] | {"tasks": ["gen-fin-sentiment"]}}
+    readme.write_text(f"{GEN_README_BEGIN}\nstale\n{GEN_README_END}\n", encoding="utf-8")
+    assert readme not in render_generative(partial, tmp_path / "out", docs=None, readme=readme)
+    assert "stale" in readme.read_text(encoding="utf-8")  # a partial run leaves the headline alone
