@@ -304,8 +304,9 @@ sensitivity is 2R/b plus a small grid term, b ≤ n the size bucket; docs/privac
 of the texts it is about three times larger, and a share of private
 searches lands nearer another data set's learnware (the fourth column). Versions of one data set
 hold near-identical specs (a spec describes the data, not how well a version learnt it), so
-between them the pick is closer to a draw; that costs less. A user closes the gap with more texts
-or a larger ε, at the price the ledger states (docs/privacy.md).
+between them the pick is closer to a draw; that costs less. A user closes the gap with a spec of
+more of its task (measured below: benchmarks/gen_reselection.py) or a larger ε, at the price the
+ledger states (docs/privacy.md).
 """
 
 METHOD = """\
