@@ -40,6 +40,7 @@ from lmdock.server.index.exact import ExactIndex
 
 def with_task_sizes(catalogue: MarketDef, multiple: int) -> MarketDef:
     """Every user task drawing `multiple` times its records (the same records first)."""
+
     def larger(s: Selection) -> Selection:
         return dataclasses.replace(s, limit=None if s.limit is None else s.limit * multiple)
 

@@ -9,7 +9,7 @@ R chat requests of one hospital question each, greedy, `--new-tokens` at most:
 - `base`: the base model alone (adapters disabled), the R prompts as one batch;
 - `one_adapter`: all R requests to one adapter through the daemon's `Batcher` (one batch);
 - `interleaved`: the R requests round-robin over the K adapters through the `Batcher`, which
-  runs one batch per adapter (`set_adapter` between them).
+  runs them as one batch, each row with its own adapter (PEFT's `adapter_names`).
 
 Tokens/s is generated tokens over wall seconds, the best of `--repeats`; each row's ratio is
 against `base` in the same run. Prints one JSON object:

@@ -1,8 +1,8 @@
 """Local inference: one base model in memory serving several PEFT adapters.
 
 * `SharedBase` loads a base model once and attaches adapters to it with peft's
-  `load_adapter`; each call selects its adapter with `set_adapter` under a lock, so requests
-  for different learnwares on the same base never mix. Inputs run in batches.
+  `load_adapter`; a call runs under a lock with its adapter selected (`set_adapter`), or, for
+  generation prompts of several adapters, one batch with each row's own (`adapter_names`).
 * classification learnwares (encoder + LoRA + trained head) answer with a label and the
   softmax score of every label; generation learnwares (causal LM + LoRA) continue prompts,
   greedily unless a temperature is given, each row's text streamed as it is decoded
@@ -176,24 +176,43 @@ class SharedBase:
     @torch.inference_mode()
     def generate(
         self,
-        name: str,
+        names: str | Sequence[str],
         prompts: Sequence[str],
         options: GenerationOptions,
         *,
         batch_size: int = 8,
         sink: GenerationSink = NO_SINK,
     ) -> list[Generation]:
-        """One answer per prompt; `sink` gets each row's text as it is decoded (rows: prompt positions)."""
-        self._task(name, "generation")
+        """One answer per prompt, from adapter `names` (one for all, or one per prompt); `sink` gets
+        each row's text as it is decoded (rows: prompt positions).
+
+        Prompts for different adapters share batches: PEFT runs the frozen base once for the whole
+        batch and each LoRA only on its own rows (`adapter_names`), so interleaved learnwares cost
+        about what one does.
+        """
+        per_row = [names] * len(prompts) if isinstance(names, str) else list(names)
+        if len(per_row) != len(prompts):
+            raise InvalidArgument(f"{len(per_row)} adapter names for {len(prompts)} prompts")
+        for name in sorted(set(per_row)):
+            self._task(name, "generation")
         out: list[Generation] = []
         with self._lock:
-            self._select(name)
+            mixed = len(set(per_row)) > 1
+            if not mixed and per_row:
+                self._select(per_row[0])
             for start in range(0, len(prompts), batch_size):
-                out.extend(self._generate_batch(prompts[start : start + batch_size], options, sink, start))
+                rows = slice(start, start + batch_size)
+                adapters = [self._adapters[n][0] for n in per_row[rows]] if mixed else None
+                out.extend(self._generate_batch(prompts[rows], options, sink, start, adapters))
         return out
 
     def _generate_batch(
-        self, prompts: Sequence[str], options: GenerationOptions, sink: GenerationSink, offset: int
+        self,
+        prompts: Sequence[str],
+        options: GenerationOptions,
+        sink: GenerationSink,
+        offset: int,
+        adapters: list[str] | None,
     ) -> list[Generation]:
         # the caller's max_new_tokens is kept, cutting the prompt; a default one gives way to it
         batch = self._encode(prompts, room=1 if options.fit else options.max_new_tokens)
@@ -217,6 +236,7 @@ class SharedBase:
             pad_token_id=self.tokenizer.pad_token_id,
             streamer=streamer,
             stopping_criteria=StoppingCriteriaList([StopRows(streamer)]),
+            **({} if adapters is None else {"adapter_names": adapters}),
             **sampling,
         )
         return streamer.results()

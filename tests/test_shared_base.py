@@ -58,6 +58,11 @@ def test_two_adapters_share_one_base_and_answer_as_if_alone(
     for name, folder in zip(("plain", "lora"), adapters, strict=True):
         alone = load_learnware(folder, base_model=str(tiny_llama), task=GENERATION, device="cpu")
         assert alone.predict(PROMPTS, max_new_tokens=6) == shared[name]
+    # one batch of rows for different adapters answers as each adapter alone
+    mixed = [g.text for g in host.generate(["lora", "plain", "lora"], PROMPTS, OPTIONS)]
+    assert mixed == [shared["lora"][0], shared["plain"][1], shared["lora"][2]]
+    with pytest.raises(InvalidArgument, match="2 adapter names for 3 prompts"):
+        host.generate(["lora", "plain"], PROMPTS, OPTIONS)
     # batching (left padding) answers exactly as one prompt at a time
     one_by_one = [host.generate("lora", [p], OPTIONS)[0].text for p in PROMPTS]
     assert one_by_one == shared["lora"]
@@ -119,7 +124,7 @@ def test_batcher_merges_concurrent_requests(tiny_llama: Path, adapters: tuple[Pa
         t.join()
     batcher.close()
     assert {k: v for k, v in results.items()} == {(n, i): expected[n][i] for n in expected for i in range(3)}
-    assert batcher.batches_run == 2  # one batch per adapter, not one per request
+    assert batcher.batches_run == 1  # both adapters' requests in one batch, not one per request
     failing = Batcher(host, max_batch=4, wait_s=0)
     with pytest.raises(InvalidArgument, match="not loaded"):
         failing.submit("missing", ["x"], OPTIONS).result()

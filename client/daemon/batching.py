@@ -1,13 +1,15 @@
 """Micro-batching: requests for one base model queue up and run together.
 
 One worker thread per loaded base model takes the first waiting job, waits up to `wait_s` for
-more (at most `max_batch` texts), and runs jobs that ask the same adapter the same thing as one
-batch. A generation job's text goes to its own `on_text` as it is decoded, its rows stop
-decoding once that listener has gone, and its answer is ready as soon as its own rows end,
-whatever the rest of the batch still does. When a batch
-fails, its jobs run again one by one, so a bad input fails only its own request (a job that has
-streamed text already fails instead: its caller has seen part of an answer). The single worker
-also serializes `set_adapter`, so jobs for different adapters on the same base never interleave.
+more (at most `max_batch` texts), and runs as one batch the jobs that ask the same thing: a
+classifier's jobs for the same adapter (its head is its own), generation jobs with the same
+options whatever their adapters (`SharedBase.generate` gives each row its own LoRA). A
+generation job's text goes to its own `on_text` as it is decoded, its rows stop decoding once
+that listener has gone, and its answer is ready as soon as its own rows end, whatever the rest
+of the batch still does. When a batch fails, its jobs run again one by one, so a bad input fails
+only its own request (a job that has streamed text already fails instead: its caller has seen
+part of an answer). The single worker also serializes the base's use, so one batch's adapters
+never leak into another's.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ class _Job:
 
     @property
     def key(self) -> tuple[str, GenerationOptions | None]:
-        return (self.name, self.options)
+        """What jobs of one batch share: a classifier's adapter, or generation options alone."""
+        return (self.name if self.options is None else "", self.options)
 
 
 class Batcher:
@@ -103,14 +106,15 @@ class Batcher:
         return jobs, False
 
     def _run(self, group: list[_Job]) -> None:
-        name, options = group[0].key
+        options = group[0].options
         inputs = [text for job in group for text in job.inputs]
         try:
             if options is None:
-                results: list[Any] = self.host.classify(name, inputs, batch_size=self.max_batch)
+                results: list[Any] = self.host.classify(group[0].name, inputs, batch_size=self.max_batch)
             else:
                 sink = _JobSink(group, on_last_row=self._count_batch)
-                results = self.host.generate(name, inputs, options, batch_size=self.max_batch, sink=sink)
+                names = [job.name for job in group for _ in job.inputs]
+                results = self.host.generate(names, inputs, options, batch_size=self.max_batch, sink=sink)
         except Exception as exc:
             pending = [job for job in group if not job.future.done()]
             if len(group) > 1:  # one caller's input must not fail the others: each on its own
@@ -173,7 +177,7 @@ class _JobSink:
 
 
 def _group(jobs: list[_Job]) -> list[list[_Job]]:
-    """Jobs with the same adapter and options together, in order of first arrival."""
+    """Jobs that share a batch (`_Job.key`) together, in order of first arrival."""
     groups: dict[tuple[str, GenerationOptions | None], list[_Job]] = {}
     for job in jobs:
         groups.setdefault(job.key, []).append(job)
