@@ -1,18 +1,26 @@
-"""The generative market's ε = 1 selection when the user's spec summarises more of its task.
+"""The generative market's selection by spec kind, ε and spec size, from the committed scores.
 
 `lmdock-lab eval --generative` scores every learnware on every user task's first 100 (60 for
-open answers) examples once (results/generative/scores.json) and sends a spec of those texts
-only. Which learnware a user picks depends only on the market's ranking of its spec, so the
-selection with a spec of more task texts follows from the same scores without training or
-scoring again: the learnwares' exact specs (the kernel means of their training texts, what their
-packages carry), each user task's ε = 1 spec of its first m × (100 or 60) texts (a superset of
-the scored ones, checked; held out from every learnware's records, as `materialize` checks),
-ranked by the market's exact index under the market's default profile. Printed: per multiple m,
-each task's spec size and, per domain over the informative tasks of the committed run,
-selected / oracle at ε = 1 (mean over draws) and without DP, as the eval reports them; m = 1
-reproduces the committed run's selection up to the draws.
+open answers) examples once (results/generative/scores.json) and selects with a kernel-mean
+spec of those texts only. Which learnware a user picks depends only on the market's ranking of
+its spec, so the selection under another spec follows from the same scores without training or
+scoring again (the reuse score of issue 22, and issue 15's ε = 1 shortfall):
 
-    python benchmarks/gen_reselection.py --data ../shared/data [--multiples 1,3] [--repeats 20]
+* **kernel mean**: the learnwares' exact specs of their training texts (what their packages
+  carry), each task's spec released as a client releases it (`plan_release`, the OS CSPRNG);
+* **task vector**: the one-step task vector (`lab/task_vector_eval.py`: per-record gradient
+  rows computed once and cached, the DP noise of a seeded generator), cosine-ranked against the
+  learnwares' exact vectors of their first `--learnware-cap` training texts;
+* **both**: each at ε / 2 and δ / 2, fused by reciprocal rank as `lmdock search --spec both`.
+
+Each task's spec summarises its first m × (100 or 60) held-out texts, a superset of the scored
+ones (checked; held out from every learnware's records, as `materialize` checks). Printed: per
+kind, ε and m, each task's spec size and, per domain over the committed run's informative tasks,
+selected / oracle (mean over draws) and the share of picks of the task's own data set; the
+kernel mean at ε = 1, m = 1 reproduces the committed run's selection up to the draws.
+
+    python benchmarks/gen_reselection.py --data ../shared/data [--kinds "kernel mean,task vector,both"]
+        [--epsilons none,4,1,0.5] [--multiples 1,3] [--repeats 20]
 """
 
 from __future__ import annotations
@@ -20,22 +28,28 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import time
 from pathlib import Path
 
+import numpy as np
 from lmdock.client.cache import default_cache_dir
-from lmdock.client.spec_release import features_of, public_spec
+from lmdock.client.training.task_vector import one_step_vector, task_vector_profile
+from lmdock.client.training.task_vector_search import fuse
+from lmdock.common.base_model_files import SMOLLM2
+from lmdock.common.features import build_feature_map
 from lmdock.common.profile_factory import make_profile
-from lmdock.common.spec import exact_spec, release
+from lmdock.common.spec import exact_spec
 from lmdock.lab.datasets import Selection
 from lmdock.lab.definitions import MarketDef, materialize
-from lmdock.lab.embeddings import CachingEmbedder
+from lmdock.lab.embeddings import CachingEmbedder, TextVectors
 from lmdock.lab.gen_market import GEN_FULL
 from lmdock.lab.gen_metrics import gen_summary
 from lmdock.lab.gen_scoring import GenScores
-from lmdock.server.index import IndexEntry, Listing
-from lmdock.server.index.by_profile import entry_as_indexed
-from lmdock.server.index.exact import ExactIndex
+from lmdock.lab.identification import Fold
+from lmdock.lab.task_vector_eval import METHODS, FoldSearches, rows_file, rows_in_chunks
+
+DELTA = 1e-6
 
 
 def with_task_sizes(catalogue: MarketDef, multiple: int) -> MarketDef:
@@ -56,78 +70,101 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="../shared/data")
     parser.add_argument("--results", default="results/generative")
+    parser.add_argument("--kinds", default="kernel mean", help=f"comma-separated, of: {', '.join(METHODS)}")
+    parser.add_argument("--epsilons", default="1", help="comma-separated; none: without DP")
     parser.add_argument("--multiples", default="1,3")
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--epsilon", type=float, default=1.0)
+    parser.add_argument("--learnware-cap", type=int, default=300)
     args = parser.parse_args()
+    kinds = args.kinds.split(",")
+    if unknown := set(kinds) - set(METHODS):
+        raise SystemExit(f"unknown kinds {sorted(unknown)} (choose from {', '.join(METHODS)})")
+    epsilons = [math.inf if e == "none" else float(e) for e in args.epsilons.split(",")]
     started = time.perf_counter()
-    stored = json.loads((Path(args.results) / "scores.json").read_text(encoding="utf-8"))
-    committed = json.loads((Path(args.results) / "summary.json").read_text(encoding="utf-8"))
+    results = Path(args.results)
+    stored = json.loads((results / "scores.json").read_text(encoding="utf-8"))
+    committed = json.loads((results / "summary.json").read_text(encoding="utf-8"))
     scores = GenScores(stored["per_example"], stored["metric"], stored["one_pass"], stored["seconds"])
     informative = {r["task"] for r in committed["per_task"] if r["informative"]}
-    profile = make_profile()  # the embedded market's default, as the eval serves it
-    run_profile = json.loads((Path(args.results) / "market.json").read_text(encoding="utf-8"))["profile_id"]
-    if profile.profile_id != run_profile:
-        raise SystemExit(f"profile {profile.profile_id} is not the committed run's {run_profile}")
-    embedder = CachingEmbedder(profile, folder=default_cache_dir() / "generative" / "embeddings")
+    km_profile = make_profile()  # the embedded market's default, as the eval serves it
+    run_profile = json.loads((results / "market.json").read_text(encoding="utf-8"))["profile_id"]
+    if km_profile.profile_id != run_profile:
+        raise SystemExit(f"profile {km_profile.profile_id} is not the committed run's {run_profile}")
+    tv_profile = task_vector_profile(SMOLLM2)
+    cache = default_cache_dir() / "generative" / "embeddings"
+    embed = CachingEmbedder(km_profile, folder=cache).embed
+    gradients = TextVectors(
+        lambda batch: rows_in_chunks(batch, tv_profile, print),
+        dim=tv_profile.dim,
+        file=cache / rows_file(tv_profile),
+    )
+    feature_map = build_feature_map(km_profile)
     scored = materialize(GEN_FULL, Path(args.data))
     ids = [r.card.id for r in scored.recipes]
-    index = ExactIndex.from_entries(
-        [
-            entry_as_indexed(
-                profile,
-                IndexEntry(
-                    Listing(r.card.id, r.card.name, r.card.domain),
-                    public_spec(r.summarised_texts, profile, embedder=embedder).values,
-                    0.0,
-                    "",
-                ),
-            )
-            for r in scored.recipes
+    texts = {r.card.id: r.summarised_texts[: args.learnware_cap] for r in scored.recipes}
+    km_specs = {i: exact_spec(feature_map(embed(t)), km_profile).values for i, t in texts.items()}
+    tv_specs = {}
+    if kinds != ["kernel mean"]:
+        tv_specs = {i: one_step_vector(gradients(t), tv_profile) for i, t in texts.items()}
+    everyone = Fold("", "", (), (), True)  # no data set hidden: the whole market, as the eval
+    domains = {r.card.id: r.card.domain for r in scored.recipes}
+    searches = FoldSearches(everyone, km_profile, tv_profile, km_specs, tv_specs, domains)
+    rng = np.random.default_rng(0)  # the task vector's simulated noise only (module docstring)
+
+    def top(kind: str, features: np.ndarray, grads: np.ndarray | None, epsilon: float) -> list[str]:
+        if kind == "kernel mean":
+            ranking = searches.kernel_mean(features, epsilon, DELTA)
+            return [m.learnware_id for m in ranking.result.matches]
+        assert grads is not None
+        if kind == "task vector":
+            return [m.learnware_id for m in searches.task_vector(grads, epsilon, DELTA, rng).result.matches]
+        pair = [
+            searches.kernel_mean(features, epsilon / 2, DELTA / 2),
+            searches.task_vector(grads, epsilon / 2, DELTA / 2, rng),
         ]
-    )
+        return [m.learnware_id for m in fuse(pair)]
 
-    def ranking(spec: object) -> list[str]:
-        return [m.learnware_id for m in index.search(spec, top_k=len(ids)).matches]  # type: ignore[arg-type]
-
-    out: dict[str, object] = {"epsilon": args.epsilon, "repeats": args.repeats, "learnwares": len(ids)}
     rows = []
     for multiple in (int(m) for m in args.multiples.split(",")):
         tasks = materialize(with_task_sizes(GEN_FULL, multiple), Path(args.data)).tasks
-        draws, exact, sizes = {}, {}, {}
+        inputs = {}
         for small, big in zip(scored.tasks, tasks, strict=True):
             if big.texts[: len(small.texts)] != small.texts:
                 raise SystemExit(f"{big.id}: the larger task does not start with the scored texts")
-            features = features_of(big.texts, profile, embedder=embedder)
-            sizes[big.id] = len(big.texts)
-            exact[big.id] = ranking(exact_spec(features, profile))
-            draws[big.id] = [
-                ranking(release(features, profile, epsilon=args.epsilon, delta=1e-6).spec)
-                for _ in range(args.repeats)
-            ]
-        summary = gen_summary(scored.tasks, scores, ids, draws, exact, {})
-        if {r["task"] for r in summary["per_task"] if r["informative"]} != informative:
-            raise SystemExit("the informative tasks differ from the committed run's")
-        domains = summary["informative_domains"]
-        rows.append(
-            {
-                "multiple": multiple,
-                "spec_texts": sizes,
-                "selected_over_oracle": over_oracle(domains, "selected"),
-                "no_dp_over_oracle": over_oracle(domains, "selected_no_dp"),
-                "right_top1": round(
-                    sum(
-                        sum(s for lw, s in r["picks"].items() if lw in r["right"])
-                        for r in summary["per_task"]
-                        if r["informative"]
-                    )
-                    / len(informative),
-                    4,
-                ),
-            }
-        )
-    out["rows"] = rows
-    out["seconds"] = round(time.perf_counter() - started, 1)
+            grads = gradients(big.texts) if tv_specs else None
+            inputs[big.id] = (feature_map(embed(big.texts)), grads)
+        for kind in kinds:
+            for epsilon in epsilons:
+                repeats = 1 if math.isinf(epsilon) else args.repeats
+                draws = {t: [top(kind, *inputs[t], epsilon) for _ in range(repeats)] for t in inputs}
+                exact = {t: d[0] for t, d in draws.items()}  # unused: only the selected column is read
+                summary = gen_summary(scored.tasks, scores, ids, draws, exact, {})
+                if {r["task"] for r in summary["per_task"] if r["informative"]} != informative:
+                    raise SystemExit("the informative tasks differ from the committed run's")
+                right = [
+                    sum(s for lw, s in r["picks"].items() if lw in r["right"])
+                    for r in summary["per_task"]
+                    if r["informative"]
+                ]
+                rows.append(
+                    {
+                        "kind": kind,
+                        "epsilon": None if math.isinf(epsilon) else epsilon,
+                        "multiple": multiple,
+                        "spec_texts": {t.id: len(t.texts) for t in tasks},
+                        "selected_over_oracle": over_oracle(summary["informative_domains"], "selected"),
+                        "right_top1": round(sum(right) / len(right), 4),
+                    }
+                )
+    out = {
+        "repeats": args.repeats,
+        "learnwares": len(ids),
+        "delta": DELTA,
+        "task_vector_profile": tv_profile.profile_id,
+        "wire_bytes": {"kernel mean": 4 * km_profile.feature_dim, "task vector": 4 * tv_profile.dim},
+        "rows": rows,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
     print(json.dumps(out))
 
 

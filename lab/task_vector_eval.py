@@ -54,6 +54,7 @@ __all__ = [
     "TVSettings",
     "evaluate_task_vectors",
     "rows_file",
+    "rows_in_chunks",
 ]
 
 Log = Callable[[str], None]
@@ -112,7 +113,8 @@ class FoldSearches:
         kept = [i for i in km_specs if i not in fold.hidden]
         self.km_profile, self.tv_profile = km_profile, tv_profile
         self.km = _index(km_profile, {i: km_specs[i] for i in kept}, domains)
-        self.tv = _index(TaskVectorIndexing(tv_profile), {i: tv_specs[i] for i in kept}, domains)
+        vectors = {i: tv_specs[i] for i in kept if i in tv_specs}  # none: kernel-mean searches only
+        self.tv = _index(TaskVectorIndexing(tv_profile), vectors, domains)
 
     def kernel_mean(self, features: npt.NDArray[np.float64], epsilon: float, delta: float) -> Ranking:
         if math.isinf(epsilon):
@@ -157,7 +159,7 @@ def evaluate_task_vectors(
     log(f"task vectors: {len(learnwares)} learnwares, {len(folds)} folds, {len(texts)} texts")
     embed = CachingEmbedder(km_profile, folder=cache).embed
     gradients = TextVectors(
-        lambda batch: _rows_in_chunks(batch, tv_profile, log),
+        lambda batch: rows_in_chunks(batch, tv_profile, log),
         dim=tv_profile.dim,
         file=None if cache is None else cache / rows_file(tv_profile),
     )
@@ -238,7 +240,7 @@ def run_searches(
     return outcomes
 
 
-def _rows_in_chunks(texts: Sequence[str], profile: TaskVectorProfile, log: Log) -> npt.NDArray[np.float32]:
+def rows_in_chunks(texts: Sequence[str], profile: TaskVectorProfile, log: Log) -> npt.NDArray[np.float32]:
     rows = []
     for start in range(0, len(texts), ROWS_CHUNK):
         rows.append(record_gradients(texts[start : start + ROWS_CHUNK], profile))
