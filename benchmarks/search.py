@@ -23,11 +23,28 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+from lmdock.common.profile_factory import make_profile
 from lmdock.common.spec import EXACT, Spec
 from lmdock.server.index import IndexEntry, Listing, SpecIndex
+from lmdock.server.index.backends import IndexSource
 from lmdock.server.index.exact import ExactIndex
 
 DIM = 384
+
+
+def _hnsw() -> type:
+    from lmdock.server.index.hnsw import HnswIndex  # faiss: the ann extra
+
+    return HnswIndex
+
+
+def _ivf() -> type:
+    from lmdock.server.index.ivf import IvfIndex
+
+    return IvfIndex
+
+
+APPROXIMATE: dict[str, Callable[[], type]] = {"hnsw": _hnsw, "ivf": _ivf}
 DP_SIGMA = 0.18
 
 
@@ -143,19 +160,19 @@ def _run(n: int, specs: str, count: int, backends: list[str]) -> list[dict[str, 
         )
     exact = ExactIndex()  # the rows go, before the next backend's memory is measured
     gc.collect()
-    if "hnsw" in backends:
-        from lmdock.server.index.hnsw import HnswIndex
-
+    for backend in (b for b in backends if b in APPROXIMATE):
+        index_class = APPROXIMATE[backend]()
         before = _rss_mb()
         started = time.perf_counter()
-        hnsw = HnswIndex(DIM)
-        hnsw.extend(_entries(rows))
+        # as a market's start builds it (an IVF trains its lists on a sample first)
+        source = IndexSource(make_profile(), lambda: iter(_entries(rows)), lambda: iter([]), lambda: n)
+        index = index_class.open(source, directory=None)
         build_s, rss = time.perf_counter() - started, _rss_mb() - before
         for sigma, qs in queries.items():
-            found, ms = _timed(lambda q: _ids(hnsw, q), qs)
+            found, ms = _timed(lambda q, index=index: _ids(index, q), qs)
             out.append(
                 _row(
-                    "hnsw",
+                    backend,
                     n,
                     specs,
                     sigma,
@@ -165,7 +182,7 @@ def _run(n: int, specs: str, count: int, backends: list[str]) -> list[dict[str, 
                     build_s=round(build_s, 1),
                 )
             )
-        del hnsw
+        del index
         gc.collect()
     return out
 
@@ -174,7 +191,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--backends", default="exact,hnsw", help="exact always runs (it is the truth)")
+    parser.add_argument("--backends", default="exact,hnsw,ivf", help="exact always runs (it is the truth)")
     parser.add_argument("--specs", default="clustered,uniform")
     parser.add_argument("--json", action="store_true", help="print one JSON object (the only output)")
     args = parser.parse_args()

@@ -238,8 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--index",
         choices=BACKENDS,
         default="exact",
-        help="search index: exact (scan, the default) or hnsw (approximate shortlist re-ranked exactly, "
-        "persisted in DATA_DIR/index; needs lmdock[ann]); see docs/search.md",
+        help="search index: exact (scan, the default), hnsw or ivf (approximate shortlists re-ranked "
+        "exactly, persisted in DATA_DIR/index; need lmdock[ann]); see docs/search.md",
     )
     serve.add_argument("--reflection", action="store_true", help="enable gRPC server reflection")
     serve.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (0: any)")

@@ -23,6 +23,8 @@ from lmdock.server.index import IndexEntry, SpecIndex
 from lmdock.server.index.backends import IndexSource
 from lmdock.server.index.exact import ExactIndex
 from lmdock.server.index.hnsw import HnswIndex, beam_widening
+from lmdock.server.index.ivf import IvfIndex, probes
+from lmdock.server.index.shortlist import ShortlistIndex
 from lmdock.server.market import Market, default_db_url
 
 from tests.helpers import cluster_spec
@@ -189,12 +191,15 @@ def test_the_exact_index_answers_as_a_full_float64_scan(noisy_share: float) -> N
                 assert index.search(query, top_k=top_k, mixture=mixture) == expected
 
 
-@pytest.mark.parametrize("backend", ["exact", "hnsw"])
+APPROXIMATE: dict[str, type[ShortlistIndex]] = {"hnsw": HnswIndex, "ivf": IvfIndex}
+
+
+@pytest.mark.parametrize("backend", ["exact", "hnsw", "ivf"])
 @pytest.mark.parametrize("mixture", [False, True])
 def test_searches_during_uploads_see_whole_snapshots(mixture: bool, backend: str) -> None:
     items = _learnwares(300, seed=2)
     by_id = {lw.card.id: lw for lw in items}
-    index: SpecIndex = ExactIndex() if backend == "exact" else HnswIndex(DIM)
+    index: SpecIndex = ExactIndex() if backend == "exact" else APPROXIMATE[backend](DIM)
     errors: list[BaseException] = []
     done = threading.Event()
 
@@ -284,12 +289,13 @@ def test_a_noisy_querys_beam_widens_with_its_noise_and_past_100k_rows_with_the_r
     assert beam_widening(0.18, 384, 10**6) == 1 + int(np.ceil(0.18**2 * 384 * 10**0.8)) == 80
 
 
-def test_the_hnsw_index_finds_what_the_exact_one_does_with_its_scores() -> None:
+@pytest.mark.parametrize("backend", ["hnsw", "ivf"])
+def test_an_approximate_index_finds_what_the_exact_one_does_with_its_scores(backend: str) -> None:
     """A few thousand clustered specs (a third of them DP-noisy), through removes and adds:
     the same first match, recall@10 >= 0.99, and every returned match carries the exact
     index's distance, score, sd and bound."""
     items = _spread_clusters(3000, 64, seed=6)
-    hnsw = HnswIndex(64)
+    hnsw = APPROXIMATE[backend](64)
     hnsw.extend(IndexEntry.of(lw) for lw in items[:2800])
     exact = ExactIndex(items[:2800])
     for lw in items[:2800:20]:
@@ -313,8 +319,8 @@ def test_the_hnsw_index_finds_what_the_exact_one_does_with_its_scores() -> None:
     assert np.mean(recalls) >= 0.99
 
 
-def _catalogued_market(tmp_path: Path, profile: SpecProfile, n: int) -> Market:
-    market = Market.open(tmp_path, profile=profile, index="hnsw")
+def _catalogued_market(tmp_path: Path, profile: SpecProfile, n: int, backend: str) -> Market:
+    market = Market.open(tmp_path, profile=profile, index=backend)
     market.follower.stop()  # behind the index's back, also on a box slower than its poll
     rng = np.random.default_rng(7)
     for i in range(n):
@@ -324,26 +330,29 @@ def _catalogued_market(tmp_path: Path, profile: SpecProfile, n: int) -> Market:
     return market
 
 
-def _reopened(tmp_path: Path, profile: SpecProfile, caplog: pytest.LogCaptureFixture) -> tuple[Market, str]:
+def _reopened(
+    tmp_path: Path, profile: SpecProfile, caplog: pytest.LogCaptureFixture, backend: str
+) -> tuple[Market, str]:
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="lmdock.market.index"):
-        market = Market.open(tmp_path, profile=profile, index="hnsw")
+        market = Market.open(tmp_path, profile=profile, index=backend)
     return market, caplog.text
 
 
-def test_the_hnsw_index_persists_and_is_rebuilt_when_stale(
-    tmp_path: Path, profile: SpecProfile, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("backend", ["hnsw", "ivf"])
+def test_an_approximate_index_persists_and_is_rebuilt_when_stale(
+    tmp_path: Path, profile: SpecProfile, caplog: pytest.LogCaptureFixture, backend: str
 ) -> None:
-    first = _catalogued_market(tmp_path, profile, 200)  # rows behind the index's back: stale
+    first = _catalogued_market(tmp_path, profile, 200, backend)  # rows behind the index's back: stale
     first.close()
-    market, log = _reopened(tmp_path, profile, caplog)
+    market, log = _reopened(tmp_path, profile, caplog, backend)
     assert "catalogue changed" in log and len(market.index) == 200
     query = cluster_spec(profile, seed=3)
     before = market.search(query, top_k=20)
     market.index.remove("lw-5")  # as an unpublish does; close persists it
     market.close()
 
-    market, log = _reopened(tmp_path, profile, caplog)  # the catalogue still lists lw-5
+    market, log = _reopened(tmp_path, profile, caplog, backend)  # the catalogue still lists lw-5
     assert "catalogue changed" in log and "lw-5" in {
         m.learnware_id for m in market.index.search(query, top_k=200).matches
     }
@@ -351,8 +360,8 @@ def test_the_hnsw_index_persists_and_is_rebuilt_when_stale(
     market.index.remove("lw-5")
     market.close()
 
-    market, log = _reopened(tmp_path, profile, caplog)
-    assert "loaded the HNSW index of 199" in log
+    market, log = _reopened(tmp_path, profile, caplog, backend)
+    assert f"loaded the {backend.upper()} index of 199" in log
     scores = [dataclasses.replace(m, confidence=0.0) for m in market.search(query, top_k=19).matches]
     assert (
         scores
@@ -362,15 +371,15 @@ def test_the_hnsw_index_persists_and_is_rebuilt_when_stale(
     )
     market.close()
 
-    (tmp_path / "index" / profile.profile_id / "hnsw.json").write_text("{not json")
-    market, log = _reopened(tmp_path, profile, caplog)
-    assert "unreadable hnsw.json" in log and len(market.index) == 199
+    (tmp_path / "index" / profile.profile_id / f"{backend}.json").write_text("{not json")
+    market, log = _reopened(tmp_path, profile, caplog, backend)
+    assert f"unreadable {backend}.json" in log and len(market.index) == 199
     market.close()
 
     # A lower max_sigma (policy: the same profile id) leaves the noisy specs out: another set.
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="lmdock.market.index"):
-        market = Market.open(tmp_path, profile=dataclasses.replace(profile, max_sigma=0.05), index="hnsw")
+        market = Market.open(tmp_path, profile=dataclasses.replace(profile, max_sigma=0.05), index=backend)
     assert "catalogue changed" in caplog.text and len(market.index) == 199 - 29
     market.close()
 
@@ -380,9 +389,10 @@ def test_an_unknown_index_is_refused_by_name(tmp_path: Path, profile: SpecProfil
         Market.open(tmp_path, profile=profile, index="annoy")
 
 
-def test_the_hnsw_index_returns_the_live_rows_when_most_are_removed() -> None:
+@pytest.mark.parametrize("backend", ["hnsw", "ivf"])
+def test_an_approximate_index_returns_the_live_rows_when_most_are_removed(backend: str) -> None:
     items = _spread_clusters(60, 16, seed=8)
-    index = HnswIndex(16)
+    index = APPROXIMATE[backend](16)
     index.extend(IndexEntry.of(lw) for lw in items)
     for lw in items[:57]:
         index.remove(lw.card.id)
@@ -395,12 +405,12 @@ def test_the_hnsw_index_returns_the_live_rows_when_most_are_removed() -> None:
     assert len(index) == 0 and index.search(query, top_k=10, mixture=True).matches == ()
 
 
-@pytest.mark.parametrize("backend", ["exact", "hnsw"])
+@pytest.mark.parametrize("backend", ["exact", "hnsw", "ivf"])
 def test_adding_a_listed_id_replaces_it(backend: str) -> None:
     """As a replica's change log may re-apply an add: one match per id, the newer spec's."""
     items = _learnwares(30, seed=10)
-    index: SpecIndex = ExactIndex(items) if backend == "exact" else HnswIndex(DIM)
-    if backend == "hnsw":
+    index: SpecIndex = ExactIndex(items) if backend == "exact" else APPROXIMATE[backend](DIM)
+    if backend != "exact":
         for lw in items:
             index.add(lw)
     newer = _learnware(3, np.zeros(DIM), sigma=0.01)
@@ -410,3 +420,29 @@ def test_adding_a_listed_id_replaces_it(backend: str) -> None:
     assert len(index) == 30 and len(found) == 30
     expected = ExactIndex([*(lw for lw in items if lw.card.id != "lw-3"), newer]).search(query, top_k=100)
     assert {m.learnware_id: m for m in found} == {m.learnware_id: m for m in expected.matches}
+
+
+def test_an_ivf_query_scans_a_share_of_the_lists_that_grows_with_its_noise() -> None:
+    # (0.005 + 0.0015 sigma^2 D) of the lists, at least 8 and at most all of them
+    assert probes(0.0, 384, 16384) == 82
+    assert probes(0.18, 384, 16384) == int(np.ceil((0.005 + 0.0015 * 0.18**2 * 384) * 16384)) == 388
+    assert probes(0.0, 384, 100) == 8 and probes(0.18, 384, 5) == 5
+
+
+def test_an_ivf_index_retrains_its_lists_once_the_catalogue_has_outgrown_them(
+    tmp_path: Path, profile: SpecProfile, caplog: pytest.LogCaptureFixture
+) -> None:
+    _catalogued_market(tmp_path, profile, 100, "ivf").close()  # 85 exact rows, behind its back
+    market, log = _reopened(tmp_path, profile, caplog, "ivf")
+    assert "catalogue changed" in log  # so the start trained its lists on those 85
+    rng = np.random.default_rng(12)
+    for i in range(100, 500):  # as publishing adds them: into the lists trained before
+        lw = _learnware(i, rng.standard_normal(profile.feature_dim) * 0.05)
+        spec = dataclasses.replace(lw.spec, profile_id=profile.profile_id)
+        lw = dataclasses.replace(lw, spec=spec, package_sha256=f"{i:064x}")
+        market.catalogue.add(lw)
+        market.index.add(lw)
+    market.close()
+    market, log = _reopened(tmp_path, profile, caplog, "ivf")
+    assert "its lists were trained on 85 rows and it holds 485" in log and len(market.index) == 500
+    market.close()

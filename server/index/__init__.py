@@ -1,9 +1,11 @@
 """Search indexes over learnware specs: the `SpecIndex` protocol the market depends on.
 
 Backends: `exact.ExactIndex` (every learnware bounded on every search, near a plain numpy
-scan) and `hnsw.HnswIndex` (an approximate graph shortlist, re-ranked exactly, persisted in
-the market's data dir). `backends.index_factory` picks one by name for `lmdock-market serve
---index`. Another backend goes beside them and must keep the contract below.
+scan), `hnsw.HnswIndex` (an approximate graph shortlist) and `ivf.IvfIndex` (an approximate
+inverted-file shortlist), the two re-ranked exactly and persisted in the market's data dir by
+what they share, `shortlist.ShortlistIndex`. `backends.index_factory` picks one by name for
+`lmdock-market serve --index`. Another backend goes beside them and must keep the contract
+below.
 """
 
 from __future__ import annotations
