@@ -3,16 +3,16 @@
 A real SQLite catalogue of N learnwares (exact 384-dimensional specs of the default profile,
 clustered as in benchmarks/search.py) is written once per size; then `lmdock-market serve`
 starts on it as a subprocess, and the time to its "listening" line and its resident memory are
-read. The hnsw backend starts twice: the first start builds and saves its graph, the second
-loads it. raw_spec_mb is N * D * 4 bytes, the floor for any index holding the vectors. Prints
+read. The hnsw and ivf backends start twice: the first start builds and saves the index, the
+second loads it. raw_spec_mb is N * D * 4 bytes, the floor for any index holding the vectors. Prints
 one JSON object:
 
-    python benchmarks/startup.py [--sizes 10000,100000] [--backends exact,hnsw] [--keep DIR]
+    python benchmarks/startup.py [--sizes 10000,100000] [--backends exact,hnsw,ivf] [--keep DIR]
 
 `--keep DIR` keeps each size's catalogue in DIR/<n> and reuses it on the next run (a 1M
-catalogue takes minutes to write); a persisted hnsw index found there is removed first, so
-the "first" start still builds it, unless `--keep-index` is given: then hnsw starts only on
-the index kept there (the "persisted" row; a 1M build takes 6-13 minutes).
+catalogue takes minutes to write); a persisted index found there is removed first, so the
+"first" start still builds it, unless `--keep-index` is given: then hnsw and ivf start only on
+the index kept there (the "persisted" row; a 1M graph takes 6-13 minutes to build).
 """
 
 from __future__ import annotations
@@ -152,9 +152,10 @@ def main() -> None:
                 "catalogue_write_s": round(written_s, 1),
             }
             for backend in args.backends.split(","):
-                if not (backend == "hnsw" and args.keep_index):
+                persisted = backend != "exact"
+                if not (persisted and args.keep_index):
                     rows.append({"backend": backend, "start": "first", **common, **_start(data_dir, backend)})
-                if backend == "hnsw":
+                if persisted:
                     rows.append(
                         {"backend": backend, "start": "persisted", **common, **_start(data_dir, backend)}
                     )
