@@ -15,7 +15,7 @@ a market that reads the API key's row on every call (`api_key_ttl_s=0`, as befor
 cache). Prints one JSON object with the QPS of each, Search's ratio to the echo and the
 p50/p99 latency, per number of callers:
 
-    python benchmarks/rpc.py [--learnwares 10000] [--index exact|hnsw] [--callers 1,8,32] [--seconds 5]
+    python benchmarks/rpc.py [--learnwares 10000] [--index exact|hnsw|ivf] [--callers 1,8,32] [--seconds 5]
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from lmdock.common.profile_factory import make_profile
 from lmdock.common.spec import EXACT, Spec
 from lmdock.server.app import ServerSettings, create_server
 from lmdock.server.identity import Role
+from lmdock.server.index.backends import BACKENDS
 from lmdock.server.limits import RateLimits
 from lmdock.server.market import Market
 from lmdock.server.workers import one_blas_thread
@@ -131,7 +132,7 @@ def main() -> None:
     parser.add_argument("--learnwares", type=int, default=10_000)
     parser.add_argument("--callers", default="1,8,32")
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--index", choices=("exact", "hnsw"), default="exact", help="default: exact")
+    parser.add_argument("--index", choices=BACKENDS, default="exact", help="default: exact")
     parser.add_argument(
         "--blas-threads",
         choices=("one", "library"),
