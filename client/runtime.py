@@ -141,9 +141,9 @@ class SharedBase:
     @contextlib.contextmanager
     def selected(self, name: str | None) -> Iterator[Any]:
         """The model with adapter `name` active (None: the base alone), held under the lock."""
-        if name is not None:
-            self._task(name, self.kind)
         with self._lock:
+            if name is not None:
+                self._task(name, self.kind)
             if self._model is None:
                 yield self._base
             elif name is None:
@@ -158,9 +158,9 @@ class SharedBase:
 
     @torch.inference_mode()
     def classify(self, name: str, texts: Sequence[str], *, batch_size: int = 32) -> list[Classification]:
-        task = self._task(name, "classification")
         out: list[Classification] = []
-        with self._lock:
+        with self._lock:  # checked under it: a concurrent `remove` cannot slip in between
+            task = self._task(name, "classification")
             self._select(name)
             for start in range(0, len(texts), batch_size):
                 batch = self._encode(texts[start : start + batch_size])
@@ -193,10 +193,10 @@ class SharedBase:
         per_row = [names] * len(prompts) if isinstance(names, str) else list(names)
         if len(per_row) != len(prompts):
             raise InvalidArgument(f"{len(per_row)} adapter names for {len(prompts)} prompts")
-        for name in sorted(set(per_row)):
-            self._task(name, "generation")
         out: list[Generation] = []
-        with self._lock:
+        with self._lock:  # checked under it: a concurrent `remove` cannot slip in between
+            for name in sorted(set(per_row)):
+                self._task(name, "generation")
             mixed = len(set(per_row)) > 1
             if not mixed and per_row:
                 self._select(per_row[0])
