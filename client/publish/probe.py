@@ -42,7 +42,7 @@ def probe_features(tm: TaskModel, texts: Sequence[str]) -> torch.Tensor:
             truncation=True,
             max_length=tm.max_tokens,
             return_tensors="pt",
-        ).to(tm.model.get_input_embeddings().weight.device)
+        ).to(tm.device)
         parts.append(mean_features(tm.model, batch))
     tm.model.train(was_training)
     return torch.cat(parts)

@@ -87,6 +87,11 @@ class TaskModel:
     split: LayerSplit | None = None
     lower_cache: LowerCache = field(default_factory=lambda: LowerCache(LOWER_CACHE_BYTES))
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are, so where its inputs go."""
+        return self.model.get_input_embeddings().weight.device
+
     def loss(self, texts: Sequence[str], targets: Sequence[str]) -> torch.Tensor:
         """(1/B) Σ_i loss_i over the batch (see the module docstring)."""
         if self.task.kind == "classification":
@@ -97,7 +102,7 @@ class TaskModel:
         index = {name: i for i, name in enumerate(self.task.labels)}
         batch = self.tokenizer(
             list(texts), padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
-        ).to(self.model.get_input_embeddings().weight.device)
+        ).to(self.device)
         logits = classification_logits(self.model, batch, self.task.pooling)
         target = torch.tensor([index[y] for y in labels], device=logits.device)
         return torch.nn.functional.cross_entropy(logits.float(), target)
@@ -145,9 +150,8 @@ class TaskModel:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id or 0
         if self.split is None:
             width = max(len(x) for x in ids)
-            device = self.model.get_input_embeddings().weight.device
-            input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids], device=device)
-            mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=device)
+            input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids], device=self.device)
+            mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=self.device)
             return self.model.get_decoder()(input_ids=input_ids, attention_mask=mask).last_hidden_state
         keys = [tuple(x) for x in ids]
         missing = list(dict.fromkeys(k for k in keys if k not in self.lower_cache))
