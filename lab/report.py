@@ -114,15 +114,21 @@ def write_generative_report(
     return [out_dir / name for name in files] + render_generative(results, out_dir, docs=docs, readme=readme)
 
 
+def _read_result(out_dir: Path, name: str, command: str) -> Any:
+    """`out_dir`/`name`.json, or FailedPrecondition naming the `command` that writes it."""
+    path = out_dir / f"{name}.json"
+    if not path.is_file():
+        raise FailedPrecondition(f"{path} is missing: run `{command}` first")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 def load_generative_results(out_dir: Path) -> dict[str, Any]:
     """The generative results as `write_generative_report` wrote them."""
-    parts = {}
-    for name in ("market", "scores", "summary"):
-        path = out_dir / f"{name}.json"
-        if not path.is_file():
-            raise FailedPrecondition(f"{path} is missing: run `lmdock-lab eval --generative` first")
-        parts[name] = json.loads(path.read_text(encoding="utf-8"))
-    return parts["market"] | {"scores": parts["scores"], "summary": parts["summary"]}
+
+    def read(name: str) -> Any:
+        return _read_result(out_dir, name, "lmdock-lab eval --generative")
+
+    return read("market") | {"scores": read("scores"), "summary": read("summary")}
 
 
 def render_generative(
@@ -241,10 +247,7 @@ def load_results(out_dir: Path) -> dict[str, Any]:
     """The results as `write_report` wrote them (enough to render the plots and markdown again)."""
 
     def read(name: str) -> Any:
-        path = out_dir / f"{name}.json"
-        if not path.is_file():
-            raise FailedPrecondition(f"{path} is missing: run `lmdock-lab eval` first")
-        return json.loads(path.read_text(encoding="utf-8"))
+        return _read_result(out_dir, name, "lmdock-lab eval")
 
     reuse = read("reuse")
     return read("market") | {
