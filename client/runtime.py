@@ -195,11 +195,12 @@ class SharedBase:
             raise InvalidArgument(f"{len(per_row)} adapter names for {len(prompts)} prompts")
         out: list[Generation] = []
         with self._lock:  # checked under it: a concurrent `remove` cannot slip in between
-            for name in sorted(set(per_row)):
+            used = sorted(set(per_row))
+            for name in used:
                 self._task(name, "generation")
-            mixed = len(set(per_row)) > 1
-            if not mixed and per_row:
-                self._select(per_row[0])
+            mixed = len(used) > 1
+            if len(used) == 1:
+                self._select(used[0])
             for start in range(0, len(prompts), batch_size):
                 rows = slice(start, start + batch_size)
                 adapters = [self._adapters[n][0] for n in per_row[rows]] if mixed else None
