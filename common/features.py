@@ -7,11 +7,14 @@ Given unit embeddings e (||e|| = 1) the map is phi(e) = clip_R(psi(e) - c), wher
                   (`lmdock.common.ranking.comparable`)
 * rbf kernel:     psi(e) = sqrt(2 / D) [cos(W e), sin(W e)],  W ~ N(0, 2 gamma I)^(D/2 x d)
                   so <psi(x), psi(y)> ≈ exp(-gamma ||x - y||^2) and ||psi(e)|| = 1 exactly,
+* projected:      psi(e) = A e, A the profile's public D x d projection (orthonormal rows when
+                  fitted: `profile_factory.fit_projected_profile`); the market adds c back before
+                  comparing directions (`lmdock.common.ranking.comparable`),
 * c is the profile's public centre (0 when absent) and clip_R scales a vector down to L2
   norm R when it is longer (identity otherwise).
 
-Hence ||phi(e)|| <= R for every input, which bounds the sensitivity of the kernel mean
-(see `spec`). Centring does not change distances between means; it lets a smaller R keep
+Hence ||phi(e)|| <= R for every input, whatever A, W or c, which bounds the sensitivity of the
+kernel mean (see `spec`). Centring does not change distances between means; it lets a smaller R keep
 most records unclipped, and R sets the noise.
 
 W is drawn from numpy's PCG64 stream seeded by the public profile seed. numpy does not
@@ -49,8 +52,10 @@ def feature_map_sha256(
     seed: int,
     clip_radius: float,
     centre: tuple[float, ...],
+    projection: tuple[float, ...] = (),
 ) -> str:
-    """Hash of everything the map depends on, including the drawn RFF weights themselves."""
+    """Hash of everything the map depends on, including the drawn RFF weights themselves (and a
+    projection, when there is one: the hashes of maps without one are as before it)."""
     h = hashlib.sha256()
     h.update(f"{kernel}|{embedding_dim}|{feature_dim}|{bandwidth!r}|{seed}|{clip_radius!r}|".encode())
     if kernel == "rbf":
@@ -59,6 +64,8 @@ def feature_map_sha256(
         )
         h.update(weights.astype("<f8").tobytes())
     h.update(np.asarray(centre, dtype="<f4").tobytes())
+    if projection:
+        h.update(b"|projection|" + np.asarray(projection, dtype="<f4").tobytes())
     return h.hexdigest()
 
 
@@ -70,6 +77,7 @@ class FeatureMap:
     clip_radius: float
     centre: FloatArray
     weights: FloatArray | None  # (D/2, d) for rbf
+    projection: FloatArray | None = None  # (D, d) for projected
 
     @property
     def dim(self) -> int:
@@ -79,7 +87,9 @@ class FeatureMap:
         e = np.asarray(embeddings, dtype=np.float64)
         if e.ndim != 2:
             raise ValueError("embeddings must be a 2-D array (records x dims)")
-        if self.weights is None:
+        if self.projection is not None:
+            psi = e @ self.projection.T
+        elif self.weights is None:
             psi = e
         else:
             proj = e @ self.weights.T
@@ -101,6 +111,7 @@ def build_feature_map(profile: SpecProfile) -> FeatureMap:
         seed=profile.seed,
         clip_radius=profile.clip_radius,
         centre=profile.centre,
+        projection=profile.projection,
     )
     if digest != profile.feature_map_sha256:
         raise ProfileMismatch(
@@ -122,4 +133,15 @@ def build_feature_map(profile: SpecProfile) -> FeatureMap:
         if profile.centre
         else np.zeros(profile.feature_dim, dtype=np.float64)
     )
-    return FeatureMap(kernel=profile.kernel, clip_radius=profile.clip_radius, centre=centre, weights=weights)
+    projection = (
+        np.asarray(profile.projection, dtype=np.float64).reshape(profile.feature_dim, profile.embedding_dim)
+        if profile.projection
+        else None
+    )
+    return FeatureMap(
+        kernel=profile.kernel,
+        clip_radius=profile.clip_radius,
+        centre=centre,
+        weights=weights,
+        projection=projection,
+    )

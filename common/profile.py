@@ -29,13 +29,25 @@ from typing import Any
 from lmdock.common.canonical import canonical_json, jcs, sha256_hex
 from lmdock.common.errors import InvalidArgument
 
-__all__ = ["KERNELS", "MAX_SIGMA", "POLICY_FIELDS", "SPEC_VERSION", "SpecProfile", "default_max_sigma"]
+__all__ = [
+    "DIRECTIONAL",
+    "KERNELS",
+    "MAX_SIGMA",
+    "POLICY_FIELDS",
+    "SPEC_VERSION",
+    "SpecProfile",
+    "default_max_sigma",
+]
 
 #: Version of the spec format: the feature maps below and a release on a grid finer than the noise.
 SPEC_VERSION = 1
 #: "cosine" is the linear kernel's spec (the mean of the unit embeddings) compared by direction:
 #: the normalised mean-map kernel <mu_P, mu_Q> / (||mu_P|| ||mu_Q||) (see `ranking.comparable`).
-KERNELS = ("linear", "rbf", "cosine")
+#: "projected" is a public linear projection of the embeddings, clipped about a public centre and
+#: compared by direction once the centre is added back (`features`, `ranking.comparable`).
+KERNELS = ("linear", "rbf", "cosine", "projected")
+#: Kernels whose specs the market compares by direction (scaled to unit debiased norm).
+DIRECTIONAL = ("cosine", "projected")
 MAX_FEATURE_DIM = 16384
 
 #: The hard ceiling on any profile's max_sigma: far past the point where a spec says anything,
@@ -44,6 +56,8 @@ MAX_SIGMA = 1000.0
 
 #: Profile fields that are the market's acceptance policy: outside the profile id.
 POLICY_FIELDS = ("max_sigma",)
+#: Fields left out of the profile id while empty, so the ids of profiles from before them stand.
+OMITTED_WHEN_EMPTY = ("projection",)
 
 
 def default_max_sigma(feature_dim: int, clip_radius: float) -> float:
@@ -64,6 +78,8 @@ class SpecProfile:
     seed: int = 0
     clip_radius: float = 1.0
     centre: tuple[float, ...] = field(default=(), repr=False)
+    #: "projected" only: the feature_dim x embedding_dim matrix A, row-major (see `features`)
+    projection: tuple[float, ...] = field(default=(), repr=False)
     pooling: str = "mean"
     max_tokens: int = 256
     dtype: str = "float32"
@@ -81,6 +97,7 @@ class SpecProfile:
             raise InvalidArgument(f"feature_dim {self.feature_dim} out of range (1..{MAX_FEATURE_DIM})")
         if self.kernel in ("linear", "cosine") and self.feature_dim != self.embedding_dim:
             raise InvalidArgument(f"a {self.kernel}-kernel profile has feature_dim == embedding_dim")
+        self._check_projection()
         if self.kernel == "rbf" and (self.feature_dim % 2 or self.bandwidth <= 0):
             raise InvalidArgument("an rbf profile needs an even feature_dim and a positive bandwidth")
         if not 0 < self.clip_radius <= 2:
@@ -89,6 +106,8 @@ class SpecProfile:
             raise InvalidArgument(
                 f"centre has {len(self.centre)} values, the feature dimension is {self.feature_dim}"
             )
+        if not all(math.isfinite(x) and abs(x) <= 2 for x in self.centre):
+            raise InvalidArgument("centre values must be finite and within [-2, 2]")
         if self.pooling != "mean" or self.dtype != "float32":
             raise InvalidArgument("only mean pooling in float32 is supported")
         if not 0 < self.max_tokens <= 8192:
@@ -99,6 +118,29 @@ class SpecProfile:
             object.__setattr__(self, "max_sigma", default_max_sigma(self.feature_dim, self.clip_radius))
         if not (math.isfinite(self.max_sigma) and 0 < self.max_sigma <= MAX_SIGMA):
             raise InvalidArgument(f"max_sigma must be in (0, {MAX_SIGMA:g}], got {self.max_sigma!r}")
+
+    def _check_projection(self) -> None:
+        if self.kernel != "projected":
+            if self.projection:
+                raise InvalidArgument(f"only a projected profile carries a projection, not {self.kernel!r}")
+            return
+        if self.feature_dim > self.embedding_dim:
+            raise InvalidArgument("a projected profile has feature_dim <= embedding_dim")
+        if len(self.projection) != self.feature_dim * self.embedding_dim:
+            raise InvalidArgument(
+                f"projection has {len(self.projection)} values, feature_dim x embedding_dim is "
+                f"{self.feature_dim * self.embedding_dim}"
+            )
+        # |a| <= 1 holds for orthonormal rows and keeps A e finite for any unit e; the clip
+        # bounds the sensitivity whatever A is (`features`)
+        if not all(math.isfinite(x) and abs(x) <= 1 for x in self.projection):
+            raise InvalidArgument("projection values must be finite and within [-1, 1]")
+
+    @property
+    def offset(self) -> tuple[float, ...]:
+        """The public vector the market adds to every spec before comparing (`ranking`): a
+        projected profile's centre, which its feature map subtracts; none for other kinds."""
+        return self.centre if self.kernel == "projected" else ()
 
     @functools.cached_property  # the profile is frozen; every Search compares against its id
     def profile_id(self) -> str:
@@ -123,6 +165,10 @@ class SpecProfile:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["centre"] = list(self.centre)
+        data["projection"] = list(self.projection)
+        for name in OMITTED_WHEN_EMPTY:
+            if not data[name]:
+                del data[name]
         return data
 
     @classmethod
@@ -141,7 +187,8 @@ class SpecProfile:
         if missing:
             raise InvalidArgument(f"spec profile lacks {', '.join(missing)}")
         try:
-            values["centre"] = tuple(float(x) for x in values.get("centre", ()))
+            for name in ("centre", "projection"):
+                values[name] = tuple(float(x) for x in values.get(name, ()))
             profile = cls(**values)
         except (TypeError, ValueError) as exc:
             if isinstance(exc, InvalidArgument):

@@ -5,12 +5,21 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import numpy.typing as npt
 from lmdock.common.embedder_files import DEFAULT_EMBEDDER, embedder_sha256
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.features import feature_map_sha256
 from lmdock.common.profile import SpecProfile
 
-__all__ = ["PROFILE_KINDS", "make_profile", "profile_of_kind"]
+__all__ = [
+    "PROFILE_KINDS",
+    "PROJECTED_CLIP_RADIUS",
+    "PROJECTED_KIND",
+    "PROJECTED_VARIANCE",
+    "fit_projected_profile",
+    "make_profile",
+    "profile_of_kind",
+]
 
 MINILM_DIM = 384
 
@@ -26,6 +35,7 @@ def make_profile(
     seed: int = 0,
     clip_radius: float = 1.0,
     centre: Sequence[float] = (),
+    projection: Sequence[float] = (),
     max_tokens: int = 256,
     max_sigma: float = 0.0,
 ) -> SpecProfile:
@@ -33,10 +43,12 @@ def make_profile(
 
     The linear kernel is the default: measured identification accuracy under DP is best with
     it (docs/privacy.md). `centre` values are rounded to float32 so the profile is exact on
-    the wire. `max_sigma` 0 takes the profile's default (`default_max_sigma`).
+    the wire, and so are `projection`'s. `max_sigma` 0 takes the profile's default
+    (`default_max_sigma`).
     """
     dim = feature_dim if feature_dim is not None else embedding_dim
     centre32 = tuple(float(x) for x in np.asarray(centre, dtype=np.float32))
+    projection32 = tuple(float(x) for x in np.asarray(projection, dtype=np.float32))
     digest = feature_map_sha256(
         kernel=kernel,
         embedding_dim=embedding_dim,
@@ -45,6 +57,7 @@ def make_profile(
         seed=seed,
         clip_radius=clip_radius,
         centre=centre32,
+        projection=projection32,
     )
     return SpecProfile(
         embedder_id=embedder_id,
@@ -57,6 +70,7 @@ def make_profile(
         seed=seed,
         clip_radius=clip_radius,
         centre=centre32,
+        projection=projection32,
         max_tokens=max_tokens,
         max_sigma=max_sigma,
     )
@@ -79,3 +93,61 @@ def profile_of_kind(kind: str) -> SpecProfile:
         raise InvalidArgument(
             f"unknown spec kind {kind!r} (choose from {', '.join(PROFILE_KINDS)})"
         ) from None
+
+
+#: The fitted kind (`lmdock-market add-profile --kind projected`): its profile is fitted on the
+#: market's published specs, not built from public constants alone as `PROFILE_KINDS` are.
+PROJECTED_KIND = "projected"
+#: Its defaults, chosen on the leave-one-data-set-out protocol (docs/search.md, *The projected kind*).
+PROJECTED_VARIANCE = 0.9
+PROJECTED_CLIP_RADIUS = 0.3
+
+
+def fit_projected_profile(
+    specs: npt.ArrayLike,
+    sigmas: npt.ArrayLike,
+    *,
+    base: SpecProfile,
+    variance: float = PROJECTED_VARIANCE,
+    clip_radius: float = PROJECTED_CLIP_RADIUS,
+) -> SpecProfile:
+    """A "projected" profile fitted on published kernel-mean specs (rows; `base` is their
+    linear or cosine profile, `sigmas` their noise).
+
+    c is the specs' mean and A's rows the specs' first k principal directions about c, k the
+    fewest that hold `variance` of their spread once each spec's noise is taken out (noise
+    sigma_l adds sigma_l^2 (1 - 1/L) to the scatter along every direction); the profile's
+    centre is A c, so phi(e) = clip_R(A (e - c)). Only published specs go in: the fit is
+    post-processing of their releases, costs no privacy, and is fixed before any user's data.
+    """
+    if base.kernel not in ("linear", "cosine"):
+        raise InvalidArgument(f"a projection is fitted on linear or cosine specs, not {base.kernel!r} ones")
+    if not 0 < variance <= 1:
+        raise InvalidArgument(f"variance must be in (0, 1], got {variance!r}")
+    m = np.asarray(specs, dtype=np.float64)
+    noise = np.asarray(sigmas, dtype=np.float64)
+    if m.ndim != 2 or m.shape[1] != base.embedding_dim or noise.shape != (len(m),):
+        raise InvalidArgument(f"expected one sigma per spec and specs of {base.embedding_dim} values")
+    if len(m) < 3:
+        raise InvalidArgument(f"fitting a projection needs the specs of at least 3 learnwares, got {len(m)}")
+    c = m.mean(axis=0)
+    _, singular, vt = np.linalg.svd(m - c, full_matrices=False)
+    spread = np.maximum(singular**2 - float(np.sum(noise**2)) * (1 - 1 / len(m)), 0.0)
+    if not spread.sum() > 0:
+        raise InvalidArgument("the specs differ by no more than their noise: there is nothing to fit")
+    k = min(int(np.searchsorted(np.cumsum(spread) / spread.sum(), variance * (1 - 1e-12)) + 1), len(spread))
+    rows = vt[:k]
+    # each row's sign fixed (its largest entry positive), so one fit gives one profile anywhere
+    rows = rows * np.sign(rows[np.arange(k), np.argmax(np.abs(rows), axis=1)])[:, None]
+    a = rows.astype(np.float32)
+    return make_profile(
+        embedder_id=base.embedder_id,
+        embedder_hash=base.embedder_sha256,
+        embedding_dim=base.embedding_dim,
+        kernel=PROJECTED_KIND,
+        feature_dim=k,
+        clip_radius=clip_radius,
+        centre=a.astype(np.float64) @ c,
+        projection=a.ravel(),
+        max_tokens=base.max_tokens,
+    )

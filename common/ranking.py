@@ -46,18 +46,24 @@ FLOOR)) (its debiased norm; noise sigma_l a_l), so that for exact specs ||s - u_
 kernel, and every formula above holds for the scaled spec. Why (docs/search.md): a learnware
 trained on a mixture of many data sets has a kernel mean near the centroid of everything, and
 a short one, which the plain distance rewards; the direction does not.
+
+A "projected" profile's feature map subtracts a public centre c before clipping (`features`);
+the market adds it back to every spec, learnware's and query's alike (`offset`, noise-free, so
+each spec's noise is unchanged), then compares as under "cosine": the direction of c + m.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from lmdock.common.spec import Spec, debiased_sq_distance
+from lmdock.common.profile import DIRECTIONAL
+from lmdock.common.spec import ComparedProfile, Spec, debiased_sq_distance
 
-__all__ = ["RANK_Z", "Distances", "comparable", "confidences", "distances", "rank_bound"]
+__all__ = ["RANK_Z", "Distances", "comparable", "compared_query", "confidences", "distances", "rank_bound"]
 
 #: Standard deviations added to a distance before ranking (one-sided 97.7 %).
 RANK_Z = 2.0
@@ -69,15 +75,28 @@ FLOOR = 1e-6
 
 
 def comparable(
-    kernel: str, values: npt.NDArray[np.float32], sigma: float
+    profile: ComparedProfile, values: npt.NDArray[np.float32], sigma: float
 ) -> tuple[npt.NDArray[np.float32], float]:
-    """A learnware's spec as its profile's index holds it: as it is, or under a "cosine" profile
-    scaled to unit debiased norm (the values and the noise scaled alike; see the module doc)."""
-    if kernel != "cosine":
+    """A learnware's spec as its profile's index holds it: as it is, or under a directional
+    profile offset and scaled to unit debiased norm (the values and the noise scaled alike; see
+    the module doc)."""
+    if profile.kernel not in DIRECTIONAL:
         return values, sigma
     v = values.astype(np.float64)
+    if profile.offset:
+        v = v + np.asarray(profile.offset, dtype=np.float64)
     scale = 1.0 / np.sqrt(max(float(v @ v) - sigma**2 * v.shape[0], FLOOR))
     return (v * scale).astype(np.float32), sigma * scale
+
+
+def compared_query(profile: ComparedProfile, query: Spec) -> Spec:
+    """A query as its profile's index compares it: offset under a projected profile (the
+    noise unchanged), as it is otherwise. A query is never scaled: its norm is common to every
+    distance of one search."""
+    if not profile.offset:
+        return query
+    shifted = query.values.astype(np.float64) + np.asarray(profile.offset, dtype=np.float64)
+    return dataclasses.replace(query, values=shifted.astype(np.float32))
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,7 @@ def profile_to_pb(p: SpecProfile) -> pb.SpecProfile:
         clip_radius=p.clip_radius,
         centre=list(p.centre),
         max_sigma=p.max_sigma,
+        projection=list(p.projection),
     )
 
 
@@ -81,6 +82,7 @@ def profile_from_pb(m: pb.SpecProfile) -> SpecProfile:
             "feature_map_sha256": m.feature_map_sha256,
             "clip_radius": m.clip_radius,
             "centre": list(m.centre),
+            "projection": list(m.projection),
             "max_sigma": m.max_sigma,  # 0 from a market that predates it: the profile's default
         }
     )

@@ -94,6 +94,8 @@ class ComparedProfile(Protocol):
     def clip_radius(self) -> float: ...  # the largest norm of an un-noised spec
     @property
     def max_sigma(self) -> float: ...
+    @property
+    def offset(self) -> tuple[float, ...]: ...  # added to every spec before comparing (`ranking`)
 
 
 @dataclass(frozen=True)

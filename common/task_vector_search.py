@@ -61,3 +61,7 @@ class TaskVectorIndexing:
     @property
     def max_sigma(self) -> float:
         return min(self.clip_radius, MAX_SIGMA)
+
+    @property
+    def offset(self) -> tuple[float, ...]:
+        return ()

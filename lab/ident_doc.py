@@ -54,7 +54,9 @@ def identification_markdown(results: dict[str, Any]) -> str:
         + "How often the top-1 is a mixture learnware is the second table of each profile.\n",
     ]
     for name, p in profiles.items():
-        lines.append(f"\n### {name} (profile `{p['profile_id']}`, kernel {p['kernel']})\n")
+        dims = p["feature_dims"]
+        dim = f"D = {dims[0]}" if len(dims) == 1 else f"D = {dims[0]}–{dims[-1]}"
+        lines.append(f"\n### {name} (profile `{p['profile_id']}`, kernel {p['kernel']}, {dim})\n")
         lines.append(table(header, _grid(p["pooled"], "right")))
         lines.append("\nTop-1 is a mixture learnware, %:\n")
         lines.append(table(header, _grid(p["pooled"], "mixture")))

@@ -13,6 +13,9 @@ For every data set D that a learnware of the reference market was trained on, on
 
 No adapter is trained: a learnware's spec is the exact kernel mean of its training texts'
 features, what its package carries. Embeddings are cached on disk by content (`embeddings`).
+A fitted kind (`projected`) is fitted in each fold on the specs of that fold's market (the
+visible learnwares' linear specs), as a market fits it on the specs it holds: the hidden
+specialists never shape it.
 
 Reported by n (`IdentSettings.sizes`, each capped at the fold's pool, and the whole pool) and
 epsilon, pooled over the folds of domains with at least two data sets (the general domain has
@@ -35,13 +38,19 @@ import numpy.typing as npt
 from lmdock.common.features import build_feature_map
 from lmdock.common.market_types import Match
 from lmdock.common.profile import SpecProfile
-from lmdock.common.profile_factory import PROFILE_KINDS, profile_of_kind
-from lmdock.common.spec import Spec, exact_spec, plan_release
+from lmdock.common.profile_factory import (
+    PROFILE_KINDS,
+    PROJECTED_KIND,
+    fit_projected_profile,
+    make_profile,
+    profile_of_kind,
+)
+from lmdock.common.spec import Spec, exact_spec, kernel_mean, plan_release
 from lmdock.lab.datasets import load_records, position
 from lmdock.lab.definitions import MarketDef, materialize
 from lmdock.lab.embeddings import CachingEmbedder
 from lmdock.server.index import IndexEntry, Listing
-from lmdock.server.index.by_profile import entry_as_indexed
+from lmdock.server.index.by_profile import ProfileIndexes, entry_as_indexed
 from lmdock.server.index.exact import ExactIndex
 
 __all__ = [
@@ -52,6 +61,7 @@ __all__ = [
     "IdentSettings",
     "Learnware",
     "Outcome",
+    "ProfileOf",
     "calibration",
     "cells_of",
     "evaluate_identification",
@@ -66,6 +76,9 @@ __all__ = [
 
 Log = Callable[[str], None]
 FloatArray = npt.NDArray[np.float64]
+#: A compared kind's profile in one fold, given the linear specs of that fold's market (rows):
+#: a built-in kind's is fixed; a fitted kind's is fitted on them.
+ProfileOf = Callable[[FloatArray], SpecProfile]
 
 #: Matches asked for per search (the market's default), over which confidences are computed.
 TOP_K = 5
@@ -169,7 +182,7 @@ def wilson_half_width(successes: int, total: int, *, z: float = 1.959964) -> flo
 def _draws(
     fold: Fold,
     features: FloatArray,
-    index: ExactIndex,
+    index: ProfileIndexes,
     profile: SpecProfile,
     cell: Cell,
     settings: IdentSettings,
@@ -198,38 +211,43 @@ def market_index(
     domains: Mapping[str, str],
     *,
     hidden: Sequence[str] = (),
-) -> ExactIndex:
-    """The market's exact index over `specs` less `hidden`, each held as the index for this
-    profile holds it (`entry_as_indexed`)."""
+) -> ProfileIndexes:
+    """The market's exact index over `specs` less `hidden`, each held, and each query compared,
+    as the market's index for this profile does (`ProfileIndexes`, `entry_as_indexed`)."""
     entries = [
         entry_as_indexed(profile, IndexEntry(Listing(i, i, domains[i]), spec.values, 0.0, ""))
         for i, spec in specs.items()
         if i not in hidden
     ]
-    return ExactIndex.from_entries(entries, expected=len(entries))
+    return ProfileIndexes({profile: ExactIndex.from_entries(entries, expected=len(entries))})
 
 
 def run_profile(
-    profile: SpecProfile,
+    profile_of: ProfileOf,
     learnwares: Sequence[Learnware],
     folds: Sequence[Fold],
     embed: Callable[[Sequence[str]], npt.NDArray[np.float32]],
     settings: IdentSettings,
-) -> dict[tuple[str, Cell], list[Outcome]]:
-    """Every fold's outcomes in every cell under `profile` (the subsets seeded, the noise not)."""
-    feature_map = build_feature_map(profile)
-    specs = {lw.id: exact_spec(feature_map(embed(lw.texts)), profile) for lw in learnwares}
+) -> tuple[dict[tuple[str, Cell], list[Outcome]], dict[str, SpecProfile]]:
+    """Every fold's outcomes in every cell under the profile `profile_of` gives the fold (the
+    subsets seeded, the noise not), and each fold's profile."""
+    linear = {lw.id: kernel_mean(embed(lw.texts)) for lw in learnwares}
     domains = {lw.id: lw.domain for lw in learnwares}
     mixtures = {lw.id for lw in learnwares if lw.mixture}
     cells = cells_of(settings)
     out: dict[tuple[str, Cell], list[Outcome]] = {}
+    profiles: dict[str, SpecProfile] = {}
     for k, fold in enumerate(folds):
-        index = market_index(profile, specs, domains, hidden=fold.hidden)
+        visible = [lw for lw in learnwares if lw.id not in fold.hidden]
+        profile = profiles[fold.dataset] = profile_of(np.stack([linear[lw.id] for lw in visible]))
+        feature_map = build_feature_map(profile)
+        specs = {lw.id: exact_spec(feature_map(embed(lw.texts)), profile) for lw in visible}
+        index = market_index(profile, specs, domains)
         features = feature_map(embed(fold.texts))
         rng = np.random.default_rng([settings.seed, k])  # which records; never the noise
         for cell in cells:
             out[(fold.dataset, cell)] = _draws(fold, features, index, profile, cell, settings, mixtures, rng)
-    return out
+    return out, profiles
 
 
 def _rate(outcomes: Sequence[Outcome], what: str) -> dict[str, float | int]:
@@ -344,25 +362,31 @@ def pools_of(learnwares: Sequence[Learnware], data_root: Path, cap: int | None) 
     return pools
 
 
-def profiles_compared(*, quick: bool) -> dict[str, SpecProfile]:
-    """The spec profiles the evaluation compares, by name (today's first)."""
-    return {kind: profile_of_kind(kind) for kind in PROFILE_KINDS}
+def profiles_compared(*, quick: bool) -> dict[str, ProfileOf]:
+    """The spec kinds the evaluation compares, by name (today's first): the built-in ones, and
+    the projected kind fitted on each fold's market as `lmdock-market add-profile` fits it."""
+
+    def fixed(profile: SpecProfile) -> ProfileOf:
+        return lambda specs: profile
+
+    kinds = {kind: fixed(profile_of_kind(kind)) for kind in PROFILE_KINDS}
+    base = profile_of_kind("linear")
+    kinds[PROJECTED_KIND] = lambda specs: fit_projected_profile(specs, np.zeros(len(specs)), base=base)
+    return kinds
 
 
 def evaluate_identification(
     *,
     catalogue: MarketDef,
     data_root: Path,
-    profiles: Mapping[str, SpecProfile],
+    profiles: Mapping[str, ProfileOf],
     settings: IdentSettings,
     embeddings: Path | None,
     log: Log = print,
 ) -> dict[str, Any]:
-    """The protocol under each of `profiles` (which share one embedder), as plain data."""
+    """The protocol under each of `profiles` (sharing the linear profile's embedder), as plain data."""
     started = time.perf_counter()
-    first = next(iter(profiles.values()))
-    if len({(p.embedder_sha256, p.max_tokens) for p in profiles.values()}) != 1:
-        raise ValueError("the profiles compared must share one embedder and token limit")
+    first = make_profile()
     learnwares = learnwares_of(catalogue, data_root, settings.quick)
     folds = folds_of(learnwares, pools_of(learnwares, data_root, settings.pool_cap))
     embedder = CachingEmbedder(first, folder=embeddings)
@@ -372,12 +396,18 @@ def evaluate_identification(
     log(f"identification: {len(learnwares)} learnwares, {len(folds)} folds, {len(texts)} texts to embed")
     embedder.embed(texts)
     results: dict[str, Any] = {}
-    for name, profile in profiles.items():
-        log(f"identification under {name} (profile {profile.profile_id})")
-        outcomes = run_profile(profile, learnwares, folds, embedder.embed, settings)
+    for name, profile_of in profiles.items():
+        log(f"identification under {name}")
+        outcomes, used = run_profile(profile_of, learnwares, folds, embedder.embed, settings)
+        if {(p.embedder_sha256, p.max_tokens) for p in used.values()} != {
+            (first.embedder_sha256, first.max_tokens)
+        }:
+            raise ValueError(f"{name}'s profiles do not share the linear profile's embedder and token limit")
+        ids = sorted({p.profile_id for p in used.values()})
         results[name] = {
-            "profile_id": profile.profile_id,
-            "kernel": profile.kernel,
+            "profile_id": ids[0] if len(ids) == 1 else "fitted per fold",
+            "kernel": next(iter(used.values())).kernel,
+            "feature_dims": sorted({p.feature_dim for p in used.values()}),
             **summarise(folds, outcomes, settings),
         }
     return {

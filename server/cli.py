@@ -19,12 +19,20 @@ from pathlib import Path
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.exit_codes import EPILOG, parse_or_exit, run_command
 from lmdock.common.profile import SpecProfile
-from lmdock.common.profile_factory import PROFILE_KINDS, profile_of_kind
+from lmdock.common.profile_factory import (
+    PROFILE_KINDS,
+    PROJECTED_CLIP_RADIUS,
+    PROJECTED_KIND,
+    PROJECTED_VARIANCE,
+    fit_projected_profile,
+    profile_of_kind,
+)
 from lmdock.common.task_vector import TASK_VECTOR_KIND, TaskVectorProfile
 from lmdock.server.apikeys import KEY_CACHE_TTL_S
 from lmdock.server.app import ServerSettings, ServerTLS, create_server
 from lmdock.server.auth import AccessPolicy
 from lmdock.server.base_models import BaseModels, parse_base_model_option
+from lmdock.server.catalogue import Catalogue
 from lmdock.server.config import (
     add_profile,
     add_task_vector_profile,
@@ -32,7 +40,7 @@ from lmdock.server.config import (
     load_or_create_profile,
     load_task_vector_profiles,
 )
-from lmdock.server.database_options import add_database_options, database_url
+from lmdock.server.database_options import add_database_options, add_db_url_option, database_url
 from lmdock.server.db import Database
 from lmdock.server.identity import Role
 from lmdock.server.index.backends import BACKENDS
@@ -173,6 +181,8 @@ def _add_profile(args: argparse.Namespace) -> int:
             raise InvalidArgument("--kind task-vector needs --base: the base model its vectors train on")
         models = BaseModels(dict(parse_base_model_option(o) for o in args.base_model), allow_local_paths=True)
         profile = task_vector_profile_on(args.base, models.folder(args.base))
+    elif args.kind == PROJECTED_KIND:
+        profile = _projected_profile(args, data_dir)
     else:
         profile = profile_of_kind(args.kind)
     if isinstance(profile, TaskVectorProfile):
@@ -185,8 +195,35 @@ def _add_profile(args: argparse.Namespace) -> int:
     added = add_profile(data_dir, profile)
     first = load_or_create_profile(data_dir)
     served = [p.profile_id for p in reversed((first, *added))]
-    print(json.dumps({"added": profile.profile_id, "served_newest_first": served}))
+    print(
+        json.dumps(
+            {"added": profile.profile_id, "feature_dim": profile.feature_dim, "served_newest_first": served}
+        )
+    )
     return 0
+
+
+def _projected_profile(args: argparse.Namespace, data_dir: Path) -> SpecProfile:
+    """A projected profile fitted on the specs the market lists under its first profile: its
+    learnwares' published releases (post-processing: no privacy cost; docs/search.md)."""
+    base = load_or_create_profile(data_dir)
+    db = Database(database_url(args))
+    try:
+        entries = list(Catalogue(db).iter_index_entries(profile_ids=base.ids, max_sigma=base.max_sigma))
+    finally:
+        db.close()
+    if len(entries) < 3:
+        raise InvalidArgument(
+            f"the market lists {len(entries)} learnwares under its profile {base.profile_id}; a "
+            "projection is fitted on the specs of at least 3: publish them first"
+        )
+    return fit_projected_profile(
+        [e.values for e in entries],
+        [e.sigma for e in entries],
+        base=base,
+        variance=args.variance,
+        clip_radius=args.clip_radius,
+    )
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -330,7 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     added.add_argument("--data-dir", required=True, help="the market's data folder")
     which = added.add_mutually_exclusive_group(required=True)
     which.add_argument(
-        "--kind", choices=sorted([*PROFILE_KINDS, TASK_VECTOR_KIND]), help="a built-in spec kind"
+        "--kind",
+        choices=sorted([*PROFILE_KINDS, PROJECTED_KIND, TASK_VECTOR_KIND]),
+        help="a built-in spec kind; projected is fitted on the specs the market lists",
     )
     which.add_argument("--file", help="a spec profile or task-vector profile JSON file")
     added.add_argument(
@@ -340,6 +379,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     added.add_argument(
         "--base-model", action="append", default=[], metavar="NAME=PATH", help="register base model NAME"
+    )
+    add_db_url_option(added)
+    added.add_argument(
+        "--variance",
+        type=float,
+        default=PROJECTED_VARIANCE,
+        help="with --kind projected: the share of the specs' spread it keeps (default: %(default)s)",
+    )
+    added.add_argument(
+        "--clip-radius",
+        type=float,
+        default=PROJECTED_CLIP_RADIUS,
+        help="with --kind projected: the clip radius R about the centre (default: %(default)s)",
     )
     added.set_defaults(func=_add_profile)
     add_keys_commands(sub)

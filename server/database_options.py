@@ -7,11 +7,15 @@ from pathlib import Path
 
 from lmdock.server.market import default_db_url
 
-__all__ = ["add_database_options", "database_url"]
+__all__ = ["add_database_options", "add_db_url_option", "database_url"]
 
 
 def add_database_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", required=True, help="catalogue, blobs and profile live here")
+    add_db_url_option(p)
+
+
+def add_db_url_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--db-url",
         default="",

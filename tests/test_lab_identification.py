@@ -19,6 +19,7 @@ from lmdock.lab.identification import (
     IdentSettings,
     Learnware,
     folds_of,
+    profiles_compared,
     run_profile,
     summarise,
     wilson_half_width,
@@ -92,7 +93,8 @@ def test_the_protocol_catches_a_centroid_learnware(profile: SpecProfile) -> None
 
     settings = IdentSettings(quick=True, sizes=(50,), epsilons=(math.inf, 1.0), draws=8)
     folds = folds_of(learnwares, pools)
-    outcomes = run_profile(profile, learnwares, folds, embed, settings)
+    outcomes, used = run_profile(lambda specs: profile, learnwares, folds, embed, settings)
+    assert set(used.values()) == {profile}
     summary = summarise(folds, outcomes, settings)
     assert {(c["n"], c["epsilon"]) for c in summary["pooled"]} == {
         (50, None),
@@ -106,6 +108,13 @@ def test_the_protocol_catches_a_centroid_learnware(profile: SpecProfile) -> None
     exact = next(c for c in summary["pooled"] if c["n"] == "whole" and c["epsilon"] is None)
     assert exact["mixture"]["rate"] == 1.0 and exact["right"]["rate"] == 0.0
     assert all(o.sigma > 0 for o in outcomes[("finance/a", Cell(50, 1.0))])
+    # the projected kind, fitted on each fold's visible specs, finds the domain, not the mixture
+    outcomes, used = run_profile(
+        profiles_compared(quick=True)["projected"], learnwares, folds, embed, settings
+    )
+    assert len({p.profile_id for p in used.values()}) == len(folds)  # one fit per fold's market
+    exact = next(c for c in summarise(folds, outcomes, settings)["pooled"] if c["epsilon"] is None)
+    assert exact["right"]["rate"] == 1.0 and exact["mixture"]["rate"] == 0.0
 
 
 @pytest.mark.slow
@@ -123,7 +132,8 @@ def test_quick_identification_eval_writes_its_json_and_section(tmp_path, capsys)
     exact = next(c for c in linear["pooled"] if c["epsilon"] is None and c["n"] == 50)
     assert exact["mixture"]["rate"] == 1.0 and exact["right"]["draws"] == 2 * QUICK_IDENT.draws
     assert [f["dataset"] for f in linear["folds"] if f["scored"]] == ["banking77", "tfns"]
-    assert set(results["profiles"]) == {"linear", "cosine"}
+    assert set(results["profiles"]) == {"linear", "cosine", "projected"}
+    assert results["profiles"]["projected"]["profile_id"] == "fitted per fold"
     # every noisy search lands in one bin of the confidence table
     noisy = sum(c["right"]["draws"] for c in linear["pooled"] if c["epsilon"] is not None)
     assert sum(b["agrees"]["draws"] for b in linear["calibration"]) == noisy

@@ -139,11 +139,11 @@ def test_market_cli_adds_a_profile_by_kind_or_file(tmp_path, capsys, newer) -> N
 
 def test_comparable_scales_a_cosine_profiles_specs_to_unit_debiased_norm() -> None:
     values = np.array([0.3, 0.4], dtype=np.float32)  # norm 0.5
-    assert comparable("linear", values, 0.1) == (values, 0.1)
-    scaled, sigma = comparable("cosine", values, 0.0)
+    assert comparable(make_profile(), values, 0.1) == (values, 0.1)
+    scaled, sigma = comparable(make_profile(kernel="cosine"), values, 0.0)
     assert np.allclose(scaled, [0.6, 0.8]) and sigma == 0.0
     # a noisy spec: its norm less its noise energy, ||m||^2 - sigma^2 D = 0.25 - 0.01 * 2
-    scaled, sigma = comparable("cosine", values, 0.1)
+    scaled, sigma = comparable(make_profile(kernel="cosine"), values, 0.1)
     assert sigma == pytest.approx(0.1 / np.sqrt(0.23)) and np.allclose(scaled, values / np.sqrt(0.23))
 
 

@@ -26,6 +26,7 @@ from lmdock.common.errors import BudgetExceeded, InvalidArgument
 from lmdock.common.ranking import comparable
 from lmdock.common.spec import Privacy, Spec
 from lmdock.common.task_vector import TaskVectorProfile, lora_a
+from lmdock.common.task_vector_search import TaskVectorIndexing
 from lmdock.server.index.exact import ExactIndex
 
 from tests.helpers import listed
@@ -88,7 +89,7 @@ def test_cosine_search_ranks_a_tasks_own_learnware_first(profile: TaskVectorProf
     index = ExactIndex()
     for topic in TOPICS:
         vector = compute_task_vector(texts(topic, 16), profile).values
-        values, sigma = comparable("cosine", vector, 0.0)
+        values, sigma = comparable(TaskVectorIndexing(profile), vector, 0.0)
         exact = Spec(
             profile.profile_id, values, Privacy(epsilon=None, delta=0.0, sigma=sigma, size_bucket=16)
         )

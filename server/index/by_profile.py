@@ -6,7 +6,8 @@ from the catalogue's learnwares under that profile. A learnware is added to the 
 spec's profile (one the market does not serve is left out, as a search under it is refused); a
 removal reaches every index; a search goes to the index of the query's profile. Each spec goes
 in as its profile compares it (`lmdock.common.ranking.comparable`: as it is, or scaled to unit
-norm under a "cosine" profile), whether streamed at start (`entry_as_indexed`) or added later.
+norm under a "cosine" or "projected" profile), whether streamed at start (`entry_as_indexed`)
+or added later, and a query as its profile compares it (`compared_query`).
 
 Task-vector profiles (`lmdock.common.task_vector_search`) have indexes here too: a learnware
 with a task vector goes into its kernel-mean profile's index and into its task-vector
@@ -20,7 +21,7 @@ from collections.abc import Mapping
 
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.market_types import LearnwareInfo, SearchResult
-from lmdock.common.ranking import comparable
+from lmdock.common.ranking import comparable, compared_query
 from lmdock.common.spec import ComparedProfile, Spec
 from lmdock.server.index import IndexEntry, SpecIndex
 
@@ -28,7 +29,7 @@ __all__ = ["ProfileIndexes", "entry_as_indexed"]
 
 
 def entry_as_indexed(profile: ComparedProfile, entry: IndexEntry) -> IndexEntry:
-    values, sigma = comparable(profile.kernel, entry.values, entry.sigma)
+    values, sigma = comparable(profile, entry.values, entry.sigma)
     if values is entry.values and sigma == entry.sigma:  # the profile holds specs as they are
         return entry
     return entry._replace(values=values, sigma=sigma)
@@ -43,8 +44,11 @@ class ProfileIndexes:
         self._by_id = {i: (p, index) for p, index in indexes.items() for i in p.ids}
 
     def of(self, profile_id: str) -> SpecIndex:
+        return self._profile_and_index(profile_id)[1]
+
+    def _profile_and_index(self, profile_id: str) -> tuple[ComparedProfile, SpecIndex]:
         try:
-            return self._by_id[profile_id][1]
+            return self._by_id[profile_id]
         except KeyError:
             raise InvalidArgument(f"no profile {profile_id!r} is served here") from None
 
@@ -66,7 +70,7 @@ class ProfileIndexes:
             if found is None or spec is None:
                 continue
             profile, index = found
-            values, sigma = comparable(profile.kernel, spec.values, spec.privacy.sigma)
+            values, sigma = comparable(profile, spec.values, spec.privacy.sigma)
             privacy = dataclasses.replace(spec.privacy, sigma=sigma)
             indexed = dataclasses.replace(spec, values=values, privacy=privacy)
             index.add(dataclasses.replace(learnware, spec=indexed, task_vector=None))
@@ -76,7 +80,8 @@ class ProfileIndexes:
             index.remove(learnware_id)
 
     def search(self, query: Spec, *, top_k: int, mixture: bool = False) -> SearchResult:
-        return self.of(query.profile_id).search(query, top_k=top_k, mixture=mixture)
+        profile, index = self._profile_and_index(query.profile_id)
+        return index.search(compared_query(profile, query), top_k=top_k, mixture=mixture)
 
     def __len__(self) -> int:
         return sum(len(index) for index in self.indexes.values())

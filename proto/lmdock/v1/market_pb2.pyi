@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SpecProfile(_message.Message):
-    __slots__ = ("profile_id", "version", "kernel", "embedder_id", "embedder_sha256", "pooling", "max_tokens", "dtype", "embedding_dim", "feature_dim", "bandwidth", "seed", "feature_map_sha256", "clip_radius", "centre_sha256", "centre", "max_sigma")
+    __slots__ = ("profile_id", "version", "kernel", "embedder_id", "embedder_sha256", "pooling", "max_tokens", "dtype", "embedding_dim", "feature_dim", "bandwidth", "seed", "feature_map_sha256", "clip_radius", "centre_sha256", "centre", "max_sigma", "projection")
     PROFILE_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     KERNEL_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,7 @@ class SpecProfile(_message.Message):
     CENTRE_SHA256_FIELD_NUMBER: _ClassVar[int]
     CENTRE_FIELD_NUMBER: _ClassVar[int]
     MAX_SIGMA_FIELD_NUMBER: _ClassVar[int]
+    PROJECTION_FIELD_NUMBER: _ClassVar[int]
     profile_id: str
     version: int
     kernel: str
@@ -42,7 +43,8 @@ class SpecProfile(_message.Message):
     centre_sha256: str
     centre: _containers.RepeatedScalarFieldContainer[float]
     max_sigma: float
-    def __init__(self, profile_id: _Optional[str] = ..., version: _Optional[int] = ..., kernel: _Optional[str] = ..., embedder_id: _Optional[str] = ..., embedder_sha256: _Optional[str] = ..., pooling: _Optional[str] = ..., max_tokens: _Optional[int] = ..., dtype: _Optional[str] = ..., embedding_dim: _Optional[int] = ..., feature_dim: _Optional[int] = ..., bandwidth: _Optional[float] = ..., seed: _Optional[int] = ..., feature_map_sha256: _Optional[str] = ..., clip_radius: _Optional[float] = ..., centre_sha256: _Optional[str] = ..., centre: _Optional[_Iterable[float]] = ..., max_sigma: _Optional[float] = ...) -> None: ...
+    projection: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, profile_id: _Optional[str] = ..., version: _Optional[int] = ..., kernel: _Optional[str] = ..., embedder_id: _Optional[str] = ..., embedder_sha256: _Optional[str] = ..., pooling: _Optional[str] = ..., max_tokens: _Optional[int] = ..., dtype: _Optional[str] = ..., embedding_dim: _Optional[int] = ..., feature_dim: _Optional[int] = ..., bandwidth: _Optional[float] = ..., seed: _Optional[int] = ..., feature_map_sha256: _Optional[str] = ..., clip_radius: _Optional[float] = ..., centre_sha256: _Optional[str] = ..., centre: _Optional[_Iterable[float]] = ..., max_sigma: _Optional[float] = ..., projection: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class TaskVectorProfile(_message.Message):
     __slots__ = ("profile_id", "kind", "version", "base_model", "base_sha256", "dim", "layers", "rank", "targets", "max_tokens", "steps", "learning_rate", "clip_norm", "seed")
