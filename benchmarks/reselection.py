@@ -1,4 +1,4 @@
-"""The reference eval's selection under each built-in spec kind, without retraining.
+"""The reference eval's selection under each spec kind, without retraining.
 
 `lmdock-lab eval` scores every learnware on every user task once (results/scores.json); which
 learnware a user picks depends only on the market's ranking of its DP spec. So the selection
@@ -6,7 +6,8 @@ figures of another spec kind follow from the same scores and that kind's ranking
 learnwares' exact specs (the kernel means of their training texts, what their packages carry),
 each user task's ε = 1 spec of the whole task (the release a client makes: discrete Gaussian
 noise from the OS CSPRNG), ranked by the market's exact index as it holds specs under that
-profile. Printed: per kind, selected/oracle (pick rule "spec + labels" and "spec only") and
+profile (the projected kind fitted on all the learnwares' linear specs, as the market fits
+it). Printed: per kind, selected/oracle (pick rule "spec + labels" and "spec only") and
 top-1, mean over draws, as `lmdock-lab eval` reports them.
 
     python benchmarks/reselection.py --data ../shared/data [--repeats 20]
@@ -19,18 +20,17 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 from lmdock.client.cache import default_cache_dir
 from lmdock.common.features import build_feature_map
-from lmdock.common.profile_factory import PROFILE_KINDS, profile_of_kind
-from lmdock.common.spec import exact_spec, release
+from lmdock.common.profile_factory import make_profile
+from lmdock.common.spec import exact_spec, kernel_mean, release
 from lmdock.lab.definitions import materialize
 from lmdock.lab.embeddings import CachingEmbedder
+from lmdock.lab.identification import market_index, profiles_compared
 from lmdock.lab.metrics import selection_summary
 from lmdock.lab.reference_market import FULL
 from lmdock.lab.scoring import Scores
-from lmdock.server.index import IndexEntry, Listing
-from lmdock.server.index.by_profile import entry_as_indexed
-from lmdock.server.index.exact import ExactIndex
 
 
 def main() -> None:
@@ -47,23 +47,17 @@ def main() -> None:
     rows = {t: {lw: row.get(lw, 0.0) for lw in ids} for t, row in stored["learnware"].items()}
     scores = Scores(rows, stored["base"], stored["eligible"], [])
     out: dict[str, object] = {}
-    for kind in PROFILE_KINDS:
-        profile = profile_of_kind(kind)
-        embed = CachingEmbedder(profile, folder=default_cache_dir() / "reference" / "embeddings").embed
+    embed = CachingEmbedder(make_profile(), folder=default_cache_dir() / "reference" / "embeddings").embed
+    domains = {r.card.id: r.card.domain for r in market.recipes}
+    # the market's first (linear) specs, on which a fitted kind is fitted, as the market fits it
+    linear = np.stack([kernel_mean(embed(r.summarised_texts)) for r in market.recipes])
+    for kind, profile_of in profiles_compared(quick=False).items():
+        profile = profile_of(linear)
         feature_map = build_feature_map(profile)
-        entries = [
-            entry_as_indexed(
-                profile,
-                IndexEntry(
-                    Listing(r.card.id, r.card.name, r.card.domain),
-                    exact_spec(feature_map(embed(r.summarised_texts)), profile).values,
-                    0.0,
-                    "",
-                ),
-            )
-            for r in market.recipes
-        ]
-        index = ExactIndex.from_entries(entries)
+        specs = {
+            r.card.id: exact_spec(feature_map(embed(r.summarised_texts)), profile) for r in market.recipes
+        }
+        index = market_index(profile, specs, domains)
         rankings = {}
         for t in market.tasks:
             features = feature_map(embed(t.texts))
@@ -71,7 +65,7 @@ def main() -> None:
                 [
                     m.learnware_id
                     for m in index.search(
-                        release(features, profile, epsilon=1.0, delta=1e-6).spec, top_k=len(entries)
+                        release(features, profile, epsilon=1.0, delta=1e-6).spec, top_k=len(specs)
                     ).matches
                 ]
                 for _ in range(args.repeats)

@@ -2,9 +2,10 @@
 
 A profile names the embedder (id and weight hash), how texts become vectors (pooling, token
 limit, dtype), and the explicit feature map applied to the unit embeddings (kernel,
-dimension, bandwidth, public seed, public centre, clip radius) together with a hash of that
-map's parameters. The client rebuilds the feature map from the profile and refuses the profile
-unless both the embedder's weight hash and the feature-map hash match (see `features`).
+dimension, bandwidth, public seed, public centre, clip radius, and for the projected kind its
+public projection) together with a hash of that map's parameters. The client rebuilds the
+feature map from the profile and refuses the profile unless both the embedder's weight hash and
+the feature-map hash match (see `features`).
 
 One field is the market's policy rather than part of how a spec is computed: `max_sigma`, the
 largest noise a spec may carry (uploads and searches). It stays out of the profile id, so
