@@ -10,6 +10,7 @@ and the mean embedding of the training texts (for the LoraRetriever-style baseli
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import multiprocessing
 import os
@@ -30,6 +31,7 @@ from lmdock.client.progress import ProgressLines, TrainingProgress
 from lmdock.client.publish.package import package_learnware
 from lmdock.client.publish.training import TrainingConfig, train_adapter, train_classifier
 from lmdock.client.runtime import load_learnware, zero_shot_classify
+from lmdock.client.training.objectives import LowerCaches
 from lmdock.common.canonical import canonical_json, sha256_hex
 from lmdock.common.card import Card
 from lmdock.common.embedder_files import DEFAULT_EMBEDDER
@@ -45,6 +47,7 @@ __all__ = [
     "Recipe",
     "build_in",
     "build_packages",
+    "lower_layer_groups",
     "publisher_key",
 ]
 
@@ -149,7 +152,7 @@ def _train_classifier(
 
 
 def _train_generator(
-    recipe: Recipe, adapter: Path, progress: TrainingProgress
+    recipe: Recipe, adapter: Path, progress: TrainingProgress, lower_caches: LowerCaches
 ) -> tuple[dict[str, float], str]:
     """Train a generative adapter (answers after the chat template's prompt); the lab's eval
     scores it on the user tasks, so the build states only its training loss."""
@@ -164,6 +167,7 @@ def _train_generator(
         progress=progress,
         device=recipe.device,
         dtype=recipe.dtype,
+        lower_caches=lower_caches,
     )
     layers = f"top {config.layers} layers" if config.layers else "all layers"
     card = (
@@ -182,7 +186,14 @@ def _sidecar_scores(scores: dict[str, float]) -> dict[str, float]:
 
 
 def _build(
-    recipe: Recipe, out: Path, *, profile: SpecProfile, key: Any, embedder: CachingEmbedder, log: Log
+    recipe: Recipe,
+    out: Path,
+    *,
+    profile: SpecProfile,
+    key: Any,
+    embedder: CachingEmbedder,
+    lower_caches: LowerCaches,
+    log: Log,
 ) -> dict[str, Any]:
     config = recipe.training
     generative = recipe.kind == "generation"
@@ -194,7 +205,10 @@ def _build(
         log(f"  training {recipe.card.id} on {len(recipe.train_texts)} records ({config.epochs} epochs)")
         started, cpu_started = time.perf_counter(), time.process_time()
         steps = ProgressLines(f"  {recipe.card.id} training steps", log, unit=" steps")  # every 30 s
-        scores, lines = (_train_generator if generative else _train_classifier)(recipe, adapter, steps)
+        if generative:
+            scores, lines = _train_generator(recipe, adapter, steps, lower_caches)
+        else:
+            scores, lines = _train_classifier(recipe, adapter, steps)
         train_seconds = time.perf_counter() - started
         train_cpu_seconds = time.process_time() - cpu_started
         load = os.getloadavg()[0]  # what the machine was doing besides: training times depend on it
@@ -245,13 +259,46 @@ def _paths(recipe: Recipe, folder: Path, profile: SpecProfile) -> tuple[Path, Pa
     return package, package.with_suffix(".json")
 
 
+def _build_group(
+    folder: Path,
+    group: Sequence[Recipe],
+    *,
+    profile: SpecProfile,
+    key_file: Path,
+    embedder: CachingEmbedder,
+    log: Log,
+) -> None:
+    """The recipes of one `lower_layer_groups` group, one after another, sharing one
+    `LowerCaches` (dropped after the group, so a build holds one group's activations at most)."""
+    lower_caches = LowerCaches()
+    for recipe in group:
+        _build_into(
+            folder,
+            recipe,
+            profile=profile,
+            key_file=key_file,
+            embedder=embedder,
+            lower_caches=lower_caches,
+            log=log,
+        )
+
+
 def _build_into(
-    folder: Path, recipe: Recipe, *, profile: SpecProfile, key_file: Path, embedder: CachingEmbedder, log: Log
+    folder: Path,
+    recipe: Recipe,
+    *,
+    profile: SpecProfile,
+    key_file: Path,
+    embedder: CachingEmbedder,
+    lower_caches: LowerCaches,
+    log: Log,
 ) -> None:
     package, sidecar = _paths(recipe, folder, profile)
     partial = package.with_suffix(".tar.partial")
     key = load_private_key(key_file)
-    stats = _build(recipe, partial, profile=profile, key=key, embedder=embedder, log=log)
+    stats = _build(
+        recipe, partial, profile=profile, key=key, embedder=embedder, lower_caches=lower_caches, log=log
+    )
     partial.replace(package)  # the package first: a missing sidecar only rebuilds
     atomic_write_text(sidecar, json.dumps(stats, indent=1, sort_keys=True))
     for stale in folder.glob(f"{recipe.card.id}-*"):
@@ -264,17 +311,53 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _worker(folder: Path, recipe: Recipe, profile: SpecProfile, key_file: Path, threads: int) -> str:
-    """One build in a worker process (spawned: nothing is shared with the parent)."""
+def _worker(
+    folder: Path, group: Sequence[Recipe], profile: SpecProfile, key_file: Path, threads: int
+) -> list[str]:
+    """One group's builds in a worker process (spawned: nothing is shared with the parent)."""
     import torch
     from lmdock.client.models import quiet_model_libraries
 
     quiet_model_libraries()
     torch.set_num_threads(threads)
-    _build_into(
-        folder, recipe, profile=profile, key_file=key_file, embedder=CachingEmbedder(profile), log=_stderr
+    _build_group(
+        folder, group, profile=profile, key_file=key_file, embedder=CachingEmbedder(profile), log=_stderr
     )
-    return recipe.card.id
+    return [r.card.id for r in group]
+
+
+#: Two generative recipes build in one group, sharing their lower-layer activations, when their
+#: training records overlap by at least this share of the larger one's (versions of a data set).
+SHARED_RECORDS = 1 / 3
+
+
+def lower_layer_groups(recipes: Sequence[Recipe]) -> list[list[Recipe]]:
+    """`recipes` in groups to build one after another in one process, sharing lower-layer
+    activations (`LowerCaches`): top-layer generative recipes on one base, device and dtype,
+    linked where their training records overlap by `SHARED_RECORDS` of the larger's; every other
+    recipe alone. Larger groups first (by records), so that parallel jobs finish together."""
+    group_of = list(range(len(recipes)))
+
+    def root(i: int) -> int:
+        while group_of[i] != i:
+            i = group_of[i]
+        return i
+
+    records = [set(zip(r.train_texts, r.train_labels, strict=True)) for r in recipes]
+    for i, j in itertools.combinations(range(len(recipes)), 2):
+        a, b = recipes[i], recipes[j]
+        lower = (a.kind, a.base_model, a.training.layers, a.device, a.dtype)
+        if (
+            a.kind == "generation"
+            and a.training.layers
+            and lower == (b.kind, b.base_model, b.training.layers, b.device, b.dtype)
+            and len(records[i] & records[j]) >= SHARED_RECORDS * max(len(records[i]), len(records[j]))
+        ):
+            group_of[root(j)] = root(i)
+    groups: dict[int, list[Recipe]] = {}
+    for i, recipe in enumerate(recipes):
+        groups.setdefault(root(i), []).append(recipe)
+    return sorted(groups.values(), key=lambda g: -sum(len(r.train_texts) for r in g))
 
 
 def build_in(
@@ -311,22 +394,23 @@ def build_packages(
     """Every recipe's signed package (and its build stats), building only what is missing.
 
     With jobs > 1 the missing ones are built in that many worker processes, each with as many
-    torch threads as this process has.
+    torch threads as this process has, a `lower_layer_groups` group to a process.
     """
     folder.mkdir(parents=True, exist_ok=True)
     missing = [r for r in recipes if not all(p.exists() for p in _paths(r, folder, profile))]
-    if jobs > 1 and len(missing) > 1:
+    groups = lower_layer_groups(missing)
+    if jobs > 1 and len(groups) > 1:
         import torch
 
         threads = torch.get_num_threads()
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_worker, folder, r, profile, key_file, threads) for r in missing]
+            futures = [pool.submit(_worker, folder, g, profile, key_file, threads) for g in groups]
             for future in as_completed(futures):
                 future.result()
     else:
-        for recipe in missing:
-            embedder = embedder or CachingEmbedder(profile)
-            _build_into(folder, recipe, profile=profile, key_file=key_file, embedder=embedder, log=log)
+        embedder = embedder or CachingEmbedder(profile)
+        for group in groups:
+            _build_group(folder, group, profile=profile, key_file=key_file, embedder=embedder, log=log)
     built = []
     for recipe in recipes:
         package, sidecar = _paths(recipe, folder, profile)

@@ -24,7 +24,7 @@ from lmdock.client.models import resolve_base_model
 from lmdock.client.progress import TrainingProgress
 from lmdock.client.publish.probe import linear_probe
 from lmdock.client.training.dp_sgd import DPConfig, DPPlan, DPReport, PrivateTraining, plan_dp_sgd
-from lmdock.client.training.objectives import load_task_model
+from lmdock.client.training.objectives import LowerCaches, load_task_model
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.package import TaskInfo
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
@@ -103,6 +103,7 @@ def train_adapter(
     start: Mapping[str, torch.Tensor] | None = None,
     device: str = "cpu",
     dtype: str = "float32",
+    lower_caches: LowerCaches | None = None,
 ) -> TrainingReport:
     """Train a LoRA adapter (or, for a mean-pooled classifier, its head alone: see `probe`) for
     `task` on (text, target) pairs and save it to `out_dir`.
@@ -112,7 +113,9 @@ def train_adapter(
     adapter's tensors to start from (as `adapter_model.safetensors` names them: a federated
     round starts from the global adapter); None starts from a fresh adapter. `device` and `dtype`
     are the base model's, as the daemon names them (`lmdock.client.device`: auto is cuda, then
-    mps, then the cpu; bfloat16 on a GPU that has it, float32 on the cpu).
+    mps, then the cpu; bfloat16 on a GPU that has it, float32 on the cpu). `lower_caches`
+    shares a top-layer generative adapter's lower-layer activations with other runs on the same
+    base (`objectives.LowerCaches`): the same adapter, trained faster where their records overlap.
     """
     if len(texts) != len(targets) or not texts:
         raise InvalidArgument("need as many targets as texts, and at least one of each")
@@ -136,6 +139,7 @@ def train_adapter(
         layers=config.layers,
         device=torch_device,
         dtype=pick_dtype(dtype, torch_device),
+        lower_caches=lower_caches,
     )
     if start is not None:
         load_adapter_tensors(tm.model, start)

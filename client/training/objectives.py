@@ -28,7 +28,7 @@ from lmdock.common.package import TaskInfo
 from peft import LoraConfig, TaskType, get_peft_model
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-__all__ = ["TaskModel", "attention_targets", "load_task_model", "top_layers"]
+__all__ = ["LowerCache", "LowerCaches", "TaskModel", "attention_targets", "load_task_model", "top_layers"]
 
 #: LoRA goes on the attention query/value projections; their names differ by architecture.
 _ATTENTION_NAMES = (("q_proj", "v_proj"), ("query", "value"), ("q_lin", "v_lin"), ("c_attn",))
@@ -189,6 +189,23 @@ class LowerCache:
             self.used += size
 
 
+class LowerCaches:
+    """`LowerCache`s shared by training runs, one for each set of frozen lower layers (base
+    folder, split, dtype, device): versions of one data set train on most of the same records,
+    and the same unadapted lower layers give the same rows for the same tokens, so a later
+    version reads what an earlier one computed. Each cache holds up to `max_bytes`."""
+
+    def __init__(self, max_bytes: int = LOWER_CACHE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._caches: dict[tuple[str, ...], LowerCache] = {}
+
+    def of(self, *lower_layers: object) -> LowerCache:
+        key = tuple(str(x) for x in lower_layers)
+        if key not in self._caches:
+            self._caches[key] = LowerCache(self.max_bytes)
+        return self._caches[key]
+
+
 def _check_plain_head(config: Any) -> None:
     """The answer loss applies the output embedding itself (`TaskModel._generation_loss`): a
     model that transforms its logits after it would train on other logits than it generates from."""
@@ -212,6 +229,7 @@ def load_task_model(
     layers: int = 0,
     device: torch.device | None = None,
     dtype: torch.dtype = torch.float32,
+    lower_caches: LowerCaches | None = None,
 ) -> TaskModel:
     """The base model in `folder` with a fresh LoRA adapter for `task` (only LoRA and heads train).
 
@@ -219,6 +237,8 @@ def load_task_model(
     the [CLS] pooler is not used (see `lmdock.client.heads`). `layers` > 0 puts LoRA on the top
     `layers` layers only. The base is loaded in `dtype` on `device` (None: the cpu); PEFT keeps
     the LoRA weights in float32 (`autocast_adapter_dtype`), so a bfloat16 base trains float32 LoRA.
+    A top-layer generative adapter keeps its lower-layer activations in `lower_caches` (shared
+    with the other runs given it) or in a cache of its own.
     """
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if task.kind == "classification":
@@ -248,7 +268,8 @@ def load_task_model(
         target_modules=top_layers(model, target_modules or attention_targets(model), layers),
         modules_to_save=heads or None,
     )
-    peft_model = get_peft_model(model.to(device or torch.device("cpu")), lora)
+    on = device or torch.device("cpu")
+    peft_model = get_peft_model(model.to(on), lora)
     peft_model.peft_config["default"].base_model_name_or_path = base_model
     split = None
     # Lower activations are reused only where the lower layers are deterministic (no dropout).
@@ -258,6 +279,17 @@ def load_task_model(
     eos_id = eos[0] if isinstance(eos, list) else eos
     if eos_id is None:
         eos_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    lower_cache = (
+        LowerCache(LOWER_CACHE_BYTES)
+        if lower_caches is None or split is None
+        else lower_caches.of(Path(folder).resolve(), split.split, dtype, on)
+    )
     return TaskModel(
-        task=task, model=peft_model, tokenizer=tokenizer, max_tokens=max_tokens, eos_id=eos_id, split=split
+        task=task,
+        model=peft_model,
+        tokenizer=tokenizer,
+        max_tokens=max_tokens,
+        eos_id=eos_id,
+        split=split,
+        lower_cache=lower_cache,
     )
