@@ -4,9 +4,9 @@ The generative market trains three versions of each data set (`lab/gen_market.VE
 disjoint parts and their union), LoRA on the top layers of SmolLM2, so the union's lower-layer
 activations are mostly the other two's. This trains one data set's three versions, their
 records cut to `--fraction` of each (the overlap is kept: each keeps its first records), with a
-cache each and then with one shared cache (`lab/building.lower_layer_groups` puts them in one
-group), and prints one JSON object: seconds each way, their ratio, and the records the union
-shares with the other two.
+cache each and with a cache per `lab/building.lower_layer_groups` group (as the build shares
+them), twice each, alternated, and prints one JSON object: seconds each way, the ratio of the
+means, and the records the union shares with the other two.
 
     python benchmarks/lower_sharing.py --data ../shared/data [--prefix gen-fin-sentiment] [--fraction 0.2]
 """
@@ -37,19 +37,23 @@ def _cut(recipe: Recipe, fraction: float) -> Recipe:
 
 
 def _train_all(recipes: list[Recipe], shared: bool) -> float:
-    caches = LowerCaches() if shared else None
+    """Seconds to train every recipe: each with a cache of its own, or as the build does, one
+    `LowerCaches` per `lower_layer_groups` group."""
+    groups = lower_layer_groups(recipes) if shared else [[r] for r in recipes]
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        for r in recipes:
-            train_adapter(
-                base_model=r.base_model,
-                task=TaskInfo(kind="generation"),
-                texts=r.train_texts,
-                targets=r.train_labels,
-                out_dir=Path(tmp) / r.card.id,
-                config=r.training,
-                lower_caches=caches,
-            )
+        for group in groups:
+            caches = LowerCaches()
+            for r in group:
+                train_adapter(
+                    base_model=r.base_model,
+                    task=TaskInfo(kind="generation"),
+                    texts=r.train_texts,
+                    targets=r.train_labels,
+                    out_dir=Path(tmp) / r.card.id,
+                    config=r.training,
+                    lower_caches=caches,
+                )
     return time.perf_counter() - started
 
 
@@ -67,8 +71,10 @@ def main() -> None:
     others = {t for r in versions if r is not union for t in zip(r.train_texts, r.train_labels, strict=True)}
     shared_records = sum(t in others for t in zip(union.train_texts, union.train_labels, strict=True))
     _train_all(versions[:1], shared=False)  # load and convert the base once, outside the timings
-    separate = _train_all(versions, shared=False)
-    shared = _train_all(versions, shared=True)
+    runs: dict[bool, list[float]] = {False: [], True: []}
+    for shared in (False, True, True, False):  # alternated, so a drift in the box's load cancels
+        runs[shared].append(_train_all(versions, shared=shared))
+    separate, shared = (sum(runs[k]) / len(runs[k]) for k in (False, True))
     print(
         json.dumps(
             {
@@ -76,8 +82,8 @@ def main() -> None:
                 "records": [len(r.train_texts) for r in versions],
                 "groups": [[r.card.id for r in g] for g in groups],
                 "union_records_shared": shared_records,
-                "separate_s": round(separate, 1),
-                "shared_s": round(shared, 1),
+                "separate_s": [round(x, 1) for x in runs[False]],
+                "shared_s": [round(x, 1) for x in runs[True]],
                 "shared_over_separate": round(shared / separate, 3),
                 "torch_threads": 1,
             }

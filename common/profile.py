@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from lmdock.common.canonical import canonical_json, jcs, sha256_hex
 from lmdock.common.errors import InvalidArgument
 
@@ -65,6 +66,13 @@ def default_max_sigma(feature_dim: int, clip_radius: float) -> float:
     """2 * 2R / (2D)^(1/4): twice the sigma at which a spec's own noise moves its distance
     (sd sqrt(2D) sigma^2) by as much as the whole range of distances, (2R)^2."""
     return 2.0 * 2.0 * clip_radius / math.sqrt(math.sqrt(2.0 * feature_dim))
+
+
+def _check_float32(name: str, values: tuple[float, ...]) -> None:
+    """The wire carries these as float32 and the feature-map hash reads them so: a value that is
+    not one would give clients another profile id than the market's, and they would skip it."""
+    if values and not np.array_equal(np.asarray(values, dtype=np.float32), np.asarray(values)):
+        raise InvalidArgument(f"{name} values must be float32 numbers (as make_profile writes them)")
 
 
 @dataclass(frozen=True)
@@ -109,6 +117,7 @@ class SpecProfile:
             )
         if not all(math.isfinite(x) and abs(x) <= 2 for x in self.centre):
             raise InvalidArgument("centre values must be finite and within [-2, 2]")
+        _check_float32("centre", self.centre)
         if self.pooling != "mean" or self.dtype != "float32":
             raise InvalidArgument("only mean pooling in float32 is supported")
         if not 0 < self.max_tokens <= 8192:
@@ -136,6 +145,7 @@ class SpecProfile:
         # bounds the sensitivity whatever A is (`features`)
         if not all(math.isfinite(x) and abs(x) <= 1 for x in self.projection):
             raise InvalidArgument("projection values must be finite and within [-1, 1]")
+        _check_float32("projection", self.projection)
 
     @property
     def offset(self) -> tuple[float, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -115,13 +116,18 @@ def fit_projected_profile(
     linear or cosine profile, `sigmas` their noise).
 
     c is the specs' mean and A's rows the specs' first k principal directions about c, k the
-    fewest that hold `variance` of their spread once each spec's noise is taken out (noise
-    sigma_l adds sigma_l^2 (1 - 1/L) to the scatter along every direction); the profile's
-    centre is A c, so phi(e) = clip_R(A (e - c)). Only published specs go in: the fit is
-    post-processing of their releases, costs no privacy, and is fixed before any user's data.
+    fewest that hold `variance` of their spread once the noise is taken out: the scatter of L
+    specs in D dimensions carrying noise of mean variance s^2 has its noise directions' squared
+    singular values up to s^2 (sqrt(D) + sqrt(L - 1))^2 (the Marchenko-Pastur edge), so that
+    much is taken from each direction. The profile's centre is A c, so phi(e) = clip_R(A (e - c)).
+    Only published specs go in: the fit is post-processing of their releases, costs no privacy,
+    and is fixed before any user's data.
     """
-    if base.kernel not in ("linear", "cosine"):
-        raise InvalidArgument(f"a projection is fitted on linear or cosine specs, not {base.kernel!r} ones")
+    if base.kernel not in ("linear", "cosine") or base.centre or base.clip_radius != 1.0:
+        raise InvalidArgument(
+            "a projection is fitted on means of unit embeddings: specs of an uncentred linear or "
+            f"cosine profile with clip radius 1, not of this {base.kernel!r} one"
+        )
     if not 0 < variance <= 1:
         raise InvalidArgument(f"variance must be in (0, 1], got {variance!r}")
     m = np.asarray(specs, dtype=np.float64)
@@ -132,12 +138,13 @@ def fit_projected_profile(
         raise InvalidArgument(f"fitting a projection needs the specs of at least 3 learnwares, got {len(m)}")
     c = m.mean(axis=0)
     _, singular, vt = np.linalg.svd(m - c, full_matrices=False)
-    spread = np.maximum(singular**2 - float(np.sum(noise**2)) * (1 - 1 / len(m)), 0.0)
+    edge = float(np.mean(noise**2)) * (math.sqrt(m.shape[1]) + math.sqrt(len(m) - 1)) ** 2
+    spread = np.maximum(singular**2 - edge, 0.0)
     if not spread.sum() > 0:
         raise InvalidArgument("the specs differ by no more than their noise: there is nothing to fit")
     k = min(int(np.searchsorted(np.cumsum(spread) / spread.sum(), variance * (1 - 1e-12)) + 1), len(spread))
     rows = vt[:k]
-    # each row's sign fixed (its largest entry positive), so one fit gives one profile anywhere
+    # each row's sign fixed (its largest entry positive): an SVD may return either
     rows = rows * np.sign(rows[np.arange(k), np.argmax(np.abs(rows), axis=1)])[:, None]
     a = rows.astype(np.float32)
     return make_profile(

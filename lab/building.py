@@ -333,9 +333,10 @@ SHARED_RECORDS = 1 / 3
 
 def lower_layer_groups(recipes: Sequence[Recipe]) -> list[list[Recipe]]:
     """`recipes` in groups to build one after another in one process, sharing lower-layer
-    activations (`LowerCaches`): top-layer generative recipes on one base, device and dtype,
-    linked where their training records overlap by `SHARED_RECORDS` of the larger's; every other
-    recipe alone. Larger groups first (by records), so that parallel jobs finish together."""
+    activations (`LowerCaches`): generative recipes adapting the same top layers of one base, on
+    one device and dtype, linked where their training records overlap by `SHARED_RECORDS` of the
+    larger's; every other recipe alone. Larger groups first (by records), so that parallel jobs
+    finish together."""
     group_of = list(range(len(recipes)))
 
     def root(i: int) -> int:

@@ -54,9 +54,10 @@ def identification_markdown(results: dict[str, Any]) -> str:
         + "How often the top-1 is a mixture learnware is the second table of each profile.\n",
     ]
     for name, p in profiles.items():
-        dims = p["feature_dims"]
-        dim = f"D = {dims[0]}" if len(dims) == 1 else f"D = {dims[0]}–{dims[-1]}"
-        lines.append(f"\n### {name} (profile `{p['profile_id']}`, kernel {p['kernel']}, {dim})\n")
+        which = f"profile `{p['profile_id']}`" if p["profile_id"] else "fitted in each fold"
+        dims = p.get("feature_dims", [])  # results from before fitted kinds have none
+        dim = "" if not dims else f", D = {dims[0]}" if len(dims) == 1 else f", D = {dims[0]}–{dims[-1]}"
+        lines.append(f"\n### {name} ({which}, kernel {p['kernel']}{dim})\n")
         lines.append(table(header, _grid(p["pooled"], "right")))
         lines.append("\nTop-1 is a mixture learnware, %:\n")
         lines.append(table(header, _grid(p["pooled"], "mixture")))

@@ -405,7 +405,8 @@ def evaluate_identification(
             raise ValueError(f"{name}'s profiles do not share the linear profile's embedder and token limit")
         ids = sorted({p.profile_id for p in used.values()})
         results[name] = {
-            "profile_id": ids[0] if len(ids) == 1 else "fitted per fold",
+            "profile_id": ids[0] if len(ids) == 1 else None,  # None: one per fold, below
+            "fold_profile_ids": {dataset: p.profile_id for dataset, p in used.items()},
             "kernel": next(iter(used.values())).kernel,
             "feature_dims": sorted({p.feature_dim for p in used.values()}),
             **summarise(folds, outcomes, settings),

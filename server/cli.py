@@ -8,6 +8,7 @@ migrate  bring the market database's schema up to date (serve does this too)
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import math
@@ -174,6 +175,10 @@ def _profile_file(path: str) -> SpecProfile | TaskVectorProfile:
 
 def _add_profile(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).expanduser()
+    if args.kind != PROJECTED_KIND and (args.variance is not None or args.clip_radius is not None):
+        raise InvalidArgument(
+            "--variance and --clip-radius shape a fitted profile: use them with --kind projected"
+        )
     if args.file:
         profile = _profile_file(args.file)
     elif args.kind == TASK_VECTOR_KIND:
@@ -203,26 +208,42 @@ def _add_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The most specs a projection is fitted on (an even sample of a larger catalogue): 384 x 100k
+#: float64 is 300 MB, and the principal directions of 100k specs are those of a million.
+MAX_FITTED_SPECS = 100_000
+
+
 def _projected_profile(args: argparse.Namespace, data_dir: Path) -> SpecProfile:
     """A projected profile fitted on the specs the market lists under its first profile: its
     learnwares' published releases (post-processing: no privacy cost; docs/search.md)."""
+    if not (data_dir / "profile.json").exists():
+        raise InvalidArgument(f"{data_dir} holds no market (no profile.json): give the market's --data-dir")
     base = load_or_create_profile(data_dir)
-    db = Database(database_url(args))
+    db = Database(database_url(args))  # opened as `serve` opens it (schema brought up to date)
     try:
-        entries = list(Catalogue(db).iter_index_entries(profile_ids=base.ids, max_sigma=base.max_sigma))
+        catalogue = Catalogue(db)
+        listed = catalogue.count(profile_ids=base.ids)
+        step = max(1, math.ceil(listed / MAX_FITTED_SPECS))
+        entries = itertools.islice(
+            catalogue.iter_index_entries(profile_ids=base.ids, max_sigma=base.max_sigma), 0, None, step
+        )
+        values, sigmas = [], []
+        for e in entries:
+            values.append(e.values)
+            sigmas.append(e.sigma)
     finally:
         db.close()
-    if len(entries) < 3:
+    if len(values) < 3:
         raise InvalidArgument(
-            f"the market lists {len(entries)} learnwares under its profile {base.profile_id}; a "
+            f"the market lists {len(values)} learnwares under its profile {base.profile_id}; a "
             "projection is fitted on the specs of at least 3: publish them first"
         )
     return fit_projected_profile(
-        [e.values for e in entries],
-        [e.sigma for e in entries],
+        values,
+        sigmas,
         base=base,
-        variance=args.variance,
-        clip_radius=args.clip_radius,
+        variance=PROJECTED_VARIANCE if args.variance is None else args.variance,
+        clip_radius=PROJECTED_CLIP_RADIUS if args.clip_radius is None else args.clip_radius,
     )
 
 
@@ -384,14 +405,12 @@ def build_parser() -> argparse.ArgumentParser:
     added.add_argument(
         "--variance",
         type=float,
-        default=PROJECTED_VARIANCE,
-        help="with --kind projected: the share of the specs' spread it keeps (default: %(default)s)",
+        help=f"with --kind projected: the share of the specs' spread kept (default: {PROJECTED_VARIANCE})",
     )
     added.add_argument(
         "--clip-radius",
         type=float,
-        default=PROJECTED_CLIP_RADIUS,
-        help="with --kind projected: the clip radius R about the centre (default: %(default)s)",
+        help=f"with --kind projected: the clip radius R about the centre (default: {PROJECTED_CLIP_RADIUS})",
     )
     added.set_defaults(func=_add_profile)
     add_keys_commands(sub)

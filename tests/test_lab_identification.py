@@ -133,7 +133,9 @@ def test_quick_identification_eval_writes_its_json_and_section(tmp_path, capsys)
     assert exact["mixture"]["rate"] == 1.0 and exact["right"]["draws"] == 2 * QUICK_IDENT.draws
     assert [f["dataset"] for f in linear["folds"] if f["scored"]] == ["banking77", "tfns"]
     assert set(results["profiles"]) == {"linear", "cosine", "projected"}
-    assert results["profiles"]["projected"]["profile_id"] == "fitted per fold"
+    fitted = results["profiles"]["projected"]
+    folds = fitted["fold_profile_ids"]
+    assert fitted["profile_id"] is None and len(set(folds.values())) == len(folds) == 4  # one fit a fold
     # every noisy search lands in one bin of the confidence table
     noisy = sum(c["right"]["draws"] for c in linear["pooled"] if c["epsilon"] is not None)
     assert sum(b["agrees"]["draws"] for b in linear["calibration"]) == noisy

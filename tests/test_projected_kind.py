@@ -48,13 +48,27 @@ def test_the_fit_keeps_the_fewest_directions_that_hold_the_spread_known_values()
     assert np.allclose(one.centre, [row @ c], atol=1e-6) and one.offset == one.centre
     two = fit_projected_profile(specs, np.zeros(4), base=base, variance=0.9)
     assert two.feature_dim == 2 and two.clip_radius == 0.3
-    # noise sigma on each spec adds sigma^2 (1 - 1/L) = 3 sigma^2 / 4 per spec along every
-    # direction (3 sigma^2 in all): taken out, u holds (8 - 0.75) / (10 - 1.5) = 0.853
-    noisy = fit_projected_profile(specs, np.full(4, 0.5), base=base, variance=0.85)
-    assert noisy.feature_dim == 1
+    # claimed noise sigma = 0.05 takes the Marchenko-Pastur edge 0.05^2 (sqrt(384) + sqrt(3))^2
+    # = 1.137 from each direction: u then holds 6.863 / (6.863 + 0.863) = 0.888 of the spread
+    assert fit_projected_profile(specs, np.zeros(4), base=base, variance=0.85).feature_dim == 2
+    assert fit_projected_profile(specs, np.full(4, 0.05), base=base, variance=0.85).feature_dim == 1
     # the same fit gives the same profile; the profile is exact on the wire and in JSON
     assert fit_projected_profile(specs, np.zeros(4), base=base) == two
     assert serde.profile_from_pb(serde.profile_to_pb(two)) == two == SpecProfile.from_json(two.to_json())
+
+
+def test_noise_on_the_specs_adds_no_directions_to_the_fit() -> None:
+    """50 noisy specs of a 10-direction spread (weights falling from 1 to 0.02): the noise's
+    own directions, 374 of them, never enter; the weakest signal ones may drop out."""
+    rng = np.random.default_rng(4)
+    basis = _orthonormal(rng, 10)
+    weights = np.array([1.0, 0.8, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.02]) * 0.3
+    specs = 0.1 + (rng.standard_normal((50, 10)) * weights) @ basis
+    exact = fit_projected_profile(specs, np.zeros(50), base=make_profile()).feature_dim
+    for sigma in (0.01, 0.02, 0.05):
+        noisy = specs + rng.standard_normal(specs.shape) * sigma
+        k = fit_projected_profile(noisy, np.full(50, sigma), base=make_profile()).feature_dim
+        assert exact - 2 <= k <= exact
 
 
 def test_the_fit_refuses_what_it_cannot_fit_on() -> None:
@@ -122,8 +136,12 @@ def test_a_market_fits_a_projected_profile_and_serves_it_beside_its_first(
     rng = np.random.default_rng(3)
     sets = _clusters(rng)
     data_dir = tmp_path / "market"
-    load_or_create_profile(data_dir, requested=profile)
     argv = ["add-profile", "--data-dir", str(data_dir), "--kind", "projected"]
+    assert market_main(argv) == USAGE  # a mistyped folder is not made a market
+    assert "holds no market" in capsys.readouterr().err and not data_dir.exists()
+    load_or_create_profile(data_dir, requested=profile)
+    assert market_main([*argv[:-1], "cosine", "--variance", "0.8"]) == USAGE
+    assert "use them with --kind projected" in capsys.readouterr().err
     assert market_main(argv) == USAGE  # an empty market has no specs to fit on
     err = capsys.readouterr().err
     assert "publish them first" in err and "Traceback" not in err

@@ -44,6 +44,8 @@ class ProfileIndexes:
         self._by_id = {i: (p, index) for p, index in indexes.items() for i in p.ids}
 
     def of(self, profile_id: str) -> SpecIndex:
+        """A profile's index, to count or inspect: a search goes through `search`, which
+        compares the query as the profile does (`compared_query`)."""
         return self._profile_and_index(profile_id)[1]
 
     def _profile_and_index(self, profile_id: str) -> tuple[ComparedProfile, SpecIndex]:

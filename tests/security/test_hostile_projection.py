@@ -15,6 +15,7 @@ from lmdock.common import serde
 from lmdock.common.errors import InvalidArgument
 from lmdock.common.exit_codes import USAGE
 from lmdock.common.features import build_feature_map
+from lmdock.common.profile import SpecProfile
 from lmdock.common.profile_factory import fit_projected_profile, make_profile
 from lmdock.common.spec import plan_release
 from lmdock.server.cli import main as market_main
@@ -89,3 +90,12 @@ def test_a_projected_profile_file_with_bad_values_is_a_readable_error(tmp_path, 
     assert market_main(argv) == USAGE
     err = capsys.readouterr().err
     assert "finite" in err and "Traceback" not in err
+
+
+def test_a_profile_value_that_is_not_float32_is_refused(projected) -> None:
+    """The wire and the feature-map hash read float32: a finer value would give clients another
+    profile id than the market's, and every client would skip the profile without a word."""
+    data = projected.to_dict()
+    data["projection"][0] += 1e-12
+    with pytest.raises(InvalidArgument, match="projection values must be float32"):
+        SpecProfile.from_dict(data)
