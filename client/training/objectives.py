@@ -192,8 +192,9 @@ class LowerCache:
 class LowerCaches:
     """`LowerCache`s shared by training runs, one for each set of frozen lower layers (base
     folder, split, dtype, device): versions of one data set train on most of the same records,
-    and the same unadapted lower layers give the same rows for the same tokens, so a later
-    version reads what an earlier one computed. Each cache holds up to `max_bytes`."""
+    and the same unadapted lower layers give the same rows for the same tokens (to float rounding:
+    another run computed them in other batch shapes), so a later version reads what an earlier
+    one computed. Each cache holds up to `max_bytes`."""
 
     def __init__(self, max_bytes: int = LOWER_CACHE_BYTES) -> None:
         self.max_bytes = max_bytes
