@@ -209,15 +209,12 @@ def market_index(
     profile: SpecProfile,
     specs: Mapping[str, Spec],
     domains: Mapping[str, str],
-    *,
-    hidden: Sequence[str] = (),
 ) -> ProfileIndexes:
-    """The market's exact index over `specs` less `hidden`, each held, and each query compared,
-    as the market's index for this profile does (`ProfileIndexes`, `entry_as_indexed`)."""
+    """The market's exact index over `specs`, each held, and each query compared, as the
+    market's index for this profile does (`ProfileIndexes`, `entry_as_indexed`)."""
     entries = [
         entry_as_indexed(profile, IndexEntry(Listing(i, i, domains[i]), spec.values, 0.0, ""))
         for i, spec in specs.items()
-        if i not in hidden
     ]
     return ProfileIndexes({profile: ExactIndex.from_entries(entries, expected=len(entries))})
 
@@ -231,7 +228,8 @@ def run_profile(
 ) -> tuple[dict[tuple[str, Cell], list[Outcome]], dict[str, SpecProfile]]:
     """Every fold's outcomes in every cell under the profile `profile_of` gives the fold (the
     subsets seeded, the noise not), and each fold's profile."""
-    linear = {lw.id: kernel_mean(embed(lw.texts)) for lw in learnwares}
+    embedded = {lw.id: embed(lw.texts) for lw in learnwares}  # once: every fold maps them again
+    linear = {i: kernel_mean(e) for i, e in embedded.items()}
     domains = {lw.id: lw.domain for lw in learnwares}
     mixtures = {lw.id for lw in learnwares if lw.mixture}
     cells = cells_of(settings)
@@ -241,7 +239,7 @@ def run_profile(
         visible = [lw for lw in learnwares if lw.id not in fold.hidden]
         profile = profiles[fold.dataset] = profile_of(np.stack([linear[lw.id] for lw in visible]))
         feature_map = build_feature_map(profile)
-        specs = {lw.id: exact_spec(feature_map(embed(lw.texts)), profile) for lw in visible}
+        specs = {lw.id: exact_spec(feature_map(embedded[lw.id]), profile) for lw in visible}
         index = market_index(profile, specs, domains)
         features = feature_map(embed(fold.texts))
         rng = np.random.default_rng([settings.seed, k])  # which records; never the noise
