@@ -82,9 +82,7 @@ def comparable(
     the module doc)."""
     if profile.kernel not in DIRECTIONAL:
         return values, sigma
-    v = values.astype(np.float64)
-    if profile.offset:
-        v = v + np.asarray(profile.offset, dtype=np.float64)
+    v = _offset(profile, values)
     scale = 1.0 / np.sqrt(max(float(v @ v) - sigma**2 * v.shape[0], FLOOR))
     return (v * scale).astype(np.float32), sigma * scale
 
@@ -95,8 +93,13 @@ def compared_query(profile: ComparedProfile, query: Spec) -> Spec:
     distance of one search."""
     if not profile.offset:
         return query
-    shifted = query.values.astype(np.float64) + np.asarray(profile.offset, dtype=np.float64)
-    return dataclasses.replace(query, values=shifted.astype(np.float32))
+    return dataclasses.replace(query, values=_offset(profile, query.values).astype(np.float32))
+
+
+def _offset(profile: ComparedProfile, values: npt.NDArray[np.float32]) -> FloatArray:
+    """`values` plus the profile's public offset (none for most kinds), in float64."""
+    v = values.astype(np.float64)
+    return v + np.asarray(profile.offset, dtype=np.float64) if profile.offset else v
 
 
 @dataclass(frozen=True)
